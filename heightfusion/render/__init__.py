@@ -1,0 +1,34 @@
+"""Differentiable height-map renderers behind one interface; pick one with :func:`make_renderer`."""
+
+from __future__ import annotations
+
+from .base import Renderer
+from .context import GLUnavailableError
+from .fragments import Fragments
+
+
+def _gl(**kwargs) -> Renderer:
+    from .gl import GLRenderer
+
+    return GLRenderer(**kwargs)
+
+
+_BACKENDS = {"gl": _gl}
+
+#: Names accepted by :func:`make_renderer`.
+BACKENDS = tuple(_BACKENDS)
+
+
+def make_renderer(name: str = "gl", **kwargs) -> Renderer:
+    """A renderer backend by name; ValueError listing the valid names for an unknown one.
+
+    No GL context is created here: GL backends create (or adopt) it on their first render.
+    """
+    try:
+        factory = _BACKENDS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown renderer backend {name!r}; valid backends: {', '.join(BACKENDS)}") from None
+    return factory(**kwargs)
+
+
+__all__ = ["BACKENDS", "Fragments", "GLUnavailableError", "Renderer", "make_renderer"]

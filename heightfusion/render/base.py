@@ -1,0 +1,59 @@
+"""The interface every rendering backend implements."""
+
+from __future__ import annotations
+
+import abc
+
+import numpy as np
+
+from ..camera import PinholeCamera
+from ..heightmap import HeightMap
+from ..poses import validate_pose
+from .fragments import Fragments
+
+
+class Renderer(abc.ABC):
+    """A differentiable renderer of height maps.
+
+    ``render`` returns the full :class:`Fragments`; ``render_depth`` only the (H, W) depth, which
+    backends can produce faster and which is the baseline the full render is measured against.
+    """
+
+    #: Name under which :func:`heightfusion.make_renderer` finds the backend.
+    name: str
+
+    @abc.abstractmethod
+    def render(self, grid: HeightMap, cam: PinholeCamera, T_wc: np.ndarray) -> Fragments:
+        """Fragments of ``grid`` seen by ``cam`` at pose ``T_wc`` (camera-to-world)."""
+
+    @abc.abstractmethod
+    def render_depth(self, grid: HeightMap, cam: PinholeCamera, T_wc: np.ndarray) -> np.ndarray:
+        """(H, W) float32 z-depth of ``grid`` seen by ``cam`` at ``T_wc``; NaN where empty."""
+
+    def release(self) -> None:
+        """Free the backend's resources (GPU buffers); the renderer is unusable afterwards."""
+
+
+def check_inputs(grid: HeightMap, cam: PinholeCamera, T_wc: np.ndarray) -> np.ndarray:
+    """Validate a render call's arguments; return ``T_wc`` as float64 4x4."""
+    if not isinstance(grid, HeightMap):
+        raise TypeError(f"grid must be a heightfusion.HeightMap, got {type(grid).__name__}")
+    if not isinstance(cam, PinholeCamera):
+        raise TypeError(f"cam must be a heightfusion.PinholeCamera, got {type(cam).__name__}")
+    grid.check_finite()
+    return validate_pose(T_wc, "T_wc")
+
+
+def empty_fragments(cam: PinholeCamera) -> Fragments:
+    """Fragments of an image that sees no surface."""
+    H, W = cam.shape
+    nan3 = np.full((H, W, 3), np.nan, dtype=np.float32)
+    return Fragments(
+        depth=np.full((H, W), np.nan, dtype=np.float32),
+        triangle_ids=np.full((H, W), -1, dtype=np.int32),
+        vertex_ids=np.full((H, W, 3), -1, dtype=np.int32),
+        barycentric=nan3,
+        depth_grad=nan3.copy(),
+        color=nan3.copy(),
+        normal=nan3.copy(),
+    )

@@ -1,0 +1,83 @@
+"""The one place that creates or adopts the OpenGL context every GL backend shares.
+
+Headless EGL by default (Mesa llvmpipe on a CPU-only machine, the vendor driver on a GPU); an app
+with a window calls :func:`use_context` with its window's context so that renderers draw there.
+Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import threading
+
+#: Lowest OpenGL version the shaders need (shader storage buffers, compute shaders).
+REQUIRED_GL_VERSION = 430
+
+_lock = threading.Lock()
+_context = None
+
+
+class GLUnavailableError(RuntimeError):
+    """No usable OpenGL context could be created (missing libraries, no EGL device, too old GL)."""
+
+
+_INSTALL_HINT = (
+    "heightfusion's GL backends need OpenGL 4.3 through EGL. On Debian/Ubuntu install Mesa with "
+    "`apt-get install libegl1 libgl1 libgl1-mesa-dri libegl-mesa0` (software rendering works), or a GPU "
+    "driver with EGL; the 'raymarch' backend (make_renderer('raymarch')) needs no OpenGL."
+)
+
+
+def get_context():
+    """The shared moderngl context, created headless (EGL) on first use."""
+    global _context
+    with _lock:
+        if _context is None:
+            _context = _create_headless()
+        return _context
+
+
+def use_context(ctx) -> None:
+    """Make GL backends render with ``ctx`` (e.g. a glfw window's context, current on this thread).
+
+    Renderers created before the call keep the context they were created with.
+    """
+    global _context
+    _check_version(ctx)
+    with _lock:
+        _context = ctx
+
+
+def release_context() -> None:
+    """Forget the shared context (and release it if we created it); the next use creates a new one."""
+    global _context
+    with _lock:
+        if _context is not None and getattr(_context, "_heightfusion_owned", False):
+            _context.release()
+        _context = None
+
+
+def _create_headless():
+    try:
+        import moderngl
+    except ImportError as exc:  # pragma: no cover - moderngl is a hard dependency
+        raise GLUnavailableError(f"moderngl is not installed ({exc}). {_INSTALL_HINT}") from None
+    try:
+        ctx = moderngl.create_context(standalone=True, backend="egl", require=REQUIRED_GL_VERSION)
+    except Exception as exc:
+        raise GLUnavailableError(f"could not create a headless OpenGL context ({exc}). {_INSTALL_HINT}") from None
+    ctx._heightfusion_owned = True
+    _check_version(ctx)
+    return ctx
+
+
+def _check_version(ctx) -> None:
+    if ctx.version_code < REQUIRED_GL_VERSION:
+        raise GLUnavailableError(
+            f"OpenGL {ctx.version_code / 100:.1f} ({ctx.info.get('GL_RENDERER', '?')}) is too old. {_INSTALL_HINT}"
+        )
+
+
+def describe() -> str:
+    """One line naming the GL renderer and version of the shared context."""
+    ctx = get_context()
+    return f"{ctx.info['GL_RENDERER']} | OpenGL {ctx.info['GL_VERSION']}"

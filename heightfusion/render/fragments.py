@@ -1,0 +1,45 @@
+"""The per-pixel record every renderer returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Fragments:
+    """What a renderer saw at each pixel of an (H, W) image.
+
+    Empty pixels (no surface: sky, map out of view) hold NaN in every float field and -1 in
+    ``vertex_ids`` and ``triangle_ids``. A backend that cannot produce a field sets it to None and
+    says so in its docstring.
+
+    Attributes:
+        depth: (H, W) float32 z-depth along the camera's z axis, metres.
+        triangle_ids: (H, W) int32 id of the visible triangle (see :mod:`heightfusion.heightmap`).
+        vertex_ids: (H, W, 3) int32 flat ids of that triangle's vertices, in triangulation order.
+        barycentric: (H, W, 3) float32 weights of those vertices at the hit point (XY plane).
+        depth_grad: (H, W, 3) float32 d depth / d height of those vertices (dimensionless):
+            b_k / (d_z - g . d_xy) with d the ray direction scaled to camera-z 1 and g the
+            triangle's height gradient.
+        color: (H, W, 3) float32 RGB in [0, 1] interpolated from the vertex colours.
+        normal: (H, W, 3) float32 unit surface normal in the world frame (z >= 0: the upper side).
+    """
+
+    depth: np.ndarray
+    triangle_ids: np.ndarray | None = None
+    vertex_ids: np.ndarray | None = None
+    barycentric: np.ndarray | None = None
+    depth_grad: np.ndarray | None = None
+    color: np.ndarray | None = None
+    normal: np.ndarray | None = None
+
+    @property
+    def mask(self) -> np.ndarray:
+        """(H, W) bool: pixels that see the surface."""
+        return np.isfinite(self.depth)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.depth.shape  # type: ignore[return-value]

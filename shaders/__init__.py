@@ -1,0 +1,1 @@
+"""GLSL sources of heightfusion, installed as the package ``heightfusion.shaders``."""
