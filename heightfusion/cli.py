@@ -1,0 +1,49 @@
+"""The ``heightfusion`` console command: one subcommand per job, each in its own module.
+
+A subcommand module provides ``add_arguments(parser)`` and ``run(args) -> int`` (the exit status);
+modules are imported only when their subcommand runs, so ``heightfusion --help`` stays fast.
+Errors meant for the user (bad paths, bad values) are raised as ``UserError`` or ``ValueError`` and
+printed as one line, with exit status 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "synth": ("heightfusion.synthetic.command", "write a synthetic sequence (TUM layout) with ground truth"),
+    "info": ("heightfusion.render.info_command", "print the OpenGL renderer heightfusion would use"),
+}
+
+
+class UserError(Exception):
+    """An error caused by the user's input: printed as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="heightfusion", description="Real-time height-map fusion with differentiable rendering.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        sp.set_defaults(_module=module)
+        importlib.import_module(module).add_arguments(sp)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except (UserError, ValueError, FileNotFoundError) as exc:
+        print(f"heightfusion {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"heightfusion {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

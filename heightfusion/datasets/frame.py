@@ -1,0 +1,30 @@
+"""One frame of a sequence, as every dataset reader yields it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..camera import PinholeCamera
+
+
+@dataclass
+class Frame:
+    """A frame of a recorded or synthetic sequence.
+
+    Attributes:
+        timestamp: seconds.
+        image: (H, W, 3) uint8 RGB, or None for depth-only data.
+        depth: (H, W) float32 z-depth in metres, NaN where unknown; None for monocular data.
+        T_wc: 4x4 float64 camera-to-world pose, or None when the trajectory has no pose for it.
+        camera: intrinsics of this frame.
+        index: position in the sequence (0-based, counting skipped frames too).
+    """
+
+    timestamp: float
+    image: np.ndarray | None
+    depth: np.ndarray | None
+    T_wc: np.ndarray | None
+    camera: PinholeCamera
+    index: int = 0

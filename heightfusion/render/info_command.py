@@ -1,0 +1,20 @@
+"""``heightfusion info``: which OpenGL implementation the GL backends run on."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    del parser  # no options
+
+
+def run(args: argparse.Namespace) -> int:
+    from . import context
+
+    try:
+        print(context.describe())
+    except context.GLUnavailableError as exc:
+        print(f"no OpenGL: {exc}")
+        return 1
+    return 0
