@@ -29,14 +29,17 @@ def make_scene(n: int) -> hf.HeightMap:
     return grid
 
 
-def time_ms(fn, repeats: int) -> float:
-    fn()
-    samples = []
+def time_ms(fns: dict, repeats: int) -> dict:
+    """Median ms per call of each function, calls interleaved so that machine noise hits all alike."""
+    samples: dict = {name: [] for name in fns}
+    for name, fn in fns.items():
+        fn()  # warm-up: compile shaders, allocate buffers
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(samples)
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            samples[name].append((time.perf_counter() - t0) * 1e3)
+    return {name: statistics.median(s) for name, s in samples.items()}
 
 
 def main() -> None:
@@ -52,8 +55,11 @@ def main() -> None:
     for (width, height), n in (((320, 240), 128), ((640, 480), 256)):
         cam = hf.PinholeCamera(width, height, 0.8 * width, 0.8 * width, (width - 1) / 2, (height - 1) / 2)
         grid = make_scene(n)
-        depth_ms = time_ms(lambda: renderer.render_depth(grid, cam, T_wc), args.repeats)
-        full_ms = time_ms(lambda: renderer.render(grid, cam, T_wc), args.repeats)
+        ms = time_ms(
+            {"depth": lambda: renderer.render_depth(grid, cam, T_wc), "full": lambda: renderer.render(grid, cam, T_wc)},
+            args.repeats,
+        )
+        depth_ms, full_ms = ms["depth"], ms["full"]
         covered = float(np.isfinite(renderer.render_depth(grid, cam, T_wc)).mean())
         print(f"{width}x{height:<4} {n:>4}^2 {depth_ms:9.2f} {full_ms:9.2f} {full_ms / depth_ms:10.2f} {covered:8.2f}")
 

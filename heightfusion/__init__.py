@@ -3,7 +3,9 @@
 No OpenGL context or window is created at import time.
 """
 
+from . import datasets
 from .camera import PinholeCamera
+from .datasets.frame import Frame
 from .heightmap import HeightMap, export_ply, load_heightmap, save_heightmap
 from .poses import invert_pose, look_at, matrix_to_quat, pose_from_tum, pose_to_tum, quat_to_matrix, validate_pose
 from .render import BACKENDS, Fragments, GLUnavailableError, Renderer, make_renderer
@@ -13,10 +15,12 @@ __version__ = "0.1.0"
 __all__ = [
     "BACKENDS",
     "Fragments",
+    "Frame",
     "GLUnavailableError",
     "HeightMap",
     "PinholeCamera",
     "Renderer",
+    "datasets",
     "export_ply",
     "invert_pose",
     "load_heightmap",

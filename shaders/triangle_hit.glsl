@@ -1,53 +1,41 @@
-// Exact hit of a pixel's ray with the visible triangle, shared by the depth-only and full passes.
-// Included after `#version`; needs the Heights buffer at binding 0.
-// Triangulation as in heightfusion/heightmap.py: triangle 2 * (i * (nx - 1) + j) + k of cell (i, j),
-// vertex v = i * nx + j,  k = 0: (v, v+1, v+nx+1) for s >= r,  k = 1: (v, v+nx+1, v+nx) for r >= s.
-// Triangles are drawn in id order, so gl_PrimitiveID is the triangle id.
+// Exact hit of the pixel's ray with the visible triangle; shared by the depth-only and full passes
+// (included after #version). Inputs are the varyings of shaders/heightmap.vert. Which triangle of
+// the cell is being drawn comes from the interpolated grid position, not gl_PrimitiveID, which
+// sends llvmpipe's vertex stage down a slow path.
 
-layout(std430, binding = 0) readonly buffer Heights { float heights[]; };
+uniform mat3 map_from_cam;     // rotation of T_wc
+uniform vec4 pixel_to_ray;     // (1/fx, 1/fy, cx, cy): OpenCV pixel -> camera ray with z = 1
+uniform float depth_scale;     // 1 / far: linear depth test, the same precision at every range
+uniform float cell_size;       // metres
+uniform vec3 cam_center;       // camera centre, map-local
 
-uniform int nx;
-uniform float cell_size;         // metres
-uniform vec3 cam_center;         // camera centre, map-local frame
-uniform mat3 map_from_cam;       // rotation of T_wc
-uniform vec4 pixel_to_ray;       // (1/fx, 1/fy, cx, cy): OpenCV pixel -> camera ray with z = 1
-
-// i = index / row_length without integer division, which software rasterizers run one lane at a
-// time; exact while index < 2^22 (the +0.5 keeps the float quotient away from integers).
-int grid_row(int index, int row_length) {
-    return int((float(index) + 0.5) / float(row_length));
-}
+flat in vec4 v_gradients;      // (dh/dx, dh/dy) of triangle k = 0, then k = 1
+flat in vec4 v_plane;          // q of k = 0, q of k = 1, camera centre minus the cell's vertex (xy)
+in vec2 v_grid;                // (column, row) grid coordinates of the rasterized point
 
 struct TriangleHit {
-    int tri;      // triangle id
-    int v;        // id of vertex (i, j) of the triangle's cell
-    float depth;  // z-depth, metres
-    vec3 b;       // barycentric weights in the triangle's vertex order
-    vec2 g;       // height gradient (dh/dx, dh/dy) of the triangle's plane
+    ivec2 cell;   // (j, i) of the cell
+    int k;        // 0 or 1: which triangle of the cell (k = 0 covers s >= r)
+    vec3 d;       // ray direction, map frame, camera-z component 1
+    vec2 g;       // height gradient (dh/dx, dh/dy) of the triangle
     float den;    // d_z - g . d_xy: d depth / d h_k = b_k / den
+    float depth;  // z-depth, metres
+    vec2 sr;      // in-cell coordinates (s, r) of the hit, in cells
 };
 
 TriangleHit triangle_hit() {
     TriangleHit hit;
-    hit.tri = gl_PrimitiveID;
-    int cell = hit.tri >> 1;
-    int i = grid_row(cell, nx - 1);
-    int j = cell - i * (nx - 1);
-    hit.v = i * nx + j;
-    float h00 = heights[hit.v];
-    float h11 = heights[hit.v + nx + 1];
-    bool upper = (hit.tri & 1) == 1;
-    float h_side = heights[upper ? hit.v + nx : hit.v + 1];
-    hit.g = (upper ? vec2(h11 - h_side, h_side - h00) : vec2(h_side - h00, h11 - h_side)) / cell_size;
-
+    // The cell's vertex lies exactly on the grid, so rounding recovers its index.
+    hit.cell = ivec2(round((cam_center.xy - v_plane.zw) / cell_size));
+    vec2 sr_raster = v_grid - vec2(hit.cell);
+    hit.k = sr_raster.x >= sr_raster.y ? 0 : 1;
     // GL window coordinates have pixel centres at half-integers, OpenCV at integers.
     vec2 uv = gl_FragCoord.xy - 0.5;
-    vec3 d = map_from_cam * vec3((uv - pixel_to_ray.zw) * pixel_to_ray.xy, 1.0);
-    vec2 corner = vec2(float(j), float(i)) * cell_size;
-    hit.den = d.z - dot(hit.g, d.xy);
-    hit.depth = (h00 + dot(hit.g, cam_center.xy - corner) - cam_center.z) / hit.den;
-
-    vec2 sr = (cam_center.xy + hit.depth * d.xy - corner) / cell_size;
-    hit.b = upper ? vec3(1.0 - sr.y, sr.x, sr.y - sr.x) : vec3(1.0 - sr.x, sr.x - sr.y, sr.y);
+    hit.d = map_from_cam * vec3((uv - pixel_to_ray.zw) * pixel_to_ray.xy, 1.0);
+    hit.g = hit.k == 0 ? v_gradients.xy : v_gradients.zw;
+    hit.den = hit.d.z - dot(hit.g, hit.d.xy);
+    hit.depth = (hit.k == 0 ? v_plane.x : v_plane.y) / hit.den;
+    hit.sr = (v_plane.zw + hit.depth * hit.d.xy) / cell_size;
+    gl_FragDepth = hit.depth * depth_scale;
     return hit;
 }

@@ -130,7 +130,8 @@ def test_heightmap_geometry_and_triangulation():
     np.testing.assert_array_equal(grid.triangle_vertex_ids(np.array([0, 1, 7, -1])), [[0, 1, 5], [0, 5, 4], [4, 9, 8], [-1, -1, -1]])
     # Every cell's two triangles tile it: areas add up, orientation consistent (counter-clockwise in XY).
     p = grid.vertices()[tris][..., :2]
-    cross = np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
+    e1, e2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
+    cross = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
     assert np.all(cross > 0) and np.isclose(0.5 * cross.sum(), 1.5 * 1.0)
 
 

@@ -1,14 +1,17 @@
 """The OpenGL rasterizer: one pass into five render targets, read back as the Fragments' arrays.
 
-The vertex stage only places vertices (no varyings: on a software rasterizer such as llvmpipe the
-per-triangle setup of interpolants costs more than recomputing the hit per pixel). The fragment
-stage finds the visible triangle from gl_PrimitiveID and intersects the pixel's ray with its plane
-(shaders/triangle_hit.glsl), then writes depth, barycentric weights, d depth / d h, vertex ids,
-colour and normal. The CPU side only takes views of the arrays read back.
+Per render: the heights (and colours) are uploaded, a compute pass derives each cell's two triangle
+gradients (shaders/cell_gradients.comp), and one draw rasterizes the mesh. The vertex stage hands
+per-triangle planes to the fragment stage as flat varyings; the fragment stage intersects the pixel's
+ray with the visible triangle's plane (shaders/triangle_hit.glsl) and writes depth, barycentric
+weights, d depth / d h, vertex ids, colour and normal. The CPU side only takes views of the arrays
+read back. Choices are made for llvmpipe (Mesa's CPU rasterizer), whose vertex stage and triangle
+set-up run on one thread: few varying slots, attributes rather than buffer reads in the vertex stage.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +33,24 @@ _SHADERS = {
     "depth": ("heightmap.vert", "depth.frag"),
     "clear": ("fullscreen.vert", "clear_fragments.frag"),
 }
+_GRADIENTS_GROUP = 128  # local_size_x of shaders/cell_gradients.comp
+_ALL_ONES_NAN = float(np.array(0xFFFFFFFF, dtype=np.uint32).view(np.float32))  # int32 -1 as float bits
+
+
+def _clear_writes_bits(ctx) -> bool:
+    """Whether glClear of float and int32 targets with the all-ones NaN gives NaN and -1."""
+    float_rb = ctx.renderbuffer((1, 1), components=4, dtype="f4")
+    int_rb = ctx.renderbuffer((1, 1), components=4, dtype="i4")
+    fbo = ctx.framebuffer(color_attachments=[float_rb, int_rb])
+    try:
+        fbo.use()
+        fbo.clear(*(_ALL_ONES_NAN,) * 4)
+        floats = np.frombuffer(fbo.read(components=4, attachment=0, dtype="f4"), dtype=np.float32)
+        ints = np.frombuffer(fbo.read(components=4, attachment=1, dtype="i4"), dtype=np.int32)
+        return bool(np.isnan(floats).all() and (ints == -1).all())
+    finally:
+        for res in (fbo, float_rb, int_rb):
+            res.release()
 
 
 @dataclass
@@ -37,14 +58,16 @@ class _Mesh:
     """GPU buffers of one grid shape: heights and colours are re-uploaded, indices are fixed."""
 
     shape: tuple[int, int]
+    xy: object
     heights: object
+    gradients: object
     colors: object
     indices: object
     vao_full: object
     vao_depth: object
 
     def release(self) -> None:
-        for res in (self.vao_full, self.vao_depth, self.indices, self.heights, self.colors):
+        for res in (self.vao_full, self.vao_depth, self.indices, self.xy, self.heights, self.gradients, self.colors):
             res.release()
 
 
@@ -61,6 +84,44 @@ class _Targets:
     def release(self) -> None:
         for res in (self.full, self.depth, self.clear_vao, *self.buffers):
             res.release()
+
+
+class _ReadbackPool:
+    """Hands out the previous read-back buffer again when no result of an earlier render refers to it.
+
+    Fresh pages cost a page fault each (several ms per full 640x480 read-back), and a fusion loop
+    drops each frame's Fragments before the next render, so the buffer is nearly always free.
+    Arrays a caller still holds (or any view of them) keep their buffer out of reuse.
+    """
+
+    def __init__(self) -> None:
+        self._buffer: np.ndarray | None = None
+
+    def take(self, nbytes: int) -> np.ndarray:
+        buffer = self._buffer
+        # References: self._buffer, the local name and getrefcount's argument; any more is a user's view.
+        if buffer is None or buffer.nbytes != nbytes or sys.getrefcount(buffer) > 3:
+            buffer = self._buffer = np.empty(nbytes, dtype=np.uint8)
+        return buffer
+
+
+def _provoking_last(triangles: np.ndarray) -> np.ndarray:
+    """Triangles in id order, each rotated so that its cell's first vertex v comes last.
+
+    The last vertex is GL's provoking vertex, whose flat varyings the whole triangle sees;
+    shaders/heightmap.vert relies on it being the cell's vertex (i, j) for both of the cell's triangles.
+    """
+    return np.ascontiguousarray(np.roll(triangles, -1, axis=1))
+
+
+def _set_uniforms(program, values: dict) -> None:
+    """Set the uniforms a program uses (the GLSL compiler drops unused ones); bytes are raw matrices."""
+    for name, value in values.items():
+        if name in program:
+            if isinstance(value, bytes):
+                program[name].write(value)
+            else:
+                program[name].value = value
 
 
 class GLRenderer(Renderer):
@@ -80,6 +141,9 @@ class GLRenderer(Renderer):
         self._programs: dict[str, object] = {}
         self._mesh: _Mesh | None = None
         self._targets: _Targets | None = None
+        self._full_pool = _ReadbackPool()
+        self._bitwise_clear: bool | None = None
+        self._depth_pool = _ReadbackPool()
 
     @property
     def ctx(self):
@@ -93,9 +157,14 @@ class GLRenderer(Renderer):
         if not self._draw(grid, cam, T_wc, full=True):
             return empty_fragments(cam)
         H, W = cam.shape
-        arrays = [np.empty((H, W, n), dtype=dtype) for dtype, n in _TARGETS]
-        for attachment, (out, (dtype, n)) in enumerate(zip(arrays, _TARGETS)):
+        target_bytes = H * W * 16  # every target holds 4 channels of 4 bytes
+        buffer = self._full_pool.take(target_bytes * len(_TARGETS))
+        arrays = []
+        for attachment, (dtype, n) in enumerate(_TARGETS):
+            out = buffer[attachment * target_bytes : (attachment + 1) * target_bytes].view(dtype).reshape(H, W, n)
             self._targets.full.read_into(out, components=n, attachment=attachment, dtype=dtype)  # type: ignore[union-attr]
+            arrays.append(out)
+        del buffer
         depth_bary, grad, ids, color, normal = arrays
         return Fragments(
             depth=depth_bary[..., 0],
@@ -109,7 +178,7 @@ class GLRenderer(Renderer):
 
     def render_depth(self, grid: HeightMap, cam: PinholeCamera, T_wc: np.ndarray) -> np.ndarray:
         T_wc = check_inputs(grid, cam, T_wc)
-        depth = np.empty(cam.shape, dtype=np.float32)
+        depth = self._depth_pool.take(4 * cam.width * cam.height).view(np.float32).reshape(cam.shape)
         if not self._draw(grid, cam, T_wc, full=False):
             depth.fill(np.nan)
             return depth
@@ -133,37 +202,70 @@ class GLRenderer(Renderer):
         near, far = ranges
         mesh = self._mesh_for(grid)
         targets = self._targets_for(cam)
-        mesh.heights.write(np.ascontiguousarray(grid.heights, dtype=np.float32))
-        mesh.heights.bind_to_storage_buffer(0)
-        if full:
-            mesh.colors.write(np.ascontiguousarray(grid.colors, dtype=np.float32))
-            mesh.colors.bind_to_storage_buffer(1)
+        self._upload(mesh, grid, colors=full)
 
         cam_from_map = camera_from_map(grid, T_wc)
         map_from_cam = invert_pose(cam_from_map)
         program = self._program("full" if full else "depth")
-        program["nx"].value = grid.nx
-        program["cell_size"].value = grid.cell_size
-        program["clip_from_map"].write((clip_from_camera(cam, near, far) @ cam_from_map).T.astype("f4").tobytes())
-        program["cam_center"].value = tuple(map_from_cam[:3, 3])
-        program["map_from_cam"].write(map_from_cam[:3, :3].T.astype("f4").tobytes())
-        program["pixel_to_ray"].value = (1.0 / cam.fx, 1.0 / cam.fy, cam.cx, cam.cy)
-        program["depth_scale"].value = 1.0 / far
+        uniforms = {
+            "clip_from_map": (clip_from_camera(cam, near, far) @ cam_from_map).T.astype("f4").tobytes(),
+            "cam_center": tuple(map_from_cam[:3, 3]),
+            "map_from_cam": map_from_cam[:3, :3].T.astype("f4").tobytes(),
+            "pixel_to_ray": (1.0 / cam.fx, 1.0 / cam.fy, cam.cx, cam.cy),
+            "depth_scale": 1.0 / far,
+            "nx": grid.nx,
+            "cell_size": grid.cell_size,
+        }
+        _set_uniforms(program, uniforms)
 
         ctx = self.ctx
         ctx.enable_only(moderngl.DEPTH_TEST)
         if full:
-            targets.full.use()
-            # Reset to "no surface" with a draw: glClear leaves integer targets undefined.
-            ctx.depth_func = "1"
-            targets.clear_vao.render(moderngl.TRIANGLES, vertices=3)
-            ctx.depth_func = "<"
+            self._clear_fragments(targets)
             mesh.vao_full.render(moderngl.TRIANGLES)
         else:
             targets.depth.use()
             targets.depth.clear(np.nan, depth=1.0)
             mesh.vao_depth.render(moderngl.TRIANGLES)
         return True
+
+    def _upload(self, mesh: _Mesh, grid: HeightMap, colors: bool) -> None:
+        """Upload heights (and colours), then derive the cell gradients on the GPU."""
+        import moderngl
+
+        mesh.heights.write(np.ascontiguousarray(grid.heights, dtype=np.float32))
+        if colors:
+            mesh.colors.write(np.ascontiguousarray(grid.colors, dtype=np.float32))
+        compute = self._compute_program()
+        _set_uniforms(compute, {"nx": grid.nx, "ny": grid.ny, "cell_size": grid.cell_size})
+        mesh.heights.bind_to_storage_buffer(0)
+        mesh.gradients.bind_to_storage_buffer(2)
+        compute.run(group_x=-(-grid.num_vertices // _GRADIENTS_GROUP))
+        self.ctx.memory_barrier(moderngl.VERTEX_ATTRIB_ARRAY_BARRIER_BIT)
+
+    def _compute_program(self):
+        if "gradients" not in self._programs:
+            self._programs["gradients"] = self.ctx.compute_shader(load_shader("cell_gradients.comp"))
+        return self._programs["gradients"]
+
+    def _clear_fragments(self, targets: _Targets) -> None:
+        """Reset every target to "no surface": NaN floats, -1 ids, far depth.
+
+        glClear with the all-ones bit pattern (a NaN) does it in one call where the driver writes the
+        clear value's bits into integer targets (Mesa does); the GL spec leaves integer targets
+        undefined under glClear, so a probe decides once, and a full-screen draw is the fallback.
+        """
+        import moderngl
+
+        if self._bitwise_clear is None:
+            self._bitwise_clear = _clear_writes_bits(self.ctx)
+        targets.full.use()
+        if self._bitwise_clear:
+            targets.full.clear(*(_ALL_ONES_NAN,) * 4, depth=1.0)
+        else:
+            self.ctx.depth_func = "1"
+            targets.clear_vao.render(moderngl.TRIANGLES, vertices=3)
+            self.ctx.depth_func = "<"
 
     def _program(self, kind: str):
         if kind not in self._programs:
@@ -180,14 +282,17 @@ class GLRenderer(Renderer):
             self._mesh.release()
         ctx = self.ctx
         n = grid.num_vertices
+        xy = ctx.buffer((grid.vertex_xy() - grid.origin).astype(np.float32).tobytes())
         heights = ctx.buffer(reserve=4 * n)
+        gradients = ctx.buffer(reserve=16 * n)
         colors = ctx.buffer(reserve=12 * n)
-        indices = ctx.buffer(grid.triangles().tobytes())
+        indices = ctx.buffer(_provoking_last(grid.triangles()).tobytes())
+        geometry = [(xy, "2f", "in_xy"), (heights, "1f", "in_height"), (gradients, "4f", "in_gradients")]
         vaos = [
-            ctx.vertex_array(self._program(kind), [], index_buffer=indices, index_element_size=4)
-            for kind in ("full", "depth")
+            ctx.vertex_array(self._program(kind), content, index_buffer=indices, index_element_size=4)
+            for kind, content in (("full", [*geometry, (colors, "3f", "in_color")]), ("depth", geometry))
         ]
-        self._mesh = _Mesh(grid.shape, heights, colors, indices, *vaos)
+        self._mesh = _Mesh(grid.shape, xy, heights, gradients, colors, indices, *vaos)
         return self._mesh
 
     def _targets_for(self, cam: PinholeCamera) -> _Targets:

@@ -1,0 +1,117 @@
+"""Dataset readers: :func:`open` detects the format of a folder or video file and returns a :class:`Sequence`.
+
+Formats: TUM RGB-D and the ICL-NUIM TUM-compatible release (:mod:`.tum`), EuRoC MAV (:mod:`.euroc`),
+a folder of images or a video file plus a TUM trajectory (:mod:`.folder`). Iterating a sequence
+yields :class:`Frame` objects: RGB uint8 image, float32 depth in metres (NaN = no value) or None,
+``T_wc`` 4x4 float64 or None. Bad data (a missing or broken file, a garbled line, a frame with no
+depth match or no pose) skips that item, is counted in ``Sequence.skipped`` and never ends a run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from ..camera import PinholeCamera
+from . import euroc, folder, tum
+from .base import DatasetError, OpenOptions, Sequence
+from .frame import Frame
+from .trajectory import MAX_INTERPOLATION_GAP, Trajectory, associate, read_tum_trajectory
+
+__all__ = [
+    "MAX_INTERPOLATION_GAP",
+    "DatasetError",
+    "Frame",
+    "Sequence",
+    "Trajectory",
+    "associate",
+    "open",
+    "read_tum_trajectory",
+]
+
+_EXPECTED = (
+    "a TUM RGB-D / ICL-NUIM folder (rgb.txt or associations.txt), a EuRoC MAV folder (mav0/cam0/data.csv), "
+    "a folder of .png/.jpg images, or a video file"
+)
+
+
+def open(
+    path: str | os.PathLike,
+    *,
+    trajectory: str | os.PathLike | None = None,
+    camera: PinholeCamera | None = None,
+    stride: int = 1,
+    max_frames: int | None = None,
+    undistort: bool = False,
+    max_difference: float = 0.02,
+    fps: float | None = None,
+) -> Sequence:
+    """Open the dataset at ``path``, detecting its format.
+
+    Args:
+        path: a dataset folder or a video file.
+        trajectory: a TUM-format trajectory of camera poses to use instead of the dataset's own.
+        camera: intrinsics to use instead of ``camera.yaml`` or the format's defaults.
+        stride: keep every ``stride``-th frame (after association).
+        max_frames: keep at most this many frames (after ``stride``); None keeps all.
+        undistort: undistort images (and depth) of a camera with distortion; the sequence's camera
+            then has none. Without it images are returned as recorded.
+        max_difference: largest time difference, seconds, when matching images to depth images and poses.
+        fps: frame rate of an image folder without timestamped names, or to override a video's.
+
+    Raises:
+        DatasetError: ``path`` is not a dataset (or its configuration files are broken).
+        ValueError: an option is out of range.
+    """
+    path = Path(path)
+    options = _options(trajectory, camera, stride, max_frames, undistort, max_difference, fps)
+    if not path.exists():
+        raise DatasetError(f"{path}: no such file or folder; expected {_EXPECTED}")
+    if path.is_file():
+        if folder.is_video_file(path):
+            return folder.load_video(path, options)
+        raise DatasetError(f"{path}: not a dataset; expected {_EXPECTED}")
+    if euroc.detect(path):
+        return euroc.load(path, options)
+    if tum.detect(path):
+        return tum.load(path, options)
+    if folder.find_images(path):
+        return folder.load_images(path, options)
+    videos = folder.find_videos(path)
+    if len(videos) == 1:
+        return folder.load_video(videos[0], options)
+    if videos:
+        raise DatasetError(f"{path}: holds {len(videos)} video files; open one of them")
+    raise DatasetError(f"{path}: not a dataset; expected {_EXPECTED}")
+
+
+def _options(
+    trajectory: str | os.PathLike | None,
+    camera: PinholeCamera | None,
+    stride: int,
+    max_frames: int | None,
+    undistort: bool,
+    max_difference: float,
+    fps: float | None,
+) -> OpenOptions:
+    """Checked options; ValueError naming the first one out of range."""
+    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+        raise ValueError(f"stride must be a positive integer, got {stride!r}")
+    if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 0):
+        raise ValueError(f"max_frames must be a non-negative integer or None, got {max_frames!r}")
+    if not (isinstance(max_difference, (int, float)) and math.isfinite(max_difference) and max_difference > 0):
+        raise ValueError(f"max_difference must be a positive number of seconds, got {max_difference!r}")
+    if fps is not None and not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be a positive number, got {fps!r}")
+    if camera is not None and not isinstance(camera, PinholeCamera):
+        raise ValueError(f"camera must be a PinholeCamera, got {type(camera).__name__}")
+    return OpenOptions(
+        trajectory=None if trajectory is None else Path(trajectory),
+        camera=camera,
+        stride=stride,
+        max_frames=max_frames,
+        undistort=bool(undistort),
+        max_difference=float(max_difference),
+        fps=None if fps is None else float(fps),
+    )

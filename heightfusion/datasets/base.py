@@ -1,0 +1,358 @@
+"""Machinery every dataset reader shares: the frame list, the :class:`Sequence` that loads it, skip counting.
+
+A reader parses its format's index files into a list of :class:`FrameRecord` (timestamp, image file or
+video frame number, depth file, pose) and hands it to :class:`Sequence`, which loads images and depth
+lazily while iterating. Bad data never ends a run: each problem skips one item, is counted under a
+reason in ``Sequence.skipped`` and described in ``Sequence.messages``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from ..camera import PinholeCamera
+from ..heightmap import HeightMap, load_heightmap
+from .camera_yaml import load_camera_yaml
+from .frame import Frame
+from .trajectory import Trajectory, read_tum_trajectory
+
+# Skip reasons: the keys of ``Sequence.skipped``.
+BAD_LINE = "bad line"  # a garbled line in an index, list or trajectory file (one line, not always a frame)
+NO_DEPTH_MATCH = "no depth match"  # an image with no depth image within the maximum time difference
+NO_POSE = "no pose"  # a frame the trajectory has no pose for
+IMAGE_MISSING = "image missing"
+IMAGE_UNREADABLE = "image unreadable"
+DEPTH_MISSING = "depth missing"
+DEPTH_UNREADABLE = "depth unreadable"
+DEPTH_INVALID = "depth all invalid"  # every pixel 0, negative, NaN or infinite
+SIZE_MISMATCH = "size mismatch"  # image or depth size differs from the camera's
+
+CAMERA_FILE = "camera.yaml"
+GT_HEIGHTMAP_FILE = "gt_heightmap.npz"
+# Trajectory files a folder may carry, in order of preference.
+TRAJECTORY_FILES = ("groundtruth.txt", "trajectory.txt")
+# How many timestamps a summary message lists.
+_MESSAGE_EXAMPLES = 3
+
+
+class DatasetError(ValueError):
+    """The path is not a dataset this package can read (the CLI turns it into exit status 2)."""
+
+
+@dataclass(frozen=True)
+class OpenOptions:
+    """Options of :func:`heightfusion.datasets.open`, passed on to every reader."""
+
+    trajectory: Path | None = None
+    camera: PinholeCamera | None = None
+    stride: int = 1
+    max_frames: int | None = None
+    undistort: bool = False
+    max_difference: float = 0.02
+    fps: float | None = None
+
+
+@dataclass(frozen=True)
+class FrameRecord:
+    """One frame before loading: where its data lives and its pose.
+
+    Attributes:
+        index: position of the image in the dataset's own image list (file list, video frame number).
+        timestamp: seconds.
+        image: image file, or frame number in the sequence's video.
+        depth: depth image file, or None for monocular data.
+        T_wc: 4x4 camera-to-world pose, or None for a sequence without trajectory.
+    """
+
+    index: int
+    timestamp: float
+    image: Path | int
+    depth: Path | None = None
+    T_wc: np.ndarray | None = None
+
+
+class Issues:
+    """Skip counts by reason and human-readable messages, collected while reading a dataset."""
+
+    def __init__(self) -> None:
+        self.skipped: Counter[str] = Counter()
+        self.messages: list[str] = []
+
+    def skip(self, reason: str, message: str, count: int = 1) -> None:
+        """Count ``count`` items skipped for ``reason`` and keep ``message``."""
+        self.skipped[reason] += count
+        self.messages.append(message)
+
+    def note(self, message: str) -> None:
+        """Keep a message about something that skipped nothing (a fallback, a missing optional file)."""
+        self.messages.append(message)
+
+    def copy(self) -> "Issues":
+        """An independent copy."""
+        other = Issues()
+        other.skipped.update(self.skipped)
+        other.messages.extend(self.messages)
+        return other
+
+
+def summarize_timestamps(timestamps: list[float]) -> str:
+    """'t=1.000000, 2.000000, ... (n in all)' for a message about many frames."""
+    shown = ", ".join(f"{t:.6f}" for t in timestamps[:_MESSAGE_EXAMPLES])
+    more = f", ... ({len(timestamps)} in all)" if len(timestamps) > _MESSAGE_EXAMPLES else ""
+    return f"t={shown}{more}"
+
+
+class Sequence:
+    """A dataset opened for reading: iterate it for :class:`~heightfusion.datasets.frame.Frame` objects.
+
+    Attributes:
+        path: the folder or video file opened.
+        name: a short name (folder name or video file stem).
+        format: "tum", "icl-nuim", "euroc", "images" or "video".
+        camera: intrinsics of every frame (without distortion when opened with ``undistort=True``).
+        depth_scale: depth-image units per metre, or None for monocular data.
+        gt_heightmap: the folder's ``gt_heightmap.npz`` or None.
+        skipped: reason -> count of skipped items: those found when opening (over the whole dataset,
+            before ``stride`` and ``max_frames``) plus those found during the latest iteration.
+        messages: what was skipped or assumed, and why.
+
+    ``len()`` is the number of frames iteration tries; frames whose files turn out to be missing or
+    broken are skipped and counted, so iteration may yield fewer.
+    """
+
+    def __init__(
+        self,
+        *,
+        path: Path,
+        name: str,
+        format: str,
+        camera: PinholeCamera,
+        records: list[FrameRecord],
+        issues: Issues,
+        options: OpenOptions,
+        depth_scale: float | None = None,
+        gt_heightmap: HeightMap | None = None,
+        video: Path | None = None,
+    ) -> None:
+        self.path = path
+        self.name = name
+        self.format = format
+        self.depth_scale = depth_scale
+        self.gt_heightmap = gt_heightmap
+        self._source_camera = camera
+        self._undistort = options.undistort and camera.distortion is not None
+        self.camera = dataclasses.replace(camera, distortion=None) if self._undistort else camera
+        self._records = records[:: options.stride][: options.max_frames]
+        self._video = video
+        self._opening_issues = issues
+        self._issues = issues.copy()
+
+    @property
+    def skipped(self) -> Counter[str]:
+        """Reason -> count of skipped items (see the class docstring)."""
+        return self._issues.skipped
+
+    @property
+    def messages(self) -> list[str]:
+        """What was skipped or assumed, and why."""
+        return self._issues.messages
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __repr__(self) -> str:
+        return f"Sequence(format={self.format!r}, name={self.name!r}, frames={len(self)}, path={str(self.path)!r})"
+
+    def __iter__(self) -> Iterator[Frame]:
+        self._issues = self._opening_issues.copy()
+        for record, image in self._images():
+            frame = self._load_frame(record, image)
+            if frame is not None:
+                yield frame
+
+    def _images(self) -> Iterator[tuple[FrameRecord, np.ndarray | None]]:
+        """(record, BGR image or None when it could not be read) for every record, in order."""
+        if self._video is None:
+            for record in self._records:
+                yield record, self._read_image_file(record.image)
+            return
+        capture = cv2.VideoCapture(str(self._video))
+        position = 0  # number of the frame the next grab() returns
+        try:
+            for record in self._records:
+                while position < record.image and capture.grab():
+                    position += 1
+                ok, image = capture.read() if position == record.image else (False, None)
+                if ok:
+                    position += 1
+                else:
+                    self._issues.skip(IMAGE_UNREADABLE, f"{self._describe(record)}: cannot decode")
+                yield record, image if ok else None
+        finally:
+            capture.release()
+
+    def _describe(self, record: FrameRecord) -> str:
+        """The image file of ``record``, or its frame in the video, for messages."""
+        return str(record.image) if self._video is None else f"{self._video} frame {record.image}"
+
+    def _read_image_file(self, path: Path) -> np.ndarray | None:
+        """The BGR image in ``path``, or None (counted) when missing or undecodable."""
+        if not path.is_file():
+            self._issues.skip(IMAGE_MISSING, f"{path}: image file missing")
+            return None
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            self._issues.skip(IMAGE_UNREADABLE, f"{path}: cannot decode image")
+        return image
+
+    def _load_frame(self, record: FrameRecord, bgr: np.ndarray | None) -> Frame | None:
+        """The frame of ``record``, or None (counted) when its image or depth is unusable."""
+        if bgr is None:
+            return None
+        if bgr.shape[:2] != self.camera.shape:
+            self._issues.skip(SIZE_MISMATCH, f"{self._describe(record)}: image size {bgr.shape[1]}x{bgr.shape[0]} "
+                              f"differs from the camera's {self.camera.width}x{self.camera.height}")
+            return None
+        depth = None
+        if record.depth is not None:
+            depth = self._read_depth(record.depth)
+            if depth is None:
+                return None
+        if self._undistort:
+            bgr = self._source_camera.undistort_image(bgr)
+            depth = None if depth is None else undistort_depth(depth, self._source_camera)
+        image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        T_wc = None if record.T_wc is None else record.T_wc.copy()
+        return Frame(record.timestamp, image, depth, T_wc, self.camera, record.index)
+
+    def _read_depth(self, path: Path) -> np.ndarray | None:
+        """Depth in metres (float32, NaN where 0, negative or not finite), or None (counted) if unusable."""
+        if not path.is_file():
+            self._issues.skip(DEPTH_MISSING, f"{path}: depth file missing")
+            return None
+        raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if raw is None or raw.ndim != 2:
+            what = "cannot decode depth image" if raw is None else f"depth image has {raw.shape[2]} channels, expected 1"
+            self._issues.skip(DEPTH_UNREADABLE, f"{path}: {what}")
+            return None
+        if raw.shape != self.camera.shape:
+            self._issues.skip(SIZE_MISMATCH, f"{path}: depth size {raw.shape[1]}x{raw.shape[0]} differs "
+                              f"from the camera's {self.camera.width}x{self.camera.height}")
+            return None
+        depth = raw.astype(np.float32) / np.float32(self.depth_scale)
+        invalid = ~np.isfinite(depth) | (depth <= 0)
+        if invalid.all():
+            self._issues.skip(DEPTH_INVALID, f"{path}: no valid depth pixel")
+            return None
+        depth[invalid] = np.nan
+        return depth
+
+
+def undistort_depth(depth: np.ndarray, camera: PinholeCamera) -> np.ndarray:
+    """``depth`` as the ideal pinhole ``camera`` sees it; nearest-neighbour, so no depths are blended."""
+    map_x, map_y = cv2.initUndistortRectifyMap(
+        camera.K, np.asarray(camera.distortion), None, camera.K, (camera.width, camera.height), cv2.CV_32FC1
+    )
+    return cv2.remap(depth, map_x, map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)
+
+
+def configured_camera(folder: Path, options: OpenOptions) -> tuple[PinholeCamera | None, float | None]:
+    """(camera, depth_scale) the user configured: ``options.camera``, else the folder's ``camera.yaml``.
+
+    Either may be None (nothing configured; ``depth_scale`` comes only from ``camera.yaml``). A
+    malformed ``camera.yaml`` raises DatasetError: a configuration error, not bad data.
+    """
+    camera = depth_scale = None
+    camera_file = folder / CAMERA_FILE
+    if camera_file.is_file():
+        try:
+            camera, depth_scale = load_camera_yaml(camera_file)
+        except ValueError as exc:
+            raise DatasetError(str(exc)) from None
+    return (options.camera or camera), depth_scale
+
+
+def load_gt_heightmap(folder: Path, issues: Issues) -> HeightMap | None:
+    """The folder's ``gt_heightmap.npz``, or None when absent or unreadable (noted in ``issues``)."""
+    path = folder / GT_HEIGHTMAP_FILE
+    if not path.is_file():
+        return None
+    try:
+        return load_heightmap(path)
+    except ValueError as exc:
+        issues.note(f"ignoring ground-truth height map: {exc}")
+        return None
+
+
+def find_trajectory_file(folder: Path, options: OpenOptions, extra_patterns: tuple[str, ...] = ()) -> Path | None:
+    """``options.trajectory``, else the folder's first trajectory file, else None."""
+    if options.trajectory is not None:
+        return options.trajectory
+    for name in TRAJECTORY_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    for pattern in extra_patterns:
+        matches = sorted(folder.glob(pattern))
+        if matches:
+            return matches[0]
+    return None
+
+
+def load_trajectory(path: Path, issues: Issues) -> Trajectory:
+    """The TUM trajectory in ``path``; garbled lines are counted as BAD_LINE, an unreadable file raises DatasetError."""
+    try:
+        trajectory, problems = read_tum_trajectory(path)
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read trajectory ({exc})") from None
+    for problem in problems:
+        issues.skip(BAD_LINE, problem)
+    if len(trajectory) == 0:
+        issues.note(f"{path}: no valid pose; every frame will be skipped for lack of a pose")
+    return trajectory
+
+
+def attach_poses(
+    candidates: list[FrameRecord], trajectory: Trajectory | None, max_difference: float, issues: Issues
+) -> list[FrameRecord]:
+    """``candidates`` with their poses from ``trajectory``; frames it has no pose for are skipped (NO_POSE).
+
+    Without a trajectory every frame keeps ``T_wc = None`` (noted once).
+    """
+    if trajectory is None:
+        issues.note("no trajectory: frames carry no pose (T_wc is None)")
+        return candidates
+    records, missing = [], []
+    for record in candidates:
+        T_wc = trajectory.pose_at(record.timestamp, max_difference)
+        if T_wc is None:
+            missing.append(record.timestamp)
+        else:
+            records.append(dataclasses.replace(record, T_wc=T_wc))
+    if missing:
+        issues.skip(NO_POSE, f"{len(missing)} frame(s) without a pose within {max_difference} s "
+                    f"({summarize_timestamps(missing)})", count=len(missing))
+    return records
+
+
+def read_text_lines(path: Path) -> list[tuple[int, str]]:
+    """(line number, stripped line) of every non-empty, non-comment line; DatasetError if unreadable."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read ({exc})") from None
+    lines = ((n, line.strip()) for n, line in enumerate(text.splitlines(), start=1))
+    return [(n, line) for n, line in lines if line and not line.startswith("#")]
+
+
+def sequence_name(path: Path) -> str:
+    """The folder name or file stem that names a sequence (also for relative paths such as '.')."""
+    path = Path(os.path.abspath(path))
+    return path.stem if path.is_file() else path.name
