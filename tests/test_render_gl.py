@@ -206,3 +206,35 @@ def test_bad_input_is_named(gl_renderer):
 def test_unknown_backend_lists_valid_ones():
     with pytest.raises(ValueError, match="valid backends: gl"):
         hf.make_renderer("nope")
+
+
+def test_clear_fallback_matches_bitwise_clear(gl_renderer):
+    """Drivers whose glClear does not write bits into integer targets get a clearing draw instead."""
+    grid = bumpy_grid()
+    T = hf.look_at([0.35, -0.15, 0.3], [1.5, 0.7, 0.25])  # sky in the upper rows
+    expected = gl_renderer.render(grid, CAM, T)
+    fallback = hf.make_renderer("gl")
+    fallback._bitwise_clear = False
+    frag = fallback.render(grid, CAM, T)
+    fallback.render(bumpy_grid(seed=5), CAM, hf.look_at([-0.5, 0.4, 0.8], [0.9, 0.35, 0.0]))
+    again = fallback.render(grid, CAM, T)  # the clear really resets what the previous render left
+    for f in (frag, again):
+        np.testing.assert_array_equal(f.vertex_ids, expected.vertex_ids)
+        np.testing.assert_array_equal(f.depth, expected.depth)
+    assert (~expected.mask).any()
+    fallback.release()
+
+
+def test_readback_buffers_are_not_shared_with_results_in_use(gl_renderer):
+    grid = bumpy_grid()
+    T1 = hf.look_at([-0.5, 0.4, 0.8], [0.9, 0.35, 0.0])
+    T2 = hf.look_at([0.35, -0.15, 0.3], [1.5, 0.7, 0.25])
+    first = gl_renderer.render(grid, CAM, T1)
+    kept = first.depth.copy()
+    second = gl_renderer.render(grid, CAM, T2)
+    np.testing.assert_array_equal(first.depth, kept)
+    assert not np.array_equal(np.isfinite(first.depth), np.isfinite(second.depth))
+    depth1 = gl_renderer.render_depth(grid, CAM, T1)
+    depth2 = gl_renderer.render_depth(grid, CAM, T2)
+    np.testing.assert_array_equal(depth1, kept)
+    assert not np.shares_memory(depth1, depth2)
