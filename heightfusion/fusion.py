@@ -1,0 +1,290 @@
+"""Probabilistic height-map fusion by differentiable rendering (DESIGN.md, "Fusion").
+
+Per frame, with the map's heights h0 and information (1/variance) Lambda before the frame as prior:
+
+1. render Fragments at the current heights h from the frame's pose;
+2. residual r = z_measured - z_rendered per pixel, weight 1/sigma^2, Huber-robustified and gated on
+   the residual's predicted sigma sqrt(sigma^2 + sum_k J_k^2 / Lambda_k), so that a map that knows
+   little is not protected against what it is shown; grazing pixels are dropped;
+3. normal equations A = sum w J J^T, g = sum w J r over the three vertices under each pixel
+   (:mod:`heightfusion.normal_equations`);
+4. solve (Lambda + A) delta = g + Lambda (h0 - h), diagonal or coupled (conjugate gradient over the
+   grid's neighbour stencil), h += delta; repeat from 1 for a few Gauss-Newton iterations;
+5. after the last iteration, render and accumulate once more at the new heights: information +=
+   diag(A) there (capped, optional forgetting), colours as information-weighted means, ``observed``
+   where the vertex's sigma fell below ``observed_sigma``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .camera import PinholeCamera
+from .depth.sensor import SensorNoise
+from .heightmap import HeightMap
+from .normal_equations import NormalEquations, accumulate, smoothness_gradient, solve
+from .poses import validate_pose
+from .render.base import Renderer
+
+SOLVERS = ("coupled", "diagonal")
+
+
+@dataclass
+class FusionConfig:
+    """Settings of :class:`HeightMapFuser`; the defaults suit an RGB-D sensor at 0.5-4 m.
+
+    Attributes:
+        iterations: Gauss-Newton iterations (render, accumulate, solve) per frame.
+        solver: "coupled" (conjugate gradient with the neighbour terms A_jk) or "diagonal".
+        huber_k: Huber threshold in predicted sigmas (``math.inf`` for plain least squares).
+        gate_k: residuals beyond this many predicted sigmas are rejected as outliers.
+        max_incidence_deg: pixels whose ray meets the surface more obliquely are dropped.
+        noise: sensor noise model giving sigma when ``fuse`` is called without one.
+        sigma_floor: smallest per-vertex sigma, metres (caps the information).
+        forgetting: share of each vertex's information forgotten per frame (moving scenes), 0..1.
+        observed_sigma: a vertex counts as observed once its sigma is below this, metres.
+        damping: Levenberg-Marquardt damping of the coupled solve, (Lambda + A + damping diag(A)):
+            bounds the step along height combinations the frame barely constrains.
+        smoothness_sigma: prior spread of the height difference between neighbouring vertices,
+            metres; weak against measurements, it settles what they leave open (``math.inf``: off).
+        fuse_color: update vertex colours from the frame's image when one is given.
+    """
+
+    iterations: int = 2
+    solver: str = "coupled"
+    huber_k: float = 2.0
+    gate_k: float = 5.0
+    max_incidence_deg: float = 80.0
+    noise: SensorNoise = field(default_factory=SensorNoise)
+    sigma_floor: float = 2e-4
+    forgetting: float = 0.0
+    observed_sigma: float = 0.05
+    damping: float = 0.5
+    smoothness_sigma: float = 0.1
+    max_step: float = 0.1
+    seed_stride: int = 2
+    fuse_color: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.iterations, int) or self.iterations < 1:
+            raise ValueError(f"FusionConfig.iterations must be a positive integer, got {self.iterations!r}")
+        if self.solver not in SOLVERS:
+            raise ValueError(f"FusionConfig.solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
+        if not self.damping >= 0:
+            raise ValueError(f"FusionConfig.damping must be non-negative, got {self.damping!r}")
+        for name in ("huber_k", "gate_k", "sigma_floor", "observed_sigma", "smoothness_sigma"):
+            value = getattr(self, name)
+            if not value > 0:
+                raise ValueError(f"FusionConfig.{name} must be positive, got {value!r}")
+        if not 0 < self.max_incidence_deg <= 90:
+            raise ValueError(f"FusionConfig.max_incidence_deg must be in (0, 90], got {self.max_incidence_deg!r}")
+        if not 0 <= self.forgetting < 1:
+            raise ValueError(f"FusionConfig.forgetting must be in [0, 1), got {self.forgetting!r}")
+
+
+@dataclass
+class FusionStats:
+    """What one :meth:`HeightMapFuser.fuse` call did.
+
+    Attributes:
+        pixels_measured: pixels with a valid measured depth.
+        pixels_used: measured pixels that entered the normal equations (last iteration).
+        pixels_unseen: measured pixels where the map renders nothing (outside the map).
+        pixels_grazing: dropped for a too oblique view of the surface.
+        pixels_gated: rejected as outliers.
+        mean_abs_residual: mean |z_measured - z_rendered| over the used pixels after the update,
+            metres (NaN when none was used).
+        ms: milliseconds per stage: render, accumulate, solve, update.
+    """
+
+    pixels_measured: int = 0
+    pixels_used: int = 0
+    pixels_unseen: int = 0
+    pixels_grazing: int = 0
+    pixels_gated: int = 0
+    mean_abs_residual: float = math.nan
+    ms: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {**{k: v for k, v in self.__dict__.items() if k != "ms"}, "ms": dict(self.ms)}
+
+
+class HeightMapFuser:
+    """Fuses depth frames into ``grid`` (in place) by rendering it with ``renderer``.
+
+    Args:
+        grid: the map to update; its information is the prior of each frame.
+        renderer: any backend from :func:`heightfusion.make_renderer` (needs ``vertex_ids``,
+            ``depth_grad``, ``barycentric`` and ``normal`` in its Fragments).
+        config: fusion settings.
+    """
+
+    def __init__(self, grid: HeightMap, renderer: Renderer, config: FusionConfig | None = None) -> None:
+        self.grid = grid
+        self.renderer = renderer
+        self.config = config or FusionConfig()
+        self._camera_rays: tuple[PinholeCamera, np.ndarray, np.ndarray] | None = None
+
+    def fuse(
+        self,
+        depth: np.ndarray,
+        T_wc: np.ndarray,
+        cam: PinholeCamera,
+        image: np.ndarray | None = None,
+        sigma: np.ndarray | None = None,
+    ) -> FusionStats:
+        """Fuse one depth image (H, W) metres (NaN, 0 or negative = no value) taken at ``T_wc``.
+
+        Args:
+            image: (H, W, 3) RGB, uint8 or float in [0, 1], for the vertex colours.
+            sigma: (H, W) per-pixel depth standard deviation, metres; default ``config.noise``.
+        """
+        cfg = self.config
+        grid = self.grid
+        T_wc = validate_pose(T_wc, "T_wc")
+        depth, sigma, colors = _check_frame(depth, cam, image, sigma, cfg.noise)
+        stats = FusionStats(pixels_measured=int(np.isfinite(depth).sum()))
+        timer = _Timer(stats.ms)
+        if cfg.forgetting > 0:
+            np.maximum(grid.information * (1 - cfg.forgetting), grid.prior_information, out=grid.information)
+        with timer("seed"):
+            self._seed_unobserved(depth, T_wc, cam)
+        prior_heights = grid.heights.astype(np.float64)
+        prior_information = grid.information.astype(np.float64)
+
+        for _ in range(cfg.iterations):
+            system = self._normal_equations(timer, depth, sigma, T_wc, cam, prior_information, None)
+            with timer("solve"):
+                smoothness = 1.0 / cfg.smoothness_sigma**2
+                rhs = system.g + prior_information * (prior_heights - grid.heights)
+                rhs -= smoothness_gradient(grid.heights, smoothness)
+                delta = solve(system, prior_information, rhs, cfg.solver, cfg.damping, smoothness)
+                grid.heights += np.clip(delta, -cfg.max_step, cfg.max_step).astype(np.float32)
+        # The information the frame adds is measured at the new estimate (the posterior mode), not at
+        # a linearisation point the iterations left behind: vertices still far from their pixels, or
+        # hidden by what the update raised, must not become confident.
+        system = self._normal_equations(timer, depth, sigma, T_wc, cam, None, colors)
+        with timer("update"):
+            self._update_map(system, prior_information)
+        stats.pixels_used = system.pixels_used
+        stats.pixels_unseen = system.pixels_unseen
+        stats.pixels_grazing = system.pixels_grazing
+        stats.pixels_gated = system.pixels_gated
+        stats.mean_abs_residual = system.mean_abs_residual
+        return stats
+
+    def _normal_equations(
+        self,
+        timer: "_Timer",
+        depth: np.ndarray,
+        sigma: np.ndarray,
+        T_wc: np.ndarray,
+        cam: PinholeCamera,
+        information: np.ndarray | None,
+        colors: np.ndarray | None,
+    ) -> NormalEquations:
+        """Render at the current heights and accumulate; ``information`` widens the outlier gate."""
+        cfg = self.config
+        with timer("render"):
+            frag = self.renderer.render(self.grid, cam, T_wc)
+        with timer("accumulate"):
+            return accumulate(
+                frag, depth, sigma, self.grid.shape, self._ray_norm(cam), math.cos(math.radians(cfg.max_incidence_deg)),
+                cfg.huber_k, cfg.gate_k, information, colors if cfg.fuse_color else None,
+            )
+
+    def _seed_unobserved(self, depth: np.ndarray, T_wc: np.ndarray, cam: PinholeCamera) -> None:
+        """Start vertices the map has not observed at the mean height of the frame's points over them.
+
+        The prior height of an unobserved vertex is a guess; the measured points that fall in its
+        cell are a better one. Starting there, the rendering residuals are small and each pixel
+        pulls on the triangle it really sees, rather than raising floor far behind an obstacle the
+        map does not have yet (which a low forward-looking camera would otherwise smear into ghosts).
+        """
+        grid, step = self.grid, self.config.seed_stride
+        sub = depth[::step, ::step]
+        valid = np.isfinite(sub)
+        if not valid.any():
+            return
+        rays = self._rays(cam)[::step, ::step][valid]
+        points = rays * sub[valid][:, None] @ T_wc[:3, :3].T + T_wc[:3, 3]
+        col_row = np.rint((points[:, :2] - grid.origin) / grid.cell_size).astype(np.int64)
+        inside = (col_row[:, 0] >= 0) & (col_row[:, 0] < grid.nx) & (col_row[:, 1] >= 0) & (col_row[:, 1] < grid.ny)
+        ids = col_row[inside, 1] * grid.nx + col_row[inside, 0]
+        unobserved = ~grid.observed.reshape(-1)[ids]
+        ids, z = ids[unobserved], points[inside, 2][unobserved]
+        counts = np.bincount(ids, minlength=grid.num_vertices)
+        seeded = counts > 0
+        sums = np.bincount(ids, z, minlength=grid.num_vertices)
+        grid.heights.reshape(-1)[seeded] = (sums[seeded] / counts[seeded]).astype(np.float32)
+
+    def _update_map(self, system: NormalEquations, prior_information: np.ndarray) -> None:
+        cfg, grid = self.config, self.grid
+        information = np.minimum(prior_information + system.diagonal, 1.0 / cfg.sigma_floor**2)
+        if system.color_sums is not None:
+            seen = system.diagonal > 0
+            # Information-weighted running mean: the map's colour weighs what the map knew before.
+            old_weight = prior_information[seen][:, None]
+            grid.colors[seen] = (grid.colors[seen] * old_weight + system.color_sums[seen]) / (
+                old_weight + system.diagonal[seen][:, None]
+            )
+        grid.information[:] = information
+        grid.observed |= information >= 1.0 / cfg.observed_sigma**2
+
+    def _rays(self, cam: PinholeCamera) -> np.ndarray:
+        """(H, W, 3) camera-frame rays with z = 1 (cached per camera)."""
+        if self._camera_rays is None or self._camera_rays[0] != cam:
+            rays = cam.pixel_rays()
+            self._camera_rays = (cam, rays, np.linalg.norm(rays, axis=-1).astype(np.float32))
+        return self._camera_rays[1]
+
+    def _ray_norm(self, cam: PinholeCamera) -> np.ndarray:
+        """|d| per pixel for rays d with camera-z component 1 (cached per camera)."""
+        self._rays(cam)
+        return self._camera_rays[2]
+
+
+def _check_frame(
+    depth: np.ndarray, cam: PinholeCamera, image: np.ndarray | None, sigma: np.ndarray | None, noise: SensorNoise
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(depth with NaN for no value, sigma, image as float RGB or None); ValueError on a mismatch."""
+    depth = np.asarray(depth, dtype=np.float32)
+    if depth.shape != cam.shape:
+        raise ValueError(f"depth has shape {depth.shape}, the camera's image is {cam.shape}")
+    depth = np.where(depth > 0, depth, np.nan).astype(np.float32)  # NaN and non-positive: no value
+    if sigma is None:
+        sigma = noise.sigma(depth)
+    else:
+        sigma = np.asarray(sigma, dtype=np.float32)
+        if sigma.shape != cam.shape:
+            raise ValueError(f"sigma has shape {sigma.shape}, the camera's image is {cam.shape}")
+        bad = ~(sigma > 0) & np.isfinite(depth)
+        if bad.any():
+            raise ValueError(f"sigma must be positive where depth is valid; {int(bad.sum())} pixels are not")
+    colors = None
+    if image is not None:
+        image = np.asarray(image)
+        if image.shape != cam.shape + (3,):
+            raise ValueError(f"image has shape {image.shape}, expected {cam.shape + (3,)} (RGB)")
+        colors = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
+    return depth, sigma, colors
+
+
+class _Timer:
+    """Adds wall-clock milliseconds per named stage into a dict."""
+
+    def __init__(self, into: dict[str, float]) -> None:
+        self.into = into
+
+    @contextmanager
+    def __call__(self, stage: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.into[stage] = self.into.get(stage, 0.0) + (time.perf_counter() - t0) * 1e3

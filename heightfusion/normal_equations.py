@@ -1,0 +1,205 @@
+"""Gauss-Newton normal equations of a depth frame over the height-map vertices, and their solution.
+
+Each pixel sees one triangle: its depth depends on the triangle's three vertex heights through
+J = depth_grad. Summed over pixels, A = sum w J J^T couples a vertex only with its mesh neighbours,
+so A is stored on the grid: ``diagonal`` (A_jj) and one array per edge direction, indexed by the
+edge's first vertex (i, j): ``right`` to (i, j+1), ``down`` to (i+1, j), ``diag`` to (i+1, j+1)
+(the triangulation's diagonal, see :mod:`heightfusion.heightmap`). The coupled solve applies that
+stencil in conjugate gradient; the diagonal solve ignores the edges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.linalg import spsolve
+
+from .render.fragments import Fragments
+
+
+@dataclass
+class NormalEquations:
+    """A = sum w J J^T and g = sum w J r of one frame, on the (ny, nx) grid (float64).
+
+    ``color_sums`` holds sum w J_j^2 * rgb per vertex (the colour counterpart of ``diagonal``) when
+    an image was given.
+    """
+
+    diagonal: np.ndarray
+    g: np.ndarray
+    right: np.ndarray
+    down: np.ndarray
+    diag: np.ndarray
+    color_sums: np.ndarray | None
+    pixels_used: int
+    pixels_unseen: int
+    pixels_grazing: int
+    pixels_gated: int
+    mean_abs_residual: float
+
+
+def accumulate(
+    frag: Fragments,
+    depth: np.ndarray,
+    sigma: np.ndarray,
+    grid_shape: tuple[int, int],
+    ray_norm: np.ndarray,
+    cos_min: float,
+    huber_k: float,
+    gate_k: float,
+    information: np.ndarray | None = None,
+    colors: np.ndarray | None = None,
+) -> NormalEquations:
+    """Per-vertex sums of one frame's pixels, read back on the CPU and summed with ``np.bincount``.
+
+    Args:
+        frag: the map rendered at the frame's pose.
+        depth, sigma: (H, W) measured depth and its standard deviation, metres (NaN = no value).
+        grid_shape: (ny, nx) of the map.
+        information: (ny, nx) the map's information before the frame: the residual's predicted
+            spread sqrt(sigma^2 + sum_k J_k^2 / Lambda_k) then includes what the map does not know
+            yet. None judges residuals against sigma alone (at the posterior, for the information
+            update: a pixel the converged map does not explain adds no confidence).
+        ray_norm: (H, W) length of each pixel's ray with camera-z component 1.
+        cos_min: pixels seeing the surface at a cosine of incidence below this are dropped.
+        huber_k, gate_k: Huber threshold and outlier gate, in predicted sigmas.
+        colors: (H, W, 3) float RGB of the frame, or None.
+    """
+    shape = tuple(grid_shape)
+    n = shape[0] * shape[1]
+    measured = np.isfinite(depth)
+    seen = measured & np.isfinite(frag.depth)
+    J = frag.depth_grad[seen].astype(np.float64)
+    ids = frag.vertex_ids[seen]
+    r = depth[seen].astype(np.float64) - frag.depth[seen]
+    var = sigma[seen].astype(np.float64) ** 2
+
+    # cos(incidence) = n_z |den| / |d|, with sum_k J_k = 1 / den (barycentric weights sum to 1).
+    cos = frag.normal[..., 2][seen] / (np.abs(J.sum(axis=1)) * ray_norm[seen])
+    facing = cos >= cos_min
+    predicted = var if information is None else var + (J**2 / information.reshape(-1)[ids]).sum(axis=1)
+    e = np.abs(r) / np.sqrt(predicted)
+    # A measurement behind the rendered surface shows free space where the map has surface: evidence
+    # against the map itself, never gated (only robustified). One in front may be an occluder the map
+    # lacks, and is gated.
+    inlier = facing & ((e <= gate_k) | (r > 0))
+    w = np.where(inlier, np.minimum(1.0, huber_k / np.maximum(e, 1e-12)), 0.0) / var
+
+    wJ = w[:, None] * J
+    flat_ids = ids.reshape(-1)
+    diagonal_terms = wJ * J
+    diagonal = np.bincount(flat_ids, diagonal_terms.reshape(-1), n)
+    g = np.bincount(flat_ids, (wJ * r[:, None]).reshape(-1), n)
+
+    # Off-diagonal terms by edge direction (see the module docstring for the slot pairs).
+    k0 = ids[:, 1] == ids[:, 0] + 1  # triangle k = 0: (v, v+1, v+nx+1); k = 1: (v, v+nx+1, v+nx)
+    p01, p02, p12 = wJ[:, 0] * J[:, 1], wJ[:, 0] * J[:, 2], wJ[:, 1] * J[:, 2]
+    right = np.bincount(np.where(k0, ids[:, 0], ids[:, 2]), np.where(k0, p01, p12), n)
+    diag = np.bincount(ids[:, 0], np.where(k0, p02, p01), n)
+    down = np.bincount(np.where(k0, ids[:, 1], ids[:, 0]), np.where(k0, p12, p02), n)
+
+    color_sums = None
+    if colors is not None:
+        c = colors[seen]
+        color_sums = np.stack(
+            [np.bincount(flat_ids, (diagonal_terms * c[:, ch, None]).reshape(-1), n) for ch in range(3)], axis=-1
+        ).reshape(shape + (3,))
+
+    used = inlier.sum()
+    return NormalEquations(
+        diagonal=diagonal.reshape(shape),
+        g=g.reshape(shape),
+        right=right.reshape(shape),
+        down=down.reshape(shape),
+        diag=diag.reshape(shape),
+        color_sums=color_sums,
+        pixels_used=int(used),
+        pixels_unseen=int((measured & ~seen).sum()),
+        pixels_grazing=int((~facing).sum()),
+        pixels_gated=int((facing & ~inlier).sum()),
+        mean_abs_residual=float(np.abs(r[inlier]).mean()) if used else float("nan"),
+    )
+
+
+def solve(
+    system: NormalEquations,
+    prior_information: np.ndarray,
+    rhs: np.ndarray,
+    solver: str,
+    damping: float = 0.0,
+    smoothness: float = 0.0,
+) -> np.ndarray:
+    """delta solving (Lambda + A + damping diag(A) + smoothness L) delta = rhs on the grid.
+
+    L is the graph Laplacian of the mesh edges (the Hessian of the smoothness prior, see
+    :func:`smoothness_gradient`). "diagonal" replaces the matrix by its lumped diagonal, each row's
+    diagonal plus the sum of |off-diagonal| terms: a majorant, so the step never overshoots. (With
+    A_jj alone, each vertex would try to explain a whole pixel's residual by itself: a vertex with a
+    small barycentric weight jumps by r / J.) "coupled" solves the full system with a sparse direct
+    solver on the bounding box of the vertices the frame touched, grown by a margin; outside it the
+    diagonal step stands.
+    """
+    diagonal = prior_information + (1.0 + damping) * system.diagonal + smoothness * _degrees(system.diagonal.shape)
+    right, down, diag = system.right - smoothness, system.down - smoothness, system.diag - smoothness
+    delta = rhs / (diagonal + _neighbour_sums(right, down, diag))
+    touched = np.argwhere(system.diagonal > 0)
+    if solver == "diagonal" or len(touched) == 0:
+        return delta
+    margin = 2
+    (r0, c0) = np.maximum(touched.min(axis=0) - margin, 0)
+    (r1, c1) = np.minimum(touched.max(axis=0) + 1 + margin, system.diagonal.shape)
+    box = (slice(r0, r1), slice(c0, c1))
+    matrix = _box_matrix(diagonal[box], right[box], down[box], diag[box])
+    delta[box] = spsolve(matrix, rhs[box].reshape(-1)).reshape(delta[box].shape)
+    return delta
+
+
+def smoothness_gradient(heights: np.ndarray, weight: float) -> np.ndarray:
+    """weight * L h: gradient of the prior (weight / 2) sum over mesh edges (h_j - h_k)^2.
+
+    The prior says neighbouring heights differ by about 1 / sqrt(weight) metres; weak against the
+    measurements, it decides what they leave open (vertices few pixels see, combinations of
+    heights a frame does not constrain), which keeps such vertices from drifting into spikes.
+    """
+    h = heights.astype(np.float64)
+    out = np.zeros_like(h)
+    for far, near in ((np.s_[:, 1:], np.s_[:, :-1]), (np.s_[1:], np.s_[:-1]), (np.s_[1:, 1:], np.s_[:-1, :-1])):
+        d = h[far] - h[near]
+        out[far] += d
+        out[near] -= d
+    return weight * out
+
+
+def _box_matrix(diagonal: np.ndarray, right: np.ndarray, down: np.ndarray, diag: np.ndarray):
+    """The grid stencil on a box as a sparse matrix (row-major vertex order within the box)."""
+    rows, cols = diagonal.shape
+    bands, offsets = [diagonal.reshape(-1)], [0]
+    for edges, offset in ((right, 1), (down, cols), (diag, cols + 1)):
+        e = edges.copy()
+        if offset != cols:  # edges leaving the box's last column would wrap to the next row
+            e[:, -1] = 0.0
+        e = e.reshape(-1)[: rows * cols - offset]  # and those leaving its last row fall off the band
+        bands += [e, e]
+        offsets += [offset, -offset]
+    return sp.diags(bands, offsets, shape=(rows * cols, rows * cols), format="csc")
+
+
+def _neighbour_sums(right: np.ndarray, down: np.ndarray, diag: np.ndarray) -> np.ndarray:
+    """sum_k |M_jk| over each vertex's mesh neighbours, from the per-direction edge arrays."""
+    out = np.zeros_like(right)
+    r, d, g = np.abs(right[:, :-1]), np.abs(down[:-1]), np.abs(diag[:-1, :-1])
+    out[:, :-1] += r
+    out[:, 1:] += r
+    out[:-1] += d
+    out[1:] += d
+    out[:-1, :-1] += g
+    out[1:, 1:] += g
+    return out
+
+
+def _degrees(shape: tuple[int, int]) -> np.ndarray:
+    """Number of mesh edges at each vertex (6 inside the grid)."""
+    ones = np.ones(shape)
+    return _neighbour_sums(ones, ones, ones)

@@ -1,0 +1,198 @@
+"""Fusion: the normal equations against direct assembly, the solvers against dense algebra, and the
+fused map against synthetic ground truth."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from conftest import bumpy_grid
+
+import heightfusion as hf
+from heightfusion.fusion import FusionConfig, HeightMapFuser
+from heightfusion.metrics import evaluate
+from heightfusion.normal_equations import accumulate, smoothness_gradient, solve
+from heightfusion.synthetic import generate
+
+CAM = hf.PinholeCamera(64, 48, 50.0, 52.0, 31.5, 23.5)
+
+
+@pytest.fixture(scope="module")
+def frame_system(gl_renderer):
+    """A frame of a bumpy map seen against measurements of another bumpy map."""
+    grid = bumpy_grid(shape=(10, 12), amplitude=0.05)
+    truth = bumpy_grid(shape=(10, 12), amplitude=0.05, seed=7)
+    T = hf.look_at([-0.3, 0.3, 0.9], [0.9, 0.35, 0.0])
+    depth = gl_renderer.render_depth(truth, CAM, T).copy()
+    sigma = np.full(CAM.shape, 0.01, np.float32)
+    frag = gl_renderer.render(grid, CAM, T)
+    ray_norm = np.linalg.norm(CAM.pixel_rays(), axis=-1)
+    system = accumulate(frag, depth, sigma, grid.shape, ray_norm, 0.0, np.inf, np.inf)
+    return grid, frag, depth, sigma, system
+
+
+def _dense_system(grid, frag, depth, sigma):
+    """sum over pixels of J J^T / sigma^2 and J r / sigma^2, assembled pixel by pixel."""
+    n = grid.num_vertices
+    A = np.zeros((n, n))
+    g = np.zeros(n)
+    for y, x in zip(*np.nonzero(np.isfinite(frag.depth) & np.isfinite(depth))):
+        ids, J = frag.vertex_ids[y, x], frag.depth_grad[y, x].astype(np.float64)
+        w = 1.0 / float(sigma[y, x]) ** 2
+        A[np.ix_(ids, ids)] += w * np.outer(J, J)
+        g[ids] += w * J * (float(depth[y, x]) - float(frag.depth[y, x]))
+    return A, g
+
+
+def _stencil_matrix(system, grid):
+    n = grid.num_vertices
+    nx = grid.nx
+    M = sp.lil_matrix((n, n))
+    for v in range(n):
+        i, j = divmod(v, nx)
+        M[v, v] = system.diagonal[i, j]
+        for edges, di, dj in ((system.right, 0, 1), (system.down, 1, 0), (system.diag, 1, 1)):
+            if i + di < grid.ny and j + dj < nx and edges[i, j] != 0:
+                u = (i + di) * nx + j + dj
+                M[v, u] = M[u, v] = edges[i, j]
+    return M.toarray()
+
+
+def test_accumulate_matches_pixel_by_pixel_assembly(frame_system):
+    grid, frag, depth, sigma, system = frame_system
+    A, g = _dense_system(grid, frag, depth, sigma)
+    assert system.pixels_used > 100
+    np.testing.assert_allclose(_stencil_matrix(system, grid), A, rtol=1e-9, atol=1e-6 * np.abs(A).max())
+    np.testing.assert_allclose(system.g.reshape(-1), g, rtol=1e-9, atol=1e-6 * np.abs(g).max())
+
+
+def test_coupled_solve_is_the_dense_solution(frame_system):
+    grid, _, _, _, system = frame_system
+    prior = np.full(grid.shape, 3.0)
+    rhs = system.g + 0.1
+    smooth = 50.0
+    delta = solve(system, prior, rhs, "coupled", damping=0.25, smoothness=smooth)
+    # Dense: Lambda + (1 + damping) diag(A) + offdiag(A) + smoothness * L.
+    M = _stencil_matrix(system, grid)
+    M += np.diag(prior.reshape(-1) + 0.25 * system.diagonal.reshape(-1))
+    laplacian = np.array([smoothness_gradient(e.reshape(grid.shape), 1.0).reshape(-1) for e in np.eye(grid.num_vertices)]).T
+    M += smooth * laplacian
+    np.testing.assert_allclose(delta.reshape(-1), np.linalg.solve(M, rhs.reshape(-1)), rtol=1e-6, atol=1e-9)
+
+
+def test_diagonal_step_never_overshoots(frame_system):
+    """The lumped diagonal majorises the system: the step decreases the quadratic model."""
+    grid, _, _, _, system = frame_system
+    prior = np.ones(grid.shape)
+    M = _stencil_matrix(system, grid) + np.eye(grid.num_vertices)
+    b = system.g.reshape(-1)
+    step = solve(system, prior, system.g, "diagonal").reshape(-1)
+    model = lambda x: 0.5 * x @ M @ x - b @ x  # noqa: E731
+    # Along the step the model keeps falling up to the full step: no overshoot.
+    assert model(step) < model(0.5 * step) < 0
+    assert np.abs(step).max() <= np.abs(np.linalg.solve(M, b)).max()
+
+
+def test_smoothness_gradient_is_the_laplacian():
+    h = np.zeros((3, 4))
+    h[1, 1] = 1.0
+    g = smoothness_gradient(h, 2.0)
+    assert g[1, 1] == pytest.approx(2.0 * 6)  # six mesh edges at an inner vertex
+    assert g[1, 2] == pytest.approx(-2.0) and g[2, 2] == pytest.approx(-2.0) and g[2, 1] == pytest.approx(-2.0)
+    assert g[2, 0] == 0.0  # not a mesh neighbour (the diagonal runs (i, j) -> (i+1, j+1))
+    assert g.sum() == pytest.approx(0.0)
+
+
+@pytest.fixture(scope="module")
+def steps_exact():
+    return generate("steps", frames=16, width=160, height=120)
+
+
+@pytest.fixture(scope="module")
+def steps_noisy():
+    return generate("steps", frames=20, width=160, height=120, noise=True, seed=3)
+
+
+def _fuse(seq, solver="diagonal", frames=None, grid=None):
+    gt = seq.gt_heightmap
+    grid = grid or hf.HeightMap(gt.origin, gt.cell_size, gt.shape)
+    fuser = HeightMapFuser(grid, hf.make_renderer("gl"), FusionConfig(solver=solver))
+    stats = [fuser.fuse(f.depth, f.T_wc, f.camera, f.image, sigma=s) for f, s in list(zip(seq.frames, seq.sigmas))[:frames]]
+    return grid, stats
+
+
+def _smooth(seq):
+    xy = seq.gt_heightmap.vertex_xy()
+    return seq.scene.smooth_mask(xy[..., 0], xy[..., 1])
+
+
+@pytest.mark.parametrize("solver", ["diagonal", "coupled"])
+def test_exact_depth_converges_to_ground_truth(steps_exact, solver):
+    grid, stats = _fuse(steps_exact, solver)
+    metrics = evaluate(grid, steps_exact.gt_heightmap, _smooth(steps_exact))
+    assert metrics["smooth_rmse"] < 3e-3, metrics
+    assert metrics["completeness"] > 0.9, metrics
+    assert all(s.pixels_used > 0 for s in stats)
+    assert set(stats[-1].ms) == {"seed", "render", "accumulate", "solve", "update"}
+    # Colours: the fused orthophoto matches the scene's texture where observed.
+    seen = grid.observed & steps_exact.gt_heightmap.observed & _smooth(steps_exact)
+    assert np.median(np.abs(grid.colors[seen] - steps_exact.gt_heightmap.colors[seen])) < 0.05
+
+
+def test_noisy_depth_error_shrinks_and_sigma_is_honest(steps_noisy):
+    gt = steps_noisy.gt_heightmap
+    smooth = _smooth(steps_noisy)
+    early, _ = _fuse(steps_noisy, frames=4)
+    late, _ = _fuse(steps_noisy)
+    common = early.observed & late.observed & gt.observed & smooth
+    err_early = np.sqrt(np.mean((early.heights - gt.heights)[common] ** 2))
+    err_late = np.sqrt(np.mean((late.heights - gt.heights)[common] ** 2))
+    assert err_late < err_early
+    metrics = evaluate(late, gt, smooth)
+    assert 0.55 <= metrics["calib_1sigma"] <= 0.80, metrics
+    assert metrics["smooth_rmse"] < 2e-3, metrics
+
+
+def test_bad_frames_are_rejected_or_cleaned(gl_renderer):
+    grid = bumpy_grid()
+    fuser = HeightMapFuser(grid, gl_renderer)
+    T = hf.look_at([-0.5, 0.4, 0.8], [0.9, 0.35, 0.0])
+    depth = gl_renderer.render_depth(grid, CAM, T).copy()
+    with pytest.raises(ValueError, match="depth has shape"):
+        fuser.fuse(depth[:10], T, CAM)
+    with pytest.raises(ValueError, match="image has shape"):
+        fuser.fuse(depth, T, CAM, image=np.zeros((48, 64), np.uint8))
+    with pytest.raises(ValueError, match="sigma must be positive"):
+        fuser.fuse(depth, T, CAM, sigma=np.zeros_like(depth))
+    with pytest.raises(ValueError, match="rigid"):
+        fuser.fuse(depth, np.diag([1.0, 1.0, -1.0, 1.0]), CAM)
+    # NaN, zero and negative depth are "no value": counted out, never NaN in the map.
+    depth[:10] = np.nan
+    depth[10:20] = -1.0
+    depth[20:22] = 0.0
+    stats = fuser.fuse(depth, T, CAM)
+    assert stats.pixels_measured == int(np.isfinite(depth).sum() - (depth[np.isfinite(depth)] <= 0).sum())
+    assert np.isfinite(grid.heights).all() and np.isfinite(grid.information).all()
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(iterations=0), "iterations"),
+        (dict(solver="cg"), "solver"),
+        (dict(max_incidence_deg=95), "max_incidence"),
+        (dict(forgetting=1.0), "forgetting"),
+        (dict(gate_k=0), "gate_k"),
+        (dict(damping=-1), "damping"),
+    ],
+)
+def test_config_rejects(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        FusionConfig(**kwargs)
+
+
+def test_forgetting_lowers_information(gl_renderer):
+    grid = bumpy_grid()
+    grid.information[:] = 1e4
+    fuser = HeightMapFuser(grid, gl_renderer, FusionConfig(forgetting=0.5))
+    T = hf.look_at([-0.5, 0.4, 0.8], [-2.0, 0.4, 0.8])  # sees nothing of the map
+    fuser.fuse(np.full(CAM.shape, np.nan, np.float32), T, CAM)
+    assert np.allclose(grid.information, 5e3)
