@@ -14,6 +14,7 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "replay": ("heightfusion.replay", "fuse a recorded sequence (default: the bundled sample) into a height map"),
     "synth": ("heightfusion.synthetic.command", "write a synthetic sequence (TUM layout) with ground truth"),
     "info": ("heightfusion.render.info_command", "print the OpenGL renderer heightfusion would use"),
 }

@@ -18,8 +18,6 @@ Per frame, with the map's heights h0 and information (1/variance) Lambda before 
 from __future__ import annotations
 
 import math
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,6 +25,7 @@ import numpy as np
 from .camera import PinholeCamera
 from .depth.sensor import SensorNoise
 from .heightmap import HeightMap
+from .metrics import StageTimer
 from .normal_equations import NormalEquations, accumulate, smoothness_gradient, solve
 from .poses import validate_pose
 from .render.base import Renderer
@@ -40,7 +39,8 @@ class FusionConfig:
 
     Attributes:
         iterations: Gauss-Newton iterations (render, accumulate, solve) per frame.
-        solver: "coupled" (conjugate gradient with the neighbour terms A_jk) or "diagonal".
+        solver: "diagonal" (lumped: each vertex alone, never overshooting) or "coupled" (sparse
+            direct solve with the neighbour terms A_jk and Levenberg-Marquardt damping).
         huber_k: Huber threshold in predicted sigmas (``math.inf`` for plain least squares).
         gate_k: residuals beyond this many predicted sigmas are rejected as outliers.
         max_incidence_deg: pixels whose ray meets the surface more obliquely are dropped.
@@ -56,7 +56,7 @@ class FusionConfig:
     """
 
     iterations: int = 2
-    solver: str = "coupled"
+    solver: str = "diagonal"
     huber_k: float = 2.0
     gate_k: float = 5.0
     max_incidence_deg: float = 80.0
@@ -149,7 +149,7 @@ class HeightMapFuser:
         T_wc = validate_pose(T_wc, "T_wc")
         depth, sigma, colors = _check_frame(depth, cam, image, sigma, cfg.noise)
         stats = FusionStats(pixels_measured=int(np.isfinite(depth).sum()))
-        timer = _Timer(stats.ms)
+        timer = StageTimer()
         if cfg.forgetting > 0:
             np.maximum(grid.information * (1 - cfg.forgetting), grid.prior_information, out=grid.information)
         with timer("seed"):
@@ -176,11 +176,12 @@ class HeightMapFuser:
         stats.pixels_grazing = system.pixels_grazing
         stats.pixels_gated = system.pixels_gated
         stats.mean_abs_residual = system.mean_abs_residual
+        stats.ms = timer.total_ms()
         return stats
 
     def _normal_equations(
         self,
-        timer: "_Timer",
+        timer: StageTimer,
         depth: np.ndarray,
         sigma: np.ndarray,
         T_wc: np.ndarray,
@@ -273,18 +274,3 @@ def _check_frame(
             raise ValueError(f"image has shape {image.shape}, expected {cam.shape + (3,)} (RGB)")
         colors = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
     return depth, sigma, colors
-
-
-class _Timer:
-    """Adds wall-clock milliseconds per named stage into a dict."""
-
-    def __init__(self, into: dict[str, float]) -> None:
-        self.into = into
-
-    @contextmanager
-    def __call__(self, stage: str):
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.into[stage] = self.into.get(stage, 0.0) + (time.perf_counter() - t0) * 1e3

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import heightfusion as hf
+from heightfusion.depth import SensorNoise
 from heightfusion.cli import main as cli_main
 from heightfusion.datasets.camera_yaml import load_camera_yaml
 from heightfusion.synthetic import (
@@ -19,7 +20,6 @@ from heightfusion.synthetic import (
     default_camera,
     drone_lawnmower,
     generate,
-    kinect_sigma,
     make_scene,
     raycast,
     robot_loop,
@@ -257,7 +257,7 @@ def test_noise_statistics(floor):
     sigma = np.concatenate([s.ravel() for s in noisy.sigmas])
     ok = np.isfinite(z)
     np.testing.assert_allclose(sigma[ok], 0.0012 + 0.0019 * (z[ok] - 0.4) ** 2, rtol=1e-5)
-    np.testing.assert_allclose(kinect_sigma(np.array([0.4, 2.4])), [0.0012, 0.0012 + 0.0019 * 4])
+    np.testing.assert_allclose(SensorNoise().sigma(np.array([0.4, 2.4])), [0.0012, 0.0012 + 0.0019 * 4], rtol=1e-6)
     r = (zn[ok] - z[ok]) / sigma[ok]
     assert abs(r.mean()) < 0.05 and r.std() == pytest.approx(1.0, abs=0.05)
     np.testing.assert_array_equal(noisy[1].depth, again[1].depth)  # seeded

@@ -20,6 +20,7 @@ from .frame import Frame
 from .trajectory import MAX_INTERPOLATION_GAP, Trajectory, associate, read_tum_trajectory
 
 __all__ = [
+    "SAMPLE",
     "MAX_INTERPOLATION_GAP",
     "DatasetError",
     "Frame",
@@ -28,7 +29,21 @@ __all__ = [
     "associate",
     "open",
     "read_tum_trajectory",
+    "sample_path",
 ]
+
+#: Name of the bundled sample sequence (datasets/README.md).
+SAMPLE = "sample_floor"
+
+
+def sample_path(name: str = SAMPLE) -> Path:
+    """Folder of a bundled sample sequence (installed with the package as ``heightfusion.bundled``)."""
+    from importlib import resources
+
+    path = Path(str(resources.files("heightfusion.bundled") / name))
+    if not path.is_dir():
+        raise DatasetError(f"bundled sample {name!r} is not installed (looked in {path}); reinstall heightfusion")
+    return path
 
 _EXPECTED = (
     "a TUM RGB-D / ICL-NUIM folder (rgb.txt or associations.txt), a EuRoC MAV folder (mav0/cam0/data.csv), "

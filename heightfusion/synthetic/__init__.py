@@ -17,7 +17,6 @@ from .sequence import (
     depth_to_png,
     generate,
     ground_truth_heightmap,
-    kinect_sigma,
     render_image,
     write_tum,
 )
@@ -40,7 +39,6 @@ __all__ = [
     "drone_lawnmower",
     "generate",
     "ground_truth_heightmap",
-    "kinect_sigma",
     "make_scene",
     "raycast",
     "render_image",

@@ -16,6 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=float, default=30.0, help="frame rate for the timestamps (default 30)")
     parser.add_argument("--noise", action="store_true", help="add Kinect-like depth noise")
     parser.add_argument("--seed", type=int, default=0, help="seed of the depth noise (default 0)")
+    parser.add_argument("--jpeg", action="store_true", help="write colour images as JPEG (smaller) instead of PNG")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -25,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
         args.scene, frames=args.frames, width=args.width, height=args.height,
         noise=args.noise, seed=args.seed, fps=args.fps, progress=True,
     )
-    out = write_tum(seq, args.out, progress=True)
+    out = write_tum(seq, args.out, progress=True, image_format="jpg" if args.jpeg else "png")
     gt = seq.gt_heightmap
     print(
         f"wrote {len(seq)} frames of scene '{seq.scene.name}' ({args.width}x{args.height}"

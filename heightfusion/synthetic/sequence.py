@@ -13,6 +13,7 @@ import numpy as np
 from ..atomic import atomic_write
 from ..camera import PinholeCamera
 from ..datasets.frame import Frame
+from ..depth.sensor import SensorNoise
 from ..heightmap import HeightMap, save_heightmap, triangle_vertex_offsets
 from ..poses import pose_to_tum, validate_pose
 from .raycast import RayHits, raycast
@@ -26,11 +27,6 @@ GT_INFORMATION = 1e6
 
 _SKY_HORIZON = np.array([0.80, 0.86, 0.92], dtype=np.float32)
 _SKY_ZENITH = np.array([0.45, 0.62, 0.88], dtype=np.float32)
-
-
-def kinect_sigma(depth: np.ndarray) -> np.ndarray:
-    """Kinect-like depth noise sigma(z) = 1.2 mm + 1.9 mm * (z - 0.4 m)^2 (metres, same shape as ``depth``)."""
-    return 0.0012 + 0.0019 * (np.asarray(depth) - 0.4) ** 2
 
 
 @dataclass
@@ -154,7 +150,7 @@ def generate(
         scene: a scene name (see :data:`~heightfusion.synthetic.scenes.SCENE_NAMES`) or a :class:`Scene`.
         frames: number of frames along the scene's default trajectory (ignored when ``poses`` is given).
         width, height: image size, pixels.
-        noise: add Kinect-like Gaussian depth noise (:func:`kinect_sigma`).
+        noise: add Kinect-like Gaussian depth noise (:class:`~heightfusion.depth.SensorNoise` defaults).
         seed: seed of the depth noise.
         fps: frame rate; frame i has timestamp i / fps seconds.
         focal_factor: fx = fy = focal_factor * width.
@@ -187,7 +183,7 @@ def generate(
         hits = raycast(scene_obj, camera, T_wc)
         image = render_image(scene_obj, camera, hits)
         depth = hits.depth
-        sigma = kinect_sigma(depth)
+        sigma = SensorNoise().sigma(depth)
         if noise:
             depth = (depth + sigma * rng.standard_normal(depth.shape)).astype(np.float32)
             depth[depth <= 0] = np.nan
@@ -206,12 +202,13 @@ def _write_text(path: Path, header: str, lines: list[str]) -> None:
         f.write((header + "".join(line + "\n" for line in lines)).encode("utf-8"))
 
 
-def _write_png(path: Path, array: np.ndarray) -> None:
+def _write_image(path: Path, array: np.ndarray) -> None:
+    """Encode by the file's extension (.png lossless, .jpg quality 92) and write atomically."""
     import cv2
 
-    ok, buf = cv2.imencode(".png", array)
+    ok, buf = cv2.imencode(path.suffix, array, [cv2.IMWRITE_JPEG_QUALITY, 92])
     if not ok:
-        raise ValueError(f"{path}: PNG encoding failed")
+        raise ValueError(f"{path}: image encoding failed")
     with atomic_write(path) as f:
         f.write(buf.tobytes())
 
@@ -222,10 +219,13 @@ def depth_to_png(depth: np.ndarray, depth_scale: float = DEPTH_SCALE) -> np.ndar
     return np.where((scaled > 0) & (scaled <= 65535), scaled, 0).astype(np.uint16)
 
 
-def write_tum(seq: SyntheticSequence, out_dir: str | os.PathLike, progress: bool | None = None) -> Path:
+def write_tum(
+    seq: SyntheticSequence, out_dir: str | os.PathLike, progress: bool | None = None, image_format: str = "png"
+) -> Path:
     """Write ``seq`` in the TUM RGB-D layout with ground truth; returns the folder.
 
-    Files: ``rgb/<t>.png``, ``depth/<t>.png`` (uint16, 1/5000 m, 0 = invalid), ``rgb.txt``,
+    Files: ``rgb/<t>.png`` (or ``.jpg`` with ``image_format="jpg"``: a quarter of the size, for
+    bundled samples), ``depth/<t>.png`` (uint16, 1/5000 m, 0 = invalid), ``rgb.txt``,
     ``depth.txt``, ``groundtruth.txt`` (``t tx ty tz qx qy qz qw``), ``camera.yaml`` (depth_scale
     5000) and ``gt_heightmap.npz``. ``progress``: show a bar (None: only for 100+ frames on a terminal).
     """
@@ -234,6 +234,8 @@ def write_tum(seq: SyntheticSequence, out_dir: str | os.PathLike, progress: bool
 
     from ..datasets.camera_yaml import save_camera_yaml
 
+    if image_format not in ("png", "jpg"):
+        raise ValueError(f"image_format must be 'png' or 'jpg', got {image_format!r}")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out}: exists and is not a folder")
@@ -243,9 +245,9 @@ def write_tum(seq: SyntheticSequence, out_dir: str | os.PathLike, progress: bool
     rgb_lines, depth_lines, gt_lines = [], [], []
     for frame in tqdm(seq.frames, desc=f"write {out.name}", unit="frame", disable=disable):
         stamp = _stamp(frame.timestamp)
-        _write_png(out / "rgb" / f"{stamp}.png", cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))
-        _write_png(out / "depth" / f"{stamp}.png", depth_to_png(frame.depth))
-        rgb_lines.append(f"{stamp} rgb/{stamp}.png")
+        _write_image(out / "rgb" / f"{stamp}.{image_format}", cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))
+        _write_image(out / "depth" / f"{stamp}.png", depth_to_png(frame.depth))
+        rgb_lines.append(f"{stamp} rgb/{stamp}.{image_format}")
         depth_lines.append(f"{stamp} depth/{stamp}.png")
         gt_lines.append(stamp + " " + " ".join(f"{v:.9f}" for v in pose_to_tum(frame.T_wc)))
     source = f"# heightfusion synthetic scene '{seq.scene.name}', noise={seq.noise}, seed={seq.seed}\n"

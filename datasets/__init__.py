@@ -1,0 +1,1 @@
+"""Bundled sample sequences, installed as the package ``heightfusion.bundled`` (data only)."""

@@ -1,0 +1,257 @@
+"""Offline replay: fuse a recorded sequence into a height map and write what a person wants to see.
+
+``heightfusion replay [PATH]`` (the bundled sample by default) writes to ``--out``:
+``heightmap.npz`` (DESIGN.md schema), ``mesh.ply`` (observed triangles, coloured), PNGs of height,
+colour, uncertainty and, with ground truth, error, and ``metrics.json`` (evaluation, ms per stage,
+frames used and skipped by reason).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import visualize
+from .atomic import atomic_write
+from .fusion import SOLVERS, FusionConfig, HeightMapFuser
+from .heightmap import HeightMap, export_ply, save_heightmap
+from .metrics import StageTimer, evaluate, smooth_mask_from_heights
+from .render import BACKENDS, make_renderer
+
+DEPTH_SOURCES = ("sensor",)
+#: Longest map side ``replay`` sizes from the trajectory before asking for a larger cell size.
+MAX_AUTO_SIDE = 1024
+# Every how many frames the map extent is sampled from, when sized from the data.
+_EXTENT_STRIDE = 5
+
+
+@dataclass
+class ReplayResult:
+    """What :func:`replay` did.
+
+    Attributes:
+        grid: the fused map.
+        frames_used: frames fused.
+        skipped: reason -> count of frames (or lines) skipped, by the reader and by the fusion.
+        seconds: wall-clock time of the fusion loop, reading frames included.
+        ms_per_frame: mean milliseconds per fused frame, per fusion stage (and "read").
+        truth: the dataset's ground-truth height map, or None.
+        evaluation: :func:`heightfusion.metrics.evaluate` against it, or None.
+        messages: what the dataset reader had to say (skipped lines, assumed intrinsics...).
+    """
+
+    grid: HeightMap
+    frames_used: int
+    skipped: Counter
+    seconds: float
+    ms_per_frame: dict[str, float]
+    truth: HeightMap | None = None
+    evaluation: dict | None = None
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.frames_used / self.seconds if self.seconds > 0 else math.nan
+
+
+def replay(
+    path: str | Path | None = None,
+    *,
+    depth: str = "sensor",
+    backend: str = "gl",
+    cell_size: float | None = None,
+    origin: tuple[float, float] | None = None,
+    shape: tuple[int, int] | None = None,
+    max_frames: int | None = None,
+    config: FusionConfig | None = None,
+    progress: bool = True,
+) -> ReplayResult:
+    """Fuse the sequence at ``path`` (default: the bundled sample) into a height map.
+
+    The map's grid comes from ``origin``/``cell_size``/``shape`` where given, else from the dataset's
+    ``gt_heightmap.npz``, else from the extent of the points the sequence's depth sees.
+    Raises ``DatasetError`` (a ValueError) for a path that is not a dataset.
+    """
+    from tqdm import tqdm
+
+    from . import datasets
+
+    if depth not in DEPTH_SOURCES:
+        raise ValueError(f"depth source must be one of {', '.join(DEPTH_SOURCES)}, got {depth!r}")
+    sequence = datasets.open(path if path is not None else datasets.sample_path(), max_frames=max_frames)
+    grid = _make_grid(sequence, cell_size, origin, shape)
+    fuser = HeightMapFuser(grid, make_renderer(backend), config or FusionConfig())
+    timer = StageTimer()
+    skipped: Counter = Counter()
+    used = 0
+    start = time.perf_counter()
+    frames = iter(sequence)
+    with tqdm(total=len(sequence), unit="frame", desc=f"replay {sequence.name}", disable=not progress) as bar:
+        while True:
+            with timer("read"):
+                frame = next(frames, None)
+            if frame is None:
+                break
+            bar.update()
+            if frame.T_wc is None:
+                skipped["no pose"] += 1
+                continue
+            if frame.depth is None:
+                skipped["no depth"] += 1
+                continue
+            try:
+                stats = fuser.fuse(frame.depth, frame.T_wc, frame.camera, frame.image)
+            except ValueError as exc:  # a bad frame is skipped and counted, never the end of the run
+                skipped["fusion error"] += 1
+                bar.write(f"frame {frame.index} (t={frame.timestamp:.3f}) skipped: {exc}")
+                continue
+            for stage, ms in stats.ms.items():
+                timer.add(stage, ms)
+            used += 1
+    seconds = time.perf_counter() - start
+    skipped.update(sequence.skipped)
+    evaluation = None
+    if sequence.gt_heightmap is not None:
+        evaluation = evaluate(grid, sequence.gt_heightmap, smooth_mask_from_heights(sequence.gt_heightmap))
+    return ReplayResult(
+        grid=grid,
+        frames_used=used,
+        skipped=skipped,
+        seconds=seconds,
+        ms_per_frame=timer.mean_ms(frames=max(used, 1)),
+        truth=sequence.gt_heightmap,
+        evaluation=evaluation,
+        messages=list(sequence.messages),
+    )
+
+
+def _make_grid(sequence, cell_size, origin, shape) -> HeightMap:
+    """The map grid: explicit arguments first, then the ground truth's grid, then the data's extent."""
+    gt = sequence.gt_heightmap
+    if gt is not None:
+        cell_size = gt.cell_size if cell_size is None else cell_size
+        if origin is None and shape is None and cell_size == gt.cell_size:
+            return HeightMap(tuple(gt.origin), gt.cell_size, gt.shape)
+        x0, x1, y0, y1 = gt.extent
+    elif origin is None or shape is None:
+        x0, x1, y0, y1 = _data_extent(sequence)
+    cell_size = 0.02 if cell_size is None else cell_size
+    if not (math.isfinite(cell_size) and cell_size > 0):
+        raise ValueError(f"--cell-size must be a positive length in metres, got {cell_size!r}")
+    if origin is None:
+        origin = (x0, y0)
+    if shape is None:
+        shape = (int(math.ceil((y1 - origin[1]) / cell_size)) + 1, int(math.ceil((x1 - origin[0]) / cell_size)) + 1)
+        if max(shape) > MAX_AUTO_SIDE:
+            raise ValueError(
+                f"the data spans {x1 - x0:.1f} m x {y1 - y0:.1f} m: {shape[1]} x {shape[0]} vertices at "
+                f"{cell_size:g} m cells; pass a larger --cell-size or an explicit --origin and --shape"
+            )
+    return HeightMap(origin, cell_size, shape)
+
+
+def _data_extent(sequence) -> tuple[float, float, float, float]:
+    """(x0, x1, y0, y1) holding 98 % of the points that every few frames' depth sees."""
+    points = []
+    for k, frame in enumerate(sequence):
+        if k % _EXTENT_STRIDE or frame.depth is None or frame.T_wc is None:
+            continue
+        rays = frame.camera.pixel_rays()[::4, ::4]
+        z = frame.depth[::4, ::4]
+        valid = np.isfinite(z)
+        points.append((rays[valid] * z[valid, None]) @ frame.T_wc[:3, :3].T + frame.T_wc[:3, 3])
+    if not points:
+        raise ValueError(
+            f"{sequence.path}: no frame with depth and pose to size the map from; pass --origin X Y and --shape NY NX"
+        )
+    xy = np.concatenate(points)[:, :2]
+    lo, hi = np.percentile(xy, 1, axis=0), np.percentile(xy, 99, axis=0)
+    return lo[0], hi[0], lo[1], hi[1]
+
+
+def write_outputs(result: ReplayResult, out: str | Path, extra: dict) -> Path:
+    """Write the map, mesh, pictures and metrics.json to ``out``; returns the folder."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    grid = result.grid
+    save_heightmap(out / "heightmap.npz", grid)
+    export_ply(out / "mesh.ply", grid, observed_only=True)
+    visualize.height_png(out / "height.png", grid)
+    visualize.color_png(out / "color.png", grid)
+    visualize.uncertainty_png(out / "uncertainty.png", grid)
+    if result.truth is not None:
+        visualize.error_png(out / "error.png", grid, result.truth)
+    metrics = {
+        **extra,
+        "frames": {"used": result.frames_used, "skipped": dict(result.skipped)},
+        "frames_per_second": result.fps,
+        "ms_per_frame": result.ms_per_frame,
+        "map": {"origin": grid.origin.tolist(), "cell_size": grid.cell_size, "shape": list(grid.shape),
+                "observed": int(grid.observed.sum())},
+        "evaluation": result.evaluation,
+        "messages": result.messages,
+    }
+    with atomic_write(out / "metrics.json") as f:
+        f.write(json.dumps(metrics, indent=2).encode("utf-8"))
+    return out
+
+
+# --- command line ---------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", nargs="?", help="dataset folder or video (default: the bundled sample)")
+    parser.add_argument("--depth", default="sensor", choices=DEPTH_SOURCES, help="depth source (default sensor)")
+    parser.add_argument("--backend", default="gl", choices=BACKENDS, help="renderer backend (default gl)")
+    parser.add_argument("--cell-size", type=float, help="map cell size in metres (default: ground truth's, else 0.02)")
+    parser.add_argument("--origin", type=float, nargs=2, metavar=("X", "Y"), help="world (x, y) of vertex (0, 0)")
+    parser.add_argument("--shape", type=int, nargs=2, metavar=("NY", "NX"), help="map size in vertices")
+    parser.add_argument("--max-frames", type=int, help="fuse at most this many frames")
+    parser.add_argument("--solver", default=FusionConfig.solver, choices=SOLVERS, help="Gauss-Newton solve")
+    parser.add_argument("--iterations", type=int, default=FusionConfig.iterations, help="Gauss-Newton iterations per frame")
+    parser.add_argument("--out", default="replay_out", help="output folder (default replay_out)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from . import datasets
+
+    config = FusionConfig(solver=args.solver, iterations=args.iterations)
+    result = replay(
+        args.path, depth=args.depth, backend=args.backend, cell_size=args.cell_size,
+        origin=None if args.origin is None else tuple(args.origin),
+        shape=None if args.shape is None else tuple(args.shape),
+        max_frames=args.max_frames, config=config, progress=not args.quiet,
+    )
+    path = args.path if args.path is not None else datasets.sample_path()
+    extra = {"dataset": str(path), "depth": args.depth, "backend": args.backend, "config": _config_dict(config)}
+    out = write_outputs(result, args.out, extra)
+    print(_summary(result, out))
+    return 0
+
+
+def _config_dict(config: FusionConfig) -> dict:
+    return {k: (asdict(v) if hasattr(v, "__dataclass_fields__") else v) for k, v in config.__dict__.items()}
+
+
+def _summary(result: ReplayResult, out: Path) -> str:
+    lines = [
+        f"fused {result.frames_used} frames in {result.seconds:.1f} s ({result.fps:.1f} frames/s)"
+        + (f"; skipped {sum(result.skipped.values())}: {dict(result.skipped)}" if result.skipped else ""),
+        "ms per frame: " + ", ".join(f"{k} {v:.1f}" for k, v in result.ms_per_frame.items()),
+    ]
+    e = result.evaluation
+    if e is not None:
+        lines.append(
+            f"vs ground truth: RMSE {e['rmse'] * 1e3:.2f} mm (smooth areas {e['smooth_rmse'] * 1e3:.2f} mm), "
+            f"median {e['median'] * 1e3:.2f} mm, completeness {e['completeness']:.3f}, "
+            f"within 1/2 sigma {e['calib_1sigma']:.2f}/{e['calib_2sigma']:.2f}"
+        )
+    lines.append(f"wrote {out}/: heightmap.npz mesh.ply height.png color.png uncertainty.png"
+                 + (" error.png" if e is not None else "") + " metrics.json")
+    return "\n".join(lines)
