@@ -29,6 +29,7 @@ from .metrics import StageTimer
 from .normal_equations import NormalEquations, accumulate, smoothness_gradient, solve
 from .poses import validate_pose
 from .render.base import Renderer
+from .render.fragments import Fragments
 
 SOLVERS = ("coupled", "diagonal")
 
@@ -50,8 +51,9 @@ class FusionConfig:
         observed_sigma: a vertex counts as observed once its sigma is below this, metres.
         damping: Levenberg-Marquardt damping of the coupled solve, (Lambda + A + damping diag(A)):
             bounds the step along height combinations the frame barely constrains.
-        smoothness_sigma: prior spread of the height difference between neighbouring vertices,
-            metres; weak against measurements, it settles what they leave open (``math.inf``: off).
+        smoothness_slope: prior spread of the slope between neighbouring vertices (their height
+            difference over the cell size); weak against measurements, it settles what they leave
+            open (``math.inf``: off).
         fuse_color: update vertex colours from the frame's image when one is given.
     """
 
@@ -63,9 +65,9 @@ class FusionConfig:
     noise: SensorNoise = field(default_factory=SensorNoise)
     sigma_floor: float = 2e-4
     forgetting: float = 0.0
-    observed_sigma: float = 0.05
+    observed_sigma: float = 0.005
     damping: float = 0.5
-    smoothness_sigma: float = 0.1
+    smoothness_slope: float = 1.0
     max_step: float = 0.1
     seed_stride: int = 2
     fuse_color: bool = True
@@ -77,7 +79,7 @@ class FusionConfig:
             raise ValueError(f"FusionConfig.solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
         if not self.damping >= 0:
             raise ValueError(f"FusionConfig.damping must be non-negative, got {self.damping!r}")
-        for name in ("huber_k", "gate_k", "sigma_floor", "observed_sigma", "smoothness_sigma"):
+        for name in ("huber_k", "gate_k", "sigma_floor", "observed_sigma", "smoothness_slope"):
             value = getattr(self, name)
             if not value > 0:
                 raise ValueError(f"FusionConfig.{name} must be positive, got {value!r}")
@@ -157,10 +159,19 @@ class HeightMapFuser:
         prior_heights = grid.heights.astype(np.float64)
         prior_information = grid.information.astype(np.float64)
 
-        for _ in range(cfg.iterations):
-            system = self._normal_equations(timer, depth, sigma, T_wc, cam, prior_information, None)
+        evidence = depth
+        for iteration in range(cfg.iterations):
+            system, frag = self._normal_equations(timer, depth, sigma, T_wc, cam, prior_information, None)
+            if iteration == 0:
+                # A pixel measured far in front of the map as it stood sees something the map lacks.
+                # Its pull on the triangle behind may be right (a step not yet raised) or a ghost (an
+                # obstacle in front); either way it earns the map no confidence in this frame: if it
+                # was right, the next frame finds it consistent from the start.
+                with np.errstate(invalid="ignore"):
+                    occluder = depth - frag.depth < -cfg.gate_k * sigma
+                evidence = np.where(occluder, np.nan, depth)
             with timer("solve"):
-                smoothness = 1.0 / cfg.smoothness_sigma**2
+                smoothness = 1.0 / (cfg.smoothness_slope * grid.cell_size) ** 2
                 rhs = system.g + prior_information * (prior_heights - grid.heights)
                 rhs -= smoothness_gradient(grid.heights, smoothness)
                 delta = solve(system, prior_information, rhs, cfg.solver, cfg.damping, smoothness)
@@ -168,7 +179,7 @@ class HeightMapFuser:
         # The information the frame adds is measured at the new estimate (the posterior mode), not at
         # a linearisation point the iterations left behind: vertices still far from their pixels, or
         # hidden by what the update raised, must not become confident.
-        system = self._normal_equations(timer, depth, sigma, T_wc, cam, None, colors)
+        system, _ = self._normal_equations(timer, evidence, sigma, T_wc, cam, None, colors)
         with timer("update"):
             self._update_map(system, prior_information)
         stats.pixels_used = system.pixels_used
@@ -188,16 +199,17 @@ class HeightMapFuser:
         cam: PinholeCamera,
         information: np.ndarray | None,
         colors: np.ndarray | None,
-    ) -> NormalEquations:
+    ) -> tuple[NormalEquations, Fragments]:
         """Render at the current heights and accumulate; ``information`` widens the outlier gate."""
         cfg = self.config
         with timer("render"):
             frag = self.renderer.render(self.grid, cam, T_wc)
         with timer("accumulate"):
-            return accumulate(
+            system = accumulate(
                 frag, depth, sigma, self.grid.shape, self._ray_norm(cam), math.cos(math.radians(cfg.max_incidence_deg)),
                 cfg.huber_k, cfg.gate_k, information, colors if cfg.fuse_color else None,
             )
+        return system, frag
 
     def _seed_unobserved(self, depth: np.ndarray, T_wc: np.ndarray, cam: PinholeCamera) -> None:
         """Start vertices the map has not observed at the mean height of the frame's points over them.
