@@ -23,7 +23,7 @@ import numpy as np
 import heightfusion as hf
 from heightfusion.fusion import FusionConfig, HeightMapFuser
 from heightfusion.metrics import evaluate
-from heightfusion.normal_equations import accumulate, smoothness_gradient, solve
+from heightfusion.normal_equations import SmoothnessPrior, accumulate, solve
 from heightfusion.replay import replay
 from heightfusion.synthetic import generate
 
@@ -50,14 +50,13 @@ def step_table(repeats: int) -> None:
         cfg = FusionConfig()
         ray_norm = np.linalg.norm(cam.pixel_rays(), axis=-1).astype(np.float32)
         cos_min = math.cos(math.radians(cfg.max_incidence_deg))
-        smooth = 1.0 / (cfg.smoothness_slope * grid.cell_size) ** 2
         information = grid.information.astype(np.float64)
 
         def step() -> None:
             frag = renderer.render(grid, cam, T)
             system = accumulate(frag, frame.depth, sigma, grid.shape, ray_norm, cos_min, cfg.huber_k, cfg.gate_k, information)
-            rhs = system.g - smoothness_gradient(grid.heights, smooth)
-            solve(system, information, rhs, cfg.solver, cfg.damping, smooth)
+            smooth = SmoothnessPrior.robust(grid.heights, cfg.smoothness_slope * grid.cell_size)
+            solve(system, information, system.g - smooth.gradient(grid.heights), cfg.solver, cfg.damping, smooth)
 
         def fuse() -> None:
             HeightMapFuser(grid.copy(), renderer, cfg).fuse(frame.depth, T, cam, frame.image, sigma)

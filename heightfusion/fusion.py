@@ -26,7 +26,7 @@ from .camera import PinholeCamera
 from .depth.sensor import SensorNoise
 from .heightmap import HeightMap
 from .metrics import StageTimer
-from .normal_equations import NormalEquations, accumulate, smoothness_gradient, solve
+from .normal_equations import NormalEquations, SmoothnessPrior, accumulate, solve
 from .poses import validate_pose
 from .render.base import Renderer
 from .render.fragments import Fragments
@@ -52,8 +52,8 @@ class FusionConfig:
         damping: Levenberg-Marquardt damping of the coupled solve, (Lambda + A + damping diag(A)):
             bounds the step along height combinations the frame barely constrains.
         smoothness_slope: prior spread of the slope between neighbouring vertices (their height
-            difference over the cell size); weak against measurements, it settles what they leave
-            open (``math.inf``: off).
+            difference over the cell size), Huber-robust so that steps stay sharp; weak against
+            measurements, it settles what they leave open (``math.inf``: off).
         fuse_color: update vertex colours from the frame's image when one is given.
     """
 
@@ -171,9 +171,8 @@ class HeightMapFuser:
                     occluder = depth - frag.depth < -cfg.gate_k * sigma
                 evidence = np.where(occluder, np.nan, depth)
             with timer("solve"):
-                smoothness = 1.0 / (cfg.smoothness_slope * grid.cell_size) ** 2
-                rhs = system.g + prior_information * (prior_heights - grid.heights)
-                rhs -= smoothness_gradient(grid.heights, smoothness)
+                smoothness = SmoothnessPrior.robust(grid.heights, cfg.smoothness_slope * grid.cell_size)
+                rhs = system.g + prior_information * (prior_heights - grid.heights) - smoothness.gradient(grid.heights)
                 delta = solve(system, prior_information, rhs, cfg.solver, cfg.damping, smoothness)
                 grid.heights += np.clip(delta, -cfg.max_step, cfg.max_step).astype(np.float32)
         # The information the frame adds is measured at the new estimate (the posterior mode), not at

@@ -123,26 +123,74 @@ def accumulate(
     )
 
 
+@dataclass
+class SmoothnessPrior:
+    """The prior sum over mesh edges of w_e (h_j - h_k)^2 / 2, as edge weights by direction.
+
+    Weak against the measurements, it decides what they leave open (vertices few pixels see,
+    combinations of heights a frame does not constrain), which keeps such vertices from drifting
+    into spikes. Arrays are (ny, nx), indexed like the ``NormalEquations`` edges; entries for edges
+    that leave the grid are 0.
+    """
+
+    right: np.ndarray
+    down: np.ndarray
+    diag: np.ndarray
+
+    @classmethod
+    def robust(cls, heights: np.ndarray, sigma: float, huber_k: float = 2.0) -> "SmoothnessPrior":
+        """Weights 1 / sigma^2, Huber-reweighted by each edge's height difference at ``heights``.
+
+        ``sigma`` (metres) is the expected height difference between neighbours; an edge differing
+        by more than ``huber_k * sigma`` (a step, a box's edge) keeps a bounded pull, so the prior
+        smooths noise without rounding off real discontinuities.
+        """
+        h = heights.astype(np.float64)
+        weights = []
+        for far, near in _EDGE_SLICES:
+            w = np.zeros_like(h)
+            dh = np.abs(h[far] - h[near])
+            w[near] = np.minimum(1.0, huber_k * sigma / np.maximum(dh, 1e-12)) / sigma**2
+            weights.append(w)
+        return cls(*weights)
+
+    def gradient(self, heights: np.ndarray) -> np.ndarray:
+        """d prior / d h at ``heights``: sum over each vertex's edges of w_e (h_j - h_k)."""
+        h = heights.astype(np.float64)
+        out = np.zeros_like(h)
+        for w, (far, near) in zip((self.right, self.down, self.diag), _EDGE_SLICES):
+            f = w[near] * (h[far] - h[near])
+            out[far] += f
+            out[near] -= f
+        return out
+
+
+# (far end, near end) of the right, down and diagonal mesh edges; weights live at the near end.
+_EDGE_SLICES = ((np.s_[:, 1:], np.s_[:, :-1]), (np.s_[1:], np.s_[:-1]), (np.s_[1:, 1:], np.s_[:-1, :-1]))
+
+
 def solve(
     system: NormalEquations,
     prior_information: np.ndarray,
     rhs: np.ndarray,
     solver: str,
     damping: float = 0.0,
-    smoothness: float = 0.0,
+    smoothness: SmoothnessPrior | None = None,
 ) -> np.ndarray:
-    """delta solving (Lambda + A + damping diag(A) + smoothness L) delta = rhs on the grid.
+    """delta solving (Lambda + A + damping diag(A) + S) delta = rhs on the grid.
 
-    L is the graph Laplacian of the mesh edges (the Hessian of the smoothness prior, see
-    :func:`smoothness_gradient`). "diagonal" replaces the matrix by its lumped diagonal, each row's
-    diagonal plus the sum of |off-diagonal| terms: a majorant, so the step never overshoots. (With
-    A_jj alone, each vertex would try to explain a whole pixel's residual by itself: a vertex with a
-    small barycentric weight jumps by r / J.) "coupled" solves the full system with a sparse direct
-    solver on the bounding box of the vertices the frame touched, grown by a margin; outside it the
-    diagonal step stands.
+    S is the smoothness prior's Hessian (a weighted graph Laplacian of the mesh edges). "diagonal"
+    replaces the matrix by its lumped diagonal, each row's diagonal plus the sum of |off-diagonal|
+    terms: a majorant, so the step never overshoots. (With A_jj alone, each vertex would try to
+    explain a whole pixel's residual by itself: a vertex with a small barycentric weight jumps by
+    r / J.) "coupled" solves the full system with a sparse direct solver on the bounding box of the
+    vertices the frame touched, grown by a margin; outside it the diagonal step stands.
     """
-    diagonal = prior_information + (1.0 + damping) * system.diagonal + smoothness * _degrees(system.diagonal.shape)
-    right, down, diag = system.right - smoothness, system.down - smoothness, system.diag - smoothness
+    diagonal = prior_information + (1.0 + damping) * system.diagonal
+    right, down, diag = system.right, system.down, system.diag
+    if smoothness is not None:
+        diagonal = diagonal + _neighbour_sums(smoothness.right, smoothness.down, smoothness.diag)
+        right, down, diag = right - smoothness.right, down - smoothness.down, diag - smoothness.diag
     delta = rhs / (diagonal + _neighbour_sums(right, down, diag))
     touched = np.argwhere(system.diagonal > 0)
     if solver == "diagonal" or len(touched) == 0:
@@ -154,22 +202,6 @@ def solve(
     matrix = _box_matrix(diagonal[box], right[box], down[box], diag[box])
     delta[box] = spsolve(matrix, rhs[box].reshape(-1)).reshape(delta[box].shape)
     return delta
-
-
-def smoothness_gradient(heights: np.ndarray, weight: float) -> np.ndarray:
-    """weight * L h: gradient of the prior (weight / 2) sum over mesh edges (h_j - h_k)^2.
-
-    The prior says neighbouring heights differ by about 1 / sqrt(weight) metres; weak against the
-    measurements, it decides what they leave open (vertices few pixels see, combinations of
-    heights a frame does not constrain), which keeps such vertices from drifting into spikes.
-    """
-    h = heights.astype(np.float64)
-    out = np.zeros_like(h)
-    for far, near in ((np.s_[:, 1:], np.s_[:, :-1]), (np.s_[1:], np.s_[:-1]), (np.s_[1:, 1:], np.s_[:-1, :-1])):
-        d = h[far] - h[near]
-        out[far] += d
-        out[near] -= d
-    return weight * out
 
 
 def _box_matrix(diagonal: np.ndarray, right: np.ndarray, down: np.ndarray, diag: np.ndarray):
@@ -188,18 +220,11 @@ def _box_matrix(diagonal: np.ndarray, right: np.ndarray, down: np.ndarray, diag:
 
 def _neighbour_sums(right: np.ndarray, down: np.ndarray, diag: np.ndarray) -> np.ndarray:
     """sum_k |M_jk| over each vertex's mesh neighbours, from the per-direction edge arrays."""
-    out = np.zeros_like(right)
-    r, d, g = np.abs(right[:, :-1]), np.abs(down[:-1]), np.abs(diag[:-1, :-1])
-    out[:, :-1] += r
-    out[:, 1:] += r
-    out[:-1] += d
-    out[1:] += d
-    out[:-1, :-1] += g
-    out[1:, 1:] += g
+    out = np.zeros(right.shape)
+    for edges, (far, near) in zip((right, down, diag), _EDGE_SLICES):
+        e = np.abs(edges[near])
+        out[far] += e
+        out[near] += e
     return out
 
 
-def _degrees(shape: tuple[int, int]) -> np.ndarray:
-    """Number of mesh edges at each vertex (6 inside the grid)."""
-    ones = np.ones(shape)
-    return _neighbour_sums(ones, ones, ones)

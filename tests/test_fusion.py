@@ -9,7 +9,7 @@ from conftest import bumpy_grid
 import heightfusion as hf
 from heightfusion.fusion import FusionConfig, HeightMapFuser
 from heightfusion.metrics import evaluate
-from heightfusion.normal_equations import accumulate, smoothness_gradient, solve
+from heightfusion.normal_equations import SmoothnessPrior, accumulate, solve
 from heightfusion.synthetic import generate
 
 CAM = hf.PinholeCamera(64, 48, 50.0, 52.0, 31.5, 23.5)
@@ -68,13 +68,12 @@ def test_coupled_solve_is_the_dense_solution(frame_system):
     grid, _, _, _, system = frame_system
     prior = np.full(grid.shape, 3.0)
     rhs = system.g + 0.1
-    smooth = 50.0
+    smooth = SmoothnessPrior.robust(grid.heights, sigma=0.02)  # bumpy: some edges reweighted
     delta = solve(system, prior, rhs, "coupled", damping=0.25, smoothness=smooth)
-    # Dense: Lambda + (1 + damping) diag(A) + offdiag(A) + smoothness * L.
+    # Dense: Lambda + (1 + damping) diag(A) + offdiag(A) + the prior's Hessian, column by column.
     M = _stencil_matrix(system, grid)
     M += np.diag(prior.reshape(-1) + 0.25 * system.diagonal.reshape(-1))
-    laplacian = np.array([smoothness_gradient(e.reshape(grid.shape), 1.0).reshape(-1) for e in np.eye(grid.num_vertices)]).T
-    M += smooth * laplacian
+    M += np.array([smooth.gradient(e.reshape(grid.shape)).reshape(-1) for e in np.eye(grid.num_vertices)]).T
     np.testing.assert_allclose(delta.reshape(-1), np.linalg.solve(M, rhs.reshape(-1)), rtol=1e-6, atol=1e-9)
 
 
@@ -91,14 +90,23 @@ def test_diagonal_step_never_overshoots(frame_system):
     assert np.abs(step).max() <= np.abs(np.linalg.solve(M, b)).max()
 
 
-def test_smoothness_gradient_is_the_laplacian():
+def test_smoothness_prior_is_a_laplacian_that_spares_steps():
     h = np.zeros((3, 4))
-    h[1, 1] = 1.0
-    g = smoothness_gradient(h, 2.0)
-    assert g[1, 1] == pytest.approx(2.0 * 6)  # six mesh edges at an inner vertex
-    assert g[1, 2] == pytest.approx(-2.0) and g[2, 2] == pytest.approx(-2.0) and g[2, 1] == pytest.approx(-2.0)
+    h[1, 1] = 0.01  # a bump within the prior's spread: quadratic, weight 1 / sigma^2 on every edge
+    prior = SmoothnessPrior.robust(h, sigma=0.1)
+    g = prior.gradient(h)
+    assert g[1, 1] == pytest.approx(0.01 * 6 / 0.1**2)  # six mesh edges at an inner vertex
+    assert g[1, 2] == pytest.approx(-1.0) and g[2, 2] == pytest.approx(-1.0) and g[2, 1] == pytest.approx(-1.0)
     assert g[2, 0] == 0.0  # not a mesh neighbour (the diagonal runs (i, j) -> (i+1, j+1))
     assert g.sum() == pytest.approx(0.0)
+    # A step much larger than sigma keeps a bounded pull (Huber): a 1 m box edge pulls no harder
+    # than a huber_k * sigma (0.2 m) one.
+    step = np.zeros((2, 2))
+    step[:, 1] = 1.0
+    small = np.zeros((2, 2))
+    small[:, 1] = 0.2
+    pull = abs(SmoothnessPrior.robust(step, sigma=0.1).gradient(step)[0, 0])
+    assert pull == pytest.approx(abs(SmoothnessPrior.robust(small, sigma=0.1).gradient(small)[0, 0]))
 
 
 @pytest.fixture(scope="module")
