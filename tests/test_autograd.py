@@ -89,4 +89,4 @@ def test_fit_heights_to_depth_images(gl_renderer):
         seen[ids[ids >= 0]] = True
     err = (h.detach().numpy() - truth.heights).reshape(-1)[seen]
     print(f"fit: median |error| {np.median(np.abs(err)) * 1e3:.2f} mm over {seen.sum()} vertices")
-    assert np.median(np.abs(err)) < 5e-3
+    assert np.median(np.abs(err)) < 1e-3
