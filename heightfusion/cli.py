@@ -1,7 +1,7 @@
 """The ``heightfusion`` console command: one subcommand per job, each in its own module.
 
-A subcommand module provides ``add_arguments(parser)`` and ``run(args) -> int`` (the exit status);
-modules are imported only when their subcommand runs, so ``heightfusion --help`` stays fast.
+A subcommand module provides ``add_arguments(parser)`` and ``run(args) -> int`` (the exit status),
+and keeps heavy imports (OpenGL, torch, OpenCV) inside ``run`` so that ``heightfusion --help`` stays fast.
 Errors meant for the user (bad paths, bad values) are raised as ``UserError`` or ``ValueError`` and
 printed as one line, with exit status 2, never as a traceback.
 """

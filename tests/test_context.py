@@ -1,0 +1,43 @@
+"""GL context handling: lazy, shared, adoptable, and a clear error without OpenGL."""
+
+import moderngl
+import numpy as np
+import pytest
+
+import heightfusion as hf
+from heightfusion.render import context
+
+
+def test_missing_opengl_is_a_clear_error(monkeypatch):
+    def no_egl(*args, **kwargs):
+        raise Exception("libEGL.so.1: cannot open shared object file")
+
+    monkeypatch.setattr(context, "_context", None)
+    monkeypatch.setattr(moderngl, "create_context", no_egl)
+    with pytest.raises(hf.GLUnavailableError, match=r"apt-get install .*libegl1.*raymarch"):
+        hf.make_renderer("gl").render(
+            hf.HeightMap((0, 0), 0.1, (4, 4)), hf.PinholeCamera(8, 6, 5, 5, 3.5, 2.5), hf.look_at([0.15, 0.15, 1.0], [0.15, 0.16, 0.0])
+        )
+
+
+def test_use_context_adopts_an_apps_context(monkeypatch):
+    own = moderngl.create_context(standalone=True, backend="egl")
+    monkeypatch.setattr(context, "_context", None)
+    context.use_context(own)
+    renderer = hf.make_renderer("gl")
+    assert renderer.ctx is own
+    grid = hf.HeightMap((0, 0), 0.1, (4, 4))
+    cam = hf.PinholeCamera(8, 6, 5, 5, 3.5, 2.5)
+    depth = renderer.render_depth(grid, cam, hf.look_at([0.15, 0.15, 1.0], [0.15, 0.16, 0.0]))
+    assert depth[3, 4] == pytest.approx(1.0, rel=1e-3)  # the map, straight below
+    renderer.release()
+    own.release()
+
+
+def test_too_old_opengl_is_refused():
+    class OldContext:
+        version_code = 330
+        info = {"GL_RENDERER": "ancient"}
+
+    with pytest.raises(hf.GLUnavailableError, match="3.3.*too old"):
+        context.use_context(OldContext())
