@@ -29,9 +29,9 @@ from .metrics import StageTimer
 from .normal_equations import NormalEquations, SmoothnessPrior, accumulate, solve
 from .poses import validate_pose
 from .render.base import Renderer
-from .render.fragments import Fragments
 
 SOLVERS = ("coupled", "diagonal")
+ACCUMULATORS = ("auto", "cpu", "gl")
 
 
 @dataclass
@@ -55,6 +55,10 @@ class FusionConfig:
             difference over the cell size), Huber-robust so that steps stay sharp; weak against
             measurements, it settles what they leave open (``math.inf``: off).
         fuse_color: update vertex colours from the frame's image when one is given.
+        accumulate: where the normal equations are summed: "cpu" (fragments read back, then
+            ``np.bincount``; any backend), "gl" (a compute pass with atomics next to the fragments;
+            the GL backend, faster on GPUs and on Mesa's llvmpipe alike) or "auto" ("gl" with the GL
+            backend, else "cpu").
     """
 
     iterations: int = 2
@@ -71,10 +75,13 @@ class FusionConfig:
     max_step: float = 0.1
     seed_stride: int = 2
     fuse_color: bool = True
+    accumulate: str = "auto"
 
     def __post_init__(self) -> None:
         if not isinstance(self.iterations, int) or self.iterations < 1:
             raise ValueError(f"FusionConfig.iterations must be a positive integer, got {self.iterations!r}")
+        if self.accumulate not in ACCUMULATORS:
+            raise ValueError(f"FusionConfig.accumulate must be one of {', '.join(ACCUMULATORS)}, got {self.accumulate!r}")
         if self.solver not in SOLVERS:
             raise ValueError(f"FusionConfig.solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
         if not self.damping >= 0:
@@ -131,6 +138,7 @@ class HeightMapFuser:
         self.renderer = renderer
         self.config = config or FusionConfig()
         self._camera_rays: tuple[PinholeCamera, np.ndarray, np.ndarray] | None = None
+        self._gl_accumulator = _gl_accumulator(renderer, self.config.accumulate)
 
     def fuse(
         self,
@@ -159,17 +167,8 @@ class HeightMapFuser:
         prior_heights = grid.heights.astype(np.float64)
         prior_information = grid.information.astype(np.float64)
 
-        evidence = depth
-        for iteration in range(cfg.iterations):
-            system, frag = self._normal_equations(timer, depth, sigma, T_wc, cam, prior_information, None)
-            if iteration == 0:
-                # A pixel measured far in front of the map as it stood sees something the map lacks.
-                # Its pull on the triangle behind may be right (a step not yet raised) or a ghost (an
-                # obstacle in front); either way it earns the map no confidence in this frame: if it
-                # was right, the next frame finds it consistent from the start.
-                with np.errstate(invalid="ignore"):
-                    occluder = depth - frag.depth < -cfg.gate_k * sigma
-                evidence = np.where(occluder, np.nan, depth)
+        for _ in range(cfg.iterations):
+            system = self._normal_equations(timer, depth, sigma, T_wc, cam, prior_information, None)
             with timer("solve"):
                 smoothness = SmoothnessPrior.robust(grid.heights, cfg.smoothness_slope * grid.cell_size)
                 rhs = system.g + prior_information * (prior_heights - grid.heights) - smoothness.gradient(grid.heights)
@@ -178,7 +177,7 @@ class HeightMapFuser:
         # The information the frame adds is measured at the new estimate (the posterior mode), not at
         # a linearisation point the iterations left behind: vertices still far from their pixels, or
         # hidden by what the update raised, must not become confident.
-        system, _ = self._normal_equations(timer, evidence, sigma, T_wc, cam, None, colors)
+        system = self._normal_equations(timer, depth, sigma, T_wc, cam, None, colors)
         with timer("update"):
             self._update_map(system, prior_information)
         stats.pixels_used = system.pixels_used
@@ -198,17 +197,21 @@ class HeightMapFuser:
         cam: PinholeCamera,
         information: np.ndarray | None,
         colors: np.ndarray | None,
-    ) -> tuple[NormalEquations, Fragments]:
+    ) -> NormalEquations:
         """Render at the current heights and accumulate; ``information`` widens the outlier gate."""
-        cfg = self.config
+        cfg, grid = self.config, self.grid
+        ray_norm = self._ray_norm(cam)
+        cos_min = math.cos(math.radians(cfg.max_incidence_deg))
+        colors = colors if cfg.fuse_color else None
+        if self._gl_accumulator is not None:
+            with timer("render+accumulate"):  # one GL pass: the fragments never leave the GPU
+                return self._gl_accumulator.accumulate(
+                    grid, cam, T_wc, depth, sigma, ray_norm, cos_min, cfg.huber_k, cfg.gate_k, information, colors
+                )
         with timer("render"):
-            frag = self.renderer.render(self.grid, cam, T_wc)
+            frag = self.renderer.render(grid, cam, T_wc)
         with timer("accumulate"):
-            system = accumulate(
-                frag, depth, sigma, self.grid.shape, self._ray_norm(cam), math.cos(math.radians(cfg.max_incidence_deg)),
-                cfg.huber_k, cfg.gate_k, information, colors if cfg.fuse_color else None,
-            )
-        return system, frag
+            return accumulate(frag, depth, sigma, grid.shape, ray_norm, cos_min, cfg.huber_k, cfg.gate_k, information, colors)
 
     def _seed_unobserved(self, depth: np.ndarray, T_wc: np.ndarray, cam: PinholeCamera) -> None:
         """Start vertices the map has not observed at the mean height of the frame's points over them.
@@ -285,3 +288,16 @@ def _check_frame(
             raise ValueError(f"image has shape {image.shape}, expected {cam.shape + (3,)} (RGB)")
         colors = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
     return depth, sigma, colors
+
+
+def _gl_accumulator(renderer: Renderer, choice: str):
+    """A GLAccumulator for ``renderer`` when ``choice`` asks for one ("auto": with the GL backend), else None."""
+    from .render.gl import GLRenderer
+
+    if choice == "cpu" or (choice == "auto" and not isinstance(renderer, GLRenderer)):
+        return None
+    if not isinstance(renderer, GLRenderer):
+        raise ValueError(f"FusionConfig.accumulate='gl' needs the 'gl' renderer, got {renderer.name!r}")
+    from .render.gl_accumulate import GLAccumulator
+
+    return GLAccumulator(renderer)

@@ -32,7 +32,7 @@ def test_replay_writes_every_output(small_dataset, tmp_path, capsys):
     assert metrics["frames"]["used"] == 8 and metrics["frames"]["skipped"] == {}
     assert metrics["evaluation"]["completeness"] > 0.5
     assert metrics["evaluation"]["median"] < 0.01
-    assert set(metrics["ms_per_frame"]) >= {"read", "render", "accumulate", "solve"}
+    assert set(metrics["ms_per_frame"]) >= {"read", "seed", "render+accumulate", "solve", "update"}
     grid = hf.load_heightmap(out / "heightmap.npz")
     assert grid.observed.any()
     for png in ("height.png", "error.png"):

@@ -13,7 +13,13 @@ def _gl(**kwargs) -> Renderer:
     return GLRenderer(**kwargs)
 
 
-_BACKENDS = {"gl": _gl}
+def _shaded(**kwargs) -> Renderer:
+    from .shaded import ShadedRenderer
+
+    return ShadedRenderer(**kwargs)
+
+
+_BACKENDS = {"gl": _gl, "shaded": _shaded}
 
 #: Names accepted by :func:`make_renderer`.
 BACKENDS = tuple(_BACKENDS)

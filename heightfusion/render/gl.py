@@ -5,8 +5,11 @@ gradients (shaders/cell_gradients.comp), and one draw rasterizes the mesh. The v
 per-triangle planes to the fragment stage as flat varyings; the fragment stage intersects the pixel's
 ray with the visible triangle's plane (shaders/triangle_hit.glsl) and writes depth, barycentric
 weights, d depth / d h, vertex ids, colour and normal. The CPU side only takes views of the arrays
-read back. Choices are made for llvmpipe (Mesa's CPU rasterizer), whose vertex stage and triangle
-set-up run on one thread: few varying slots, attributes rather than buffer reads in the vertex stage.
+read back. The targets are textures rather than renderbuffers (same speed), so that a compute pass
+can also read them where they are (:meth:`GLRenderer.draw_fragments`, used by
+:mod:`heightfusion.render.gl_accumulate`). Choices are made for llvmpipe (Mesa's CPU rasterizer),
+whose vertex stage and triangle set-up run on one thread: few varying slots, attributes rather than
+buffer reads in the vertex stage.
 """
 
 from __future__ import annotations
@@ -37,11 +40,21 @@ _GRADIENTS_GROUP = 128  # local_size_x of shaders/cell_gradients.comp
 _ALL_ONES_NAN = float(np.array(0xFFFFFFFF, dtype=np.uint32).view(np.float32))  # int32 -1 as float bits
 
 
+def _target_texture(ctx, size: tuple[int, int], dtype: str, components: int):
+    """A render target that compute shaders can also read (image load); never filtered."""
+    import moderngl
+
+    texture = ctx.texture(size, components, dtype=dtype)
+    # An integer texture with LINEAR filtering is incomplete, and image loads from it return zero.
+    texture.filter = (moderngl.NEAREST, moderngl.NEAREST)
+    return texture
+
+
 def _clear_writes_bits(ctx) -> bool:
     """Whether glClear of float and int32 targets with the all-ones NaN gives NaN and -1."""
-    float_rb = ctx.renderbuffer((1, 1), components=4, dtype="f4")
-    int_rb = ctx.renderbuffer((1, 1), components=4, dtype="i4")
-    fbo = ctx.framebuffer(color_attachments=[float_rb, int_rb])
+    float_target = _target_texture(ctx, (1, 1), "f4", 4)
+    int_target = _target_texture(ctx, (1, 1), "i4", 4)
+    fbo = ctx.framebuffer(color_attachments=[float_target, int_target])
     try:
         fbo.use()
         fbo.clear(*(_ALL_ONES_NAN,) * 4)
@@ -49,7 +62,7 @@ def _clear_writes_bits(ctx) -> bool:
         ints = np.frombuffer(fbo.read(components=4, attachment=1, dtype="i4"), dtype=np.int32)
         return bool(np.isnan(floats).all() and (ints == -1).all())
     finally:
-        for res in (fbo, float_rb, int_rb):
+        for res in (fbo, float_target, int_target):
             res.release()
 
 
@@ -73,16 +86,17 @@ class _Mesh:
 
 @dataclass
 class _Targets:
-    """Framebuffers of one image size."""
+    """Framebuffers of one image size; ``textures`` are the full pass's targets in _TARGETS order."""
 
     size: tuple[int, int]
     full: object
     depth: object
     clear_vao: object
+    textures: tuple
     buffers: list
 
     def release(self) -> None:
-        for res in (self.full, self.depth, self.clear_vao, *self.buffers):
+        for res in (self.full, self.depth, self.clear_vao, *self.textures, *self.buffers):
             res.release()
 
 
@@ -128,6 +142,8 @@ class GLRenderer(Renderer):
     """Rasterizes the height-map mesh with moderngl and the GLSL in ``shaders/``.
 
     Fills every :class:`Fragments` field. Renders the ideal pinhole image (no lens distortion).
+    Each public method first makes the renderer's context current (GL calls go to whichever context
+    is current on the thread); it stays current afterwards.
 
     Args:
         ctx: a moderngl context; by default the shared one from :mod:`heightfusion.render.context`
@@ -151,10 +167,17 @@ class GLRenderer(Renderer):
             self._ctx = context.get_context()
         return self._ctx
 
+    def activate(self) -> None:
+        """Make this renderer's context current and leave it so.
+
+        (moderngl's ``with ctx:`` would release the context on exit, breaking nested and later use.)
+        """
+        self.ctx.__enter__()
+
     # --- public API -----------------------------------------------------------------------------
     def render(self, grid: HeightMap, cam: PinholeCamera, T_wc: np.ndarray) -> Fragments:
-        T_wc = check_inputs(grid, cam, T_wc)
-        if not self._draw(grid, cam, T_wc, full=True):
+        self.activate()
+        if not self.draw_fragments(grid, cam, T_wc):
             return empty_fragments(cam)
         H, W = cam.shape
         target_bytes = H * W * 16  # every target holds 4 channels of 4 bytes
@@ -177,6 +200,7 @@ class GLRenderer(Renderer):
         )
 
     def render_depth(self, grid: HeightMap, cam: PinholeCamera, T_wc: np.ndarray) -> np.ndarray:
+        self.activate()
         T_wc = check_inputs(grid, cam, T_wc)
         depth = self._depth_pool.take(4 * cam.width * cam.height).view(np.float32).reshape(cam.shape)
         if not self._draw(grid, cam, T_wc, full=False):
@@ -185,7 +209,32 @@ class GLRenderer(Renderer):
         self._targets.depth.read_into(depth, components=1, dtype="f4")  # type: ignore[union-attr]
         return depth
 
+    def draw_fragments(self, grid: HeightMap, cam: PinholeCamera, T_wc: np.ndarray) -> bool:
+        """Draw the full fragments into :attr:`fragment_textures` without reading them back.
+
+        Returns False, drawing nothing, when the map is entirely behind the camera (then the textures
+        hold whatever an earlier draw left).
+        """
+        self.activate()
+        T_wc = check_inputs(grid, cam, T_wc)
+        return self._draw(grid, cam, T_wc, full=True)
+
+    @property
+    def fragment_textures(self) -> tuple:
+        """The full pass's five (W, H) textures, as in shaders/fragments.frag: (depth, b0, b1, b2),
+        (d depth / d h0..h2, den), (vertex ids v0..v2, triangle id) int32, (r, g, b, 1), (normal, 0).
+
+        Texel (u, v) is pixel (u, v) of the camera (OpenCV order). Valid after :meth:`draw_fragments`
+        returned True, until the next draw.
+        """
+        if self._targets is None:
+            raise RuntimeError("no fragments drawn yet: call draw_fragments first")
+        return self._targets.textures
+
     def release(self) -> None:
+        if self._ctx is None:
+            return
+        self.activate()
         for res in (self._mesh, self._targets, *self._programs.values()):
             if res is not None:
                 res.release()
@@ -302,11 +351,11 @@ class GLRenderer(Renderer):
         if self._targets is not None:
             self._targets.release()
         ctx = self.ctx
-        color = [ctx.renderbuffer(size, components=n, dtype=dtype) for dtype, n in _TARGETS]
+        color = tuple(_target_texture(ctx, size, dtype, n) for dtype, n in _TARGETS)
         depth_color = ctx.renderbuffer(size, components=1, dtype="f4")
         depth_buffers = [ctx.depth_renderbuffer(size) for _ in range(2)]
         full = ctx.framebuffer(color_attachments=color, depth_attachment=depth_buffers[0])
         depth = ctx.framebuffer(color_attachments=[depth_color], depth_attachment=depth_buffers[1])
         clear_vao = ctx.vertex_array(self._program("clear"), [])
-        self._targets = _Targets(size, full, depth, clear_vao, [*color, depth_color, *depth_buffers])
+        self._targets = _Targets(size, full, depth, clear_vao, color, [depth_color, *depth_buffers])
         return self._targets
