@@ -62,8 +62,17 @@ def render_image(
 
     Returns:
         (H, W, 3), or (V, H, W, 3) for several poses; NaN where a view sees no surface.
+
+    The "shaded" backend's colour is a BRDF shading, not this interpolation: differentiate it with
+    :func:`heightfusion.render.shaded.shade_maps` instead (ValueError here).
     """
-    return _RenderImage.apply(heights, colors, _Views(grid, cam, T_wc, backend))
+    views = _Views(grid, cam, T_wc, backend)
+    if views.renderer.name == "shaded":
+        raise ValueError(
+            "render_image differentiates interpolated vertex colours; for the 'shaded' backend's BRDF "
+            "images use heightfusion.render.shaded.shade_maps (torch autograd to every map)"
+        )
+    return _RenderImage.apply(heights, colors, views)
 
 
 class _Views:

@@ -22,14 +22,16 @@ vec3 fresnel_schlick(float v_dot_h, vec3 f0) {
     return f0 + (1.0 - f0) * (m2 * m2 * m);
 }
 
-// f(l, v) max(n.l, 0) for unit n, v, l and a roughness already clamped to [min_roughness, 1].
+// f(l, v) (n.l) for unit n, v, l and a roughness already clamped to [min_roughness, 1]; 0 unless
+// the light and the camera are both above the surface.
 vec3 brdf_cos(vec3 albedo, vec3 n, float roughness, vec3 f0, vec3 v, vec3 l) {
+    float n_dot_l = dot(n, l);
+    float n_dot_v = dot(n, v);
+    if (n_dot_l <= 0.0 || n_dot_v <= 0.0) {
+        return vec3(0.0);
+    }
     float alpha = roughness * roughness;
-    vec3 l_plus_v = l + v;
-    // l = -v gives a zero contribution (n.l or n.v is <= 0); the bound only keeps it from being NaN.
-    vec3 h = l_plus_v / max(length(l_plus_v), 1e-12);
-    float n_dot_l = max(dot(n, l), 0.0);
-    float n_dot_v = max(dot(n, v), 0.0);
+    vec3 h = normalize(l + v);  // n.(l + v) > 0 here, so l + v is not zero
     float n_dot_h = max(dot(n, h), 0.0);
     float v_dot_h = clamp(dot(v, h), 0.0, 1.0);
     vec3 n_cross_h = cross(n, h);

@@ -70,6 +70,8 @@ def test_single_view_shapes_and_bad_input(scene, gl_renderer):
         render_depth(heights, grid, CAM, np.eye(3), backend=gl_renderer)
     with pytest.raises(ValueError, match="heights has shape"):
         render_depth(heights[:-1], grid, CAM, POSES, backend=gl_renderer)
+    with pytest.raises(ValueError, match="shade_maps"):
+        render_image(heights, colors, grid, CAM, POSES, backend="shaded")
 
 
 def test_fit_heights_to_depth_images(gl_renderer):

@@ -13,13 +13,25 @@ def _gl(**kwargs) -> Renderer:
     return GLRenderer(**kwargs)
 
 
+def _raymarch(**kwargs) -> Renderer:
+    from .raymarch import RaymarchRenderer
+
+    return RaymarchRenderer(**kwargs)
+
+
+def _raymarch_gl(**kwargs) -> Renderer:
+    from .raymarch_gl import RaymarchGLRenderer
+
+    return RaymarchGLRenderer(**kwargs)
+
+
 def _shaded(**kwargs) -> Renderer:
     from .shaded import ShadedRenderer
 
     return ShadedRenderer(**kwargs)
 
 
-_BACKENDS = {"gl": _gl, "shaded": _shaded}
+_BACKENDS = {"gl": _gl, "raymarch": _raymarch, "raymarch-gl": _raymarch_gl, "shaded": _shaded}
 
 #: Names accepted by :func:`make_renderer`.
 BACKENDS = tuple(_BACKENDS)

@@ -11,7 +11,9 @@ SVBRDF Capture with a Rendering-Aware Deep Network", SIGGRAPH 2018), per pixel:
 - F: Schlick's Fresnel from the specular colour F0 (``specular``; 0.04 for most dielectrics).
 
 The diffuse and specular lobes are added without an energy trade-off between them (the usual choice
-when the maps are what is recovered, so that albedo and specular stay separate unknowns).
+when the maps are what is recovered, so that albedo and specular stay separate unknowns). A surface
+point reflects light towards the camera only when both lie on the side its normal points to
+(n.l > 0 and n.v > 0); elsewhere the radiance is 0 (a normal tilted away from the camera is black).
 
 Every function is plain torch on broadcastable (..., C) tensors, so autograd differentiates the
 shading with respect to all the maps. ``shaders/brdf.glsl`` is the same model in GLSL, term for
@@ -44,9 +46,6 @@ __all__ = [
 MIN_ROUGHNESS = 0.05
 #: Point lights closer to a surface point than this (metres) are treated as this far: 1 / r^2 stays finite.
 MIN_LIGHT_DISTANCE = 1e-4
-# Lower bound of |l + v| when normalising the half vector: l = -v (light exactly behind the surface
-# point as seen from the camera, a zero contribution) must not produce NaN, nor NaN gradients.
-_HALF_VECTOR_EPS = 1e-12
 
 _KINDS = ("directional", "point")
 
@@ -104,7 +103,7 @@ class Light:
         return tuple(c * self.intensity for c in self.color)  # type: ignore[return-value]
 
     def translated(self, offset) -> "Light":
-        """The same light in a frame whose origin sits at ``-offset``: point lights move, others do not."""
+        """The light with its position shifted by ``offset`` (a directional light has none to shift)."""
         if self.kind == "directional":
             return self
         return replace(self, vector=tuple(np.asarray(self.vector) + np.asarray(offset, dtype=np.float64)))
@@ -154,7 +153,8 @@ def brdf_cos(
     light_dir: torch.Tensor,
     min_roughness: float = MIN_ROUGHNESS,
 ) -> torch.Tensor:
-    """f(l, v) max(n.l, 0): radiance (..., 3) reflected towards ``view_dir`` per unit irradiance.
+    """f(l, v) (n.l): radiance (..., 3) reflected towards ``view_dir`` per unit irradiance; 0 unless
+    n.l > 0 and n.v > 0.
 
     Args:
         albedo: (..., 3) diffuse albedo in [0, 1].
@@ -164,16 +164,23 @@ def brdf_cos(
         specular: (..., 3) or (..., 1) specular colour F0 in [0, 1].
     """
     alpha = roughness.clamp(min_roughness, 1.0).square()[..., None]
-    half = F.normalize(light_dir + view_dir, dim=-1, eps=_HALF_VECTOR_EPS)
-    n_dot_l = (normal * light_dir).sum(-1, keepdim=True).clamp(min=0.0)
-    n_dot_v = (normal * view_dir).sum(-1, keepdim=True).clamp(min=0.0)
+    n_dot_l = (normal * light_dir).sum(-1, keepdim=True)
+    n_dot_v = (normal * view_dir).sum(-1, keepdim=True)
+    upper = (n_dot_l > 0) & (n_dot_v > 0)
+    # Where the result is 0 anyway, every term is evaluated at harmless stand-ins (h = n, cosines
+    # clamped to 0): torch.where passes a zero gradient into the unused branch, and zero times an
+    # infinite or NaN local derivative (l = -v gives h = 0 and D = 0 / 0) would still be NaN.
+    half = torch.where(upper, F.normalize(light_dir + view_dir, dim=-1), normal)
+    n_dot_l, n_dot_v = n_dot_l.clamp(min=0.0), n_dot_v.clamp(min=0.0)
     n_dot_h = (normal * half).sum(-1, keepdim=True).clamp(min=0.0)
     v_dot_h = (view_dir * half).sum(-1, keepdim=True).clamp(0.0, 1.0)
     sin2_h = torch.linalg.cross(normal, half, dim=-1).square().sum(-1, keepdim=True)
     specular_lobe = (
-        ggx_distribution(n_dot_h, sin2_h, alpha) * smith_visibility(n_dot_l, n_dot_v, alpha) * fresnel_schlick(v_dot_h, specular)
+        ggx_distribution(n_dot_h, sin2_h, alpha)
+        * smith_visibility(n_dot_l, n_dot_v, alpha)
+        * fresnel_schlick(v_dot_h, specular)
     )
-    return (albedo / math.pi + specular_lobe) * n_dot_l
+    return torch.where(upper, (albedo / math.pi + specular_lobe) * n_dot_l, 0.0)
 
 
 def shade(

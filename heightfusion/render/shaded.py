@@ -116,6 +116,9 @@ def shade_maps(
 class GLShadingPass:
     """Shades :class:`SurfaceMaps` with ``shaders/shade.frag``: textures in, one full-screen draw, RGB out.
 
+    Like the GL renderer, each public method first makes the pass's context current (GL calls go to
+    whichever context is current on the thread, and the inner renderer may use another one).
+
     Args:
         ctx: a moderngl context; by default the shared one of :mod:`heightfusion.render.context`,
             created on the first use.
@@ -137,10 +140,15 @@ class GLShadingPass:
             self._ctx = context.get_context()
         return self._ctx
 
+    def activate(self) -> None:
+        """Make the pass's context current and leave it so (as :meth:`heightfusion.render.gl.GLRenderer.activate` does)."""
+        self.ctx.__enter__()
+
     def shade(self, maps: SurfaceMaps, lights: Sequence[Light], min_roughness: float = MIN_ROUGHNESS) -> np.ndarray:
         """(H, W, 3) float32 radiance of ``maps`` under world-frame ``lights``; NaN where empty."""
         import moderngl
 
+        self.activate()
         self._prepare(maps.shape[::-1])
         program = self._program
         for unit, name in enumerate(SurfaceMaps.MAPS):
@@ -167,6 +175,9 @@ class GLShadingPass:
 
     def release(self) -> None:
         """Free the GPU resources; the pass recreates them if used again."""
+        if self._program is None:
+            return  # nothing created (and no context to create just to release nothing)
+        self.activate()
         for res in (self._fbo, self._target, *self._textures.values(), self._lights, self._vao, self._program):
             if res is not None:
                 res.release()
@@ -179,7 +190,9 @@ class GLShadingPass:
 
         ctx = self.ctx
         if self._program is None:
-            self._program = ctx.program(vertex_shader=load_shader("fullscreen.vert"), fragment_shader=load_shader("shade.frag"))
+            self._program = ctx.program(
+                vertex_shader=load_shader("fullscreen.vert"), fragment_shader=load_shader("shade.frag")
+            )
             self._vao = ctx.vertex_array(self._program, [])
             self._lights = ctx.buffer(reserve=_pack_lights([]).nbytes)
         if self._size == size:
@@ -225,7 +238,8 @@ class ShadedRenderer(Renderer):
         inner: the backend that renders the geometry, by name or instance (an instance is not
             released by :meth:`release`).
         roughness: perceptual roughness, a constant or an (ny, nx) per-vertex map, in [0, 1].
-        specular: specular colour F0, a constant, an RGB triple or an (ny, nx, 3) per-vertex map, in [0, 1].
+        specular: specular colour F0, a constant, an RGB triple or an (ny, nx) or (ny, nx, 3) per-vertex
+            map, in [0, 1].
         shading: ``"gl"`` (``shaders/shade.frag``) or ``"torch"`` (:func:`shade_maps`, no OpenGL).
         min_roughness: lower clamp of the roughness.
         ctx: moderngl context of the GL shading pass (default: the shared one).
@@ -254,13 +268,14 @@ class ShadedRenderer(Renderer):
         self.specular = specular
         self.shading = shading
         self.min_roughness = float(min_roughness)
-        self._pass = GLShadingPass(ctx)
+        #: The GLSL shading pass (its GL resources are created on first use only).
+        self.gl_pass = GLShadingPass(ctx)
 
     def render(self, grid: HeightMap, cam: PinholeCamera, T_wc: np.ndarray) -> Fragments:
         frag = self.inner.render(grid, cam, T_wc)
         maps = self.surface_maps(frag, grid, cam, T_wc)
         if self.shading == "gl":
-            rgb = self._pass.shade(maps, self.lights, self.min_roughness)
+            rgb = self.gl_pass.shade(maps, self.lights, self.min_roughness)
         else:
             with torch.no_grad():
                 rgb = shade_maps(maps, self.lights, self.min_roughness).numpy()
@@ -307,7 +322,7 @@ class ShadedRenderer(Renderer):
         return SurfaceMaps(**arrays, origin=T_wc[:3, 3].copy())
 
     def release(self) -> None:
-        self._pass.release()
+        self.gl_pass.release()
         if self._owns_inner:
             self.inner.release()
 
@@ -323,12 +338,13 @@ def _vertex_map(value, grid_shape: tuple[int, int], channels: int, name: str) ->
     array = np.asarray(value, dtype=np.float64)
     if array.ndim == 0 or array.shape == (channels,):
         array = np.broadcast_to(array, (channels,))
-    elif array.shape[:2] == grid_shape and array.shape[2:] in ((), (channels,)):
-        array = array.reshape(-1, channels)
+    elif array.shape[:2] == grid_shape and array.shape[2:] in ((), (1,), (channels,)):
+        # A one-channel map of a three-channel material (grey specular) applies to every channel.
+        array = np.broadcast_to(array.reshape(*grid_shape, -1), (*grid_shape, channels)).reshape(-1, channels)
     else:
         raise ValueError(
             f"{name} must be a constant{' or an RGB triple' if channels == 3 else ''} or a per-vertex map of shape "
-            f"{grid_shape + ((channels,) if channels > 1 else ())}, got shape {array.shape}"
+            f"{grid_shape}{f' or {grid_shape + (channels,)}' if channels > 1 else ''}, got shape {array.shape}"
         )
     if not (np.isfinite(array).all() and array.min() >= 0 and array.max() <= 1):
         raise ValueError(f"{name} values must lie in [0, 1]")
