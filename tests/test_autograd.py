@@ -92,3 +92,17 @@ def test_fit_heights_to_depth_images(gl_renderer):
     err = (h.detach().numpy() - truth.heights).reshape(-1)[seen]
     print(f"fit: median |error| {np.median(np.abs(err)) * 1e3:.2f} mm over {seen.sum()} vertices")
     assert np.median(np.abs(err)) < 1e-3
+
+
+def test_gradcheck_through_the_double_precision_ray_marcher():
+    grid = bumpy_grid(shape=(5, 6), cell_size=0.2, amplitude=0.05, seed=2)
+    cam = hf.PinholeCamera(16, 12, 14.0, 14.0, 7.5, 5.5)
+    poses = np.stack([hf.look_at([-0.3, 0.2, 0.8], [0.6, 0.35, 0.0]), hf.look_at([1.3, 0.9, 0.7], [0.5, 0.4, 0.0])])
+    renderer = hf.make_renderer("raymarch", dtype="float64")
+    heights = torch.tensor(grid.heights, dtype=torch.float64, requires_grad=True)
+    colors = torch.tensor(grid.colors, dtype=torch.float64, requires_grad=True)
+    # NaN (sky) pixels have no gradient: compare on a fixed weighting of the finite ones.
+    depth = lambda h: torch.nan_to_num(render_depth(h, grid, cam, poses, backend=renderer))  # noqa: E731
+    image = lambda h, c: torch.nan_to_num(render_image(h, c, grid, cam, poses, backend=renderer))  # noqa: E731
+    assert torch.autograd.gradcheck(depth, (heights,), eps=1e-6, atol=1e-5)
+    assert torch.autograd.gradcheck(image, (heights, colors), eps=1e-6, atol=1e-5)

@@ -1,0 +1,148 @@
+"""The "raymarch-gl" backend: the ray marcher of :mod:`.raymarch` as one full-screen GLSL pass.
+
+``shaders/raymarch.frag`` walks each pixel's ray over the grid's cells as the torch version does (the
+same grid frame, box, column walk, exact triangle tests and in-triangle slack, from the helpers of
+:mod:`.raymarch`), in float32, stopping at the first column with a hit; the torch version's culling
+by height ranges, which pays off only for batches of rays, is left out. It writes the same five render
+targets as the GL rasterizer's full pass. Heights and colours go up as storage buffers on every render;
+no mesh is built, so the cost is per pixel and per cell walked rather than per triangle.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..camera import PinholeCamera
+from ..heightmap import HeightMap
+from . import context
+from .base import Renderer, check_inputs
+from .fragments import Fragments
+from .glsl import load_shader
+from .raymarch import TINY, edge_slack, grid_frame, march_box
+
+# (dtype, components) of the render targets, in shaders/raymarch.frag's output order.
+_TARGETS = (("f4", 4), ("f4", 4), ("i4", 4), ("f4", 4), ("f4", 4))
+
+
+class RaymarchGLRenderer(Renderer):
+    """Ray marches the height map in a GLSL fragment shader (float32).
+
+    Fills every :class:`Fragments` field with the conventions of the GL rasterizer and of
+    :class:`heightfusion.render.raymarch.RaymarchRenderer`. Needs OpenGL 4.3 (raises
+    :class:`heightfusion.GLUnavailableError` on the first render without it). Each public method first
+    makes the renderer's context current; it stays current afterwards.
+
+    Args:
+        ctx: a moderngl context; by default the shared one from :mod:`heightfusion.render.context`,
+            created on the first render.
+    """
+
+    name = "raymarch-gl"
+
+    def __init__(self, ctx=None) -> None:
+        self._ctx = ctx
+        self._program = None
+        self._vao = None
+        self._buffers: dict[str, object] = {}  # "heights", "colors": storage buffers of the current grid size
+        self._fbo = None
+        self._targets: list = []
+
+    @property
+    def ctx(self):
+        if self._ctx is None:
+            self._ctx = context.get_context()
+        return self._ctx
+
+    def activate(self) -> None:
+        """Make this renderer's context current and leave it so (see GLRenderer.activate)."""
+        self.ctx.__enter__()
+
+    def render(self, grid: HeightMap, cam: PinholeCamera, T_wc: np.ndarray) -> Fragments:
+        self._draw(grid, cam, T_wc)
+        H, W = cam.shape
+        targets = [np.empty((H, W, n), dtype=dtype) for dtype, n in _TARGETS]
+        for attachment, ((dtype, n), out) in enumerate(zip(_TARGETS, targets)):
+            self._fbo.read_into(out, components=n, attachment=attachment, dtype=dtype)
+        depth_bary, grad, ids, color, normal = targets
+        return Fragments(
+            depth=depth_bary[..., 0],
+            triangle_ids=ids[..., 3],
+            vertex_ids=ids[..., :3],
+            barycentric=depth_bary[..., 1:],
+            depth_grad=grad[..., :3],
+            color=color[..., :3],
+            normal=normal[..., :3],
+        )
+
+    def render_depth(self, grid: HeightMap, cam: PinholeCamera, T_wc: np.ndarray) -> np.ndarray:
+        self._draw(grid, cam, T_wc)
+        depth = np.empty(cam.shape, dtype=np.float32)
+        self._fbo.read_into(depth, components=1, attachment=0, dtype="f4")
+        return depth
+
+    def release(self) -> None:
+        if self._ctx is None:
+            return
+        self.activate()
+        for res in (self._fbo, *self._targets, *self._buffers.values(), self._vao, self._program):
+            if res is not None:
+                res.release()
+        self._program = self._vao = self._fbo = None
+        self._buffers, self._targets = {}, []
+
+    def _draw(self, grid: HeightMap, cam: PinholeCamera, T_wc: np.ndarray) -> None:
+        """Upload the grid and run the full-screen pass into the framebuffer of the camera's size."""
+        import moderngl
+
+        T_wc = check_inputs(grid, cam, T_wc)
+        self.activate()
+        self._prepare(grid, cam)
+        centre, matrix = grid_frame(grid, T_wc)
+        lo, hi = march_box(grid)
+        uniforms = {
+            "grid_from_cam": matrix.T.astype("f4").tobytes(),  # GLSL matrices are column-major
+            "cam_grid": tuple(centre),
+            "pixel_to_ray": (1.0 / cam.fx, 1.0 / cam.fy, cam.cx, cam.cy),
+            "box_lo": tuple(lo),
+            "box_hi": tuple(hi),
+            "slack": edge_slack(float(np.finfo(np.float32).eps)),
+            "tiny": TINY,
+            "cell_size": grid.cell_size,
+            "nx": grid.nx,
+            "ny": grid.ny,
+        }
+        for name, value in uniforms.items():
+            if name not in self._program:  # the GLSL compiler drops unused uniforms
+                continue
+            if isinstance(value, bytes):
+                self._program[name].write(value)
+            else:
+                self._program[name].value = value
+        self._buffers["heights"].write(np.ascontiguousarray(grid.heights, dtype=np.float32))
+        self._buffers["colors"].write(np.ascontiguousarray(grid.colors, dtype=np.float32))
+        self._buffers["heights"].bind_to_storage_buffer(0)
+        self._buffers["colors"].bind_to_storage_buffer(1)
+        self.ctx.enable_only(moderngl.NOTHING)
+        self._fbo.use()
+        self._vao.render(moderngl.TRIANGLES, vertices=3)
+
+    def _prepare(self, grid: HeightMap, cam: PinholeCamera) -> None:
+        """Create the program once, the storage buffers per grid size and the targets per image size."""
+        ctx = self.ctx
+        if self._program is None:
+            self._program = ctx.program(
+                vertex_shader=load_shader("fullscreen.vert"), fragment_shader=load_shader("raymarch.frag")
+            )
+            self._vao = ctx.vertex_array(self._program, [])
+        n = grid.num_vertices
+        if self._buffers.get("heights") is None or self._buffers["heights"].size != 4 * n:
+            for buffer in self._buffers.values():
+                buffer.release()
+            self._buffers = {"heights": ctx.buffer(reserve=4 * n), "colors": ctx.buffer(reserve=12 * n)}
+        size = (cam.width, cam.height)
+        if self._fbo is None or self._fbo.size != size:
+            for res in (self._fbo, *self._targets):
+                if res is not None:
+                    res.release()
+            self._targets = [ctx.renderbuffer(size, components=n, dtype=dtype) for dtype, n in _TARGETS]
+            self._fbo = ctx.framebuffer(color_attachments=self._targets)
