@@ -32,7 +32,7 @@ def make_scene(n: int) -> hf.HeightMap:
 def time_ms(fns: dict, repeats: int) -> dict:
     """Median ms per call of each function, calls interleaved so that machine noise hits all alike."""
     samples: dict = {name: [] for name in fns}
-    for name, fn in fns.items():
+    for fn in fns.values():
         fn()  # warm-up: compile shaders, allocate buffers
     for _ in range(repeats):
         for name, fn in fns.items():

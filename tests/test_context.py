@@ -1,7 +1,6 @@
 """GL context handling: lazy, shared, adoptable, and a clear error without OpenGL."""
 
 import moderngl
-import numpy as np
 import pytest
 
 import heightfusion as hf
