@@ -77,6 +77,26 @@ def _check_version(ctx) -> None:
         )
 
 
+class UsesContext:
+    """Mixin for GL users: ``ctx`` is the context given as ``self._ctx``, else the shared one (lazily).
+
+    :meth:`activate` makes it current and leaves it so: GL calls go to whichever context is current on
+    the thread, an app may hold others (a window's), and moderngl's ``with ctx:`` would release the
+    context on exit, breaking nested and later use.
+    """
+
+    _ctx = None
+
+    @property
+    def ctx(self):
+        if self._ctx is None:
+            self._ctx = get_context()
+        return self._ctx
+
+    def activate(self) -> None:
+        self.ctx.__enter__()
+
+
 def describe() -> str:
     """One line naming the GL renderer and version of the shared context."""
     ctx = get_context()

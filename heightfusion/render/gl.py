@@ -30,7 +30,7 @@ from .projection import camera_from_map, clip_from_camera, depth_range
 
 _MAX_TRIANGLES = 1 << 30  # gl_PrimitiveID and the id target are int32
 # (dtype, components) of the full pass's render targets, in shaders/fragments.frag's order.
-_TARGETS = (("f4", 4), ("f4", 4), ("i4", 4), ("f4", 4), ("f4", 4))
+TARGETS = (("f4", 4), ("f4", 4), ("i4", 4), ("f4", 4), ("f4", 4))
 _SHADERS = {
     "full": ("heightmap.vert", "fragments.frag"),
     "depth": ("heightmap.vert", "depth.frag"),
@@ -86,7 +86,7 @@ class _Mesh:
 
 @dataclass
 class _Targets:
-    """Framebuffers of one image size; ``textures`` are the full pass's targets in _TARGETS order."""
+    """Framebuffers of one image size; ``textures`` are the full pass's targets in TARGETS order."""
 
     size: tuple[int, int]
     full: object
@@ -128,6 +128,21 @@ def _provoking_last(triangles: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.roll(triangles, -1, axis=1))
 
 
+def fragments_from_targets(
+    depth_bary: np.ndarray, grad: np.ndarray, ids: np.ndarray, color: np.ndarray, normal: np.ndarray
+) -> Fragments:
+    """Fragments as views of the five (H, W, 4) targets of shaders/fragments.frag (and raymarch.frag)."""
+    return Fragments(
+        depth=depth_bary[..., 0],
+        triangle_ids=ids[..., 3],
+        vertex_ids=ids[..., :3],
+        barycentric=depth_bary[..., 1:],
+        depth_grad=grad[..., :3],
+        color=color[..., :3],
+        normal=normal[..., :3],
+    )
+
+
 def _set_uniforms(program, values: dict) -> None:
     """Set the uniforms a program uses (the GLSL compiler drops unused ones); bytes are raw matrices."""
     for name, value in values.items():
@@ -138,12 +153,11 @@ def _set_uniforms(program, values: dict) -> None:
                 program[name].value = value
 
 
-class GLRenderer(Renderer):
+class GLRenderer(context.UsesContext, Renderer):
     """Rasterizes the height-map mesh with moderngl and the GLSL in ``shaders/``.
 
     Fills every :class:`Fragments` field. Renders the ideal pinhole image (no lens distortion).
-    Each public method first makes the renderer's context current (GL calls go to whichever context
-    is current on the thread); it stays current afterwards.
+    Each public method first makes the renderer's context current (:class:`~.context.UsesContext`).
 
     Args:
         ctx: a moderngl context; by default the shared one from :mod:`heightfusion.render.context`
@@ -161,18 +175,7 @@ class GLRenderer(Renderer):
         self._bitwise_clear: bool | None = None
         self._depth_pool = _ReadbackPool()
 
-    @property
-    def ctx(self):
-        if self._ctx is None:
-            self._ctx = context.get_context()
-        return self._ctx
 
-    def activate(self) -> None:
-        """Make this renderer's context current and leave it so.
-
-        (moderngl's ``with ctx:`` would release the context on exit, breaking nested and later use.)
-        """
-        self.ctx.__enter__()
 
     # --- public API -----------------------------------------------------------------------------
     def render(self, grid: HeightMap, cam: PinholeCamera, T_wc: np.ndarray) -> Fragments:
@@ -181,23 +184,14 @@ class GLRenderer(Renderer):
             return empty_fragments(cam)
         H, W = cam.shape
         target_bytes = H * W * 16  # every target holds 4 channels of 4 bytes
-        buffer = self._full_pool.take(target_bytes * len(_TARGETS))
+        buffer = self._full_pool.take(target_bytes * len(TARGETS))
         arrays = []
-        for attachment, (dtype, n) in enumerate(_TARGETS):
+        for attachment, (dtype, n) in enumerate(TARGETS):
             out = buffer[attachment * target_bytes : (attachment + 1) * target_bytes].view(dtype).reshape(H, W, n)
             self._targets.full.read_into(out, components=n, attachment=attachment, dtype=dtype)  # type: ignore[union-attr]
             arrays.append(out)
         del buffer
-        depth_bary, grad, ids, color, normal = arrays
-        return Fragments(
-            depth=depth_bary[..., 0],
-            triangle_ids=ids[..., 3],
-            vertex_ids=ids[..., :3],
-            barycentric=depth_bary[..., 1:],
-            depth_grad=grad[..., :3],
-            color=color[..., :3],
-            normal=normal[..., :3],
-        )
+        return fragments_from_targets(*arrays)
 
     def render_depth(self, grid: HeightMap, cam: PinholeCamera, T_wc: np.ndarray) -> np.ndarray:
         self.activate()
@@ -351,7 +345,7 @@ class GLRenderer(Renderer):
         if self._targets is not None:
             self._targets.release()
         ctx = self.ctx
-        color = tuple(_target_texture(ctx, size, dtype, n) for dtype, n in _TARGETS)
+        color = tuple(_target_texture(ctx, size, dtype, n) for dtype, n in TARGETS)
         depth_color = ctx.renderbuffer(size, components=1, dtype="f4")
         depth_buffers = [ctx.depth_renderbuffer(size) for _ in range(2)]
         full = ctx.framebuffer(color_attachments=color, depth_attachment=depth_buffers[0])

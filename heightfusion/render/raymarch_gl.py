@@ -17,14 +17,11 @@ from ..heightmap import HeightMap
 from . import context
 from .base import Renderer, check_inputs
 from .fragments import Fragments
+from .gl import TARGETS, fragments_from_targets
 from .glsl import load_shader
 from .raymarch import TINY, edge_slack, grid_frame, march_box
 
-# (dtype, components) of the render targets, in shaders/raymarch.frag's output order.
-_TARGETS = (("f4", 4), ("f4", 4), ("i4", 4), ("f4", 4), ("f4", 4))
-
-
-class RaymarchGLRenderer(Renderer):
+class RaymarchGLRenderer(context.UsesContext, Renderer):
     """Ray marches the height map in a GLSL fragment shader (float32).
 
     Fills every :class:`Fragments` field with the conventions of the GL rasterizer and of
@@ -47,32 +44,15 @@ class RaymarchGLRenderer(Renderer):
         self._fbo = None
         self._targets: list = []
 
-    @property
-    def ctx(self):
-        if self._ctx is None:
-            self._ctx = context.get_context()
-        return self._ctx
 
-    def activate(self) -> None:
-        """Make this renderer's context current and leave it so (see GLRenderer.activate)."""
-        self.ctx.__enter__()
 
     def render(self, grid: HeightMap, cam: PinholeCamera, T_wc: np.ndarray) -> Fragments:
         self._draw(grid, cam, T_wc)
         H, W = cam.shape
-        targets = [np.empty((H, W, n), dtype=dtype) for dtype, n in _TARGETS]
-        for attachment, ((dtype, n), out) in enumerate(zip(_TARGETS, targets)):
+        targets = [np.empty((H, W, n), dtype=dtype) for dtype, n in TARGETS]
+        for attachment, ((dtype, n), out) in enumerate(zip(TARGETS, targets)):
             self._fbo.read_into(out, components=n, attachment=attachment, dtype=dtype)
-        depth_bary, grad, ids, color, normal = targets
-        return Fragments(
-            depth=depth_bary[..., 0],
-            triangle_ids=ids[..., 3],
-            vertex_ids=ids[..., :3],
-            barycentric=depth_bary[..., 1:],
-            depth_grad=grad[..., :3],
-            color=color[..., :3],
-            normal=normal[..., :3],
-        )
+        return fragments_from_targets(*targets)
 
     def render_depth(self, grid: HeightMap, cam: PinholeCamera, T_wc: np.ndarray) -> np.ndarray:
         self._draw(grid, cam, T_wc)
@@ -144,5 +124,5 @@ class RaymarchGLRenderer(Renderer):
             for res in (self._fbo, *self._targets):
                 if res is not None:
                     res.release()
-            self._targets = [ctx.renderbuffer(size, components=n, dtype=dtype) for dtype, n in _TARGETS]
+            self._targets = [ctx.renderbuffer(size, components=n, dtype=dtype) for dtype, n in TARGETS]
             self._fbo = ctx.framebuffer(color_attachments=self._targets)

@@ -113,7 +113,7 @@ def shade_maps(
     return out
 
 
-class GLShadingPass:
+class GLShadingPass(context.UsesContext):
     """Shades :class:`SurfaceMaps` with ``shaders/shade.frag``: textures in, one full-screen draw, RGB out.
 
     Like the GL renderer, each public method first makes the pass's context current (GL calls go to
@@ -134,15 +134,7 @@ class GLShadingPass:
         self._target = None
         self._fbo = None
 
-    @property
-    def ctx(self):
-        if self._ctx is None:
-            self._ctx = context.get_context()
-        return self._ctx
 
-    def activate(self) -> None:
-        """Make the pass's context current and leave it so (as :meth:`heightfusion.render.gl.GLRenderer.activate` does)."""
-        self.ctx.__enter__()
 
     def shade(self, maps: SurfaceMaps, lights: Sequence[Light], min_roughness: float = MIN_ROUGHNESS) -> np.ndarray:
         """(H, W, 3) float32 radiance of ``maps`` under world-frame ``lights``; NaN where empty."""
