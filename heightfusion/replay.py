@@ -1,6 +1,8 @@
 """Offline replay: fuse a recorded sequence into a height map and write what a person wants to see.
 
-``heightfusion replay [PATH]`` (the bundled sample by default) writes to ``--out``:
+``heightfusion replay [PATH]`` (the bundled sample by default) fuses the dataset's depth images, or with
+``--depth mvs`` depth from monocular motion stereo (:class:`heightfusion.depth.MotionStereo`: images and
+poses only; frames without enough parallax yet are skipped and counted), and writes to ``--out``:
 ``heightmap.npz`` (DESIGN.md schema), ``mesh.ply`` (observed triangles, coloured), PNGs of height,
 colour, uncertainty and, with ground truth, error, and ``metrics.json`` (evaluation, ms per stage,
 frames used and skipped by reason).
@@ -15,6 +17,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,7 +28,11 @@ from .heightmap import HeightMap, export_ply, save_heightmap
 from .metrics import StageTimer, evaluate, smooth_mask_from_heights
 from .render import BACKENDS, make_renderer
 
-DEPTH_SOURCES = ("sensor",)
+if TYPE_CHECKING:  # the stereo needs torch: imported when "mvs" is asked for
+    from .depth import KeyframeConfig, StereoConfig
+
+#: "sensor": the dataset's depth images; "mvs": plane-sweep stereo on the images and poses.
+DEPTH_SOURCES = ("sensor", "mvs")
 #: Longest map side ``replay`` sizes from the trajectory before asking for a larger cell size.
 MAX_AUTO_SIDE = 1024
 # Every how many frames the map extent is sampled from, when sized from the data.
@@ -71,23 +78,30 @@ def replay(
     shape: tuple[int, int] | None = None,
     max_frames: int | None = None,
     config: FusionConfig | None = None,
+    stereo: StereoConfig | None = None,
+    keyframes: KeyframeConfig | None = None,
     progress: bool = True,
 ) -> ReplayResult:
     """Fuse the sequence at ``path`` (default: the bundled sample) into a height map.
 
     The map's grid comes from ``origin``/``cell_size``/``shape`` where given, else from the dataset's
-    ``gt_heightmap.npz``, else from the extent of the points the sequence's depth sees.
+    ``gt_heightmap.npz``, else from the extent of the points the sequence's depth sees (monocular data
+    has none: give the grid). With ``depth="mvs"`` each frame's depth and sigma come from
+    :class:`~heightfusion.depth.MotionStereo` (settings ``stereo`` and ``keyframes``); depth images in
+    the dataset are not used.
     Raises ``DatasetError`` (a ValueError) for a path that is not a dataset.
     """
     from tqdm import tqdm
 
     from . import datasets
+    from .depth import MotionStereo
 
     if depth not in DEPTH_SOURCES:
         raise ValueError(f"depth source must be one of {', '.join(DEPTH_SOURCES)}, got {depth!r}")
     sequence = datasets.open(path if path is not None else datasets.sample_path(), max_frames=max_frames)
     grid = _make_grid(sequence, cell_size, origin, shape)
     fuser = HeightMapFuser(grid, make_renderer(backend), config or FusionConfig())
+    motion = MotionStereo(stereo, keyframes) if depth == "mvs" else None
     timer = StageTimer()
     skipped: Counter = Counter()
     used = 0
@@ -103,11 +117,29 @@ def replay(
             if frame.T_wc is None:
                 skipped["no pose"] += 1
                 continue
-            if frame.depth is None:
-                skipped["no depth"] += 1
-                continue
+            sigma = None
+            if motion is None:
+                if frame.depth is None:
+                    skipped["no depth"] += 1
+                    continue
+                measured = frame.depth
+            else:
+                if frame.image is None:
+                    skipped["no image"] += 1
+                    continue
+                try:
+                    with timer("stereo"):
+                        stereo_result = motion.push(frame.image, frame.T_wc, frame.camera)
+                except ValueError as exc:
+                    skipped["stereo error"] += 1
+                    bar.write(f"frame {frame.index} (t={frame.timestamp:.3f}) skipped: {exc}")
+                    continue
+                if stereo_result.estimate is None:
+                    skipped[f"stereo: {stereo_result.reason}"] += 1
+                    continue
+                measured, sigma = stereo_result.estimate.depth, stereo_result.estimate.sigma
             try:
-                stats = fuser.fuse(frame.depth, frame.T_wc, frame.camera, frame.image)
+                stats = fuser.fuse(measured, frame.T_wc, frame.camera, frame.image, sigma=sigma)
             except ValueError as exc:  # a bad frame is skipped and counted, never the end of the run
                 skipped["fusion error"] += 1
                 bar.write(f"frame {frame.index} (t={frame.timestamp:.3f}) skipped: {exc}")
@@ -206,7 +238,12 @@ def write_outputs(result: ReplayResult, out: str | Path, extra: dict) -> Path:
 # --- command line ---------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", nargs="?", help="dataset folder or video (default: the bundled sample)")
-    parser.add_argument("--depth", default="sensor", choices=DEPTH_SOURCES, help="depth source (default sensor)")
+    parser.add_argument("--depth", default="sensor", choices=DEPTH_SOURCES,
+                        help="depth source: the dataset's depth images, or monocular motion stereo (default sensor)")
+    parser.add_argument("--planes", choices=("fronto", "ground"), default="fronto",
+                        help="mvs: sweep planes at constant depth or at constant world height (default fronto)")
+    parser.add_argument("--sweep-range", type=float, nargs=2, metavar=("MIN", "MAX"),
+                        help="mvs: depth range (fronto) or world height range (ground) of the sweep, metres")
     parser.add_argument("--backend", default="gl", choices=BACKENDS, help="renderer backend (default gl)")
     parser.add_argument("--cell-size", type=float, help="map cell size in metres (default: ground truth's, else 0.02)")
     parser.add_argument("--origin", type=float, nargs=2, metavar=("X", "Y"), help="world (x, y) of vertex (0, 0)")
@@ -222,17 +259,32 @@ def run(args: argparse.Namespace) -> int:
     from . import datasets
 
     config = FusionConfig(solver=args.solver, iterations=args.iterations)
+    stereo = _stereo_config(args) if args.depth == "mvs" else None
     result = replay(
         args.path, depth=args.depth, backend=args.backend, cell_size=args.cell_size,
         origin=None if args.origin is None else tuple(args.origin),
         shape=None if args.shape is None else tuple(args.shape),
-        max_frames=args.max_frames, config=config, progress=not args.quiet,
+        max_frames=args.max_frames, config=config, stereo=stereo, progress=not args.quiet,
     )
     path = args.path if args.path is not None else datasets.sample_path()
     extra = {"dataset": str(path), "depth": args.depth, "backend": args.backend, "config": _config_dict(config)}
+    if stereo is not None:
+        extra["stereo"] = asdict(stereo)
     out = write_outputs(result, args.out, extra)
     print(_summary(result, out))
     return 0
+
+
+def _stereo_config(args: argparse.Namespace) -> StereoConfig:
+    """The stereo settings of ``--planes`` and ``--sweep-range``."""
+    from .depth import StereoConfig
+
+    if args.sweep_range is None:
+        return StereoConfig(planes=args.planes)
+    low, high = args.sweep_range
+    if args.planes == "fronto":
+        return StereoConfig(planes="fronto", min_depth=low, max_depth=high)
+    return StereoConfig(planes="ground", min_height=low, max_height=high)
 
 
 def _config_dict(config: FusionConfig) -> dict:

@@ -1,0 +1,148 @@
+"""Keyframes and source frames for motion stereo: which earlier frames see the reference with useful parallax.
+
+A frame helps the stereo of a reference frame when the match of a scene point moves far enough in it
+to measure depth (parallax, from the baseline), not so far that the views stop looking alike and the
+hypotheses step over several pixels, and when it sees most of what the reference sees (overlap). Both
+are measured at a nominal scene depth on a sparse grid of reference pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..camera import PinholeCamera
+from ..poses import invert_pose
+
+# Reference pixels at which parallax and overlap are measured: a grid of this many columns and rows.
+_SAMPLES = (16, 12)
+
+
+@dataclass(frozen=True)
+class KeyframeConfig:
+    """How :class:`KeyframeWindow` keeps frames and picks sources.
+
+    Attributes:
+        window: keyframes kept (the oldest goes first).
+        num_sources: most source frames given to the stereo per reference.
+        min_parallax: a source must move the median match by at least this many pixels.
+        max_parallax: ... and by at most this many.
+        min_overlap: share of the reference's pixels (at the nominal depth) a source must see.
+        keyframe_parallax: a frame becomes a keyframe when its median parallax against the latest
+            keyframe reaches this many pixels, or its overlap with it drops below ``min_overlap``;
+            a camera that stands still does not fill the window with copies of one view.
+    """
+
+    window: int = 10
+    num_sources: int = 4
+    min_parallax: float = 6.0
+    max_parallax: float = 40.0
+    min_overlap: float = 0.5
+    keyframe_parallax: float = 3.0
+
+    def __post_init__(self) -> None:
+        for name in ("window", "num_sources"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"KeyframeConfig.{name} must be a positive integer, got {value!r}")
+        if not 0 < self.min_parallax < self.max_parallax < math.inf:
+            raise ValueError(
+                f"KeyframeConfig needs 0 < min_parallax < max_parallax, got {self.min_parallax!r}, {self.max_parallax!r}"
+            )
+        if not 0 < self.min_overlap <= 1:
+            raise ValueError(f"KeyframeConfig.min_overlap must be in (0, 1], got {self.min_overlap!r}")
+        if not (math.isfinite(self.keyframe_parallax) and self.keyframe_parallax > 0):
+            raise ValueError(f"KeyframeConfig.keyframe_parallax must be positive, got {self.keyframe_parallax!r}")
+
+
+@dataclass(frozen=True)
+class ViewChange:
+    """How a source frame sees a reference frame's pixels at a nominal depth.
+
+    Attributes:
+        parallax: median displacement, pixels, between a point's match and the match of the point at
+            infinity on the same ray (what depth moves; 0 for a pure rotation).
+        overlap: share of the sampled reference pixels whose point lands inside the source image.
+    """
+
+    parallax: float
+    overlap: float
+
+
+def view_change(ref_T_wc: np.ndarray, src_T_wc: np.ndarray, camera: PinholeCamera, depth: float) -> ViewChange:
+    """Parallax and overlap of the source at ``src_T_wc`` for the reference at ``ref_T_wc``, points at ``depth``."""
+    if not (math.isfinite(depth) and depth > 0):
+        raise ValueError(f"depth must be a positive number of metres, got {depth!r}")
+    columns, rows = _SAMPLES
+    u, v = np.meshgrid(np.linspace(0, camera.width - 1, columns), np.linspace(0, camera.height - 1, rows))
+    points = camera.unproject(np.stack([u.ravel(), v.ravel()], axis=-1), depth)
+    T_sr = invert_pose(src_T_wc) @ ref_T_wc
+    rotated = points @ T_sr[:3, :3].T
+    near = camera.project(rotated + T_sr[:3, 3])
+    infinity = camera.project(rotated)
+    inside = (
+        (rotated[:, 2] + T_sr[2, 3] > 0)
+        & (near[:, 0] >= 0) & (near[:, 0] <= camera.width - 1)
+        & (near[:, 1] >= 0) & (near[:, 1] <= camera.height - 1)
+    )
+    overlap = float(inside.mean())
+    if not inside.any():
+        return ViewChange(parallax=0.0, overlap=0.0)
+    moved = np.linalg.norm(near[inside] - infinity[inside], axis=-1)
+    parallax = float(np.median(np.nan_to_num(moved, nan=0.0)))  # a point at infinity behind the source moves 0
+    return ViewChange(parallax=parallax, overlap=overlap)
+
+
+def select_sources(
+    ref_T_wc: np.ndarray, candidates: list[np.ndarray], camera: PinholeCamera, depth: float, config: KeyframeConfig
+) -> list[int]:
+    """Indices into ``candidates`` of up to ``num_sources`` source frames for the reference, best first.
+
+    Eligible: parallax within [min_parallax, max_parallax] and overlap >= min_overlap; best: parallax
+    closest (in ratio) to the geometric middle of that range, then larger overlap. Empty when no
+    candidate is eligible: the reference then gets no depth rather than bad depth.
+    """
+    target = math.sqrt(config.min_parallax * config.max_parallax)
+    scored = []
+    for index, T_wc in enumerate(candidates):
+        change = view_change(ref_T_wc, T_wc, camera, depth)
+        if config.min_parallax <= change.parallax <= config.max_parallax and change.overlap >= config.min_overlap:
+            scored.append((abs(math.log(change.parallax / target)), -change.overlap, index))
+    return [index for _, _, index in sorted(scored)[: config.num_sources]]
+
+
+@dataclass
+class Keyframe:
+    """A frame kept for stereo: RGB image and pose."""
+
+    image: np.ndarray
+    T_wc: np.ndarray
+
+
+class KeyframeWindow:
+    """The most recent keyframes of a sequence, and the choice of sources among them.
+
+    Args:
+        config: window size and selection thresholds.
+    """
+
+    def __init__(self, config: KeyframeConfig | None = None) -> None:
+        self.config = config or KeyframeConfig()
+        self.keyframes: list[Keyframe] = []
+
+    def sources_for(self, T_wc: np.ndarray, camera: PinholeCamera, depth: float) -> list[Keyframe]:
+        """The keyframes to use as sources for a reference at ``T_wc`` (see :func:`select_sources`)."""
+        chosen = select_sources(T_wc, [k.T_wc for k in self.keyframes], camera, depth, self.config)
+        return [self.keyframes[i] for i in chosen]
+
+    def offer(self, image: np.ndarray, T_wc: np.ndarray, camera: PinholeCamera, depth: float) -> bool:
+        """Keep the frame if it moved enough from the latest keyframe (or is the first); True if kept."""
+        if self.keyframes:
+            change = view_change(self.keyframes[-1].T_wc, T_wc, camera, depth)
+            if change.parallax < self.config.keyframe_parallax and change.overlap >= self.config.min_overlap:
+                return False
+        self.keyframes.append(Keyframe(image, np.array(T_wc, dtype=np.float64)))
+        del self.keyframes[: -self.config.window]
+        return True

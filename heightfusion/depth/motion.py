@@ -1,0 +1,80 @@
+"""Monocular depth from camera motion: each new frame's depth by plane-sweep stereo against earlier keyframes.
+
+    motion = MotionStereo(StereoConfig(planes="ground", min_height=-0.05, max_height=0.3))
+    for frame in sequence:
+        result = motion.push(frame.image, frame.T_wc, frame.camera)
+        if result.estimate is not None:
+            fuser.fuse(result.estimate.depth, frame.T_wc, frame.camera, frame.image, sigma=result.estimate.sigma)
+        else:
+            print("no depth:", result.reason)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..camera import PinholeCamera
+from ..poses import validate_pose
+from .keyframes import KeyframeConfig, KeyframeWindow
+from .stereo import DepthEstimate, PlaneSweepStereo, StereoConfig, nominal_depth
+
+#: Reasons :meth:`MotionStereo.push` gives for a frame without depth.
+NO_PARALLAX = "no parallax"  # no keyframe sees the frame with enough (and not too much) parallax yet
+NO_VALID_DEPTH = "no valid depth"  # the stereo ran but left every pixel invalid
+
+
+@dataclass
+class MotionStereoResult:
+    """What :meth:`MotionStereo.push` made of a frame.
+
+    Attributes:
+        estimate: depth, sigma and validity, or None when the frame got no depth.
+        reason: why there is no estimate (:data:`NO_PARALLAX`, :data:`NO_VALID_DEPTH`), else None.
+        sources: number of source frames the stereo used.
+    """
+
+    estimate: DepthEstimate | None
+    reason: str | None
+    sources: int = 0
+
+
+class MotionStereo:
+    """Keeps a window of keyframes and estimates each new frame's depth against the best of them.
+
+    The reference is always the newest frame (no latency); its sources are earlier keyframes chosen
+    by parallax and overlap (:mod:`.keyframes`), measured at the median depth of the latest estimate
+    (or, before the first one, at the sweep's middle plane).
+
+    Args:
+        stereo: the stereo settings.
+        keyframes: window and source selection settings.
+    """
+
+    def __init__(self, stereo: StereoConfig | None = None, keyframes: KeyframeConfig | None = None) -> None:
+        self.stereo = PlaneSweepStereo(stereo)
+        self.window = KeyframeWindow(keyframes)
+        self._scene_depth: float | None = None
+
+    def push(self, image: np.ndarray, T_wc: np.ndarray, camera: PinholeCamera) -> MotionStereoResult:
+        """Estimate the depth of a new frame (RGB image at pose ``T_wc``), then keep it if it is a keyframe.
+
+        Raises:
+            ValueError: the image does not match the camera, or the pose is not rigid.
+        """
+        T_wc = validate_pose(T_wc, "T_wc")
+        if np.shape(image)[:2] != camera.shape:
+            raise ValueError(f"image has shape {np.shape(image)}, the camera's is {camera.shape}")
+        depth = self._scene_depth if self._scene_depth is not None else nominal_depth(self.stereo.config, T_wc, camera)
+        sources = self.window.sources_for(T_wc, camera, depth)
+        result = MotionStereoResult(None, NO_PARALLAX)
+        if sources:
+            estimate = self.stereo.estimate(image, T_wc, [s.image for s in sources], [s.T_wc for s in sources], camera)
+            if estimate.valid.any():
+                self._scene_depth = float(np.median(estimate.depth[estimate.valid]))
+                result = MotionStereoResult(estimate, None, len(sources))
+            else:
+                result = MotionStereoResult(None, NO_VALID_DEPTH, len(sources))
+        self.window.offer(np.asarray(image), T_wc, camera, depth)
+        return result
