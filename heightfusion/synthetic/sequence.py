@@ -206,7 +206,8 @@ def _write_image(path: Path, array: np.ndarray) -> None:
     """Encode by the file's extension (.png lossless, .jpg quality 92) and write atomically."""
     import cv2
 
-    ok, buf = cv2.imencode(path.suffix, array, [cv2.IMWRITE_JPEG_QUALITY, 92])
+    params = [cv2.IMWRITE_JPEG_QUALITY, 92] if path.suffix == ".jpg" else []
+    ok, buf = cv2.imencode(path.suffix, array, params)
     if not ok:
         raise ValueError(f"{path}: image encoding failed")
     with atomic_write(path) as f:
