@@ -7,6 +7,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # tests/reference.py
 
 import heightfusion as hf  # noqa: E402
+from reference import ray_directions  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +24,25 @@ def bumpy_grid(shape=(12, 16), origin=(0.3, -0.2), cell_size=0.1, amplitude=0.1,
     grid.heights[:] = rng.random(shape) * amplitude
     grid.colors[:] = rng.random(shape + (3,))
     return grid
+
+
+def assert_renders_surface_at_size(renderer, shape, image) -> None:
+    """A smooth map of ``shape`` vertices in an ``image`` (w, h): every hit lies on the surface."""
+    grid = hf.HeightMap((0.0, 0.0), 2.0 / max(shape), shape)
+    xy = grid.vertex_xy()
+    grid.heights[:] = 0.1 * np.sin(4 * xy[..., 0]) * np.cos(3 * xy[..., 1])
+    w, h = image
+    cam = hf.PinholeCamera(w, h, 0.8 * w, 0.8 * w, (w - 1) / 2, (h - 1) / 2)
+    T = hf.look_at([-0.8, 0.6, 1.2], [1.0, 0.7, 0.0])
+    frag = renderer.render(grid, cam, T)
+    assert frag.depth.shape == (h, w) and frag.vertex_ids.shape == (h, w, 3)
+    assert frag.mask.mean() > 0.3
+    # Depth of every hit matches the surface height at the hit point.
+    c, d = ray_directions(cam, T)
+    m = frag.mask
+    hit = c + frag.depth[m][:, None] * d[m]
+    surface = grid.sample(hit[:, :2])
+    inside = np.isfinite(surface)  # hits on the map's rim may land a rounding error outside it
+    assert inside.mean() > 0.99
+    np.testing.assert_allclose(surface[inside], hit[inside, 2], atol=1e-4)
+    np.testing.assert_array_equal(renderer.render_depth(grid, cam, T), frag.depth)

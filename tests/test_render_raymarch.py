@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import bumpy_grid
+from conftest import assert_renders_surface_at_size, bumpy_grid
 from reference import ray_directions, raycast_mesh
 
 import heightfusion as hf
@@ -233,24 +233,7 @@ def test_rays_through_vertices_and_edges_do_not_slip_through(renderer):
     [((16, 16), (64, 48)), ((1024, 1024), (64, 48)), ((300, 200), (320, 240)), ((16, 16), (1280, 960))],
 )
 def test_sizes(shape, image, renderer):
-    grid = hf.HeightMap((0.0, 0.0), 2.0 / max(shape), shape)
-    xy = grid.vertex_xy()
-    grid.heights[:] = 0.1 * np.sin(4 * xy[..., 0]) * np.cos(3 * xy[..., 1])
-    w, h = image
-    cam = hf.PinholeCamera(w, h, 0.8 * w, 0.8 * w, (w - 1) / 2, (h - 1) / 2)
-    T = hf.look_at([-0.8, 0.6, 1.2], [1.0, 0.7, 0.0])
-    frag = renderer.render(grid, cam, T)
-    assert frag.depth.shape == (h, w) and frag.vertex_ids.shape == (h, w, 3)
-    assert frag.mask.mean() > 0.3
-    # Depth of every hit matches the surface height at the hit point.
-    c, d = ray_directions(cam, T)
-    m = frag.mask
-    hit = c + frag.depth[m][:, None] * d[m]
-    surface = grid.sample(hit[:, :2])
-    inside = np.isfinite(surface)  # hits on the map's rim may land a rounding error outside it
-    assert inside.mean() > 0.99
-    np.testing.assert_allclose(surface[inside], hit[inside, 2], atol=1e-4)
-    np.testing.assert_array_equal(renderer.render_depth(grid, cam, T), frag.depth)
+    assert_renders_surface_at_size(renderer, shape, image)
 
 
 def test_far_origin_keeps_precision():
