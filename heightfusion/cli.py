@@ -16,7 +16,11 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("heightfusion.replay", "fuse a recorded sequence (default: the bundled sample) into a height map"),
     "synth": ("heightfusion.synthetic.command", "write a synthetic sequence (TUM layout) with ground truth"),
+    "live": ("heightfusion.live.command", "map live from a camera, video or dataset in a window (marker-board poses)"),
+    "view": ("heightfusion.viewer.command", "show a saved height map in 3D with its free-space map"),
     "info": ("heightfusion.render.info_command", "print the OpenGL renderer heightfusion would use"),
+    "board": ("heightfusion.board_command", "write a printable ChArUco marker board (PNG) for metric camera poses"),
+    "calibrate": ("heightfusion.calibrate_command", "calibrate a camera from views of the marker board; writes camera.yaml"),
 }
 
 
@@ -44,7 +48,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"heightfusion {args.command}: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

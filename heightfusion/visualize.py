@@ -8,8 +8,9 @@ Layout of a map picture: the map panel sits at the top-left corner, one vertex d
 is at least 400 px), oriented like a map seen from above: north (+y, growing row index i) up and
 +x (growing column index j) right, so vertex (i, j) lands in pixel rows ``(ny-1-i)*s .. +s-1`` and
 columns ``j*s .. +s-1`` (:func:`vertex_pixel` gives its centre). To the right a colour scale bar
-with labelled ticks; the canvas is white and at least ``BAR_MIN_HEIGHT`` px tall. Vertices without
-a value (unobserved, or masked out) are grey ``NO_DATA_RGB``.
+with labelled ticks (the free-space picture has a legend of its labels instead); the canvas is white
+and at least ``BAR_MIN_HEIGHT`` px tall. Vertices without a value (unobserved, or masked out) are grey
+``NO_DATA_RGB``.
 
 Only matplotlib's colour maps and tick locators are used: no figure, no pyplot, no display.
 """
@@ -27,8 +28,20 @@ from matplotlib import colormaps, ticker
 from .atomic import atomic_write
 from .heightmap import HeightMap
 from .metrics import check_same_grid
+from .navigation import (
+    DEFAULT_MAX_SLOPE,
+    DEFAULT_MAX_STEP,
+    DEFAULT_ROBOT_RADIUS,
+    FREE,
+    LABEL_NAMES,
+    OBSTACLE,
+    UNKNOWN,
+    free_space,
+)
 
 NO_DATA_RGB = (128, 128, 128)
+#: Free-space picture colours per label (unknown vertices are ``NO_DATA_RGB``).
+FREE_SPACE_RGB = {FREE: (150, 215, 140), OBSTACLE: (190, 40, 40), UNKNOWN: NO_DATA_RGB}
 MIN_LONG_SIDE = 400
 BAR_MIN_HEIGHT = 220
 HEIGHT_CMAP = "viridis"
@@ -66,9 +79,7 @@ def render_height(
     ``mask`` (bool (ny, nx), default ``grid.observed``) selects the vertices drawn; the colour range
     defaults to the min and max height over them.
     """
-    shown = _shown(grid, mask) & np.isfinite(grid.heights)
-    h = grid.heights.astype(np.float64)
-    scale = _Scale.linear(*_range(h[shown], vmin, vmax))
+    h, shown, scale = _height_field(grid, vmin, vmax, mask)
     return _scalar_picture(h, shown, scale, cmap, "height [m]", flip=True)
 
 
@@ -92,18 +103,28 @@ def render_uncertainty(
     ``mask`` defaults to ``grid.observed`` (unobserved vertices only carry the prior); vertices with
     information <= 0 have no finite sigma and are grey.
     """
-    info = grid.information.astype(np.float64)
-    shown = _shown(grid, mask) & (info > 0) & np.isfinite(info)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        sigma_mm = np.where(shown, 1e3 / np.sqrt(np.where(shown, info, 1.0)), np.nan)
-    lo, hi = _range(sigma_mm[shown], vmin_mm, vmax_mm)
-    if log:
-        if lo <= 0:
-            raise ValueError(f"a log colour scale needs vmin_mm > 0, got {lo!r}")
-        scale = _Scale.logarithmic(lo, hi)
-    else:
-        scale = _Scale.linear(lo, hi)
+    sigma_mm, shown, scale = _sigma_field(grid, vmin_mm, vmax_mm, log, mask)
     return _scalar_picture(sigma_mm, shown, scale, SIGMA_CMAP, "sigma [mm]", flip=True)
+
+
+def vertex_colors(grid: HeightMap, mode: str = "color") -> np.ndarray:
+    """(ny, nx, 3) uint8 RGB per vertex, in grid order (no flip, no upscaling), for a 3D view.
+
+    ``mode``: "color" (``grid.colors``), "height" or "uncertainty", coloured as in :func:`render_color`,
+    :func:`render_height` and :func:`render_uncertainty` with their default ranges; unobserved
+    vertices are ``NO_DATA_RGB``.
+    """
+    if mode == "color":
+        rgb = np.clip(np.rint(grid.colors * 255.0), 0, 255).astype(np.uint8)
+        rgb[~grid.observed] = NO_DATA_RGB
+        return rgb
+    if mode == "height":
+        values, shown, scale = _height_field(grid, None, None, None)
+        return _colorize(values, shown, scale, _lut(HEIGHT_CMAP), NO_DATA_RGB)
+    if mode == "uncertainty":
+        values, shown, scale = _sigma_field(grid, None, None, True, None)
+        return _colorize(values, shown, scale, _lut(SIGMA_CMAP), NO_DATA_RGB)
+    raise ValueError(f"unknown view mode {mode!r}; valid modes: color, height, uncertainty")
 
 
 def render_error(estimate: HeightMap, truth: HeightMap, limit: float = 0.02) -> np.ndarray:
@@ -133,6 +154,30 @@ def render_depth(depth: np.ndarray, vmin: float = 0.0, vmax: float | None = None
     valid = np.isfinite(d)
     scale = _Scale.linear(*_range(d[valid], vmin, vmax))
     return _scalar_picture(d, valid, scale, DEPTH_CMAP, "depth [m]", flip=False, no_data=(0, 0, 0))
+
+
+def render_free_space(labels: np.ndarray, notes: tuple[str, ...] = ()) -> np.ndarray:
+    """Free-space labels (ny, nx) from :func:`heightfusion.navigation.free_space`, with a legend.
+
+    Colours ``FREE_SPACE_RGB``; map orientation as the other map pictures (module docstring). ``notes``:
+    lines printed under the legend (e.g. the robot's settings).
+    """
+    lab = np.asarray(labels)
+    if lab.ndim != 2:
+        raise ValueError(f"labels must be a 2-D (ny, nx) array, got shape {lab.shape}")
+    bad = ~np.isin(lab, list(FREE_SPACE_RGB))
+    if bad.any():
+        raise ValueError(f"labels must be FREE, OBSTACLE or UNKNOWN ({FREE}, {OBSTACLE}, {UNKNOWN}), got {lab[bad][0]!r}")
+    rgb = np.zeros(lab.shape + (3,), dtype=np.uint8)
+    for value, colour in FREE_SPACE_RGB.items():
+        rgb[lab == value] = colour
+    panel = _upscale(rgb[::-1])
+    entries = [(FREE_SPACE_RGB[value], name) for value, name in LABEL_NAMES.items()]
+    legend = _legend(max(panel.shape[0], BAR_MIN_HEIGHT), "free space", entries, notes)
+    canvas = np.full((legend.shape[0], panel.shape[1] + _GAP + legend.shape[1], 3), _BACKGROUND, dtype=np.uint8)
+    canvas[: panel.shape[0], : panel.shape[1]] = panel
+    canvas[:, panel.shape[1] + _GAP :] = legend
+    return canvas
 
 
 # --- PNG files ----------------------------------------------------------------------------------
@@ -178,6 +223,29 @@ def error_png(path: str | os.PathLike, estimate: HeightMap, truth: HeightMap, li
 def depth_png(path: str | os.PathLike, depth: np.ndarray, vmax: float | None = None) -> np.ndarray:
     """Write :func:`render_depth` to ``path`` as PNG; returns the RGB array."""
     return _write(path, render_depth(depth, vmax=vmax))
+
+
+def free_space_png(
+    path: str | os.PathLike,
+    grid: HeightMap,
+    max_step: float = DEFAULT_MAX_STEP,
+    max_slope: float = DEFAULT_MAX_SLOPE,
+    robot_radius: float = DEFAULT_ROBOT_RADIUS,
+    max_sigma: float | None = None,
+    inflate_unknown: bool = True,
+) -> np.ndarray:
+    """Write :func:`render_free_space` of :func:`~heightfusion.navigation.free_space` (same arguments: metres,
+    radians) to ``path`` as PNG, the settings under the legend; returns the RGB array."""
+    labels = free_space(grid, max_step, max_slope, robot_radius, max_sigma, inflate_unknown)
+    return _write(path, render_free_space(labels, free_space_notes(max_step, max_slope, robot_radius, max_sigma)))
+
+
+def free_space_notes(
+    max_step: float, max_slope: float, robot_radius: float, max_sigma: float | None = None
+) -> tuple[str, ...]:
+    """Legend lines of free-space settings (metres, radians), e.g. ("step <= 5 cm", "slope <= 20 deg", ...)."""
+    notes = (f"step <= {max_step * 100:g} cm", f"slope <= {math.degrees(max_slope):.3g} deg", f"radius {robot_radius * 100:g} cm")
+    return notes if max_sigma is None else notes + (f"sigma <= {max_sigma * 1000:g} mm",)
 
 
 # --- internals ----------------------------------------------------------------------------------
@@ -247,6 +315,27 @@ def _range(values: np.ndarray, vmin: float | None, vmax: float | None) -> tuple[
         pad = 0.01 * abs(lo) if lo != 0 else 1e-3
         lo, hi = lo - pad, hi + pad
     return lo, hi
+
+
+def _height_field(grid: HeightMap, vmin, vmax, mask) -> tuple[np.ndarray, np.ndarray, _Scale]:
+    """Heights (float64), the vertices shown and the linear colour scale over them."""
+    shown = _shown(grid, mask) & np.isfinite(grid.heights)
+    h = grid.heights.astype(np.float64)
+    return h, shown, _Scale.linear(*_range(h[shown], vmin, vmax))
+
+
+def _sigma_field(grid: HeightMap, vmin_mm, vmax_mm, log: bool, mask) -> tuple[np.ndarray, np.ndarray, _Scale]:
+    """Sigma in mm (NaN where not shown), the vertices shown and the colour scale over them."""
+    info = grid.information.astype(np.float64)
+    shown = _shown(grid, mask) & (info > 0) & np.isfinite(info)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sigma_mm = np.where(shown, 1e3 / np.sqrt(np.where(shown, info, 1.0)), np.nan)
+    lo, hi = _range(sigma_mm[shown], vmin_mm, vmax_mm)
+    if not log:
+        return sigma_mm, shown, _Scale.linear(lo, hi)
+    if lo <= 0:
+        raise ValueError(f"a log colour scale needs vmin_mm > 0, got {lo!r}")
+    return sigma_mm, shown, _Scale.logarithmic(lo, hi)
 
 
 def _shown(grid: HeightMap, mask: np.ndarray | None) -> np.ndarray:
@@ -322,6 +411,30 @@ def _colorbar(height: int, scale: _Scale, lut: np.ndarray, title: str) -> np.nda
         _, h = _text_size(label)
         cv2.putText(bar, label, (label_x, y + h // 2), _FONT, _FONT_SCALE, (0, 0, 0), 1, cv2.LINE_AA)
     return bar
+
+
+def _legend(height: int, title: str, entries: list[tuple[tuple[int, int, int], str]], notes: tuple[str, ...]) -> np.ndarray:
+    """A white panel ``height`` px tall: title on top, one framed colour swatch and name per entry, then notes."""
+    label_x = _BAR_X + _BAR_W + 8
+    width = max(
+        [_text_size(title)[0] + 8]
+        + [label_x + _text_size(name)[0] + 6 for _, name in entries]
+        + [_text_size(note)[0] + 10 for note in notes]  # notes start at x = 4
+    )
+    legend = np.full((height, width, 3), _BACKGROUND, dtype=np.uint8)
+    _, title_h = _text_size(title)
+    cv2.putText(legend, title, (4, 4 + title_h), _FONT, _FONT_SCALE, (0, 0, 0), 1, cv2.LINE_AA)
+    y = _BAR_TOP
+    for colour, name in entries:
+        legend[y : y + 16, _BAR_X : _BAR_X + _BAR_W] = colour
+        cv2.rectangle(legend, (_BAR_X - 1, y - 1), (_BAR_X + _BAR_W, y + 16), (0, 0, 0), 1)
+        _, h = _text_size(name)
+        cv2.putText(legend, name, (label_x, y + 8 + h // 2), _FONT, _FONT_SCALE, (0, 0, 0), 1, cv2.LINE_AA)
+        y += 26
+    for note in notes:
+        y += 20
+        cv2.putText(legend, note, (4, y), _FONT, _FONT_SCALE, (0, 0, 0), 1, cv2.LINE_AA)
+    return legend
 
 
 def _write(path: str | os.PathLike, rgb: np.ndarray) -> np.ndarray:

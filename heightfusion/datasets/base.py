@@ -165,6 +165,11 @@ class Sequence:
         """What was skipped or assumed, and why."""
         return self._issues.messages
 
+    @property
+    def has_poses(self) -> bool:
+        """Whether the frames carry poses (the sequence has a trajectory)."""
+        return any(record.T_wc is not None for record in self._records)
+
     def __len__(self) -> int:
         return len(self._records)
 

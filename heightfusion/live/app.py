@@ -1,0 +1,334 @@
+"""The live mapping app: frames fused as they come, shown in one window.
+
+Layout: the top row holds the camera image, the depth being fused and the map rendered from the
+frame's pose; the bottom row an orbit view of the coloured map (with the camera's frustum and
+trajectory) and the free-space map; a status strip gives frames/s, ms per stage, frame counts and the
+keys. Fusion and drawing share the window's OpenGL context; frames are read on another thread
+(:mod:`.sources`), which drops the ones fusion has no time for.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import visualize
+from ..datasets.frame import Frame
+from ..fusion import FusionConfig, HeightMapFuser
+from ..heightmap import HeightMap, save_heightmap
+from ..metrics import StageTimer, evaluate, smooth_mask_from_heights
+from ..pipeline import FramePipeline, SkippedFrame
+from ..render.base import Renderer
+from ..viewer.layout import Rect, grid_cells, span
+from ..viewer.map_view import MODES, LineSet, MapView, frustum_segments
+from ..viewer.orbit import OrbitCamera, OrbitController
+from ..viewer.panels import TEXT_HEIGHT_PX, ImagePanel, text_image
+from ..viewer.window import Window
+from .sources import LatestFrameSource
+
+KEYS_HELP = ("[space] pause  [r] reset map  [s] save map  [m] colour/height/uncertainty  [q] quit"
+             "    mouse: drag to orbit, right-drag to pan, wheel to zoom")
+# Seconds of history behind the frames/s shown, and the smoothing of the ms per stage shown.
+_FPS_WINDOW_S = 2.0
+_EMA = 0.2
+_TRAJECTORY_COLOR = (1.0, 0.55, 0.1)
+_FRUSTUM_COLOR = (1.0, 0.9, 0.2)
+
+
+@dataclass
+class LiveSettings:
+    """How the live app runs.
+
+    Attributes:
+        out: folder for the saved map and pictures.
+        depth: depth source (:data:`heightfusion.pipeline.DEPTH_SOURCES`).
+        config: fusion settings.
+        stereo, keyframes: motion-stereo settings (when stereo is used), or None for the defaults.
+        autosave_s: seconds between atomic checkpoints of the map, or None.
+        exit_at_end: close when the source ends (else the window stays open on the final map).
+        mode: initial colouring of the 3D views (one of :data:`heightfusion.viewer.map_view.MODES`).
+        truth: ground-truth map to evaluate against at the end, or None.
+    """
+
+    out: Path
+    depth: str = "auto"
+    config: FusionConfig = field(default_factory=FusionConfig)
+    stereo: object = None
+    keyframes: object = None
+    autosave_s: float | None = None
+    exit_at_end: bool = False
+    mode: str = "color"
+    truth: HeightMap | None = None
+
+
+@dataclass
+class LiveResult:
+    """What a live run did: frames read, fused, dropped (fusion too slow) and skipped by reason."""
+
+    read: int
+    fused: int
+    dropped: int
+    skipped: Counter
+    seconds: float
+    ms_per_frame: dict[str, float]
+    ended: str
+    grid: HeightMap | None
+
+    @property
+    def fps(self) -> float:
+        return self.fused / self.seconds if self.seconds > 0 else float("nan")
+
+
+class LiveApp:
+    """Fuses the frames of ``source`` into a map created by ``make_grid`` and shows it in ``window``.
+
+    Args:
+        window: the app's window (its context is the renderer's).
+        source: the frames (started here).
+        renderer: the fusion's backend.
+        make_grid: the empty map, given the first frame with a pose (its extent may depend on it).
+        free_space: labels of a map (:func:`heightfusion.navigation.free_space` with the user's settings).
+        settings: the rest.
+    """
+
+    def __init__(
+        self,
+        window: Window,
+        source: LatestFrameSource,
+        renderer: Renderer,
+        make_grid: Callable[[Frame], HeightMap],
+        free_space: Callable[[HeightMap], np.ndarray],
+        settings: LiveSettings,
+    ) -> None:
+        import glfw
+
+        self._glfw = glfw
+        self.window, self.source, self.renderer = window, source, renderer
+        self.make_grid, self.free_space, self.settings = make_grid, free_space, settings
+        self.grid: HeightMap | None = None
+        self.pipeline: FramePipeline | None = None
+        self.timer = StageTimer()
+        self.paused = False
+        self.mode = settings.mode
+        self.message = ""
+        self.ended: str | None = None
+        self.fused = 0
+        self.skipped: Counter = Counter()
+        self._recent_ms: dict[str, float] = {}
+        self._fused_times: deque[float] = deque()
+        self._last_view: tuple | None = None  # (camera, T_wc) of the last frame with a pose
+        self._trajectory: list[np.ndarray] = []
+        self._last_autosave = self._started = time.perf_counter()
+        ctx = window.ctx
+        self.map_view = MapView(ctx)
+        self.lines = LineSet(ctx)
+        self.panels = {name: ImagePanel(ctx) for name in ("camera", "depth", "free", "status")}
+        self.controller: OrbitController | None = None
+        window.on_key = self.on_key
+
+    # --- input ------------------------------------------------------------------------------------
+    def on_key(self, key: int, action: int, mods: int) -> None:
+        glfw = self._glfw
+        if action != glfw.PRESS:
+            return
+        if key == glfw.KEY_SPACE:
+            self.paused = not self.paused
+            self.message = "paused" if self.paused else ""
+        elif key == glfw.KEY_R and self.grid is not None:
+            self._reset_map(self.grid)
+            self.message = "map reset"
+        elif key == glfw.KEY_S:
+            self.message = f"saved {self.save_map()}" if self.grid is not None else "no map yet"
+        elif key == glfw.KEY_M:
+            self.mode = MODES[(MODES.index(self.mode) + 1) % len(MODES)]
+            if self.grid is not None:
+                self.map_view.update(self.grid, self.mode)
+        elif key in (glfw.KEY_Q, glfw.KEY_ESCAPE):
+            self.window.close()
+
+    # --- the map ----------------------------------------------------------------------------------
+    def _reset_map(self, like: HeightMap) -> None:
+        """A new, empty map on ``like``'s grid, and a new pipeline (its stereo keyframes forgotten too)."""
+        self.grid = HeightMap(tuple(like.origin), like.cell_size, like.shape)
+        fuser = HeightMapFuser(self.grid, self.renderer, self.settings.config)
+        s = self.settings
+        self.pipeline = FramePipeline(fuser, s.depth, s.stereo, s.keyframes, timer=self.timer)
+        self.map_view.update(self.grid, self.mode)
+        self.panels["free"].set_image(visualize.render_free_space(self.free_space(self.grid)))
+        self._trajectory.clear()
+
+    def save_map(self) -> Path:
+        """Write the map to ``out/heightmap.npz`` atomically; returns the path."""
+        self.settings.out.mkdir(parents=True, exist_ok=True)
+        path = self.settings.out / "heightmap.npz"
+        save_heightmap(path, self.grid)
+        return path
+
+    # --- one frame --------------------------------------------------------------------------------
+    def _process(self, frame: Frame) -> None:
+        if frame.image is not None:
+            self.panels["camera"].set_image(frame.image)
+        if frame.T_wc is None:
+            self.skipped["no pose"] += 1
+            return
+        if self.grid is None:
+            self._reset_map(self.make_grid(frame))
+            self.controller = OrbitController(OrbitCamera.framing(self.grid))
+            self.window.on_mouse_button = self.controller.on_mouse_button
+            self.window.on_cursor = self.controller.on_cursor
+            self.window.on_scroll = self.controller.on_scroll
+        self._last_view = (frame.camera, frame.T_wc)
+        self._trajectory.append(frame.T_wc[:3, 3].copy())
+        start = time.perf_counter()
+        result = self.pipeline.process(frame)
+        if isinstance(result, SkippedFrame):
+            self.skipped[result.reason] += 1
+            if result.detail:
+                self.message = f"frame {frame.index} skipped: {result.detail}"
+            return
+        self._note("fusion", sum(result.stats.ms.values()))
+        self._note("depth", (time.perf_counter() - start) * 1e3 - sum(result.stats.ms.values()))
+        self.fused += 1
+        now = time.perf_counter()
+        self._fused_times.append(now)
+        while self._fused_times and now - self._fused_times[0] > _FPS_WINDOW_S:
+            self._fused_times.popleft()
+        self._timed("free space", lambda: self.panels["free"].set_image(visualize.render_free_space(self.free_space(self.grid))))
+        self._timed("pictures", lambda: (self.panels["depth"].set_image(visualize.render_depth(result.depth)),
+                                         self.map_view.update(self.grid, self.mode)))
+
+    def _timed(self, stage: str, work: Callable[[], object]) -> None:
+        """Run ``work``, timing it for the run's totals and the status line."""
+        start = time.perf_counter()
+        with self.timer(stage):
+            work()
+        self._note(stage, (time.perf_counter() - start) * 1e3)
+
+    def _note(self, stage: str, ms: float) -> None:
+        old = self._recent_ms.get(stage)
+        self._recent_ms[stage] = ms if old is None else (1 - _EMA) * old + _EMA * ms
+
+    # --- drawing ----------------------------------------------------------------------------------
+    def draw(self) -> None:
+        start = time.perf_counter()
+        width, height = self.window.size
+        self.window.begin_frame()
+        status = Rect(0, 0, width, 2 * TEXT_HEIGHT_PX)
+        rows = grid_cells(Rect(0, status.height, width, height - status.height), 2, 3)
+        self.panels["camera"].draw(rows[0][0])
+        self.panels["depth"].draw(rows[0][1])
+        if self.grid is not None and self._last_view is not None:
+            cam, T_wc = self._last_view
+            self.map_view.draw(rows[0][2].fit(cam.width / cam.height), T_wc, cam)
+            orbit_rect = span(rows[1][0], rows[1][1])
+            self.controller.rect, self.controller.framebuffer_height = orbit_rect, height
+            orbit = self.controller.orbit
+            clip = self.map_view.draw(orbit_rect, orbit.pose(), orbit.camera(orbit_rect.width, orbit_rect.height))
+            self.lines.draw(clip, *self._overlay_segments(cam, T_wc))
+            self.panels["free"].draw(rows[1][2])
+        self.panels["status"].set_image(text_image(self._status_lines(), width))
+        self.panels["status"].draw(status, fit=False)
+        self.window.end_frame()
+        self._note("draw", (time.perf_counter() - start) * 1e3)
+
+    def _overlay_segments(self, cam, T_wc) -> tuple[np.ndarray, np.ndarray]:
+        """Frustum of the current camera and the trajectory so far, map-local, with their colours."""
+        frustum = frustum_segments(self.grid, cam, T_wc, depth=0.3)
+        offset = np.array([*self.grid.origin, 0.0])
+        path = np.asarray(self._trajectory) - offset
+        trail = np.stack([path[:-1], path[1:]], axis=1) if len(path) > 1 else np.zeros((0, 2, 3))
+        segments = np.concatenate([frustum, trail])
+        colors = np.array([_FRUSTUM_COLOR] * len(frustum) + [_TRAJECTORY_COLOR] * len(trail))
+        return segments, colors
+
+    def _status_lines(self) -> list[str]:
+        fps = len(self._fused_times) / _FPS_WINDOW_S if self._fused_times else 0.0
+        stages = "  ".join(f"{k} {v:.0f}" for k, v in self._recent_ms.items())
+        skipped = sum(self.skipped.values())
+        state = self.ended or ("paused" if self.paused else "")
+        line = (f"{fps:.1f} frames/s | ms: {stages} | fused {self.fused}  dropped {self.source.dropped}  "
+                f"skipped {skipped} | {self.mode}")
+        extra = "  ".join(text for text in (state, self.message) if text)
+        return [line + (f" | {extra}" if extra else ""), KEYS_HELP]
+
+    # --- the loop ---------------------------------------------------------------------------------
+    def run(self) -> LiveResult:
+        """Fuse and draw until the window closes (or the source ends, with ``exit_at_end``)."""
+        self.start()
+        try:
+            while self.step():
+                pass
+        finally:
+            self.source.stop()
+        return self.finish()
+
+    def start(self) -> None:
+        """Start reading frames (:meth:`run` does it; for driving the loop with :meth:`step`)."""
+        self.source.start()
+        self._started = time.perf_counter()
+
+    def step(self) -> bool:
+        """One turn of the loop: fuse the newest frame if there is one, then draw. False: the run is over."""
+        if self.window.should_close:
+            return False
+        if self.ended is None and not self.paused:
+            with self.timer("wait"):
+                frame = self.source.next(timeout=0.03)
+            if frame is not None:
+                self._process(frame)
+            elif self.source.exhausted:
+                self._finish(self._end_reason())
+                if self.settings.exit_at_end:
+                    self.draw()
+                    return False
+        self._autosave()
+        self.draw()
+        if self.ended is not None or self.paused:
+            self._glfw.wait_events_timeout(0.05)  # nothing to fuse: idle until input
+        return True
+
+    def finish(self) -> LiveResult:
+        """End the run (saving the map if that has not happened) and say what it did."""
+        self.source.stop()
+        seconds = time.perf_counter() - self._started
+        if self.ended is None:
+            self._finish("quit")
+        return LiveResult(
+            read=self.source.read, fused=self.fused, dropped=self.source.dropped, skipped=self.skipped,
+            seconds=seconds, ms_per_frame=self.timer.mean_ms(frames=max(self.fused, 1)), ended=self.ended,
+            grid=self.grid,
+        )
+
+    def _end_reason(self) -> str:
+        return f"source ended ({self.source.error})" if self.source.error else "source ended"
+
+    def _finish(self, reason: str) -> None:
+        """The run is over: keep the map and save it."""
+        self.ended = reason
+        if self.grid is not None:
+            self.message = f"map saved to {self.save_map()}"
+
+    def _autosave(self) -> None:
+        every = self.settings.autosave_s
+        if every is None or self.grid is None or time.perf_counter() - self._last_autosave < every:
+            return
+        self.save_map()
+        self._last_autosave = time.perf_counter()
+
+    def evaluation(self) -> dict | None:
+        """The map against the settings' ground truth, or None."""
+        truth = self.settings.truth
+        if truth is None or self.grid is None or truth.shape != self.grid.shape:
+            return None
+        return evaluate(self.grid, truth, smooth_mask_from_heights(truth))
+
+    def release(self) -> None:
+        self.map_view.release()
+        self.lines.release()
+        for panel in self.panels.values():
+            panel.release()

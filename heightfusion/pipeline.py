@@ -1,0 +1,92 @@
+"""One frame through the mapping pipeline: depth (sensor or motion stereo), then fusion.
+
+Shared by offline replay and the live app, so both treat frames alike: a frame that cannot be fused
+(no pose, no depth yet, a bad image) is skipped with a reason that the caller counts, never an error
+that ends the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .datasets.frame import Frame
+from .fusion import FusionStats, HeightMapFuser
+from .metrics import StageTimer
+
+#: "sensor": the frames' depth images; "mvs": plane-sweep stereo on images and poses; "auto": sensor
+#: depth where a frame has it, else stereo.
+DEPTH_SOURCES = ("sensor", "mvs", "auto")
+
+
+@dataclass
+class FusedFrame:
+    """A frame that was fused: the depth used (metres, NaN where none), its sigma or None, fusion stats."""
+
+    depth: np.ndarray
+    sigma: np.ndarray | None
+    stats: FusionStats
+
+
+@dataclass
+class SkippedFrame:
+    """A frame that was not fused; ``reason`` is what callers count; ``detail`` says more (or None)."""
+
+    reason: str
+    detail: str | None = None
+
+
+class FramePipeline:
+    """Fuses frames into ``fuser``'s map with depth from ``depth`` (one of :data:`DEPTH_SOURCES`).
+
+    Args:
+        fuser: the fusion of the map.
+        depth: the depth source.
+        stereo, keyframes: settings of :class:`heightfusion.depth.MotionStereo` (when stereo is used).
+        timer: stages are timed into it ("stereo", and the fusion's own stages).
+    """
+
+    def __init__(self, fuser: HeightMapFuser, depth: str = "sensor", stereo=None, keyframes=None, timer: StageTimer | None = None) -> None:
+        if depth not in DEPTH_SOURCES:
+            raise ValueError(f"depth source must be one of {', '.join(DEPTH_SOURCES)}, got {depth!r}")
+        self.fuser = fuser
+        self.depth = depth
+        self.timer = timer if timer is not None else StageTimer()
+        self._stereo_settings = (stereo, keyframes)
+        self._motion = None  # created on first use: it needs torch
+
+    def _motion_stereo(self):
+        if self._motion is None:
+            from .depth import MotionStereo
+
+            self._motion = MotionStereo(*self._stereo_settings)
+        return self._motion
+
+    def process(self, frame: Frame) -> FusedFrame | SkippedFrame:
+        """Fuse ``frame``, or say why it was skipped."""
+        if frame.T_wc is None:
+            return SkippedFrame("no pose")
+        sigma = None
+        if self.depth == "sensor" or (self.depth == "auto" and frame.depth is not None):
+            if frame.depth is None:
+                return SkippedFrame("no depth")
+            measured = frame.depth
+        else:
+            if frame.image is None:
+                return SkippedFrame("no image")
+            try:
+                with self.timer("stereo"):
+                    result = self._motion_stereo().push(frame.image, frame.T_wc, frame.camera)
+            except ValueError as exc:
+                return SkippedFrame("stereo error", str(exc))
+            if result.estimate is None:
+                return SkippedFrame(f"stereo: {result.reason}")
+            measured, sigma = result.estimate.depth, result.estimate.sigma
+        try:
+            stats = self.fuser.fuse(measured, frame.T_wc, frame.camera, frame.image, sigma=sigma)
+        except ValueError as exc:  # a bad frame is skipped and counted, never the end of the run
+            return SkippedFrame("fusion error", str(exc))
+        for stage, ms in stats.ms.items():
+            self.timer.add(stage, ms)
+        return FusedFrame(measured, sigma, stats)

@@ -1,0 +1,162 @@
+"""Drawing a height map (and camera frustums) in 3D into a window's viewport.
+
+The map is a shaded mesh whose vertex colours show one of :data:`MODES`, coloured as in the PNG pictures
+of :mod:`heightfusion.visualize`. Everything is drawn in the map-local frame (world minus the map's
+(origin, 0)), so that float32 on the GPU keeps millimetres on maps far from the world origin.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import visualize
+from ..camera import PinholeCamera
+from ..heightmap import HeightMap
+from ..render.glsl import load_shader
+from ..render.projection import camera_from_map, clip_from_camera
+from .layout import Rect
+
+#: View modes: vertex colours, height colour map, uncertainty (sigma) colour map.
+MODES = ("color", "height", "uncertainty")
+#: Towards the light, for the Lambert shading of the mesh (map-local = world directions).
+LIGHT_DIRECTION = np.array([0.35, -0.45, 0.82]) / np.linalg.norm([0.35, -0.45, 0.82])
+#: Clear colour of a 3D view (RGBA).
+BACKGROUND = (0.07, 0.08, 0.1, 1.0)
+_FLIP_Y = np.diag([1.0, -1.0, 1.0, 1.0])  # OpenCV rows run down, the screen's y up
+
+
+def display_clip_from_map(grid: HeightMap, cam: PinholeCamera, T_wc: np.ndarray, near: float, far: float) -> np.ndarray:
+    """4x4 float32 from the map-local frame to clip space of a viewport showing ``cam``'s image upright."""
+    return (_FLIP_Y @ clip_from_camera(cam, near, far) @ camera_from_map(grid, T_wc)).astype(np.float32)
+
+
+def view_depth_range(grid: HeightMap, T_wc: np.ndarray) -> tuple[float, float]:
+    """(near, far) for viewing the map from ``T_wc``: the map's bounding box must lie before ``far``."""
+    x0, x1, y0, y1 = grid.extent
+    lo, hi = float(np.min(grid.heights)), float(np.max(grid.heights))
+    corners = np.array(np.meshgrid([x0, x1], [y0, y1], [lo, hi])).reshape(3, -1)
+    T_cw = np.linalg.inv(T_wc)
+    z = T_cw[2, :3] @ corners + T_cw[2, 3]
+    far = max(float(z.max()) * 1.05, 1e-2)
+    return max(far * 1e-4, 1e-3), far
+
+
+class MapView:
+    """The GPU mesh of one height map, redrawn from any viewpoint into a viewport.
+
+    Args:
+        ctx: the moderngl context (the window's).
+    """
+
+    def __init__(self, ctx) -> None:
+        self.ctx = ctx
+        self.program = ctx.program(vertex_shader=load_shader("map_view.vert"), fragment_shader=load_shader("map_view.frag"))
+        self.program["light_direction"].value = tuple(LIGHT_DIRECTION)
+        self._shape: tuple[int, int] | None = None
+        self._buffers: list = []
+        self._vao = None
+        self.grid: HeightMap | None = None
+
+    def update(self, grid: HeightMap, mode: str = "color") -> None:
+        """Upload ``grid``'s heights and its colours in view ``mode`` (one of :data:`MODES`)."""
+        if grid.shape != self._shape:
+            self._allocate(grid.shape)
+        self.grid = grid
+        self._heights.write(np.ascontiguousarray(grid.heights, dtype=np.float32))
+        self._colors.write(np.ascontiguousarray(visualize.vertex_colors(grid, mode), dtype=np.float32) / 255.0)
+        self._observed.write(grid.observed.astype(np.float32))
+        self.program["cell_size"].value = grid.cell_size
+        self.program["nx"].value = grid.nx
+
+    def _allocate(self, shape: tuple[int, int]) -> None:
+        self._release()
+        ny, nx = shape
+        n = ny * nx
+        self._heights = self.ctx.buffer(reserve=4 * n)
+        self._colors = self.ctx.buffer(reserve=12 * n)
+        self._observed = self.ctx.buffer(reserve=4 * n)
+        indices = self.ctx.buffer(HeightMap((0.0, 0.0), 1.0, shape).triangles().astype(np.int32).tobytes())
+        self._buffers = [self._heights, self._colors, self._observed, indices]
+        self._vao = self.ctx.vertex_array(
+            self.program,
+            [(self._heights, "f4", "height"), (self._colors, "3f4", "color"), (self._observed, "f4", "observed")],
+            index_buffer=indices,
+            index_element_size=4,
+        )
+        self._shape = shape
+
+    def draw(self, rect: Rect, cam_pose: np.ndarray, cam: PinholeCamera | None = None, hide_unobserved: bool = True) -> np.ndarray:
+        """Draw the map seen from ``cam_pose`` (``T_wc``) into ``rect`` of the bound framebuffer.
+
+        ``cam`` defaults to a camera filling ``rect``; a frame's own camera shows exactly its view
+        (``rect`` should then have the camera's aspect). Returns the clip-from-map matrix used.
+        """
+        import moderngl
+
+        if self.grid is None:
+            raise RuntimeError("MapView.draw before update()")
+        if cam is None:
+            f = 0.5 * rect.height / np.tan(np.radians(25.0))
+            cam = PinholeCamera(rect.width, rect.height, f, f, (rect.width - 1) / 2, (rect.height - 1) / 2)
+        clip = display_clip_from_map(self.grid, cam, cam_pose, *view_depth_range(self.grid, cam_pose))
+        self.program["clip_from_map"].write(clip.T.copy())
+        self.program["hide_unobserved"].value = hide_unobserved
+        self.ctx.viewport = rect.viewport
+        self.ctx.scissor = rect.viewport
+        self.ctx.enable(moderngl.DEPTH_TEST)
+        self.ctx.clear(*BACKGROUND, depth=1.0, viewport=rect.viewport)
+        self._vao.render(moderngl.TRIANGLES)
+        self.ctx.disable(moderngl.DEPTH_TEST)
+        self.ctx.scissor = None
+        return clip
+
+    def _release(self) -> None:
+        if self._vao is not None:
+            self._vao.release()
+        for buffer in self._buffers:
+            buffer.release()
+        self._buffers, self._vao, self._shape = [], None, None
+
+    def release(self) -> None:
+        self._release()
+        self.program.release()
+
+
+class LineSet:
+    """Coloured line segments (a camera frustum, a trajectory) drawn over a map view."""
+
+    def __init__(self, ctx) -> None:
+        self.ctx = ctx
+        self.program = ctx.program(vertex_shader=load_shader("lines.vert"), fragment_shader=load_shader("lines.frag"))
+
+    def draw(self, clip_from_map: np.ndarray, segments: np.ndarray, colors: np.ndarray) -> None:
+        """Draw (N, 2, 3) map-local segment end points with (N, 3) RGB colours in [0, 1]."""
+        import moderngl
+
+        if len(segments) == 0:
+            return
+        colors = np.repeat(np.asarray(colors, dtype=np.float32)[:, None], 2, axis=1)
+        data = np.concatenate([np.asarray(segments, dtype=np.float32), colors], axis=2).reshape(-1, 6)
+        buffer = self.ctx.buffer(data.tobytes())
+        vao = self.ctx.vertex_array(self.program, [(buffer, "3f4 3f4", "position", "color")])
+        self.program["clip_from_map"].write(np.asarray(clip_from_map, dtype=np.float32).T.copy())
+        self.ctx.enable(moderngl.DEPTH_TEST)
+        vao.render(moderngl.LINES)
+        self.ctx.disable(moderngl.DEPTH_TEST)
+        vao.release()
+        buffer.release()
+
+    def release(self) -> None:
+        self.program.release()
+
+
+def frustum_segments(grid: HeightMap, cam: PinholeCamera, T_wc: np.ndarray, depth: float) -> np.ndarray:
+    """(8, 2, 3) map-local segments of a camera's frustum drawn to ``depth`` metres."""
+    W, H = cam.width - 1, cam.height - 1
+    corners_px = np.array([[0, 0], [W, 0], [W, H], [0, H]], dtype=np.float64)
+    rays = np.column_stack([(corners_px[:, 0] - cam.cx) / cam.fx, (corners_px[:, 1] - cam.cy) / cam.fy, np.ones(4)])
+    far = rays * depth @ T_wc[:3, :3].T + T_wc[:3, 3]
+    centre = T_wc[:3, 3]
+    offset = np.array([grid.origin[0], grid.origin[1], 0.0])
+    segments = [(centre, far[k]) for k in range(4)] + [(far[k], far[(k + 1) % 4]) for k in range(4)]
+    return np.array(segments) - offset
