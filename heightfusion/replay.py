@@ -4,8 +4,9 @@
 ``--depth mvs`` depth from monocular motion stereo (:class:`heightfusion.depth.MotionStereo`: images and
 poses only; frames without enough parallax yet are skipped and counted), and writes to ``--out``:
 ``heightmap.npz`` (DESIGN.md schema), ``mesh.ply`` (observed triangles, coloured), PNGs of height,
-colour, uncertainty and, with ground truth, error, and ``metrics.json`` (evaluation, ms per stage,
-frames used and skipped by reason).
+colour, uncertainty, free space (:mod:`heightfusion.navigation`, settings ``--max-step``, ``--max-slope``,
+``--robot-radius``, ``--max-sigma``) and, with ground truth, error, and ``metrics.json`` (evaluation, ms
+per stage, frames used and skipped by reason, free-space settings and vertex counts per label).
 """
 
 from __future__ import annotations
@@ -26,6 +27,15 @@ from .atomic import atomic_write
 from .fusion import SOLVERS, FusionConfig, HeightMapFuser
 from .heightmap import HeightMap, export_ply, save_heightmap
 from .metrics import StageTimer, evaluate, smooth_mask_from_heights
+from .navigation import (
+    DEFAULT_MAX_SLOPE,
+    DEFAULT_MAX_STEP,
+    DEFAULT_ROBOT_RADIUS,
+    add_free_space_arguments,
+    free_space,
+    free_space_kwargs,
+    label_counts,
+)
 from .render import BACKENDS, make_renderer
 
 if TYPE_CHECKING:  # the stereo needs torch: imported when "mvs" is asked for
@@ -208,8 +218,20 @@ def _data_extent(sequence) -> tuple[float, float, float, float]:
     return lo[0], hi[0], lo[1], hi[1]
 
 
-def write_outputs(result: ReplayResult, out: str | Path, extra: dict) -> Path:
-    """Write the map, mesh, pictures and metrics.json to ``out``; returns the folder."""
+def write_outputs(
+    result: ReplayResult,
+    out: str | Path,
+    extra: dict,
+    max_step: float = DEFAULT_MAX_STEP,
+    max_slope: float = DEFAULT_MAX_SLOPE,
+    robot_radius: float = DEFAULT_ROBOT_RADIUS,
+    max_sigma: float | None = None,
+) -> dict:
+    """Write the map, mesh, pictures and metrics.json to ``out``; returns what metrics.json holds.
+
+    ``max_step``, ``max_slope`` (radians), ``robot_radius`` and ``max_sigma`` are the free-space settings
+    (:func:`heightfusion.navigation.free_space`).
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     grid = result.grid
@@ -218,6 +240,9 @@ def write_outputs(result: ReplayResult, out: str | Path, extra: dict) -> Path:
     visualize.height_png(out / "height.png", grid)
     visualize.color_png(out / "color.png", grid)
     visualize.uncertainty_png(out / "uncertainty.png", grid)
+    labels = free_space(grid, max_step, max_slope, robot_radius, max_sigma)
+    notes = visualize.free_space_notes(max_step, max_slope, robot_radius, max_sigma)
+    visualize.write_png(out / "free_space.png", visualize.render_free_space(labels, notes))
     if result.truth is not None:
         visualize.error_png(out / "error.png", grid, result.truth)
     metrics = {
@@ -228,11 +253,13 @@ def write_outputs(result: ReplayResult, out: str | Path, extra: dict) -> Path:
         "map": {"origin": grid.origin.tolist(), "cell_size": grid.cell_size, "shape": list(grid.shape),
                 "observed": int(grid.observed.sum())},
         "evaluation": result.evaluation,
+        "free_space": {"max_step": max_step, "max_slope_deg": math.degrees(max_slope), "robot_radius": robot_radius,
+                       "max_sigma": max_sigma, "vertices": label_counts(labels)},
         "messages": result.messages,
     }
     with atomic_write(out / "metrics.json") as f:
         f.write(json.dumps(metrics, indent=2).encode("utf-8"))
-    return out
+    return metrics
 
 
 # --- command line ---------------------------------------------------------------------------------
@@ -253,12 +280,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iterations", type=int, default=FusionConfig.iterations, help="Gauss-Newton iterations per frame")
     parser.add_argument("--out", default="replay_out", help="output folder (default replay_out)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_free_space_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from . import datasets
 
     config = FusionConfig(solver=args.solver, iterations=args.iterations)
+    free_space_settings = free_space_kwargs(args)  # checked before the fusion, not after
     stereo = _stereo_config(args) if args.depth == "mvs" else None
     result = replay(
         args.path, depth=args.depth, backend=args.backend, cell_size=args.cell_size,
@@ -270,8 +299,8 @@ def run(args: argparse.Namespace) -> int:
     extra = {"dataset": str(path), "depth": args.depth, "backend": args.backend, "config": _config_dict(config)}
     if stereo is not None:
         extra["stereo"] = asdict(stereo)
-    out = write_outputs(result, args.out, extra)
-    print(_summary(result, out))
+    metrics = write_outputs(result, args.out, extra, **free_space_settings)
+    print(_summary(result, Path(args.out), metrics["free_space"]["vertices"]))
     return 0
 
 
@@ -291,7 +320,7 @@ def _config_dict(config: FusionConfig) -> dict:
     return {k: (asdict(v) if hasattr(v, "__dataclass_fields__") else v) for k, v in config.__dict__.items()}
 
 
-def _summary(result: ReplayResult, out: Path) -> str:
+def _summary(result: ReplayResult, out: Path, free_counts: dict[str, int]) -> str:
     lines = [
         f"fused {result.frames_used} frames in {result.seconds:.1f} s ({result.fps:.1f} frames/s)"
         + (f"; skipped {sum(result.skipped.values())}: {dict(result.skipped)}" if result.skipped else ""),
@@ -304,6 +333,7 @@ def _summary(result: ReplayResult, out: Path) -> str:
             f"median {e['median'] * 1e3:.2f} mm, completeness {e['completeness']:.3f}, "
             f"within 1/2 sigma {e['calib_1sigma']:.2f}/{e['calib_2sigma']:.2f}"
         )
-    lines.append(f"wrote {out}/: heightmap.npz mesh.ply height.png color.png uncertainty.png"
+    lines.append("free space: " + ", ".join(f"{n} {name}" for name, n in free_counts.items()) + " vertices")
+    lines.append(f"wrote {out}/: heightmap.npz mesh.ply height.png color.png uncertainty.png free_space.png"
                  + (" error.png" if e is not None else "") + " metrics.json")
     return "\n".join(lines)

@@ -234,8 +234,11 @@ def free_space_png(
     max_sigma: float | None = None,
     inflate_unknown: bool = True,
 ) -> np.ndarray:
-    """Write :func:`render_free_space` of :func:`~heightfusion.navigation.free_space` (same arguments: metres,
-    radians) to ``path`` as PNG, the settings under the legend; returns the RGB array."""
+    """Write the free-space picture of ``grid`` to ``path`` as PNG; returns the RGB array.
+
+    Labels from :func:`~heightfusion.navigation.free_space` with these arguments (metres, radians),
+    drawn by :func:`render_free_space` with the settings under the legend.
+    """
     labels = free_space(grid, max_step, max_slope, robot_radius, max_sigma, inflate_unknown)
     return _write(path, render_free_space(labels, free_space_notes(max_step, max_slope, robot_radius, max_sigma)))
 

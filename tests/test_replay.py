@@ -23,10 +23,11 @@ def small_dataset(tmp_path_factory):
 
 def test_replay_writes_every_output(small_dataset, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["replay", str(small_dataset), "--out", str(out), "--quiet"]) == 0
+    assert main(["replay", str(small_dataset), "--out", str(out), "--quiet", "--max-slope", "25"]) == 0
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(
-        ["heightmap.npz", "mesh.ply", "height.png", "color.png", "uncertainty.png", "error.png", "metrics.json"]
+        ["heightmap.npz", "mesh.ply", "height.png", "color.png", "uncertainty.png", "free_space.png", "error.png",
+         "metrics.json"]
     )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["frames"]["used"] == 8 and metrics["frames"]["skipped"] == {}
@@ -35,9 +36,21 @@ def test_replay_writes_every_output(small_dataset, tmp_path, capsys):
     assert set(metrics["ms_per_frame"]) >= {"read", "seed", "render+accumulate", "solve", "update"}
     grid = hf.load_heightmap(out / "heightmap.npz")
     assert grid.observed.any()
-    for png in ("height.png", "error.png"):
+    free = metrics["free_space"]
+    assert free["max_slope_deg"] == pytest.approx(25) and free["max_step"] == 0.05 and free["robot_radius"] == 0.1
+    assert sum(free["vertices"].values()) == grid.num_vertices
+    for png in ("height.png", "error.png", "free_space.png"):
         assert cv2.imread(str(out / png)) is not None
-    assert "frames/s" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "frames/s" in printed and "free_space.png" in printed and "obstacle" in printed
+
+
+def test_bad_free_space_option_fails_before_the_fusion(small_dataset, tmp_path, capsys):
+    assert main(["replay", str(small_dataset), "--out", str(tmp_path / "a"), "--max-slope", "95"]) == 2
+    assert "--max-slope" in capsys.readouterr().err
+    assert main(["replay", str(small_dataset), "--out", str(tmp_path / "b"), "--robot-radius", "-1"]) == 2
+    assert "robot_radius" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing fused, nothing written
 
 
 def test_bad_frames_are_skipped_and_counted(small_dataset, tmp_path):
@@ -67,7 +80,7 @@ def test_map_extent_from_the_data_without_ground_truth(small_dataset, tmp_path):
 def test_not_a_dataset_is_one_clear_line_and_status_2(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     proc = subprocess.run(
-        [sys.executable, "-m", "heightfusion.cli", "replay", str(tmp_path), "--out", str(tmp_path / "o")],
+        [sys.executable, "-m", "heightfusion", "replay", str(tmp_path), "--out", str(tmp_path / "o")],
         capture_output=True, text=True,
     )
     assert proc.returncode == 2
