@@ -7,6 +7,7 @@ that ends the run.
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,3 +91,29 @@ class FramePipeline:
         for stage, ms in stats.ms.items():
             self.timer.add(stage, ms)
         return FusedFrame(measured, sigma, stats)
+
+
+# --- command line ---------------------------------------------------------------------------------
+def add_depth_arguments(parser: argparse.ArgumentParser, default: str) -> None:
+    """Options --depth, --planes and --sweep-range (for :func:`stereo_config_from_args`)."""
+    parser.add_argument("--depth", default=default, choices=DEPTH_SOURCES,
+                        help="depth source: the frames' depth images, monocular motion stereo (mvs), or auto "
+                             f"(depth images where frames have them, else stereo; default {default})")
+    parser.add_argument("--planes", choices=("fronto", "ground"), default="fronto",
+                        help="stereo: sweep planes at constant depth or at constant world height (default fronto)")
+    parser.add_argument("--sweep-range", type=float, nargs=2, metavar=("MIN", "MAX"),
+                        help="stereo: depth range (fronto) or world height range (ground) of the sweep, metres")
+
+
+def stereo_config_from_args(args: argparse.Namespace):
+    """The :class:`~heightfusion.depth.StereoConfig` of ``--planes`` and ``--sweep-range``; None for sensor depth."""
+    if args.depth == "sensor":
+        return None
+    from .depth import StereoConfig
+
+    if args.sweep_range is None:
+        return StereoConfig(planes=args.planes)
+    low, high = args.sweep_range
+    if args.planes == "fronto":
+        return StereoConfig(planes="fronto", min_depth=low, max_depth=high)
+    return StereoConfig(planes="ground", min_height=low, max_height=high)

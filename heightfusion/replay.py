@@ -27,6 +27,7 @@ from .atomic import atomic_write
 from .fusion import SOLVERS, FusionConfig, HeightMapFuser
 from .heightmap import HeightMap, export_ply, save_heightmap
 from .metrics import StageTimer, evaluate, smooth_mask_from_heights
+from .pipeline import FramePipeline, SkippedFrame, add_depth_arguments, stereo_config_from_args
 from .navigation import (
     DEFAULT_MAX_SLOPE,
     DEFAULT_MAX_STEP,
@@ -41,8 +42,6 @@ from .render import BACKENDS, make_renderer
 if TYPE_CHECKING:  # the stereo needs torch: imported when "mvs" is asked for
     from .depth import KeyframeConfig, StereoConfig
 
-#: "sensor": the dataset's depth images; "mvs": plane-sweep stereo on the images and poses.
-DEPTH_SOURCES = ("sensor", "mvs")
 #: Longest map side ``replay`` sizes from the trajectory before asking for a larger cell size.
 MAX_AUTO_SIDE = 1024
 # Every how many frames the map extent is sampled from, when sized from the data.
@@ -97,22 +96,19 @@ def replay(
     The map's grid comes from ``origin``/``cell_size``/``shape`` where given, else from the dataset's
     ``gt_heightmap.npz``, else from the extent of the points the sequence's depth sees (monocular data
     has none: give the grid). With ``depth="mvs"`` each frame's depth and sigma come from
-    :class:`~heightfusion.depth.MotionStereo` (settings ``stereo`` and ``keyframes``); depth images in
-    the dataset are not used.
+    :class:`~heightfusion.depth.MotionStereo` (settings ``stereo`` and ``keyframes``) and depth images in
+    the dataset are not used; ``"auto"`` uses them where frames have them (:mod:`heightfusion.pipeline`).
     Raises ``DatasetError`` (a ValueError) for a path that is not a dataset.
     """
     from tqdm import tqdm
 
     from . import datasets
-    from .depth import MotionStereo
 
-    if depth not in DEPTH_SOURCES:
-        raise ValueError(f"depth source must be one of {', '.join(DEPTH_SOURCES)}, got {depth!r}")
     sequence = datasets.open(path if path is not None else datasets.sample_path(), max_frames=max_frames)
     grid = _make_grid(sequence, cell_size, origin, shape)
-    fuser = HeightMapFuser(grid, make_renderer(backend), config or FusionConfig())
-    motion = MotionStereo(stereo, keyframes) if depth == "mvs" else None
     timer = StageTimer()
+    fuser = HeightMapFuser(grid, make_renderer(backend), config or FusionConfig())
+    pipeline = FramePipeline(fuser, depth, stereo, keyframes, timer=timer)
     skipped: Counter = Counter()
     used = 0
     start = time.perf_counter()
@@ -124,38 +120,12 @@ def replay(
             if frame is None:
                 break
             bar.update()
-            if frame.T_wc is None:
-                skipped["no pose"] += 1
+            result = pipeline.process(frame)
+            if isinstance(result, SkippedFrame):
+                skipped[result.reason] += 1
+                if result.detail:
+                    bar.write(f"frame {frame.index} (t={frame.timestamp:.3f}) skipped: {result.detail}")
                 continue
-            sigma = None
-            if motion is None:
-                if frame.depth is None:
-                    skipped["no depth"] += 1
-                    continue
-                measured = frame.depth
-            else:
-                if frame.image is None:
-                    skipped["no image"] += 1
-                    continue
-                try:
-                    with timer("stereo"):
-                        stereo_result = motion.push(frame.image, frame.T_wc, frame.camera)
-                except ValueError as exc:
-                    skipped["stereo error"] += 1
-                    bar.write(f"frame {frame.index} (t={frame.timestamp:.3f}) skipped: {exc}")
-                    continue
-                if stereo_result.estimate is None:
-                    skipped[f"stereo: {stereo_result.reason}"] += 1
-                    continue
-                measured, sigma = stereo_result.estimate.depth, stereo_result.estimate.sigma
-            try:
-                stats = fuser.fuse(measured, frame.T_wc, frame.camera, frame.image, sigma=sigma)
-            except ValueError as exc:  # a bad frame is skipped and counted, never the end of the run
-                skipped["fusion error"] += 1
-                bar.write(f"frame {frame.index} (t={frame.timestamp:.3f}) skipped: {exc}")
-                continue
-            for stage, ms in stats.ms.items():
-                timer.add(stage, ms)
             used += 1
     seconds = time.perf_counter() - start
     skipped.update(sequence.skipped)
@@ -265,12 +235,7 @@ def write_outputs(
 # --- command line ---------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", nargs="?", help="dataset folder or video (default: the bundled sample)")
-    parser.add_argument("--depth", default="sensor", choices=DEPTH_SOURCES,
-                        help="depth source: the dataset's depth images, or monocular motion stereo (default sensor)")
-    parser.add_argument("--planes", choices=("fronto", "ground"), default="fronto",
-                        help="mvs: sweep planes at constant depth or at constant world height (default fronto)")
-    parser.add_argument("--sweep-range", type=float, nargs=2, metavar=("MIN", "MAX"),
-                        help="mvs: depth range (fronto) or world height range (ground) of the sweep, metres")
+    add_depth_arguments(parser, default="sensor")
     parser.add_argument("--backend", default="gl", choices=BACKENDS, help="renderer backend (default gl)")
     parser.add_argument("--cell-size", type=float, help="map cell size in metres (default: ground truth's, else 0.02)")
     parser.add_argument("--origin", type=float, nargs=2, metavar=("X", "Y"), help="world (x, y) of vertex (0, 0)")
@@ -288,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = FusionConfig(solver=args.solver, iterations=args.iterations)
     free_space_settings = free_space_kwargs(args)  # checked before the fusion, not after
-    stereo = _stereo_config(args) if args.depth == "mvs" else None
+    stereo = stereo_config_from_args(args)
     result = replay(
         args.path, depth=args.depth, backend=args.backend, cell_size=args.cell_size,
         origin=None if args.origin is None else tuple(args.origin),
@@ -302,18 +267,6 @@ def run(args: argparse.Namespace) -> int:
     metrics = write_outputs(result, args.out, extra, **free_space_settings)
     print(_summary(result, Path(args.out), metrics["free_space"]["vertices"]))
     return 0
-
-
-def _stereo_config(args: argparse.Namespace) -> StereoConfig:
-    """The stereo settings of ``--planes`` and ``--sweep-range``."""
-    from .depth import StereoConfig
-
-    if args.sweep_range is None:
-        return StereoConfig(planes=args.planes)
-    low, high = args.sweep_range
-    if args.planes == "fronto":
-        return StereoConfig(planes="fronto", min_depth=low, max_depth=high)
-    return StereoConfig(planes="ground", min_height=low, max_height=high)
 
 
 def _config_dict(config: FusionConfig) -> dict:

@@ -172,6 +172,39 @@ def test_live_on_a_video_with_poses_uses_motion_stereo(floor_video, tmp_path):
     assert abs(np.median(grid.heights[grid.observed])) < 0.02  # the floor, at height 0
 
 
+@pytest.fixture(scope="module")
+def board_video(tmp_path_factory):
+    """A camera sliding past the marker board on a plain floor (no trajectory file), and its camera.yaml."""
+    from heightfusion.datasets.camera_yaml import save_camera_yaml
+    from heightfusion.markers import BoardSpec, render_board_view
+
+    folder = tmp_path_factory.mktemp("board")
+    spec, cam = BoardSpec(), hf.PinholeCamera(240, 180, 200, 200, 119.5, 89.5)
+    centre = np.array([spec.size[0] / 2, spec.size[1] / 2, 0.0])
+    writer = cv2.VideoWriter(str(folder / "board.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (cam.width, cam.height))
+    for k in range(16):
+        T_wc = hf.look_at(centre + [-0.08 + 0.01 * k, -0.3, 0.3], centre)
+        writer.write(cv2.cvtColor(render_board_view(spec, cam, T_wc), cv2.COLOR_RGB2BGR))
+    writer.release()
+    save_camera_yaml(folder / "camera.yaml", cam)
+    return folder
+
+
+@needs_display
+def test_live_takes_poses_from_the_marker_board(board_video, tmp_path):
+    out = tmp_path / "out"
+    done = run_cli("live", board_video / "board.avi", "--calibration", board_video / "camera.yaml", "--every-frame",
+                   "--max-frames", 16, "--out", out, "--hidden", "--size", *SIZE, "--extent", 1, "--cell-size", 0.01)
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["frames"]["used"] >= 8 and "no pose" not in metrics["frames"]["skipped"]
+    grid = hf.load_heightmap(out / "heightmap.npz")
+    xy = grid.vertex_xy()[grid.observed]
+    assert grid.observed.sum() > 100
+    assert np.all((xy > -0.05) & (xy < [0.3, 0.23]))  # the board and its paper: world frame at its corner
+    assert abs(np.median(grid.heights[grid.observed])) < 0.01  # lying on the floor, Z up
+
+
 @needs_display
 def test_view_shows_a_saved_map_in_each_mode(tmp_path):
     grid = hf.HeightMap((0.0, 0.0), 0.05, (40, 50))

@@ -25,7 +25,7 @@ DEFAULT_EXTENT_M = 4.0
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..board_command import add_board_arguments
     from ..navigation import add_free_space_arguments
-    from ..pipeline import DEPTH_SOURCES
+    from ..pipeline import add_depth_arguments
     from ..render import BACKENDS
     from ..viewer.map_view import MODES
 
@@ -33,8 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--camera", type=int, metavar="N", help="OpenCV capture device N instead of SOURCE")
     parser.add_argument("--calibration", metavar="camera.yaml", help="intrinsics (from `heightfusion calibrate`)")
     parser.add_argument("--poses", metavar="traj.txt", help="TUM-format camera trajectory for a video or folder")
-    parser.add_argument("--depth", default="auto", choices=DEPTH_SOURCES,
-                        help="depth images, motion stereo, or auto: depth images where frames have them (default)")
+    add_depth_arguments(parser, default="auto")
     parser.add_argument("--backend", default="gl", choices=BACKENDS, help="renderer backend for fusion (default gl)")
     parser.add_argument("--max-frames", type=int, metavar="N", help="read at most N frames, then save and exit")
     parser.add_argument("--screenshot", metavar="FILE.png", help="save the window after the last frame, then exit")
@@ -60,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from ..datasets.camera_yaml import load_camera_yaml
     from ..fusion import FusionConfig
     from ..navigation import free_space, free_space_kwargs
+    from ..pipeline import stereo_config_from_args
     from ..render import make_renderer
     from ..viewer.window import Window, WindowUnavailableError
     from .app import LiveApp, LiveSettings
@@ -90,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
     source = LatestFrameSource(frames, pace=pace, drop=not args.every_frame, prepare=prepare)
     scripted = args.max_frames is not None or args.screenshot is not None
     settings = LiveSettings(
-        out=Path(args.out), depth=args.depth, config=FusionConfig(), autosave_s=args.autosave,
+        out=Path(args.out), depth=args.depth, config=FusionConfig(), stereo=stereo_config_from_args(args),
+        autosave_s=args.autosave,
         exit_at_end=args.exit_at_end or scripted, mode=args.mode, truth=truth,
     )
     try:
