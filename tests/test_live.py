@@ -146,7 +146,7 @@ def test_live_on_a_dataset_folder(floor_dataset, tmp_path):
     done = run_cli("live", floor_dataset, "--max-frames", 30, "--screenshot", shot, "--out", out, "--hidden",
                    "--size", *SIZE)
     assert done.returncode == 0, done.stderr
-    assert "read 30 frames" in done.stdout and "source ended" in done.stdout
+    assert "read 30 frames" in done.stdout and "sequence floor ended" in done.stdout
     check_live_screenshot(shot)
     metrics = json.loads((out / "metrics.json").read_text())
     fused, skipped = metrics["frames"]["used"], metrics["frames"]["skipped"]
@@ -164,6 +164,7 @@ def test_live_on_a_video_with_poses_uses_motion_stereo(floor_video, tmp_path):
                    "--size", *SIZE, "--origin", -1.5, -1.5, "--shape", 151, 151)
     assert done.returncode == 0, done.stderr
     metrics = json.loads((out / "metrics.json").read_text())
+    assert "video floor ended" in done.stdout
     assert metrics["frames"]["used"] >= 10  # every frame with stereo depth (the first ones have no parallax yet)
     assert "dropped (fusion too slow)" not in metrics["frames"]["skipped"]
     check_live_screenshot(shot)

@@ -53,6 +53,7 @@ class LiveSettings:
         exit_at_end: close when the source ends (else the window stays open on the final map).
         mode: initial colouring of the 3D views (one of :data:`heightfusion.viewer.map_view.MODES`).
         truth: ground-truth map to evaluate against at the end, or None.
+        end_message: what to say when the source ends (a video's end, a camera that disconnected).
     """
 
     out: Path
@@ -64,6 +65,7 @@ class LiveSettings:
     exit_at_end: bool = False
     mode: str = "color"
     truth: HeightMap | None = None
+    end_message: str = "source ended"
 
 
 @dataclass
@@ -305,7 +307,8 @@ class LiveApp:
         )
 
     def _end_reason(self) -> str:
-        return f"source ended ({self.source.error})" if self.source.error else "source ended"
+        message = self.settings.end_message
+        return f"{message} ({self.source.error})" if self.source.error else message
 
     def _finish(self, reason: str) -> None:
         """The run is over: keep the map and save it."""

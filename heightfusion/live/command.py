@@ -80,19 +80,21 @@ def run(args: argparse.Namespace) -> int:
         frames = open_camera(args.camera, camera, args.max_frames)
         pace = False
         name = f"camera {args.camera}"
+        end_message = f"camera {args.camera} stopped delivering frames (disconnected?)"
     else:
         path = args.source if args.source is not None else datasets.sample_path()
         sequence = datasets.open(path, trajectory=args.poses, camera=camera, max_frames=args.max_frames)
         for message in sequence.messages:
             print(f"live: {message}", file=sys.stderr)
         frames, truth, pace, name = sequence, sequence.gt_heightmap, not args.every_frame, sequence.name
+        end_message = f"{'video' if sequence.format == 'video' else 'sequence'} {name} ended"
     prepare = _marker_poses(args) if args.camera is not None or not frames.has_poses else None
     source = LatestFrameSource(frames, pace=pace, drop=not args.every_frame, prepare=prepare)
     scripted = args.max_frames is not None or args.screenshot is not None
     settings = LiveSettings(
         out=Path(args.out), depth=args.depth, config=FusionConfig(), stereo=stereo_config_from_args(args),
         autosave_s=args.autosave,
-        exit_at_end=args.exit_at_end or scripted, mode=args.mode, truth=truth,
+        exit_at_end=args.exit_at_end or scripted, mode=args.mode, truth=truth, end_message=end_message,
     )
     try:
         window = Window(f"heightfusion live - {name}", tuple(args.size), visible=not args.hidden)
