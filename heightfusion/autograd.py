@@ -64,13 +64,19 @@ def render_image(
         (H, W, 3), or (V, H, W, 3) for several poses; NaN where a view sees no surface.
 
     The "shaded" backend's colour is a BRDF shading, not this interpolation: differentiate it with
-    :func:`heightfusion.render.shaded.shade_maps` instead (ValueError here).
+    :func:`heightfusion.render.shaded.shade_maps` instead; the "points" backend blends discs, not
+    triangles (use :func:`render_depth` with it). Both are a ValueError here.
     """
     views = _Views(grid, cam, T_wc, backend)
     if views.renderer.name == "shaded":
         raise ValueError(
             "render_image differentiates interpolated vertex colours; for the 'shaded' backend's BRDF "
             "images use heightfusion.render.shaded.shade_maps (torch autograd to every map)"
+        )
+    if views.renderer.name == "points":
+        raise ValueError(
+            "render_image differentiates colours interpolated over mesh triangles; the 'points' backend "
+            "blends discs: use a mesh backend (gl, raymarch, raymarch-gl), or render_depth with 'points'"
         )
     return _RenderImage.apply(heights, colors, views)
 
@@ -129,9 +135,9 @@ class _RenderDepth(torch.autograd.Function):
         grad_heights = np.zeros(n)
         for g, frag in zip(grad, ctx.frags):
             hit = frag.mask & np.isfinite(g)
-            grad_heights += np.bincount(
-                frag.vertex_ids[hit].reshape(-1), (frag.depth_grad[hit] * g[hit][:, None]).reshape(-1), n
-            )
+            ids, weighted = frag.vertex_ids[hit], frag.depth_grad[hit] * g[hit][:, None]
+            used = ids >= 0  # backends with fewer than three contributors (points) leave slots at -1
+            grad_heights += np.bincount(ids[used], weighted[used], n)
         return torch.from_numpy(grad_heights.reshape(ctx.heights_shape)).to(ctx.dtype), None
 
 

@@ -128,8 +128,10 @@ class HeightMapFuser:
 
     Args:
         grid: the map to update; its information is the prior of each frame.
-        renderer: any backend from :func:`heightfusion.make_renderer` (needs ``vertex_ids``,
-            ``depth_grad``, ``barycentric`` and ``normal`` in its Fragments).
+        renderer: any backend from :func:`heightfusion.make_renderer`. Its Fragments need ``depth``,
+            ``vertex_ids`` (-1 in unused slots) and ``depth_grad`` (ValueError without them); without
+            ``normal`` no pixel is dropped as grazing. Colours come from the frame's image, never from
+            ``Fragments.color``, so a backend may leave it (and ``triangle_ids``, ``barycentric``) None.
         config: fusion settings.
     """
 

@@ -1,11 +1,15 @@
 """Gauss-Newton normal equations of a depth frame over the height-map vertices, and their solution.
 
-Each pixel sees one triangle: its depth depends on the triangle's three vertex heights through
-J = depth_grad. Summed over pixels, A = sum w J J^T couples a vertex only with its mesh neighbours,
-so A is stored on the grid: ``diagonal`` (A_jj) and one array per edge direction, indexed by the
-edge's first vertex (i, j): ``right`` to (i, j+1), ``down`` to (i+1, j), ``diag`` to (i+1, j+1)
-(the triangulation's diagonal, see :mod:`heightfusion.heightmap`). The coupled solve applies that
-stencil in conjugate gradient; the diagonal solve ignores the edges.
+Each pixel's depth depends on up to three vertex heights (``Fragments.vertex_ids``, -1 in an unused
+slot) through J = depth_grad: the mesh backends' triangle, the points backend's blended discs.
+Summed over pixels, A = sum w J J^T couples a vertex with the vertices that share pixels with it; for
+a triangle those are its mesh neighbours, so A is stored on the grid: ``diagonal`` (A_jj) and one
+array per edge direction, indexed by the edge's first vertex (i, j): ``right`` to (i, j+1), ``down``
+to (i+1, j), ``diag`` to (i+1, j+1) (the triangulation's diagonal, see :mod:`heightfusion.heightmap`).
+A pair that is no mesh edge (two corners across a cell's other diagonal, or farther apart: the points
+backend) is bounded instead: 2 A_jk x_j x_k <= |A_jk| (x_j^2 + x_k^2), so |A_jk| goes into ``lumped`` on
+both vertices, and the solves stay majorants of the true system. The coupled solve applies that
+stencil; the diagonal solve ignores the edges.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ class NormalEquations:
     """A = sum w J J^T and g = sum w J r of one frame, on the (ny, nx) grid (float64).
 
     ``color_sums`` holds sum w J_j^2 * rgb per vertex (the colour counterpart of ``diagonal``) when
-    an image was given.
+    an image was given. ``lumped`` holds the bound of the couplings the stencil cannot hold (module
+    docstring), None when there are none (a mesh backend's frame).
     """
 
     diagonal: np.ndarray
@@ -38,6 +43,11 @@ class NormalEquations:
     pixels_grazing: int
     pixels_gated: int
     mean_abs_residual: float
+    lumped: np.ndarray | None = None
+
+
+# Slot pairs (p, q) of a pixel's three vertices.
+_SLOT_PAIRS = (np.array([0, 0, 1]), np.array([1, 2, 2]))
 
 
 def accumulate(
@@ -55,7 +65,8 @@ def accumulate(
     """Per-vertex sums of one frame's pixels, read back on the CPU and summed with ``np.bincount``.
 
     Args:
-        frag: the map rendered at the frame's pose.
+        frag: the map rendered at the frame's pose; needs ``depth``, ``vertex_ids`` and ``depth_grad``.
+            Without ``normal`` no pixel is dropped as grazing.
         depth, sigma: (H, W) measured depth and its standard deviation, metres (NaN = no value).
         grid_shape: (ny, nx) of the map.
         information: (ny, nx) the map's information before the frame: the residual's predicted
@@ -67,19 +78,26 @@ def accumulate(
         huber_k, gate_k: Huber threshold and outlier gate, in predicted sigmas.
         colors: (H, W, 3) float RGB of the frame, or None.
     """
+    missing = [name for name in ("vertex_ids", "depth_grad") if getattr(frag, name) is None]
+    if missing:
+        raise ValueError(f"fusion needs the renderer's Fragments.{' and '.join(missing)}, which this backend leaves None")
     shape = tuple(grid_shape)
     n = shape[0] * shape[1]
     measured = np.isfinite(depth)
     seen = measured & np.isfinite(frag.depth)
-    J = frag.depth_grad[seen].astype(np.float64)
     ids = frag.vertex_ids[seen]
+    slot = ids >= 0
+    J = np.where(slot, frag.depth_grad[seen].astype(np.float64), 0.0)  # an unused slot may hold NaN
     r = depth[seen].astype(np.float64) - frag.depth[seen]
     var = sigma[seen].astype(np.float64) ** 2
 
-    # cos(incidence) = n_z |den| / |d|, with sum_k J_k = 1 / den (barycentric weights sum to 1).
-    cos = frag.normal[..., 2][seen] / (np.abs(J.sum(axis=1)) * ray_norm[seen])
-    facing = cos >= cos_min
-    predicted = var if information is None else var + (J**2 / information.reshape(-1)[ids]).sum(axis=1)
+    if frag.normal is None:
+        facing = np.ones(len(r), dtype=bool)
+    else:
+        # cos(incidence) = n_z |den| / |d|, with sum_k J_k = 1 / den (barycentric weights sum to 1).
+        cos = frag.normal[..., 2][seen] / (np.abs(J.sum(axis=1)) * ray_norm[seen])
+        facing = cos >= cos_min
+    predicted = var if information is None else var + (J**2 / information.reshape(-1)[np.maximum(ids, 0)]).sum(axis=1)
     e = np.abs(r) / np.sqrt(predicted)
     # A measurement behind the rendered surface shows free space where the map has surface: evidence
     # against the map itself, never gated (only robustified). One in front may be an occluder the map
@@ -88,23 +106,31 @@ def accumulate(
     w = np.where(inlier, np.minimum(1.0, huber_k / np.maximum(e, 1e-12)), 0.0) / var
 
     wJ = w[:, None] * J
-    flat_ids = ids.reshape(-1)
+    flat_ids = ids[slot]
     diagonal_terms = wJ * J
-    diagonal = np.bincount(flat_ids, diagonal_terms.reshape(-1), n)
-    g = np.bincount(flat_ids, (wJ * r[:, None]).reshape(-1), n)
+    diagonal = np.bincount(flat_ids, diagonal_terms[slot], n)
+    g = np.bincount(flat_ids, (wJ * r[:, None])[slot], n)
 
-    # Off-diagonal terms by edge direction (see the module docstring for the slot pairs).
-    k0 = ids[:, 1] == ids[:, 0] + 1  # triangle k = 0: (v, v+1, v+nx+1); k = 1: (v, v+nx+1, v+nx)
-    p01, p02, p12 = wJ[:, 0] * J[:, 1], wJ[:, 0] * J[:, 2], wJ[:, 1] * J[:, 2]
-    right = np.bincount(np.where(k0, ids[:, 0], ids[:, 2]), np.where(k0, p01, p12), n)
-    diag = np.bincount(ids[:, 0], np.where(k0, p02, p01), n)
-    down = np.bincount(np.where(k0, ids[:, 1], ids[:, 0]), np.where(k0, p12, p02), n)
+    # Off-diagonal terms by edge (module docstring): kind 0 right, 1 down, 2 diag, 3 no mesh edge.
+    nx = shape[1]
+    p, q = ids[:, _SLOT_PAIRS[0]], ids[:, _SLOT_PAIRS[1]]
+    a, b = np.minimum(p, q), np.maximum(p, q)
+    terms = wJ[:, _SLOT_PAIRS[0]] * J[:, _SLOT_PAIRS[1]]
+    step, b_col = b - a, b % nx
+    kind = np.select([(step == 1) & (b_col != 0), step == nx, (step == nx + 1) & (b_col != 0)], [0, 1, 2], 3)
+    edge = (a >= 0) & (kind < 3)
+    right, down, diag = np.bincount((3 * a + kind)[edge], terms[edge], 3 * n).reshape(n, 3).T
+    other = (a >= 0) & (kind == 3)
+    lumped = None
+    if other.any():
+        bound = np.abs(terms[other])
+        lumped = (np.bincount(a[other], bound, n) + np.bincount(b[other], bound, n)).reshape(shape)
 
     color_sums = None
     if colors is not None:
         c = colors[seen]
         color_sums = np.stack(
-            [np.bincount(flat_ids, (diagonal_terms * c[:, ch, None]).reshape(-1), n) for ch in range(3)], axis=-1
+            [np.bincount(flat_ids, (diagonal_terms * c[:, ch, None])[slot], n) for ch in range(3)], axis=-1
         ).reshape(shape + (3,))
 
     used = inlier.sum()
@@ -120,6 +146,7 @@ def accumulate(
         pixels_grazing=int((~facing).sum()),
         pixels_gated=int((facing & ~inlier).sum()),
         mean_abs_residual=float(np.abs(r[inlier]).mean()) if used else float("nan"),
+        lumped=lumped,
     )
 
 
@@ -179,6 +206,9 @@ def solve(
 ) -> np.ndarray:
     """delta solving (Lambda + A + damping diag(A) + S) delta = rhs on the grid.
 
+    A is taken as its stencil plus ``system.lumped`` on the diagonal where a frame has couplings the
+    stencil cannot hold (see the module docstring).
+
     S is the smoothness prior's Hessian (a weighted graph Laplacian of the mesh edges). "diagonal"
     replaces the matrix by its lumped diagonal, each row's diagonal plus the sum of |off-diagonal|
     terms: a majorant, so the step never overshoots. (With A_jj alone, each vertex would try to
@@ -187,6 +217,8 @@ def solve(
     vertices the frame touched, grown by a margin; outside it the diagonal step stands.
     """
     diagonal = prior_information + (1.0 + damping) * system.diagonal
+    if system.lumped is not None:
+        diagonal = diagonal + system.lumped
     right, down, diag = system.right, system.down, system.diag
     if smoothness is not None:
         diagonal = diagonal + _neighbour_sums(smoothness.right, smoothness.down, smoothness.diag)

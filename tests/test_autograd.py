@@ -106,3 +106,23 @@ def test_gradcheck_through_the_double_precision_ray_marcher():
     image = lambda h, c: torch.nan_to_num(render_image(h, c, grid, cam, poses, backend=renderer))  # noqa: E731
     assert torch.autograd.gradcheck(depth, (heights,), eps=1e-6, atol=1e-5)
     assert torch.autograd.gradcheck(image, (heights, colors), eps=1e-6, atol=1e-5)
+
+
+def test_points_backend_scatters_its_partial_slots(scene):
+    """Points fragments have -1 in unused slots: the backward pass skips them (pixel-loop reference)."""
+    grid, heights, colors = scene
+    renderer = hf.make_renderer("points")
+    T = POSES[0]
+    weights = torch.rand(*CAM.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    h = heights.clone().requires_grad_(True)
+    torch.nansum(render_depth(h, grid, CAM, T, backend=renderer) * weights).backward()
+    frag = renderer.render(grid, CAM, T)
+    assert (frag.vertex_ids[frag.mask] == -1).any()  # the case under test occurs
+    expected = np.zeros(grid.num_vertices)
+    for v, u in zip(*np.nonzero(frag.mask)):
+        for slot in range(3):
+            if frag.vertex_ids[v, u, slot] >= 0:
+                expected[frag.vertex_ids[v, u, slot]] += weights[v, u].item() * frag.depth_grad[v, u, slot]
+    np.testing.assert_allclose(h.grad.numpy().reshape(-1), expected, rtol=1e-5, atol=1e-9)
+    with pytest.raises(ValueError, match="'points' backend blends discs"):
+        render_image(heights, colors, grid, CAM, T, backend=renderer)

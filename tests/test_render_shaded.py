@@ -417,6 +417,8 @@ def test_bad_arguments_are_named(gl_renderer):
     with pytest.raises(ValueError, match="do not match the camera"):
         renderer = hf.make_renderer("shaded", inner=gl_renderer)
         renderer.surface_maps(gl_renderer.render(grid, CAM, T_VIEW), grid, CAM.scaled(0.5), T_VIEW)
+    with pytest.raises(ValueError, match="needs a mesh backend.*'points'"):
+        hf.make_renderer("shaded", inner="points")
 
 
 # --- the example ---------------------------------------------------------------------------------

@@ -31,7 +31,13 @@ def _shaded(**kwargs) -> Renderer:
     return ShadedRenderer(**kwargs)
 
 
-_BACKENDS = {"gl": _gl, "raymarch": _raymarch, "raymarch-gl": _raymarch_gl, "shaded": _shaded}
+def _points(**kwargs) -> Renderer:
+    from .points import PointsRenderer
+
+    return PointsRenderer(**kwargs)
+
+
+_BACKENDS = {"gl": _gl, "raymarch": _raymarch, "raymarch-gl": _raymarch_gl, "shaded": _shaded, "points": _points}
 
 #: Names accepted by :func:`make_renderer`.
 BACKENDS = tuple(_BACKENDS)

@@ -254,6 +254,12 @@ class ShadedRenderer(Renderer):
         if shading not in _SHADINGS:
             raise ValueError(f"shading must be one of {_SHADINGS}, got {shading!r}")
         self.lights: tuple[Light, ...] = tuple(lights) if lights is not None else (Light.directional((0.0, 0.0, 1.0)),)
+        inner_name = inner if isinstance(inner, str) else getattr(inner, "name", "")
+        if inner_name in ("points", "shaded"):
+            raise ValueError(
+                f"the shaded backend needs a mesh backend for its geometry (facet normals from triangle vertices); "
+                f"got {inner_name!r}: use 'gl', 'raymarch' or 'raymarch-gl'"
+            )
         self.inner = make_renderer(inner) if isinstance(inner, str) else inner
         self._owns_inner = isinstance(inner, str)
         self.roughness = roughness
