@@ -6,8 +6,24 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/reference.py
 
-import heightfusion as hf  # noqa: E402
-from reference import ray_directions  # noqa: E402
+from reference import ray_directions
+
+import heightfusion as hf
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a test module (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``).
+
+    On a machine whose cores other jobs keep busy (CI, shared boxes), torch's OpenMP workers stall in
+    every parallel operation: torch code then runs many times slower with two threads than with one.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -2,21 +2,13 @@
 
 import numpy as np
 import pytest
-import torch
 
 import heightfusion as hf
 from heightfusion.fusion import FusionConfig, HeightMapFuser
 from heightfusion.replay import replay
 from heightfusion.synthetic import generate
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """torch's worker threads stall on a machine whose cores other jobs keep busy (see test_render_raymarch)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

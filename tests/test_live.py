@@ -29,7 +29,7 @@ WINDOW_RGB = np.array([31, 31, 36])  # Window.begin_frame's clear colour (letter
 
 
 def run_cli(*args, env=None, timeout=240):
-    return subprocess.run([sys.executable, "-m", "heightfusion", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "heightfusion", *map(str, args)], check=False, capture_output=True, text=True,
                           timeout=timeout, env=env)
 
 
@@ -313,7 +313,7 @@ _DRIVE_KEYS = textwrap.dedent("""
 @needs_display
 def test_keys_and_mouse_through_glfw_callbacks(floor_dataset, tmp_path):
     out = tmp_path / "out"
-    done = subprocess.run([sys.executable, "-c", _DRIVE_KEYS, str(floor_dataset), str(out)], capture_output=True,
+    done = subprocess.run([sys.executable, "-c", _DRIVE_KEYS, str(floor_dataset), str(out)], check=False, capture_output=True,
                           text=True, timeout=240)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])

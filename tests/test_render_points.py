@@ -19,13 +19,7 @@ CAM = hf.PinholeCamera(64, 48, 50.0, 52.0, 31.5, 23.5)
 FLOATS = ("depth", "barycentric", "depth_grad", "color", "normal")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """torch's worker threads stall on a machine whose cores other jobs keep busy (see test_render_raymarch)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def smooth_grid() -> hf.HeightMap:

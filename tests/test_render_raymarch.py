@@ -42,14 +42,7 @@ SCENES = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """On a machine whose cores other jobs keep busy (CI, shared boxes), torch's worker threads stall
-    in every parallel operation: the walk then runs many times slower with two threads than with one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

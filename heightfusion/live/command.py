@@ -174,7 +174,7 @@ def _grid_maker(args: argparse.Namespace, truth):
         if truth is not None and (args.cell_size is None or args.cell_size == truth.cell_size):
             return HeightMap(tuple(truth.origin), truth.cell_size, truth.shape)
         cell = args.cell_size or 0.02
-        n = int(math.ceil(args.extent / cell)) + 1
+        n = math.ceil(args.extent / cell) + 1
         centre = _look_point(frame.T_wc)
         return HeightMap((centre[0] - args.extent / 2, centre[1] - args.extent / 2), cell, (n, n))
 
