@@ -178,6 +178,7 @@ def replay_rows(frames: int) -> list[Row]:
             skipped = sum(result.skipped.values())
             rows.append(Row("3 replay floor", f"mvs, {label}",
                             f"smooth RMSE {cells:4.2f} cells ({e['smooth_rmse'] * 1e3:.1f} mm)  completeness {e['completeness']:6.2%}"
+                            f"  within 1/2 sigma {e['calib_1sigma']:.2f}/{e['calib_2sigma']:.2f}"
                             f"  {result.frames_used} fused, {skipped} skipped, stereo {result.ms_per_frame['stereo']:.0f} ms/frame",
                             "<= 1.5 cells, >= 80 %", cells <= 1.5 and e["completeness"] >= 0.80))
     return rows

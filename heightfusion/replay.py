@@ -27,7 +27,14 @@ from .atomic import atomic_write
 from .fusion import SOLVERS, FusionConfig, HeightMapFuser
 from .heightmap import HeightMap, export_ply, save_heightmap
 from .metrics import StageTimer, evaluate, smooth_mask_from_heights
-from .pipeline import FramePipeline, SkippedFrame, add_depth_arguments, stereo_config_from_args
+from .pipeline import (
+    FramePipeline,
+    SkippedFrame,
+    add_depth_arguments,
+    fusion_config,
+    stereo_config_from_args,
+    uses_stereo,
+)
 from .navigation import (
     DEFAULT_MAX_SLOPE,
     DEFAULT_MAX_STEP,
@@ -61,6 +68,7 @@ class ReplayResult:
         truth: the dataset's ground-truth height map, or None.
         evaluation: :func:`heightfusion.metrics.evaluate` against it, or None.
         messages: what the dataset reader had to say (skipped lines, assumed intrinsics...).
+        config: the fusion settings used.
     """
 
     grid: HeightMap
@@ -71,6 +79,7 @@ class ReplayResult:
     truth: HeightMap | None = None
     evaluation: dict | None = None
     messages: list[str] = field(default_factory=list)
+    config: FusionConfig | None = None
 
     @property
     def fps(self) -> float:
@@ -90,6 +99,7 @@ def replay(
     stereo: StereoConfig | None = None,
     keyframes: KeyframeConfig | None = None,
     progress: bool = True,
+    fusion_settings: dict | None = None,
 ) -> ReplayResult:
     """Fuse the sequence at ``path`` (default: the bundled sample) into a height map.
 
@@ -98,6 +108,8 @@ def replay(
     has none: give the grid). With ``depth="mvs"`` each frame's depth and sigma come from
     :class:`~heightfusion.depth.MotionStereo` (settings ``stereo`` and ``keyframes``) and depth images in
     the dataset are not used; ``"auto"`` uses them where frames have them (:mod:`heightfusion.pipeline`).
+    Without ``config`` the fusion settings are :func:`heightfusion.pipeline.fusion_config` of
+    ``fusion_settings`` (with the stereo sigma floor when stereo gives the depth).
     Raises ``DatasetError`` (a ValueError) for a path that is not a dataset.
     """
     from tqdm import tqdm
@@ -107,7 +119,9 @@ def replay(
     sequence = datasets.open(path if path is not None else datasets.sample_path(), max_frames=max_frames)
     grid = _make_grid(sequence, cell_size, origin, shape)
     timer = StageTimer()
-    fuser = HeightMapFuser(grid, make_renderer(backend), config or FusionConfig())
+    if config is None:
+        config = fusion_config(uses_stereo(depth, sequence), **(fusion_settings or {}))
+    fuser = HeightMapFuser(grid, make_renderer(backend), config)
     pipeline = FramePipeline(fuser, depth, stereo, keyframes, timer=timer)
     skipped: Counter = Counter()
     used = 0
@@ -141,6 +155,7 @@ def replay(
         truth=sequence.gt_heightmap,
         evaluation=evaluation,
         messages=list(sequence.messages),
+        config=config,
     )
 
 
@@ -251,17 +266,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from . import datasets
 
-    config = FusionConfig(solver=args.solver, iterations=args.iterations)
+    settings = {"solver": args.solver, "iterations": args.iterations, "sigma_floor": args.sigma_floor}
     free_space_settings = free_space_kwargs(args)  # checked before the fusion, not after
     stereo = stereo_config_from_args(args)
     result = replay(
         args.path, depth=args.depth, backend=args.backend, cell_size=args.cell_size,
         origin=None if args.origin is None else tuple(args.origin),
         shape=None if args.shape is None else tuple(args.shape),
-        max_frames=args.max_frames, config=config, stereo=stereo, progress=not args.quiet,
+        max_frames=args.max_frames, stereo=stereo, progress=not args.quiet, fusion_settings=settings,
     )
     path = args.path if args.path is not None else datasets.sample_path()
-    extra = {"dataset": str(path), "depth": args.depth, "backend": args.backend, "config": _config_dict(config)}
+    extra = {"dataset": str(path), "depth": args.depth, "backend": args.backend, "config": _config_dict(result.config)}
     if stereo is not None:
         extra["stereo"] = asdict(stereo)
     metrics = write_outputs(result, args.out, extra, **free_space_settings)

@@ -57,9 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from .. import datasets
     from ..datasets.camera_yaml import load_camera_yaml
-    from ..fusion import FusionConfig
     from ..navigation import free_space, free_space_kwargs
-    from ..pipeline import stereo_config_from_args
+    from ..pipeline import fusion_config, stereo_config_from_args, uses_stereo
     from ..render import make_renderer
     from ..viewer.window import Window, WindowUnavailableError
     from .app import LiveApp, LiveSettings
@@ -78,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         if camera is None:
             print(f"live: no --calibration given; guessing camera {args.camera}'s intrinsics (60 degree field of view)", file=sys.stderr)
         frames = open_camera(args.camera, camera, args.max_frames)
+        stereo_depth = args.depth != "sensor"  # a camera gives images only
         pace = False
         name = f"camera {args.camera}"
         end_message = f"camera {args.camera} stopped delivering frames (disconnected?)"
@@ -88,11 +88,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"live: {message}", file=sys.stderr)
         frames, truth, pace, name = sequence, sequence.gt_heightmap, not args.every_frame, sequence.name
         end_message = f"{'video' if sequence.format == 'video' else 'sequence'} {name} ended"
+        stereo_depth = uses_stereo(args.depth, sequence)
     prepare = _marker_poses(args) if args.camera is not None or not frames.has_poses else None
     source = LatestFrameSource(frames, pace=pace, drop=not args.every_frame, prepare=prepare)
     scripted = args.max_frames is not None or args.screenshot is not None
     settings = LiveSettings(
-        out=Path(args.out), depth=args.depth, config=FusionConfig(), stereo=stereo_config_from_args(args),
+        out=Path(args.out), depth=args.depth, config=fusion_config(stereo_depth, sigma_floor=args.sigma_floor),
+        stereo=stereo_config_from_args(args),
         autosave_s=args.autosave,
         exit_at_end=args.exit_at_end or scripted, mode=args.mode, truth=truth, end_message=end_message,
     )
