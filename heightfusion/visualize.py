@@ -118,12 +118,24 @@ def vertex_colors(grid: HeightMap, mode: str = "color") -> np.ndarray:
         rgb = np.clip(np.rint(grid.colors * 255.0), 0, 255).astype(np.uint8)
         rgb[~grid.observed] = NO_DATA_RGB
         return rgb
+    values, shown, scale, cmap, _ = _mode_field(grid, mode)
+    return _colorize(values, shown, scale, _lut(cmap), NO_DATA_RGB)
+
+
+def vertex_colorbar(grid: HeightMap, mode: str, height: int = BAR_MIN_HEIGHT) -> np.ndarray | None:
+    """The colour scale bar of :func:`vertex_colors` in ``mode`` (RGB uint8, ``height`` px tall); None for "color"."""
+    if mode == "color":
+        return None
+    _, _, scale, cmap, title = _mode_field(grid, mode)
+    return _colorbar(height, scale, _lut(cmap), title)
+
+
+def _mode_field(grid: HeightMap, mode: str) -> tuple[np.ndarray, np.ndarray, _Scale, str, str]:
+    """(values, shown, scale, colour map, title) of a scalar view mode with its default range."""
     if mode == "height":
-        values, shown, scale = _height_field(grid, None, None, None)
-        return _colorize(values, shown, scale, _lut(HEIGHT_CMAP), NO_DATA_RGB)
+        return (*_height_field(grid, None, None, None), HEIGHT_CMAP, "height [m]")
     if mode == "uncertainty":
-        values, shown, scale = _sigma_field(grid, None, None, True, None)
-        return _colorize(values, shown, scale, _lut(SIGMA_CMAP), NO_DATA_RGB)
+        return (*_sigma_field(grid, None, None, True, None), SIGMA_CMAP, "sigma [mm]")
     raise ValueError(f"unknown view mode {mode!r}; valid modes: color, height, uncertainty")
 
 

@@ -292,9 +292,9 @@ _DRIVE_KEYS = textwrap.dedent("""
     glfw.set_cursor_pos_callback(window.handle, cursor)
     scroll = glfw.set_scroll_callback(window.handle, None)
     glfw.set_scroll_callback(window.handle, scroll)
-    orbit = app.controller.orbit
+    orbit = app.view.controller.orbit
     before = [orbit.azimuth, orbit.distance]
-    rect = app.controller.rect
+    rect = app.view.controller.rect
     x, y = rect.x + rect.width / 2, 360 - (rect.y + rect.height / 2)  # glfw: y from the top
     cursor(window.handle, x, y)
     mouse(window.handle, glfw.MOUSE_BUTTON_LEFT, glfw.PRESS, 0)

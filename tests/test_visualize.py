@@ -133,3 +133,22 @@ def test_write_png_rejects_bad_arrays_and_leaves_nothing(tmp_path):
     with pytest.raises(ValueError, match="uint8"):
         vz.write_png(tmp_path / "bad.png", np.zeros((4, 4, 3), np.float32))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_vertex_colors_match_the_map_pictures():
+    """The 3D views colour each vertex as the PNG pictures do, in grid order (no flip, no upscaling)."""
+    grid = ramp_grid()
+    grid.information[:] = 1.0 / np.linspace(1e-3, 4e-3, grid.nx)[None, :] ** 2
+    grid.colors[:] = [0.2, 0.4, 0.6]
+    for mode, picture in (("height", vz.render_height(grid)), ("uncertainty", vz.render_uncertainty(grid)),
+                          ("color", vz.render_color(grid))):
+        rgb = vz.vertex_colors(grid, mode)
+        assert rgb.shape == grid.shape + (3,) and rgb.dtype == np.uint8
+        assert tuple(rgb[0, 0]) == GREY  # unobserved
+        for i, j in ((3, 2), (10, 29), (19, 15)):
+            assert tuple(int(c) for c in rgb[i, j]) == pixel(picture, grid.shape, i, j)
+    assert vz.vertex_colorbar(grid, "color") is None
+    bar = vz.vertex_colorbar(grid, "height", height=200)
+    assert bar.shape[0] == 200 and bar.shape[2] == 3
+    with pytest.raises(ValueError, match="unknown view mode 'shiny'"):
+        vz.vertex_colors(grid, "shiny")

@@ -25,8 +25,8 @@ from ..metrics import StageTimer, evaluate, smooth_mask_from_heights
 from ..pipeline import FramePipeline, SkippedFrame
 from ..render.base import Renderer
 from ..viewer.layout import Rect, grid_cells, span
-from ..viewer.map_view import MODES, LineSet, MapView, frustum_segments
-from ..viewer.orbit import OrbitCamera, OrbitController
+from ..viewer.map_view import MODES, frustum_segments
+from ..viewer.orbit_view import OrbitView
 from ..viewer.panels import TEXT_HEIGHT_PX, ImagePanel, text_image
 from ..viewer.window import Window
 from .sources import LatestFrameSource
@@ -127,10 +127,8 @@ class LiveApp:
         self._trajectory: list[np.ndarray] = []
         self._last_autosave = self._started = time.perf_counter()
         ctx = window.ctx
-        self.map_view = MapView(ctx)
-        self.lines = LineSet(ctx)
+        self.view = OrbitView(window)
         self.panels = {name: ImagePanel(ctx) for name in ("camera", "depth", "free", "status")}
-        self.controller: OrbitController | None = None
         window.on_key = self.on_key
 
     # --- input ------------------------------------------------------------------------------------
@@ -149,7 +147,7 @@ class LiveApp:
         elif key == glfw.KEY_M:
             self.mode = MODES[(MODES.index(self.mode) + 1) % len(MODES)]
             if self.grid is not None:
-                self.map_view.update(self.grid, self.mode)
+                self.view.show(self.grid, self.mode)
         elif key in (glfw.KEY_Q, glfw.KEY_ESCAPE):
             self.window.close()
 
@@ -160,7 +158,7 @@ class LiveApp:
         fuser = HeightMapFuser(self.grid, self.renderer, self.settings.config)
         s = self.settings
         self.pipeline = FramePipeline(fuser, s.depth, s.stereo, s.keyframes, timer=self.timer)
-        self.map_view.update(self.grid, self.mode)
+        self.view.show(self.grid, self.mode)
         self.panels["free"].set_image(visualize.render_free_space(self.free_space(self.grid)))
         self._trajectory.clear()
 
@@ -180,10 +178,6 @@ class LiveApp:
             return
         if self.grid is None:
             self._reset_map(self.make_grid(frame))
-            self.controller = OrbitController(OrbitCamera.framing(self.grid))
-            self.window.on_mouse_button = self.controller.on_mouse_button
-            self.window.on_cursor = self.controller.on_cursor
-            self.window.on_scroll = self.controller.on_scroll
         self._last_view = (frame.camera, frame.T_wc)
         self._trajectory.append(frame.T_wc[:3, 3].copy())
         start = time.perf_counter()
@@ -202,7 +196,7 @@ class LiveApp:
             self._fused_times.popleft()
         self._timed("free space", lambda: self.panels["free"].set_image(visualize.render_free_space(self.free_space(self.grid))))
         self._timed("pictures", lambda: (self.panels["depth"].set_image(visualize.render_depth(result.depth)),
-                                         self.map_view.update(self.grid, self.mode)))
+                                         self.view.show(self.grid, self.mode)))
 
     def _timed(self, stage: str, work: Callable[[], object]) -> None:
         """Run ``work``, timing it for the run's totals and the status line."""
@@ -226,12 +220,8 @@ class LiveApp:
         self.panels["depth"].draw(rows[0][1])
         if self.grid is not None and self._last_view is not None:
             cam, T_wc = self._last_view
-            self.map_view.draw(rows[0][2].fit(cam.width / cam.height), T_wc, cam)
-            orbit_rect = span(rows[1][0], rows[1][1])
-            self.controller.rect, self.controller.framebuffer_height = orbit_rect, height
-            orbit = self.controller.orbit
-            clip = self.map_view.draw(orbit_rect, orbit.pose(), orbit.camera(orbit_rect.width, orbit_rect.height))
-            self.lines.draw(clip, *self._overlay_segments(cam, T_wc))
+            self.view.map_view.draw(rows[0][2].fit(cam.width / cam.height), T_wc, cam)
+            self.view.draw(span(rows[1][0], rows[1][1]), lines=self._overlay_segments(cam, T_wc))
             self.panels["free"].draw(rows[1][2])
         self.panels["status"].set_image(text_image(self._status_lines(), width))
         self.panels["status"].draw(status, fit=False)
@@ -331,7 +321,6 @@ class LiveApp:
         return evaluate(self.grid, truth, smooth_mask_from_heights(truth))
 
     def release(self) -> None:
-        self.map_view.release()
-        self.lines.release()
+        self.view.release()
         for panel in self.panels.values():
             panel.release()

@@ -65,23 +65,19 @@ class MapWindow:
         import glfw
 
         from .. import visualize
-        from .map_view import MODES, MapView
-        from .orbit import OrbitCamera, OrbitController
+        from .map_view import MODES
+        from .orbit_view import OrbitView
         from .panels import ImagePanel
 
         self.window, self.grid, self.mode = window, grid, mode
         self.modes = MODES
         self.hide_unobserved = True
         self.screenshot_dir = screenshot_dir
-        self.map_view = MapView(window.ctx)
-        self.map_view.update(grid, mode)
+        self.view = OrbitView(window)
+        self.view.show(grid, mode)
         self.free_panel = ImagePanel(window.ctx)
         self.free_panel.set_image(visualize.render_free_space(free_space_labels))
         self.status_panel = ImagePanel(window.ctx)
-        self.controller = OrbitController(OrbitCamera.framing(grid))
-        window.on_mouse_button = self.controller.on_mouse_button
-        window.on_cursor = self.controller.on_cursor
-        window.on_scroll = self.controller.on_scroll
         window.on_key = self.on_key
         self._glfw = glfw
         self.message = ""
@@ -94,13 +90,11 @@ class MapWindow:
         if key in mode_keys or key == glfw.KEY_M:
             index = mode_keys.get(key, (self.modes.index(self.mode) + 1) % len(self.modes))
             self.mode = self.modes[index]
-            self.map_view.update(self.grid, self.mode)
+            self.view.show(self.grid, self.mode)
         elif key == glfw.KEY_U:
             self.hide_unobserved = not self.hide_unobserved
         elif key == glfw.KEY_R:
-            from .orbit import OrbitCamera
-
-            self.controller.orbit = OrbitCamera.framing(self.grid)
+            self.view.reset_camera()
         elif key == glfw.KEY_P:
             path = self.screenshot_dir / "view_screenshot.png"
             self.save_screenshot(path)
@@ -116,10 +110,7 @@ class MapWindow:
         self.window.begin_frame()
         status_rect = Rect(0, 0, width, 2 * TEXT_HEIGHT_PX)
         cells = grid_cells(Rect(0, status_rect.height, width, height - status_rect.height), 1, 3)[0]
-        view_rect = span(cells[0], cells[1])
-        self.controller.rect, self.controller.framebuffer_height = view_rect, height
-        orbit = self.controller.orbit
-        self.map_view.draw(view_rect, orbit.pose(), orbit.camera(view_rect.width, view_rect.height), self.hide_unobserved)
+        self.view.draw(span(cells[0], cells[1]), self.hide_unobserved)
         self.free_panel.draw(cells[2])
         g = self.grid
         info = f"{g.nx} x {g.ny} vertices, {g.cell_size * 100:g} cm cells, {int(g.observed.sum())} observed | mode: {self.mode}"
