@@ -62,3 +62,19 @@ def assert_renders_surface_at_size(renderer, shape, image) -> None:
     assert inside.mean() > 0.99
     np.testing.assert_allclose(surface[inside], hit[inside, 2], atol=1e-4)
     np.testing.assert_array_equal(renderer.render_depth(grid, cam, T), frag.depth)
+
+
+def assert_rejects_bad_input(renderer, grid, cam, T_wc) -> None:
+    """Every backend names what is wrong: a NaN height (and where), a non-rigid pose, a non-camera."""
+    bad = grid.copy()
+    bad.heights[3, 4] = np.nan
+    with pytest.raises(ValueError, match=r"NaN.*i=3, j=4"):
+        renderer.render(bad, cam, T_wc)
+    skewed = T_wc.copy()
+    skewed[:3, :3] *= 1.1
+    with pytest.raises(ValueError, match="not a rigid transform"):
+        renderer.render_depth(grid, cam, skewed)
+    with pytest.raises(ValueError, match="shape"):
+        renderer.render(grid, cam, np.eye(3))
+    with pytest.raises(TypeError, match="PinholeCamera"):
+        renderer.render(grid, "camera", T_wc)

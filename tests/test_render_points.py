@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from conftest import bumpy_grid
+from conftest import assert_rejects_bad_input, bumpy_grid
 from reference import ray_directions
 
 import heightfusion as hf
@@ -231,16 +231,7 @@ def test_precision_and_options():
 def test_bad_input_is_named():
     grid, T = smooth_grid(), hf.look_at([-0.5, 1.0, 0.9], [1.2, 1.0, 0.0])
     renderer = PointsRenderer()
-    bad = grid.copy()
-    bad.heights[3, 4] = np.inf
-    with pytest.raises(ValueError, match=r"NaN/inf.*i=3, j=4"):
-        renderer.render(bad, CAM, T)
-    skewed = T.copy()
-    skewed[:3, :3] *= 1.1
-    with pytest.raises(ValueError, match="not a rigid transform"):
-        renderer.render_depth(grid, CAM, skewed)
-    with pytest.raises(TypeError, match="PinholeCamera"):
-        renderer.render(grid, "camera", T)
+    assert_rejects_bad_input(renderer, grid, CAM, T)
     with pytest.raises(ValueError, match=r"slopes has shape \(40, 48\)"):
         renderer.render(grid, CAM, T, slopes=np.zeros(grid.shape))
     with pytest.raises(ValueError, match="slopes has 1 NaN"):

@@ -7,7 +7,11 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import assert_renders_surface_at_size, bumpy_grid
+from conftest import (
+    assert_rejects_bad_input,
+    assert_renders_surface_at_size,
+    bumpy_grid,
+)
 from reference import ray_directions, raycast_mesh
 
 import heightfusion as hf
@@ -282,13 +286,4 @@ def test_raymarch_does_not_load_opengl():
 
 def test_bad_input_is_named(renderer):
     grid, T = SCENES["oblique"]()
-    bad = grid.copy()
-    bad.heights[3, 4] = np.nan
-    with pytest.raises(ValueError, match=r"NaN.*i=3, j=4"):
-        renderer.render(bad, CAM, T)
-    skewed = T.copy()
-    skewed[:3, :3] *= 1.1
-    with pytest.raises(ValueError, match="not a rigid transform"):
-        renderer.render_depth(grid, CAM, skewed)
-    with pytest.raises(TypeError, match="PinholeCamera"):
-        renderer.render(grid, "camera", T)
+    assert_rejects_bad_input(renderer, grid, CAM, T)
