@@ -207,6 +207,20 @@ def test_live_takes_poses_from_the_marker_board(board_video, tmp_path):
 
 
 @needs_display
+def test_a_camera_that_stops_keeps_and_saves_the_map(board_video, tmp_path):
+    """A stream opened as a camera (OpenCV opens files like URLs) that ends: poses from the board, the map
+    saved, a clear message, exit status 0."""
+    out = tmp_path / "out"
+    done = run_cli("live", "--camera", board_video / "board.avi", "--calibration", board_video / "camera.yaml",
+                   "--out", out, "--hidden", "--size", *SIZE, "--extent", 1, "--cell-size", 0.01, "--exit-at-end")
+    assert done.returncode == 0, done.stderr
+    assert "stopped delivering frames (disconnected?)" in done.stdout
+    assert hf.load_heightmap(out / "heightmap.npz").observed.any()
+    missing = run_cli("live", "--camera", 97, "--out", tmp_path / "none", "--hidden")
+    assert missing.returncode == 2 and "camera 97: OpenCV could not open it" in missing.stderr
+
+
+@needs_display
 def test_view_shows_a_saved_map_in_each_mode(tmp_path):
     grid = hf.HeightMap((0.0, 0.0), 0.05, (40, 50))
     xy = grid.vertex_xy()
