@@ -204,7 +204,7 @@ def _summary(result, evaluation, args) -> str:
     skipped = dict(result.skipped)
     lines = [
         f"live: {result.ended}; read {result.read} frames, fused {result.fused} at {result.fps:.1f} frames/s, "
-        f"dropped {result.dropped} (fusion slower than the source), skipped {sum(skipped.values())}"
+        f"dropped {result.dropped} it had no time for, skipped {sum(skipped.values())}"
         + (f" {skipped}" if skipped else ""),
         "ms per fused frame: " + ", ".join(f"{k} {v:.1f}" for k, v in result.ms_per_frame.items()),
     ]
