@@ -75,9 +75,9 @@ def run(args: argparse.Namespace) -> int:
     if args.camera is not None:
         if args.source is not None:
             raise UserError("give either SOURCE or --camera N, not both")
+        frames = open_camera(args.camera, camera, args.max_frames)
         if camera is None:
             print(f"live: no --calibration given; guessing camera {args.camera}'s intrinsics (60 degree field of view)", file=sys.stderr)
-        frames = open_camera(args.camera, camera, args.max_frames)
         stereo_depth = args.depth != "sensor"  # a camera gives images only
         pace = False
         name = f"camera {args.camera}"

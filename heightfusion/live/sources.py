@@ -114,7 +114,13 @@ def open_camera(device: int | str, camera: PinholeCamera | None, max_frames: int
     """
     import cv2
 
-    capture = cv2.VideoCapture(device)
+    # Each OpenCV backend that fails to open the device logs its own warning; the error below says it once.
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        capture = cv2.VideoCapture(device)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
     if not capture.isOpened():
         raise ValueError(f"camera {device}: OpenCV could not open it (no such device, or in use)")
     return _capture_frames(capture, camera, max_frames)
