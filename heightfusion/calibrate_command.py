@@ -22,10 +22,12 @@ HIGH_RMS_PX = 1.0  # above this the board options probably do not match the prin
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .live.sources import capture_device
     from .markers import MIN_CORNERS  # OpenCV, which the package has loaded anyway
 
     parser.add_argument("source", nargs="?", help="folder of images or a video file showing the board (or --camera)")
-    parser.add_argument("--camera", type=int, metavar="N", help="capture from OpenCV camera N instead of SOURCE")
+    parser.add_argument("--camera", type=capture_device, metavar="N|URL",
+                        help="capture from OpenCV camera N (or a stream URL) instead of SOURCE")
     parser.add_argument("--out", required=True, help="camera.yaml to write")
     parser.add_argument("--max-views", type=int, default=DEFAULT_MAX_VIEWS,
                         help=f"views to calibrate from, at most (default {DEFAULT_MAX_VIEWS})")
@@ -124,38 +126,32 @@ def _natural_key(path: Path) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
 
 
-def _capture_views(index: int, detector, max_views: int, min_corners: int, interval: float):
+def _capture_views(index: int | str, detector, max_views: int, min_corners: int, interval: float):
     """(labels, detections) of up to ``max_views`` camera frames showing the board, ``interval`` s apart."""
-    import cv2
+    from .live.sources import open_camera
 
-    level = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # a missing camera is our error to report
-    try:
-        capture = cv2.VideoCapture(index)
-    finally:
-        cv2.utils.logging.setLogLevel(level)
+    frames = open_camera(index, None)  # ValueError naming the camera when it cannot be opened
     labels, detections = [], []
+    print(f"camera {index}: show the board tilted a different way every {interval:g} s; "
+          f"{max_views} views wanted, Ctrl-C to stop early")
+    start, last = time.monotonic(), -math.inf
     try:
-        if not capture.isOpened():
-            raise ValueError(f"cannot open camera {index} (is one connected, and free?)")
-        print(f"camera {index}: show the board tilted a different way every {interval:g} s; "
-              f"{max_views} views wanted, Ctrl-C to stop early")
-        start, last = time.monotonic(), -math.inf
-        while len(detections) < max_views:
-            ok, bgr = capture.read()
-            if not ok:
-                raise ValueError(f"camera {index} stopped delivering frames")
+        for frame in frames:
+            if len(detections) >= max_views:
+                break
             now = time.monotonic()
             if now - last < interval:
                 continue
-            detection = detector.detect(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            detection = detector.detect(frame.image)
             if detection.problem(min_corners) is None:
                 last = now
                 labels.append(f"t={now - start:.1f}s")
                 detections.append(detection)
                 print(f"view {len(detections)}/{max_views}: {detection.corners} corners")
+        else:
+            raise ValueError(f"camera {index} stopped delivering frames")
     except KeyboardInterrupt:
         print(f"stopped: calibrating from {len(detections)} views")
     finally:
-        capture.release()
+        frames.close()
     return labels, detections

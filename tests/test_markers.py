@@ -323,5 +323,5 @@ def test_calibrate_command_errors(tmp_path, calibration_views, capsys):
     assert "give either SOURCE" in error(str(few), "--camera", "0")
     assert "--max-views must be at least 4" in error(str(few), "--max-views", "2")
     assert "squares_y must be an integer >= 3" in error(str(few), "--squares", "7", "2")
-    assert "cannot open camera 99" in error("--camera", "99")
+    assert "camera 99: OpenCV could not open it" in error("--camera", "99")
     assert not out.exists()

@@ -23,6 +23,7 @@ DEFAULT_EXTENT_M = 4.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .sources import capture_device
     from ..board_command import add_board_arguments
     from ..navigation import add_free_space_arguments
     from ..pipeline import add_depth_arguments
@@ -30,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..viewer.map_view import MODES
 
     parser.add_argument("source", nargs="?", help="dataset folder or video file (default: the bundled sample)")
-    parser.add_argument("--camera", type=_capture_device, metavar="N|URL",
+    parser.add_argument("--camera", type=capture_device, metavar="N|URL",
                         help="OpenCV capture device N, or a stream URL (IP camera, GStreamer), instead of SOURCE")
     parser.add_argument("--calibration", metavar="camera.yaml", help="intrinsics (from `heightfusion calibrate`)")
     parser.add_argument("--poses", metavar="traj.txt", help="TUM-format camera trajectory for a video or folder")
@@ -119,11 +120,6 @@ def run(args: argparse.Namespace) -> int:
     if result.grid is not None:
         _write_outputs(result, evaluation, truth, args)
     return 0
-
-
-def _capture_device(text: str) -> int | str:
-    """``--camera``: a device number, or a stream URL / pipeline OpenCV can open."""
-    return int(text) if text.isdigit() else text
 
 
 def _leave_a_core_for_the_reader() -> None:

@@ -103,6 +103,11 @@ class LatestFrameSource:
         self._thread.join(timeout=2.0)
 
 
+def capture_device(text: str) -> int | str:
+    """A ``--camera`` value: a device number, or a stream URL / pipeline / file that OpenCV can open."""
+    return int(text) if text.isdigit() else text
+
+
 def open_camera(device: int | str, camera: PinholeCamera | None, max_frames: int | None = None) -> Iterator[Frame]:
     """Frames of an OpenCV capture ``device`` (an index, or a stream URL or file OpenCV can open).
 
