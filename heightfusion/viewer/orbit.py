@@ -37,12 +37,12 @@ class OrbitCamera:
 
     @classmethod
     def framing(cls, grid: HeightMap) -> OrbitCamera:
-        """A view of the whole map from the south, 45 degrees up."""
+        """A view of the whole map from the south, 45 degrees up: its bounding circle spans the view's height."""
         x0, x1, y0, y1 = grid.extent
         shown = grid.heights[grid.observed] if grid.observed.any() else grid.heights
         target = np.array([(x0 + x1) / 2, (y0 + y1) / 2, float(np.median(shown))])
         radius = 0.5 * math.hypot(x1 - x0, y1 - y0)
-        return cls(target=target, distance=0.8 * radius / math.tan(math.radians(50.0) / 2))
+        return cls(target=target, distance=radius / math.tan(math.radians(50.0) / 2))
 
     @property
     def eye(self) -> np.ndarray:
