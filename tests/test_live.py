@@ -339,3 +339,15 @@ def test_keys_and_mouse_through_glfw_callbacks(floor_dataset, tmp_path):
     (az0, dist0), (az1, dist1) = report["orbit"]
     assert az1 != pytest.approx(az0) and dist1 < dist0
     assert report["closing"] and report["ended"] == "quit"
+
+
+def test_bad_window_options_fail_before_any_window(tmp_path, capsys):
+    from heightfusion.cli import main
+
+    assert main(["live", "--size", "40", "40", "--out", str(tmp_path / "a")]) == 2
+    assert "--size must be two numbers of at least 64 pixels" in capsys.readouterr().err
+    assert main(["live", "--autosave", "0", "--out", str(tmp_path / "b")]) == 2
+    assert "--autosave must be a positive number of seconds" in capsys.readouterr().err
+    assert main(["live", "--origin", "0", "0", "--out", str(tmp_path / "c")]) == 2
+    assert "--origin and --shape go together" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

@@ -211,6 +211,9 @@ class LiveApp:
 
     # --- drawing ----------------------------------------------------------------------------------
     def draw(self) -> None:
+        if not self.window.drawable:
+            self.window.skip_frame()
+            return
         start = time.perf_counter()
         width, height = self.window.size
         self.window.begin_frame()

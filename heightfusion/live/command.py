@@ -137,6 +137,8 @@ def _leave_a_core_for_the_reader() -> None:
 
 
 def _check_args(args: argparse.Namespace) -> None:
+    from ..viewer.window import check_window_size
+
     for name in ("max_frames",):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -145,6 +147,7 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--autosave must be a positive number of seconds, got {args.autosave}")
     if not (math.isfinite(args.extent) and args.extent > 0):
         raise UserError(f"--extent must be a positive length in metres, got {args.extent}")
+    check_window_size(args.size)
     if (args.origin is None) != (args.shape is None):
         raise UserError("--origin and --shape go together")
 

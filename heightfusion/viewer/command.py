@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..heightmap import load_heightmap
     from ..navigation import free_space_from_args
-    from .window import Window, WindowUnavailableError
+    from .window import Window, WindowUnavailableError, check_window_size
 
     path = Path(args.map)
     if not path.is_file():
@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
         grid = load_heightmap(path)
     except (OSError, KeyError, ValueError) as exc:
         raise UserError(f"{path}: not a heightfusion map ({exc})") from None
+    check_window_size(args.size)
     if args.frames is not None and args.frames < 1:
         raise UserError(f"--frames must be a positive number of frames, got {args.frames}")
     labels = free_space_from_args(grid, args)
@@ -106,6 +107,9 @@ class MapWindow:
         from .layout import Rect, grid_cells, span
         from .panels import TEXT_HEIGHT_PX, text_image
 
+        if not self.window.drawable:
+            self.window.skip_frame()
+            return
         width, height = self.window.size
         self.window.begin_frame()
         status_rect = Rect(0, 0, width, 2 * TEXT_HEIGHT_PX)

@@ -20,8 +20,18 @@ import numpy as np
 from ..render import context
 
 
+#: Smallest framebuffer side, pixels, that the apps lay their panels out in.
+MIN_DRAW_SIZE = 64
+
+
 class WindowUnavailableError(RuntimeError):
     """No window can be opened (no display, glfw failed, OpenGL too old)."""
+
+
+def check_window_size(size) -> None:
+    """ValueError unless ``size`` is a (width, height) the apps can lay out (each at least MIN_DRAW_SIZE)."""
+    if len(size) != 2 or min(size) < MIN_DRAW_SIZE:
+        raise ValueError(f"--size must be two numbers of at least {MIN_DRAW_SIZE} pixels, got {' '.join(map(str, size))}")
 
 
 def _check_display() -> None:
@@ -99,6 +109,12 @@ class Window:
         return glfw.get_framebuffer_size(self.handle)
 
     @property
+    def drawable(self) -> bool:
+        """Whether the window is large enough to lay panels out in (False while minimised)."""
+        width, height = self.size
+        return width >= MIN_DRAW_SIZE and height >= MIN_DRAW_SIZE
+
+    @property
     def should_close(self) -> bool:
         import glfw
 
@@ -133,6 +149,12 @@ class Window:
 
         self.ctx.copy_framebuffer(self.ctx.screen, self._fbo)
         glfw.swap_buffers(self.handle)
+        glfw.poll_events()
+
+    def skip_frame(self) -> None:
+        """Handle input without drawing (a minimised window)."""
+        import glfw
+
         glfw.poll_events()
 
     def read_rgb(self) -> np.ndarray:
