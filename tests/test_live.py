@@ -351,3 +351,17 @@ def test_bad_window_options_fail_before_any_window(tmp_path, capsys):
     assert main(["live", "--origin", "0", "0", "--out", str(tmp_path / "c")]) == 2
     assert "--origin and --shape go together" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_board_poses_set_the_pose_or_say_why_not():
+    from heightfusion.live.sources import BoardPoses
+    from heightfusion.markers import BoardSpec, render_board_view
+
+    spec, cam = BoardSpec(), hf.PinholeCamera(240, 180, 200, 200, 119.5, 89.5)
+    centre = np.array([spec.size[0] / 2, spec.size[1] / 2, 0.0])
+    truth = hf.look_at(centre + [0.0, -0.3, 0.3], centre)
+    poses = BoardPoses(spec)
+    seen = poses(Frame(0.0, render_board_view(spec, cam, truth), None, None, cam, 0))
+    assert poses.reason is None and np.linalg.norm(seen.T_wc[:3, 3] - truth[:3, 3]) < 0.01
+    blank = poses(Frame(0.1, np.full((180, 240, 3), 128, np.uint8), None, None, cam, 1))
+    assert blank.T_wc is None and poses.reason  # e.g. "no markers detected"

@@ -54,6 +54,7 @@ class LiveSettings:
         mode: initial colouring of the 3D views (one of :data:`heightfusion.viewer.map_view.MODES`).
         truth: ground-truth map to evaluate against at the end, or None.
         end_message: what to say when the source ends (a video's end, a camera that disconnected).
+        pose_problem: why the latest frame without a pose has none (e.g. the marker board's reason), or None.
     """
 
     out: Path
@@ -66,6 +67,7 @@ class LiveSettings:
     mode: str = "color"
     truth: HeightMap | None = None
     end_message: str = "source ended"
+    pose_problem: Callable[[], str | None] | None = None
 
 
 @dataclass
@@ -175,6 +177,8 @@ class LiveApp:
             self.panels["camera"].set_image(frame.image)
         if frame.T_wc is None:
             self.skipped["no pose"] += 1
+            problem = self.settings.pose_problem() if self.settings.pose_problem is not None else None
+            self.message = f"frame {frame.index}: no pose" + (f" ({problem})" if problem else "")
             return
         if self.grid is None:
             self._reset_map(self.make_grid(frame))

@@ -64,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     from ..render import make_renderer
     from ..viewer.window import Window, WindowUnavailableError
     from .app import LiveApp, LiveSettings
-    from .sources import LatestFrameSource, open_camera
+    from ..board_command import board_spec_from_args
+    from .sources import BoardPoses, LatestFrameSource, open_camera
 
     _check_args(args)
     free_space_settings = free_space_kwargs(args)
@@ -91,14 +92,15 @@ def run(args: argparse.Namespace) -> int:
         frames, truth, pace, name = sequence, sequence.gt_heightmap, not args.every_frame, sequence.name
         end_message = f"{'video' if sequence.format == 'video' else 'sequence'} {name} ended"
         stereo_depth = uses_stereo(args.depth, sequence)
-    prepare = _marker_poses(args) if args.camera is not None or not frames.has_poses else None
-    source = LatestFrameSource(frames, pace=pace, drop=not args.every_frame, prepare=prepare)
+    board_poses = BoardPoses(board_spec_from_args(args)) if args.camera is not None or not frames.has_poses else None
+    source = LatestFrameSource(frames, pace=pace, drop=not args.every_frame, prepare=board_poses)
     scripted = args.max_frames is not None or args.screenshot is not None
     settings = LiveSettings(
         out=Path(args.out), depth=args.depth, config=fusion_config(stereo_depth, sigma_floor=args.sigma_floor),
         stereo=stereo_config_from_args(args),
         autosave_s=args.autosave,
         exit_at_end=args.exit_at_end or scripted, mode=args.mode, truth=truth, end_message=end_message,
+        pose_problem=None if board_poses is None else (lambda: board_poses.reason),
     )
     try:
         window = Window(f"heightfusion live - {name}", tuple(args.size), visible=not args.hidden)
@@ -150,25 +152,6 @@ def _check_args(args: argparse.Namespace) -> None:
     check_window_size(args.size)
     if (args.origin is None) != (args.shape is None):
         raise UserError("--origin and --shape go together")
-
-
-def _marker_poses(args: argparse.Namespace):
-    """A reader-thread step that sets each frame's pose from the marker board (None where not seen)."""
-    from ..board_command import board_spec_from_args
-    from ..markers import MarkerPoseEstimator
-
-    spec = board_spec_from_args(args)
-    estimators: dict = {}
-
-    def prepare(frame):
-        key = id(frame.camera)
-        if key not in estimators:
-            estimators[key] = MarkerPoseEstimator(spec, frame.camera)
-        pose = estimators[key].estimate(frame.image) if frame.image is not None else None
-        frame.T_wc = None if pose is None else pose.T_wc
-        return frame
-
-    return prepare
 
 
 def _grid_maker(args: argparse.Namespace, truth):

@@ -103,6 +103,30 @@ class LatestFrameSource:
         self._thread.join(timeout=2.0)
 
 
+class BoardPoses:
+    """A reader-thread step that sets each frame's ``T_wc`` from the marker board on the floor.
+
+    Frames where the board is not found get ``T_wc = None``; ``reason`` then says why (the latest
+    such frame's), for the app to show. ``spec`` is a :class:`heightfusion.markers.BoardSpec`.
+    """
+
+    def __init__(self, spec) -> None:
+        self.spec = spec
+        self.reason: str | None = None
+        self._estimators: dict[PinholeCamera, object] = {}
+
+    def __call__(self, frame: Frame) -> Frame:
+        from ..markers import MarkerPoseEstimator
+
+        if frame.camera not in self._estimators:
+            self._estimators[frame.camera] = MarkerPoseEstimator(self.spec, frame.camera)
+        estimator = self._estimators[frame.camera]
+        pose = estimator.estimate(frame.image) if frame.image is not None else None
+        frame.T_wc = None if pose is None else pose.T_wc
+        self.reason = None if pose is not None else (estimator.reason if frame.image is not None else "no image")
+        return frame
+
+
 def capture_device(text: str) -> int | str:
     """A ``--camera`` value: a device number, or a stream URL / pipeline / file that OpenCV can open."""
     return int(text) if text.isdigit() else text
