@@ -31,11 +31,6 @@ class Rect:
         height = min(self.height, round(self.width / aspect))
         return Rect(self.x + (self.width - width) // 2, self.y + (self.height - height) // 2, width, height)
 
-    def split_top(self, height: int) -> tuple[Rect, Rect]:
-        """(strip of ``height`` px at the top, the rest below it)."""
-        height = min(height, self.height)
-        return (Rect(self.x, self.y + self.height - height, self.width, height),
-                Rect(self.x, self.y, self.width, self.height - height))
 
 
 def grid_cells(area: Rect, rows: int, cols: int, gap: int = 4) -> list[list[Rect]]:

@@ -13,7 +13,7 @@ from .. import visualize
 from ..camera import PinholeCamera
 from ..heightmap import HeightMap
 from ..render.glsl import load_shader
-from ..render.projection import camera_from_map, clip_from_camera
+from ..render.projection import camera_from_map, clip_from_camera, depth_range
 from .layout import Rect
 
 #: View modes: vertex colours, height colour map, uncertainty (sigma) colour map.
@@ -31,13 +31,13 @@ def display_clip_from_map(grid: HeightMap, cam: PinholeCamera, T_wc: np.ndarray,
 
 
 def view_depth_range(grid: HeightMap, T_wc: np.ndarray) -> tuple[float, float]:
-    """(near, far) for viewing the map from ``T_wc``: the map's bounding box must lie before ``far``."""
-    x0, x1, y0, y1 = grid.extent
-    lo, hi = float(np.min(grid.heights)), float(np.max(grid.heights))
-    corners = np.array(np.meshgrid([x0, x1], [y0, y1], [lo, hi])).reshape(3, -1)
-    T_cw = np.linalg.inv(T_wc)
-    z = T_cw[2, :3] @ corners + T_cw[2, 3]
-    far = max(float(z.max()) * 1.05, 1e-2)
+    """(near, far) for viewing the map from ``T_wc`` with a standard depth buffer.
+
+    ``far`` encloses the map's bounding box (:func:`heightfusion.render.projection.depth_range`); the
+    near plane sits at 1e-4 of it, not the renderer's 1e-6, since this depth is hyperbolic.
+    """
+    enclosing = depth_range(grid, T_wc)
+    far = enclosing[1] if enclosing is not None else 1e-2  # the map behind the view: nothing to draw
     return max(far * 1e-4, 1e-3), far
 
 
