@@ -37,6 +37,9 @@ KEYS_HELP = ("[space] pause  [r] reset map  [s] save map  [m] colour/height/unce
 _FPS_WINDOW_S = 2.0
 _EMA = 0.2
 _TRAJECTORY_COLOR = (1.0, 0.55, 0.1)
+# The path drawn: a point per centimetre moved, the latest few thousand (a long run stays cheap to draw).
+_TRAJECTORY_STEP_M = 0.01
+_TRAJECTORY_POINTS = 5000
 _FRUSTUM_COLOR = (1.0, 0.9, 0.2)
 
 
@@ -126,7 +129,7 @@ class LiveApp:
         self._recent_ms: dict[str, float] = {}
         self._fused_times: deque[float] = deque()
         self._last_view: tuple | None = None  # (camera, T_wc) of the last frame with a pose
-        self._trajectory: list[np.ndarray] = []
+        self._trajectory: deque[np.ndarray] = deque(maxlen=_TRAJECTORY_POINTS)
         self._last_autosave = self._started = time.perf_counter()
         ctx = window.ctx
         self.view = OrbitView(window)
@@ -183,7 +186,9 @@ class LiveApp:
         if self.grid is None:
             self._reset_map(self.make_grid(frame))
         self._last_view = (frame.camera, frame.T_wc)
-        self._trajectory.append(frame.T_wc[:3, 3].copy())
+        position = frame.T_wc[:3, 3].copy()
+        if not self._trajectory or np.linalg.norm(position - self._trajectory[-1]) >= _TRAJECTORY_STEP_M:
+            self._trajectory.append(position)
         start = time.perf_counter()
         result = self.pipeline.process(frame)
         if isinstance(result, SkippedFrame):
