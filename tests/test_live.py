@@ -365,3 +365,13 @@ def test_board_poses_set_the_pose_or_say_why_not():
     assert poses.reason is None and np.linalg.norm(seen.T_wc[:3, 3] - truth[:3, 3]) < 0.01
     blank = poses(Frame(0.1, np.full((180, 240, 3), 128, np.uint8), None, None, cam, 1))
     assert blank.T_wc is None and poses.reason  # e.g. "no markers detected"
+
+
+@needs_display
+def test_live_on_a_grid_other_than_the_truths_still_saves(floor_dataset, tmp_path):
+    out = tmp_path / "out"
+    done = run_cli("live", floor_dataset, "--max-frames", 5, "--every-frame", "--out", out, "--hidden",
+                   "--size", *SIZE, "--origin", -1.39, -1.49, "--shape", 150, 150)  # the truth's shape, shifted
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["evaluation"] is None and metrics["frames"]["used"] == 5

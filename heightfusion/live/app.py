@@ -21,7 +21,7 @@ from .. import visualize
 from ..datasets.frame import Frame
 from ..fusion import FusionConfig, HeightMapFuser
 from ..heightmap import HeightMap, save_heightmap
-from ..metrics import StageTimer, evaluate, smooth_mask_from_heights
+from ..metrics import StageTimer, check_same_grid, evaluate, smooth_mask_from_heights
 from ..pipeline import FramePipeline, SkippedFrame
 from ..render.base import Renderer
 from ..viewer.layout import Rect, grid_cells, span
@@ -326,9 +326,13 @@ class LiveApp:
         self._last_autosave = time.perf_counter()
 
     def evaluation(self) -> dict | None:
-        """The map against the settings' ground truth, or None."""
+        """The map against the settings' ground truth, or None (no truth, no map, or another grid)."""
         truth = self.settings.truth
-        if truth is None or self.grid is None or truth.shape != self.grid.shape:
+        if truth is None or self.grid is None:
+            return None
+        try:
+            check_same_grid(self.grid, truth)
+        except ValueError:  # a user-given grid: nothing to compare vertex by vertex
             return None
         return evaluate(self.grid, truth, smooth_mask_from_heights(truth))
 
