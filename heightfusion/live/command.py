@@ -23,12 +23,12 @@ DEFAULT_EXTENT_M = 4.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .sources import capture_device
     from ..board_command import add_board_arguments
     from ..navigation import add_free_space_arguments
     from ..pipeline import add_depth_arguments
     from ..render import BACKENDS
     from ..viewer.map_view import MODES
+    from .sources import capture_device
 
     parser.add_argument("source", nargs="?", help="dataset folder or video file (default: the bundled sample)")
     parser.add_argument("--camera", type=capture_device, metavar="N|URL",
@@ -58,13 +58,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .. import datasets
+    from ..board_command import board_spec_from_args
     from ..datasets.camera_yaml import load_camera_yaml
     from ..navigation import free_space, free_space_kwargs
     from ..pipeline import fusion_config, stereo_config_from_args, uses_stereo
     from ..render import make_renderer
     from ..viewer.window import Window, WindowUnavailableError
     from .app import LiveApp, LiveSettings
-    from ..board_command import board_spec_from_args
     from .sources import BoardPoses, LatestFrameSource, open_camera
 
     _check_args(args)

@@ -19,7 +19,6 @@ import numpy as np
 
 from ..render import context
 
-
 #: Smallest framebuffer side, pixels, that the apps lay their panels out in.
 MIN_DRAW_SIZE = 64
 
