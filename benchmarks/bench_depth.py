@@ -104,7 +104,7 @@ def middlebury_rows() -> list[Row]:
     config = StereoConfig(num_hypotheses=DISPARITIES, min_depth=fb / (DISPARITIES - 1), max_depth=fb / 1.0)
     stereo = PlaneSweepStereo(config)
     start = time.perf_counter()
-    est = stereo.estimate(left, np.eye(4), [right], [right_T_wc], camera)
+    est = stereo.estimate(camera, np.eye(4), left, [right], [right_T_wc])
     ms = (time.perf_counter() - start) * 1e3
     bad, density = score(np.where(est.valid, fb / est.depth, np.nan), est.valid)
     met = bad <= sgbm_best[0] and density >= sgbm_best[1] - 0.10
@@ -132,13 +132,13 @@ def synthetic_rows(sequences: dict) -> list[Row]:
             reference = seq.frames[ref]
             truth = reference.depth
             window = [i for i in range(ref - 12, ref + 13) if i != ref and 0 <= i < len(seq)]
-            chosen = select_sources(reference.T_wc, [seq.frames[i].T_wc for i in window], seq.camera,
+            chosen = select_sources(seq.camera, reference.T_wc, [seq.frames[i].T_wc for i in window],
                                     float(np.nanmedian(truth)), KeyframeConfig())
             if not chosen:
                 continue
             sources = [seq.frames[window[i]] for i in chosen]
-            est = stereo.estimate(reference.image, reference.T_wc, [f.image for f in sources], [f.T_wc for f in sources],
-                                  seq.camera)
+            est = stereo.estimate(seq.camera, reference.T_wc, reference.image, [f.image for f in sources],
+                                  [f.T_wc for f in sources])
             valid = est.valid & np.isfinite(truth)
             error = est.depth[valid] - truth[valid]
             errors.append(np.abs(error) / truth[valid])
@@ -193,8 +193,8 @@ def speed_rows(seq, repeats: int) -> list[Row]:
     default_threads = torch.get_num_threads()
     for threads in sorted({1, default_threads}):
         torch.set_num_threads(threads)
-        median, best = median_ms(lambda: stereo.estimate(reference.image, reference.T_wc, [f.image for f in sources],
-                                                          [f.T_wc for f in sources], seq.camera), repeats)
+        median, best = median_ms(lambda: stereo.estimate(seq.camera, reference.T_wc, reference.image,
+                                                          [f.image for f in sources], [f.T_wc for f in sources]), repeats)
         rows.append(Row("4 speed", f"320x240, 64 hypotheses, 4 sources, {threads} thread(s)",
                         f"median {median:6.1f} ms  best {best:6.1f} ms", "<= 150 ms", median <= 150))
     torch.set_num_threads(default_threads)

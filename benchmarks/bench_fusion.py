@@ -23,7 +23,7 @@ import numpy as np
 import heightfusion as hf
 from heightfusion.fusion import FusionConfig, HeightMapFuser
 from heightfusion.metrics import evaluate
-from heightfusion.normal_equations import SmoothnessPrior, accumulate, solve
+from heightfusion.fusion.normal_equations import SmoothnessPrior, accumulate, solve
 from heightfusion.replay import replay
 from heightfusion.synthetic import generate
 
@@ -59,7 +59,7 @@ def step_table(repeats: int) -> None:
             solve(system, information, system.g - smooth.gradient(grid.heights), cfg.solver, cfg.damping, smooth)
 
         def fuse() -> None:
-            HeightMapFuser(grid.copy(), renderer, cfg).fuse(frame.depth, T, cam, frame.image, sigma)
+            HeightMapFuser(grid.copy(), renderer, cfg).fuse(cam, T, frame.depth, frame.image, sigma)
 
         depth_ms = median_ms(lambda: renderer.render_depth(grid, cam, T), repeats)
         step_ms = median_ms(step, repeats)
@@ -91,7 +91,7 @@ def accuracy_table(frames: int) -> None:
             fuser = HeightMapFuser(grid, renderer, FusionConfig(solver=solver))
             t0 = time.perf_counter()
             for frame, sigma in zip(seq.frames, seq.sigmas):
-                fuser.fuse(frame.depth, frame.T_wc, frame.camera, frame.image, sigma)
+                fuser.fuse(frame.camera, frame.T_wc, frame.depth, frame.image, sigma)
             fps = len(seq.frames) / (time.perf_counter() - t0)
             m = evaluate(grid, gt, smooth)
             print(f"{scene:>8} {solver:>9} {m['smooth_rmse'] * 1e3:15.2f} {m['rmse'] * 1e3:8.2f} {m['median'] * 1e3:10.2f} "

@@ -14,6 +14,8 @@ torch tensors on the CPU, in the heights' dtype (float64 through a double-precis
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -28,7 +30,7 @@ __all__ = ["render_depth", "render_image"]
 def render_depth(
     heights: torch.Tensor,
     grid: HeightMap,
-    cam: PinholeCamera,
+    camera: PinholeCamera,
     T_wc: np.ndarray | torch.Tensor,
     backend: str | Renderer = "gl",
 ) -> torch.Tensor:
@@ -38,20 +40,21 @@ def render_depth(
         heights: (ny, nx) tensor; ``grid`` gives the geometry (origin, cell size), its own heights are
             not used.
         T_wc: (4, 4) camera-to-world pose, or (V, 4, 4) for V views.
-        backend: a backend name or a renderer instance (reused across calls: faster).
+        backend: a backend name (one renderer per name, shared by all calls: :func:`shared_renderer`) or a
+            renderer instance.
 
     Returns:
         (H, W) depth, or (V, H, W) for several poses; NaN where a view sees no surface (its gradient
         is zero there: mask NaNs out of the loss).
     """
-    return _RenderDepth.apply(heights, _Views(grid, cam, T_wc, backend))
+    return _RenderDepth.apply(heights, _Views(grid, camera, T_wc, backend))
 
 
 def render_image(
     heights: torch.Tensor,
     colors: torch.Tensor,
     grid: HeightMap,
-    cam: PinholeCamera,
+    camera: PinholeCamera,
     T_wc: np.ndarray | torch.Tensor,
     backend: str | Renderer = "gl",
 ) -> torch.Tensor:
@@ -67,24 +70,28 @@ def render_image(
     :func:`heightfusion.render.shaded.shade_maps` instead; the "points" backend blends discs, not
     triangles (use :func:`render_depth` with it). Both are a ValueError here.
     """
-    views = _Views(grid, cam, T_wc, backend)
-    if views.renderer.name == "shaded":
+    views = _Views(grid, camera, T_wc, backend)
+    if not views.renderer.capabilities.vertex_color:
         raise ValueError(
-            "render_image differentiates interpolated vertex colours; for the 'shaded' backend's BRDF "
-            "images use heightfusion.render.shaded.shade_maps (torch autograd to every map)"
-        )
-    if views.renderer.name == "points":
-        raise ValueError(
-            "render_image differentiates colours interpolated over mesh triangles; the 'points' backend "
-            "blends discs: use a mesh backend (gl, raymarch, raymarch-gl), or render_depth with 'points'"
+            f"render_image differentiates colours interpolated over mesh triangles; the {views.renderer.name!r} "
+            "backend's colour is not that (the 'shaded' backend's BRDF images: use heightfusion.render.shaded."
+            "shade_maps; the 'points' backend blends discs): use a mesh backend (gl, raymarch, raymarch-gl), "
+            "or render_depth"
         )
     return _RenderImage.apply(heights, colors, views)
+
+
+@functools.cache
+def shared_renderer(name: str) -> Renderer:
+    """The renderer that calls naming backend ``name`` share: created on first use, then reused, so an
+    optimisation loop of many steps holds one set of GPU resources, not one per step."""
+    return make_renderer(name)
 
 
 class _Views:
     """What the autograd functions need besides tensors: geometry, camera, poses and a renderer."""
 
-    def __init__(self, grid: HeightMap, cam: PinholeCamera, T_wc, backend: str | Renderer) -> None:
+    def __init__(self, grid: HeightMap, camera: PinholeCamera, T_wc, backend: str | Renderer) -> None:
         poses = np.asarray(T_wc.detach().cpu().numpy() if isinstance(T_wc, torch.Tensor) else T_wc, dtype=np.float64)
         if poses.shape == (4, 4):
             self.batched, poses = False, poses[None]
@@ -94,8 +101,8 @@ class _Views:
             raise ValueError(f"T_wc must have shape (4, 4) or (V, 4, 4), got {poses.shape}")
         self.poses = poses
         self.grid = grid.copy()
-        self.cam = cam
-        self.renderer = make_renderer(backend) if isinstance(backend, str) else backend
+        self.camera = camera
+        self.renderer = shared_renderer(backend) if isinstance(backend, str) else backend
 
     def render(self, heights: torch.Tensor, colors: torch.Tensor | None = None) -> list[Fragments]:
         if heights.shape != self.grid.shape:
@@ -106,7 +113,7 @@ class _Views:
                 raise ValueError(f"colors has shape {tuple(colors.shape)}, expected {self.grid.shape + (3,)}")
             self.grid.colors = colors.detach().cpu().numpy()
         # Copies: a renderer may reuse its read-back buffers once results are dropped.
-        return [_own(self.renderer.render(self.grid, self.cam, T)) for T in self.poses]
+        return [_own(self.renderer.render(self.grid, self.camera, T)) for T in self.poses]
 
     def output(self, images: list[np.ndarray], like: torch.Tensor) -> torch.Tensor:
         out = torch.from_numpy(np.stack(images)).to(like.dtype)
@@ -166,7 +173,7 @@ class _RenderImage(torch.autograd.Function):
             for ch in range(3):
                 grad_colors[:, ch] += np.bincount(ids.reshape(-1), (b * g[:, ch, None]).reshape(-1), n)
             # d colour / d h_m = sum_k c_k (db_k / dxy . d_xy) J_m: the hit slides along the ray.
-            db_dt = _barycentric_rate(frag.triangle_ids[hit], _ray_xy(views.cam, T)[hit], grid.cell_size)
+            db_dt = _barycentric_rate(frag.triangle_ids[hit], _ray_xy(views.camera, T)[hit], grid.cell_size)
             dcolor_dt = np.einsum("pk,pkc->pc", db_dt, c[ids])
             grad_heights += np.bincount(ids.reshape(-1), (J * (dcolor_dt * g).sum(-1)[:, None]).reshape(-1), n)
         return (
@@ -176,9 +183,9 @@ class _RenderImage(torch.autograd.Function):
         )
 
 
-def _ray_xy(cam: PinholeCamera, T_wc: np.ndarray) -> np.ndarray:
+def _ray_xy(camera: PinholeCamera, T_wc: np.ndarray) -> np.ndarray:
     """(H, W, 2) world xy of each pixel's ray direction with camera-z component 1."""
-    return cam.pixel_rays() @ T_wc[:2, :3].T
+    return camera.pixel_rays() @ T_wc[:2, :3].T
 
 
 def _barycentric_rate(triangle_ids: np.ndarray, d_xy: np.ndarray, cell_size: float) -> np.ndarray:

@@ -103,6 +103,19 @@ class PinholeCamera:
         uu, vv = np.meshgrid(u, v)
         return self.unproject(np.stack([uu, vv], axis=-1), 1.0)
 
+    def world_points(self, depth: np.ndarray, T_wc: np.ndarray, stride: int = 1) -> np.ndarray:
+        """(N, 3) world points of the pixels with a valid depth (finite, > 0) in every ``stride``-th row and column.
+
+        Args:
+            depth: (H, W) z-depth image, metres; NaN or <= 0 where there is no value.
+            T_wc: 4x4 camera-to-world pose.
+        """
+        z = np.asarray(depth)[::stride, ::stride]
+        valid = np.isfinite(z) & (z > 0)
+        rows, cols = np.nonzero(valid)
+        points = self.unproject(np.stack([cols * stride, rows * stride], axis=-1), z[valid])
+        return points @ T_wc[:3, :3].T + T_wc[:3, 3]
+
     def undistort_image(self, image: np.ndarray) -> np.ndarray:
         """The image as an ideal pinhole camera with the same K would see it (no-op without distortion)."""
         if self.distortion is None:

@@ -34,8 +34,8 @@ slope never looks like a step), true for maps of a few centimetres per cell.
 
 from __future__ import annotations
 
-import argparse
 import math
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -113,33 +113,32 @@ def label_counts(labels: np.ndarray) -> dict[str, int]:
     return {name: int(np.count_nonzero(labels == value)) for value, name in LABEL_NAMES.items()}
 
 
-# --- command line ---------------------------------------------------------------------------------
-def add_free_space_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options --max-step, --max-slope (degrees), --robot-radius and --max-sigma, for :func:`free_space_kwargs`."""
-    group = parser.add_argument_group("free space")
-    group.add_argument("--max-step", type=float, default=DEFAULT_MAX_STEP, metavar="M",
-                       help=f"largest height step the robot climbs, metres (default {DEFAULT_MAX_STEP:g})")
-    group.add_argument("--max-slope", type=float, default=math.degrees(DEFAULT_MAX_SLOPE), metavar="DEG",
-                       help=f"steepest slope the robot takes, degrees (default {math.degrees(DEFAULT_MAX_SLOPE):g})")
-    group.add_argument("--robot-radius", type=float, default=DEFAULT_ROBOT_RADIUS, metavar="M",
-                       help=f"robot radius, metres: obstacles are inflated by it (default {DEFAULT_ROBOT_RADIUS:g})")
-    group.add_argument("--max-sigma", type=float, metavar="M",
-                       help="vertices with a larger height sigma (metres) count as unknown (default: all observed ones are known)")
+@dataclass(frozen=True)
+class FreeSpaceSettings:
+    """The robot a free-space map is made for: :func:`free_space`'s arguments, checked once.
 
+    Attributes:
+        max_step: largest height step the robot climbs, metres.
+        max_slope: steepest slope it takes, radians.
+        robot_radius: radius of its footprint, metres.
+        max_sigma: vertices with a larger height sigma (metres) count as unknown; None: observed ones are known.
 
-def free_space_kwargs(args: argparse.Namespace) -> dict:
-    """Checked :func:`free_space` keyword arguments (max_slope in radians) from :func:`add_free_space_arguments`'s options."""
-    if not (_is_number(args.max_slope) and 0 < args.max_slope < 90):
-        raise ValueError(f"--max-slope must be an angle in degrees in (0, 90), got {args.max_slope!r}")
-    kwargs = {"max_step": args.max_step, "max_slope": math.radians(args.max_slope),
-              "robot_radius": args.robot_radius, "max_sigma": args.max_sigma}
-    _check_arguments(**kwargs)
-    return kwargs
+    >>> settings = FreeSpaceSettings(max_step=0.03)
+    >>> settings.labels(HeightMap((0.0, 0.0), 0.05, (4, 4))).shape
+    (4, 4)
+    """
 
+    max_step: float = DEFAULT_MAX_STEP
+    max_slope: float = DEFAULT_MAX_SLOPE
+    robot_radius: float = DEFAULT_ROBOT_RADIUS
+    max_sigma: float | None = None
 
-def free_space_from_args(grid: HeightMap, args: argparse.Namespace) -> np.ndarray:
-    """:func:`free_space` of ``grid`` with the settings of :func:`add_free_space_arguments`'s options."""
-    return free_space(grid, **free_space_kwargs(args))
+    def __post_init__(self) -> None:
+        _check_arguments(self.max_step, self.max_slope, self.robot_radius, self.max_sigma)
+
+    def labels(self, grid: HeightMap) -> np.ndarray:
+        """:func:`free_space` of ``grid`` for this robot."""
+        return free_space(grid, self.max_step, self.max_slope, self.robot_radius, self.max_sigma)
 
 
 # --- internals ------------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ that ends the run.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,14 +84,14 @@ class FramePipeline:
                 return SkippedFrame("no image")
             try:
                 with self.timer("stereo"):
-                    result = self._motion_stereo().push(frame.image, frame.T_wc, frame.camera)
+                    result = self._motion_stereo().push(frame.camera, frame.T_wc, frame.image)
             except ValueError as exc:
                 return SkippedFrame("stereo error", str(exc))
             if result.estimate is None:
                 return SkippedFrame(f"stereo: {result.reason}")
             measured, sigma = result.estimate.depth, result.estimate.sigma
         try:
-            stats = self.fuser.fuse(measured, frame.T_wc, frame.camera, frame.image, sigma=sigma)
+            stats = self.fuser.fuse(frame.camera, frame.T_wc, measured, frame.image, sigma=sigma)
         except ValueError as exc:  # a bad frame is skipped and counted, never the end of the run
             return SkippedFrame("fusion error", str(exc))
         for stage, ms in stats.ms.items():
@@ -111,32 +110,3 @@ def fusion_config(stereo: bool, **settings) -> FusionConfig:
     if stereo and settings.get("sigma_floor") is None:
         settings["sigma_floor"] = STEREO_SIGMA_FLOOR
     return FusionConfig(**{k: v for k, v in settings.items() if v is not None})
-
-
-# --- command line ---------------------------------------------------------------------------------
-def add_depth_arguments(parser: argparse.ArgumentParser, default: str) -> None:
-    """Options --depth, --planes and --sweep-range (for :func:`stereo_config_from_args`)."""
-    parser.add_argument("--depth", default=default, choices=DEPTH_SOURCES,
-                        help="depth source: the frames' depth images, monocular motion stereo (mvs), or auto "
-                             f"(depth images where frames have them, else stereo; default {default})")
-    parser.add_argument("--planes", choices=("fronto", "ground"), default="fronto",
-                        help="stereo: sweep planes at constant depth or at constant world height (default fronto)")
-    parser.add_argument("--sweep-range", type=float, nargs=2, metavar=("MIN", "MAX"),
-                        help="stereo: depth range (fronto) or world height range (ground) of the sweep, metres")
-    parser.add_argument("--sigma-floor", type=float, metavar="M",
-                        help=f"smallest height sigma of a fused vertex, metres (default {FusionConfig.sigma_floor:g} "
-                             f"with depth images, {STEREO_SIGMA_FLOOR:g} with stereo, whose errors repeat across frames)")
-
-
-def stereo_config_from_args(args: argparse.Namespace):
-    """The :class:`~heightfusion.depth.StereoConfig` of ``--planes`` and ``--sweep-range``; None for sensor depth."""
-    if args.depth == "sensor":
-        return None
-    from .depth import StereoConfig
-
-    if args.sweep_range is None:
-        return StereoConfig(planes=args.planes)
-    low, high = args.sweep_range
-    if args.planes == "fronto":
-        return StereoConfig(planes="fronto", min_depth=low, max_depth=high)
-    return StereoConfig(planes="ground", min_height=low, max_height=high)

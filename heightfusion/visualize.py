@@ -28,16 +28,7 @@ from matplotlib import colormaps, ticker
 from .atomic import atomic_write
 from .heightmap import HeightMap
 from .metrics import check_same_grid
-from .navigation import (
-    DEFAULT_MAX_SLOPE,
-    DEFAULT_MAX_STEP,
-    DEFAULT_ROBOT_RADIUS,
-    FREE,
-    LABEL_NAMES,
-    OBSTACLE,
-    UNKNOWN,
-    free_space,
-)
+from .navigation import FREE, LABEL_NAMES, OBSTACLE, UNKNOWN, FreeSpaceSettings, free_space
 
 NO_DATA_RGB = (128, 128, 128)
 #: Free-space picture colours per label (unknown vertices are ``NO_DATA_RGB``).
@@ -238,29 +229,22 @@ def depth_png(path: str | os.PathLike, depth: np.ndarray, vmax: float | None = N
 
 
 def free_space_png(
-    path: str | os.PathLike,
-    grid: HeightMap,
-    max_step: float = DEFAULT_MAX_STEP,
-    max_slope: float = DEFAULT_MAX_SLOPE,
-    robot_radius: float = DEFAULT_ROBOT_RADIUS,
-    max_sigma: float | None = None,
-    inflate_unknown: bool = True,
+    path: str | os.PathLike, grid: HeightMap, settings: FreeSpaceSettings = FreeSpaceSettings(), inflate_unknown: bool = True
 ) -> np.ndarray:
     """Write the free-space picture of ``grid`` to ``path`` as PNG; returns the RGB array.
 
-    Labels from :func:`~heightfusion.navigation.free_space` with these arguments (metres, radians),
-    drawn by :func:`render_free_space` with the settings under the legend.
+    Labels from :func:`~heightfusion.navigation.free_space` for the robot of ``settings``, drawn by
+    :func:`render_free_space` with the settings under the legend.
     """
-    labels = free_space(grid, max_step, max_slope, robot_radius, max_sigma, inflate_unknown)
-    return _write(path, render_free_space(labels, free_space_notes(max_step, max_slope, robot_radius, max_sigma)))
+    labels = free_space(grid, settings.max_step, settings.max_slope, settings.robot_radius, settings.max_sigma, inflate_unknown)
+    return _write(path, render_free_space(labels, free_space_notes(settings)))
 
 
-def free_space_notes(
-    max_step: float, max_slope: float, robot_radius: float, max_sigma: float | None = None
-) -> tuple[str, ...]:
-    """Legend lines of free-space settings (metres, radians), e.g. ("step <= 5 cm", "slope <= 20 deg", ...)."""
-    notes = (f"step <= {max_step * 100:g} cm", f"slope <= {math.degrees(max_slope):.3g} deg", f"radius {robot_radius * 100:g} cm")
-    return notes if max_sigma is None else notes + (f"sigma <= {max_sigma * 1000:g} mm",)
+def free_space_notes(settings: FreeSpaceSettings) -> tuple[str, ...]:
+    """Legend lines of free-space settings, e.g. ("step <= 5 cm", "slope <= 20 deg", "radius 10 cm")."""
+    notes = (f"step <= {settings.max_step * 100:g} cm", f"slope <= {math.degrees(settings.max_slope):.3g} deg",
+             f"radius {settings.robot_radius * 100:g} cm")
+    return notes if settings.max_sigma is None else notes + (f"sigma <= {settings.max_sigma * 1000:g} mm",)
 
 
 # --- internals ----------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ def test_fusion_improves_the_map_with_every_backend(terrain, renderer):
     gt = terrain.gt_heightmap
     grid = hf.HeightMap(gt.origin, gt.cell_size, gt.shape)
     fuser = HeightMapFuser(grid, renderer, FusionConfig())
-    stats = [fuser.fuse(f.depth, f.T_wc, f.camera, f.image, sigma=s) for f, s in zip(terrain.frames, terrain.sigmas)]
+    stats = [fuser.fuse(f.camera, f.T_wc, f.depth, f.image, sigma=s) for f, s in zip(terrain.frames, terrain.sigmas)]
     assert all(s.pixels_used > 1000 for s in stats)
     seen = grid.observed & gt.observed
     assert seen.sum() > 50
@@ -70,9 +70,9 @@ def test_fusion_degrades_without_optional_fields(terrain):
     grid = hf.HeightMap(gt.origin, gt.cell_size, gt.shape)
     fuser = HeightMapFuser(grid, _Stripped(), FusionConfig())
     frame, sigma = terrain.frames[0], terrain.sigmas[0]
-    stats = fuser.fuse(frame.depth, frame.T_wc, frame.camera, frame.image, sigma=sigma)
+    stats = fuser.fuse(frame.camera, frame.T_wc, frame.depth, frame.image, sigma=sigma)
     assert stats.pixels_used > 1000 and stats.pixels_grazing == 0  # no normal: no grazing test
     assert grid.observed.any() and np.isfinite(grid.heights).all()
     fuser = HeightMapFuser(grid, _Stripped(drop=("depth_grad",)), FusionConfig())
     with pytest.raises(ValueError, match="Fragments.depth_grad"):
-        fuser.fuse(frame.depth, frame.T_wc, frame.camera, frame.image, sigma=sigma)
+        fuser.fuse(frame.camera, frame.T_wc, frame.depth, frame.image, sigma=sigma)

@@ -11,7 +11,7 @@ from conftest import bumpy_grid
 import heightfusion as hf
 from heightfusion.fusion import FusionConfig, HeightMapFuser
 from heightfusion.metrics import evaluate
-from heightfusion.normal_equations import SmoothnessPrior, accumulate, solve
+from heightfusion.fusion.normal_equations import SmoothnessPrior, accumulate, solve
 from heightfusion.synthetic import generate
 
 CAM = hf.PinholeCamera(64, 48, 50.0, 52.0, 31.5, 23.5)
@@ -135,7 +135,7 @@ def _fuse(seq, solver="diagonal", frames=None, grid=None, accumulate="auto"):
     gt = seq.gt_heightmap
     grid = grid or hf.HeightMap(gt.origin, gt.cell_size, gt.shape)
     fuser = HeightMapFuser(grid, hf.make_renderer("gl"), FusionConfig(solver=solver, accumulate=accumulate))
-    stats = [fuser.fuse(f.depth, f.T_wc, f.camera, f.image, sigma=s) for f, s in list(zip(seq.frames, seq.sigmas))[:frames]]
+    stats = [fuser.fuse(f.camera, f.T_wc, f.depth, f.image, sigma=s) for f, s in list(zip(seq.frames, seq.sigmas))[:frames]]
     return grid, stats
 
 
@@ -187,18 +187,18 @@ def test_bad_frames_are_rejected_or_cleaned(gl_renderer):
     T = hf.look_at([-0.5, 0.4, 0.8], [0.9, 0.35, 0.0])
     depth = gl_renderer.render_depth(grid, CAM, T).copy()
     with pytest.raises(ValueError, match="depth has shape"):
-        fuser.fuse(depth[:10], T, CAM)
+        fuser.fuse(CAM, T, depth[:10])
     with pytest.raises(ValueError, match="image has shape"):
-        fuser.fuse(depth, T, CAM, image=np.zeros((48, 64), np.uint8))
+        fuser.fuse(CAM, T, depth, image=np.zeros((48, 64), np.uint8))
     with pytest.raises(ValueError, match="sigma must be positive"):
-        fuser.fuse(depth, T, CAM, sigma=np.zeros_like(depth))
+        fuser.fuse(CAM, T, depth, sigma=np.zeros_like(depth))
     with pytest.raises(ValueError, match="rigid"):
-        fuser.fuse(depth, np.diag([1.0, 1.0, -1.0, 1.0]), CAM)
+        fuser.fuse(CAM, np.diag([1.0, 1.0, -1.0, 1.0]), depth)
     # NaN, zero and negative depth are "no value": counted out, never NaN in the map.
     depth[:10] = np.nan
     depth[10:20] = -1.0
     depth[20:22] = 0.0
-    stats = fuser.fuse(depth, T, CAM)
+    stats = fuser.fuse(CAM, T, depth)
     assert stats.pixels_measured == int(np.isfinite(depth).sum() - (depth[np.isfinite(depth)] <= 0).sum())
     assert np.isfinite(grid.heights).all() and np.isfinite(grid.information).all()
 
@@ -225,5 +225,5 @@ def test_forgetting_lowers_information(gl_renderer):
     grid.information[:] = 1e4
     fuser = HeightMapFuser(grid, gl_renderer, FusionConfig(forgetting=0.5))
     T = hf.look_at([-0.5, 0.4, 0.8], [-2.0, 0.4, 0.8])  # sees nothing of the map
-    fuser.fuse(np.full(CAM.shape, np.nan, np.float32), T, CAM)
+    fuser.fuse(CAM, T, np.full(CAM.shape, np.nan, np.float32))
     assert np.allclose(grid.information, 5e3)

@@ -7,8 +7,8 @@ import pytest
 from conftest import bumpy_grid
 
 import heightfusion as hf
-from heightfusion.normal_equations import NormalEquations, accumulate
-from heightfusion.render.gl_accumulate import GLAccumulator
+from heightfusion.fusion.normal_equations import NormalEquations, accumulate
+from heightfusion.fusion.gl_accumulate import GLAccumulator
 
 CAM = hf.PinholeCamera(64, 48, 50.0, 52.0, 31.5, 23.5)
 T_OBLIQUE = hf.look_at([-0.3, 0.3, 0.9], [0.9, 0.35, 0.0])  # the map fills most of the image, not all

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import heightfusion as hf
-from heightfusion.board_command import (
+from heightfusion.cli.options import (
     add_board_arguments,
     board_arguments,
     board_spec_from_args,

@@ -10,7 +10,7 @@ from scipy.spatial import cKDTree
 import heightfusion as hf
 from heightfusion import navigation as nav
 from heightfusion import visualize as vz
-from heightfusion.navigation import FREE, OBSTACLE, UNKNOWN, free_space
+from heightfusion.navigation import FREE, OBSTACLE, UNKNOWN, FreeSpaceSettings, free_space
 from heightfusion.replay import replay
 from heightfusion.synthetic import (
     generate,
@@ -201,7 +201,7 @@ def test_free_space_picture_is_north_up_with_a_legend(tmp_path):
     grid.heights[-4:, :4] = 0.2  # north-west corner: a box
     grid.observed[0, -1] = False  # south-east corner
     path = tmp_path / "free.png"
-    img = vz.free_space_png(path, grid, robot_radius=0.1)
+    img = vz.free_space_png(path, grid, FreeSpaceSettings(robot_radius=0.1))
     np.testing.assert_array_equal(cv2.imread(str(path))[..., ::-1], img)
     assert img.dtype == np.uint8 and img.ndim == 3
     s = vz.map_scale(grid.shape)

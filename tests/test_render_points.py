@@ -11,7 +11,7 @@ from reference import ray_directions
 import heightfusion as hf
 from heightfusion.fusion import FusionConfig, HeightMapFuser
 from heightfusion.metrics import evaluate
-from heightfusion.normal_equations import accumulate
+from heightfusion.fusion.normal_equations import accumulate
 from heightfusion.render.points import PointsRenderer, surfel_slopes
 from heightfusion.synthetic import generate
 
@@ -285,7 +285,7 @@ def test_fusion_converges_through_points():
     gt = seq.gt_heightmap
     grid = hf.HeightMap(gt.origin, gt.cell_size, gt.shape)
     fuser = HeightMapFuser(grid, hf.make_renderer("points"), FusionConfig())
-    stats = [fuser.fuse(f.depth, f.T_wc, f.camera, f.image, sigma=s) for f, s in zip(seq.frames, seq.sigmas)]
+    stats = [fuser.fuse(f.camera, f.T_wc, f.depth, f.image, sigma=s) for f, s in zip(seq.frames, seq.sigmas)]
     assert all(s.pixels_used > 0 for s in stats)
     xy = gt.vertex_xy()
     smooth = seq.scene.smooth_mask(xy[..., 0], xy[..., 1])

@@ -13,7 +13,7 @@ from conftest import bumpy_grid
 from reference import ray_directions
 
 import heightfusion as hf
-from heightfusion.render.base import Renderer
+from heightfusion.render.base import Capabilities, Renderer
 from heightfusion.render.brdf import MIN_ROUGHNESS, Light, brdf_cos, ggx_distribution, shade
 from heightfusion.render.fragments import Fragments
 from heightfusion.render.shaded import GLShadingPass, SurfaceMaps, shade_maps
@@ -343,6 +343,7 @@ class _GeometryOnly(Renderer):
     """A backend that leaves colour and normal to the caller (None), as a backend may."""
 
     name = "geometry-only"
+    capabilities = Capabilities(mesh_triangles=True, gl_fragments=False, vertex_color=False, double_precision=False)
 
     def __init__(self, inner: Renderer) -> None:
         self.inner = inner

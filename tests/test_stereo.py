@@ -44,7 +44,7 @@ def _estimate(stereo: PlaneSweepStereo, seq, ref: int, sources: list[int]) -> De
     frames = [seq.frames[i] for i in sources]
     reference = seq.frames[ref]
     return stereo.estimate(
-        reference.image, reference.T_wc, [f.image for f in frames], [f.T_wc for f in frames], reference.camera
+        reference.camera, reference.T_wc, reference.image, [f.image for f in frames], [f.T_wc for f in frames]
     )
 
 
@@ -93,7 +93,7 @@ def test_middlebury_crop_two_views(middlebury_crop):
     right_T_wc[0, 3] = baseline  # rectified: the right camera sits baseline metres along the left's x
     fb = camera.fx * baseline
     config = StereoConfig(num_hypotheses=32, min_depth=fb / 31.5, max_depth=fb / 0.5)
-    est = PlaneSweepStereo(config).estimate(left, np.eye(4), [right], [right_T_wc], camera)
+    est = PlaneSweepStereo(config).estimate(camera, np.eye(4), left, [right], [right_T_wc])
     _check_consistent(est, truth.shape)
     scored = est.valid & np.isfinite(truth)
     disparity = fb / est.depth[scored]
@@ -106,7 +106,7 @@ def test_middlebury_crop_two_views(middlebury_crop):
 def test_sources_at_the_reference_pose_give_no_depth(terrain_views):
     reference = terrain_views.frames[2]
     est = PlaneSweepStereo(TERRAIN_FRONTO).estimate(
-        reference.image, reference.T_wc, [reference.image] * 2, [reference.T_wc] * 2, reference.camera
+        reference.camera, reference.T_wc, reference.image, [reference.image] * 2, [reference.T_wc] * 2
     )
     _check_consistent(est, reference.camera.shape)
     assert not est.valid.any()
@@ -116,7 +116,7 @@ def test_black_reference_gives_no_depth(terrain_views):
     black = np.zeros_like(terrain_views.frames[2].image)
     reference = terrain_views.frames[2]
     source = terrain_views.frames[3]
-    est = PlaneSweepStereo(TERRAIN_FRONTO).estimate(black, reference.T_wc, [source.image], [source.T_wc], reference.camera)
+    est = PlaneSweepStereo(TERRAIN_FRONTO).estimate(reference.camera, reference.T_wc, black, [source.image], [source.T_wc])
     assert not est.valid.any()
 
 
@@ -126,14 +126,14 @@ def test_black_source_leaks_no_nan_into_the_map(terrain_views, gl_renderer):
     images = [black, seq.frames[3].image]
     poses = [seq.frames[1].T_wc, seq.frames[3].T_wc]
     reference = seq.frames[2]
-    est = PlaneSweepStereo(TERRAIN_FRONTO).estimate(reference.image, reference.T_wc, images, poses, reference.camera)
+    est = PlaneSweepStereo(TERRAIN_FRONTO).estimate(reference.camera, reference.T_wc, reference.image, images, poses)
     _check_consistent(est, reference.camera.shape)
-    alone = PlaneSweepStereo(TERRAIN_FRONTO).estimate(reference.image, reference.T_wc, [black], poses[:1], reference.camera)
+    alone = PlaneSweepStereo(TERRAIN_FRONTO).estimate(reference.camera, reference.T_wc, reference.image, [black], poses[:1])
     assert alone.valid.mean() < 0.05  # a black source alone matches nothing
     grid = hf.HeightMap((0.0, -1.5), 0.05, (60, 60))
     before = grid.information.copy()
     for depth, sigma in ((est.depth, est.sigma), (alone.depth, alone.sigma)):
-        HeightMapFuser(grid, gl_renderer).fuse(depth, reference.T_wc, reference.camera, reference.image, sigma=sigma)
+        HeightMapFuser(grid, gl_renderer).fuse(reference.camera, reference.T_wc, depth, reference.image, sigma=sigma)
     assert np.isfinite(grid.heights).all() and np.isfinite(grid.information).all()
     assert (grid.information > before).any()  # the good source's depth reached the map
 
@@ -143,19 +143,19 @@ def test_bad_arguments_are_refused(terrain_views):
     reference, source = terrain_views.frames[2], terrain_views.frames[3]
     cam, image, T = reference.camera, reference.image, reference.T_wc
     with pytest.raises(ValueError, match=r"src_images\[0\] has shape \(36, 48, 3\)"):
-        stereo.estimate(image, T, [source.image[::2, ::2]], [source.T_wc], cam)
+        stereo.estimate(cam, T, image, [source.image[::2, ::2]], [source.T_wc])
     with pytest.raises(ValueError, match="ref_image has shape"):
-        stereo.estimate(image[:, :-1], T, [source.image], [source.T_wc], cam)
+        stereo.estimate(cam, T, image[:, :-1], [source.image], [source.T_wc])
     with pytest.raises(ValueError, match="at least one source"):
-        stereo.estimate(image, T, [], [], cam)
+        stereo.estimate(cam, T, image, [], [])
     with pytest.raises(ValueError, match="1 source images but 2 source poses"):
-        stereo.estimate(image, T, [source.image], [source.T_wc] * 2, cam)
+        stereo.estimate(cam, T, image, [source.image], [source.T_wc] * 2)
     with pytest.raises(ValueError, match="NaN"):
-        stereo.estimate(image.astype(np.float32) * np.nan, T, [source.image], [source.T_wc], cam)
+        stereo.estimate(cam, T, image.astype(np.float32) * np.nan, [source.image], [source.T_wc])
     with pytest.raises(ValueError, match="src_T_wcs"):
-        stereo.estimate(image, T, [source.image], [np.full((4, 4), np.nan)], cam)
+        stereo.estimate(cam, T, image, [source.image], [np.full((4, 4), np.nan)])
     with pytest.raises(ValueError, match="camera above max_height"):
-        PlaneSweepStereo(StereoConfig(planes="ground", max_height=3.0)).estimate(image, T, [source.image], [source.T_wc], cam)
+        PlaneSweepStereo(StereoConfig(planes="ground", max_height=3.0)).estimate(cam, T, image, [source.image], [source.T_wc])
 
 
 @pytest.mark.parametrize(
@@ -186,38 +186,38 @@ def _sideways(x: float) -> np.ndarray:
 
 
 def test_view_change_measures_parallax_and_overlap():
-    moved = view_change(np.eye(4), _sideways(0.1), CAM, depth=2.0)
+    moved = view_change(CAM, np.eye(4), _sideways(0.1), depth=2.0)
     assert moved.parallax == pytest.approx(80.0 * 0.1 / 2.0)  # f b / z for every pixel
     assert moved.overlap == pytest.approx(0.875, abs=0.07)  # a 4 px strip of 96 leaves the view
     turned = np.eye(4)
     turned[:3, :3] = cv2.Rodrigues(np.array([0.0, 0.2, 0.0]))[0]
-    rotation = view_change(np.eye(4), turned, CAM, depth=2.0)
+    rotation = view_change(CAM, np.eye(4), turned, depth=2.0)
     assert rotation.parallax == pytest.approx(0.0, abs=1e-6) and rotation.overlap > 0.5
     with pytest.raises(ValueError, match="depth"):
-        view_change(np.eye(4), turned, CAM, depth=0.0)
+        view_change(CAM, np.eye(4), turned, depth=0.0)
 
 
 def test_select_sources_wants_useful_parallax():
     config = KeyframeConfig(num_sources=2, min_parallax=4.0, max_parallax=30.0)
     candidates = [_sideways(x) for x in (0.0, 0.05, 0.2, 0.4, 1.5)]  # parallax 0, 2, 8, 16, 60 px at 2 m
-    assert select_sources(np.eye(4), candidates, CAM, 2.0, config) == [2, 3]  # 8 and 16 px, closest to 11 first
-    assert select_sources(np.eye(4), candidates[:2], CAM, 2.0, config) == []
+    assert select_sources(CAM, np.eye(4), candidates, 2.0, config) == [2, 3]  # 8 and 16 px, closest to 11 first
+    assert select_sources(CAM, np.eye(4), candidates[:2], 2.0, config) == []
 
 
 def test_keyframe_window_ignores_a_camera_standing_still():
     window = KeyframeWindow(KeyframeConfig(window=3, keyframe_parallax=2.0))
     image = np.zeros((72, 96, 3), np.uint8)
-    kept = [window.offer(image, _sideways(x), CAM, 2.0) for x in (0.0, 0.01, 0.02, 0.1, 0.2, 0.3)]
+    kept = [window.offer(CAM, _sideways(x), image, 2.0) for x in (0.0, 0.01, 0.02, 0.1, 0.2, 0.3)]
     assert kept == [True, False, False, True, True, True]
     assert [k.T_wc[0, 3] for k in window.keyframes] == [0.1, 0.2, 0.3]  # the window keeps the latest 3
 
 
 def test_nominal_depth_of_the_sweep():
     # The middle of the sweep in inverse depth (inverse distance to the plane): 1 / mean(1/1, 1/3) = 1.5 m.
-    assert nominal_depth(StereoConfig(min_depth=1.0, max_depth=3.0), np.eye(4), CAM) == pytest.approx(1.5)
+    assert nominal_depth(StereoConfig(min_depth=1.0, max_depth=3.0), CAM, np.eye(4)) == pytest.approx(1.5)
     down = hf.look_at([0.0, 0.0, 2.0], [0.0, 1e-3, 0.0], up=(0.0, 1.0, 0.0))  # looking down from 2 m
     ground = StereoConfig(planes="ground", min_height=-1.0, max_height=1.0)  # planes 1 to 3 m below
-    assert nominal_depth(ground, down, CAM) == pytest.approx(1.5, rel=1e-3)
+    assert nominal_depth(ground, CAM, down) == pytest.approx(1.5, rel=1e-3)
 
 
 # --- motion stereo and replay -------------------------------------------------------------------------
@@ -233,7 +233,7 @@ def tiny_floor():
 def test_motion_stereo_waits_for_parallax(tiny_floor):
     motion = MotionStereo(FLOOR_GROUND)
     frames = tiny_floor.frames[:8]
-    results = [motion.push(f.image, f.T_wc, f.camera) for f in frames]
+    results = [motion.push(f.camera, f.T_wc, f.image) for f in frames]
     assert results[0].estimate is None and results[0].reason == NO_PARALLAX
     assert sum(r.estimate is not None for r in results) >= 5
     for result, frame in zip(results, frames):
@@ -242,7 +242,7 @@ def test_motion_stereo_waits_for_parallax(tiny_floor):
             assert valid.mean() > 0.2 and result.sources >= 1
             assert np.median(np.abs(result.estimate.depth[valid] - frame.depth[valid]) / frame.depth[valid]) < 0.03
     with pytest.raises(ValueError, match="shape"):
-        motion.push(frames[0].image[:10], frames[0].T_wc, frames[0].camera)
+        motion.push(frames[0].camera, frames[0].T_wc, frames[0].image[:10])
 
 
 def test_monocular_replay_of_a_tiny_floor_sequence(tiny_floor, tmp_path):

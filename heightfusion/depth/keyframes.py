@@ -71,7 +71,7 @@ class ViewChange:
     overlap: float
 
 
-def view_change(ref_T_wc: np.ndarray, src_T_wc: np.ndarray, camera: PinholeCamera, depth: float) -> ViewChange:
+def view_change(camera: PinholeCamera, ref_T_wc: np.ndarray, src_T_wc: np.ndarray, depth: float) -> ViewChange:
     """Parallax and overlap of the source at ``src_T_wc`` for the reference at ``ref_T_wc``, points at ``depth``."""
     if not (math.isfinite(depth) and depth > 0):
         raise ValueError(f"depth must be a positive number of metres, got {depth!r}")
@@ -96,7 +96,7 @@ def view_change(ref_T_wc: np.ndarray, src_T_wc: np.ndarray, camera: PinholeCamer
 
 
 def select_sources(
-    ref_T_wc: np.ndarray, candidates: list[np.ndarray], camera: PinholeCamera, depth: float, config: KeyframeConfig
+    camera: PinholeCamera, ref_T_wc: np.ndarray, candidates: list[np.ndarray], depth: float, config: KeyframeConfig
 ) -> list[int]:
     """Indices into ``candidates`` of up to ``num_sources`` source frames for the reference, best first.
 
@@ -107,7 +107,7 @@ def select_sources(
     target = math.sqrt(config.min_parallax * config.max_parallax)
     scored = []
     for index, T_wc in enumerate(candidates):
-        change = view_change(ref_T_wc, T_wc, camera, depth)
+        change = view_change(camera, ref_T_wc, T_wc, depth)
         if config.min_parallax <= change.parallax <= config.max_parallax and change.overlap >= config.min_overlap:
             scored.append((abs(math.log(change.parallax / target)), -change.overlap, index))
     return [index for _, _, index in sorted(scored)[: config.num_sources]]
@@ -132,15 +132,15 @@ class KeyframeWindow:
         self.config = config or KeyframeConfig()
         self.keyframes: list[Keyframe] = []
 
-    def sources_for(self, T_wc: np.ndarray, camera: PinholeCamera, depth: float) -> list[Keyframe]:
+    def sources_for(self, camera: PinholeCamera, T_wc: np.ndarray, depth: float) -> list[Keyframe]:
         """The keyframes to use as sources for a reference at ``T_wc`` (see :func:`select_sources`)."""
-        chosen = select_sources(T_wc, [k.T_wc for k in self.keyframes], camera, depth, self.config)
+        chosen = select_sources(camera, T_wc, [k.T_wc for k in self.keyframes], depth, self.config)
         return [self.keyframes[i] for i in chosen]
 
-    def offer(self, image: np.ndarray, T_wc: np.ndarray, camera: PinholeCamera, depth: float) -> bool:
+    def offer(self, camera: PinholeCamera, T_wc: np.ndarray, image: np.ndarray, depth: float) -> bool:
         """Keep the frame if it moved enough from the latest keyframe (or is the first); True if kept."""
         if self.keyframes:
-            change = view_change(self.keyframes[-1].T_wc, T_wc, camera, depth)
+            change = view_change(camera, self.keyframes[-1].T_wc, T_wc, depth)
             if change.parallax < self.config.keyframe_parallax and change.overlap >= self.config.min_overlap:
                 return False
         self.keyframes.append(Keyframe(image, np.array(T_wc, dtype=np.float64)))

@@ -2,9 +2,9 @@
 
     motion = MotionStereo(StereoConfig(planes="ground", min_height=-0.05, max_height=0.3))
     for frame in sequence:
-        result = motion.push(frame.image, frame.T_wc, frame.camera)
+        result = motion.push(frame.camera, frame.T_wc, frame.image)
         if result.estimate is not None:
-            fuser.fuse(result.estimate.depth, frame.T_wc, frame.camera, frame.image, sigma=result.estimate.sigma)
+            fuser.fuse(frame.camera, frame.T_wc, result.estimate.depth, frame.image, sigma=result.estimate.sigma)
         else:
             print("no depth:", result.reason)
 """
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._compat import deprecated_order
 from ..camera import PinholeCamera
 from ..poses import validate_pose
 from .keyframes import KeyframeConfig, KeyframeWindow
@@ -57,24 +58,27 @@ class MotionStereo:
         self.window = KeyframeWindow(keyframes)
         self._scene_depth: float | None = None
 
-    def push(self, image: np.ndarray, T_wc: np.ndarray, camera: PinholeCamera) -> MotionStereoResult:
-        """Estimate the depth of a new frame (RGB image at pose ``T_wc``), then keep it if it is a keyframe.
+    def push(self, camera: PinholeCamera, T_wc: np.ndarray, image: np.ndarray) -> MotionStereoResult:
+        """Estimate the depth of a new frame (``camera``'s RGB image at pose ``T_wc``), then keep it if it is a keyframe.
 
         Raises:
             ValueError: the image does not match the camera, or the pose is not rigid.
         """
+        if not isinstance(camera, PinholeCamera):  # the order before 0.2: push(image, T_wc, camera)
+            deprecated_order("MotionStereo.push(image, T_wc, camera)", "push(camera, T_wc, image)")
+            camera, image = image, camera
         T_wc = validate_pose(T_wc, "T_wc")
         if np.shape(image)[:2] != camera.shape:
             raise ValueError(f"image has shape {np.shape(image)}, the camera's is {camera.shape}")
-        depth = self._scene_depth if self._scene_depth is not None else nominal_depth(self.stereo.config, T_wc, camera)
-        sources = self.window.sources_for(T_wc, camera, depth)
+        depth = self._scene_depth if self._scene_depth is not None else nominal_depth(self.stereo.config, camera, T_wc)
+        sources = self.window.sources_for(camera, T_wc, depth)
         result = MotionStereoResult(None, NO_PARALLAX)
         if sources:
-            estimate = self.stereo.estimate(image, T_wc, [s.image for s in sources], [s.T_wc for s in sources], camera)
+            estimate = self.stereo.estimate(camera, T_wc, image, [s.image for s in sources], [s.T_wc for s in sources])
             if estimate.valid.any():
                 self._scene_depth = float(np.median(estimate.depth[estimate.valid]))
                 result = MotionStereoResult(estimate, None, len(sources))
             else:
                 result = MotionStereoResult(None, NO_VALID_DEPTH, len(sources))
-        self.window.offer(np.asarray(image), T_wc, camera, depth)
+        self.window.offer(camera, T_wc, np.asarray(image), depth)
         return result

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._compat import deprecated_order
 from ..camera import PinholeCamera
 from ..poses import invert_pose, validate_pose
 
@@ -223,7 +224,7 @@ class PlaneSweepStereo:
         config: settings; the defaults suit 320x240 images.
 
     >>> stereo = PlaneSweepStereo(StereoConfig(min_depth=0.5, max_depth=5.0))
-    >>> est = stereo.estimate(ref_image, ref_T_wc, [src_image], [src_T_wc], camera)  # doctest: +SKIP
+    >>> est = stereo.estimate(camera, ref_T_wc, ref_image, [src_image], [src_T_wc])  # doctest: +SKIP
     """
 
     def __init__(self, config: StereoConfig | None = None) -> None:
@@ -232,13 +233,14 @@ class PlaneSweepStereo:
 
     def estimate(
         self,
-        ref_image: np.ndarray,
+        camera: PinholeCamera,
         ref_T_wc: np.ndarray,
+        ref_image: np.ndarray,
         src_images: list[np.ndarray],
         src_T_wcs: list[np.ndarray],
-        camera: PinholeCamera,
     ) -> DepthEstimate:
-        """Depth, sigma and validity of ``ref_image`` (RGB uint8 or float in [0, 1], or grey (H, W)).
+        """Depth, sigma and validity of ``ref_image`` (RGB uint8 or float in [0, 1], or grey (H, W)) taken
+        by ``camera`` at ``ref_T_wc``, from source images of the same camera at ``src_T_wcs``.
 
         Sources in which no point within the sweep shows ``min_parallax`` are left out; with none left
         (sources at the reference's pose, a pure rotation) every pixel is invalid.
@@ -248,6 +250,10 @@ class PlaneSweepStereo:
                 poses differ, there is no source, a pose is not rigid, or ``planes="ground"`` with the
                 camera not above ``max_height``.
         """
+        if not isinstance(camera, PinholeCamera):  # the order before 0.2: (ref_image, ref_T_wc, src_images, src_T_wcs, camera)
+            deprecated_order("PlaneSweepStereo.estimate(ref_image, ref_T_wc, src_images, src_T_wcs, camera)",
+                             "estimate(camera, ref_T_wc, ref_image, src_images, src_T_wcs)")
+            camera, ref_image, src_images, src_T_wcs = src_T_wcs, camera, ref_image, src_images
         cfg = self.config
         if len(src_images) != len(src_T_wcs):
             raise ValueError(f"{len(src_images)} source images but {len(src_T_wcs)} source poses")
@@ -320,7 +326,7 @@ class PlaneSweepStereo:
         return sources
 
 
-def nominal_depth(config: StereoConfig, T_wc: np.ndarray, camera: PinholeCamera) -> float:
+def nominal_depth(config: StereoConfig, camera: PinholeCamera, T_wc: np.ndarray) -> float:
     """A typical scene depth, metres, before anything is measured: the median depth of the sweep's middle plane.
 
     The middle plane is the middle of the sweep in ``s`` (inverse depth for fronto-parallel planes,

@@ -22,6 +22,7 @@ from ..datasets.frame import Frame
 from ..fusion import FusionConfig, HeightMapFuser
 from ..heightmap import HeightMap, save_heightmap
 from ..metrics import StageTimer, check_same_grid, evaluate, smooth_mask_from_heights
+from ..outputs import run_metrics
 from ..pipeline import FramePipeline, SkippedFrame
 from ..render.base import Renderer
 from ..viewer.layout import Rect, grid_cells, span
@@ -89,6 +90,14 @@ class LiveResult:
     @property
     def fps(self) -> float:
         return self.fused / self.seconds if self.seconds > 0 else float("nan")
+
+    def metrics(self, evaluation: dict | None = None) -> dict:
+        """This run's entries of ``metrics.json`` (:func:`heightfusion.outputs.run_metrics`); dropped
+        frames count as skipped."""
+        skipped = Counter(self.skipped)
+        if self.dropped:
+            skipped["dropped (fusion too slow)"] += self.dropped
+        return {**run_metrics(self.fused, skipped, self.seconds, self.ms_per_frame, evaluation), "ended": self.ended}
 
 
 class LiveApp:
@@ -160,6 +169,8 @@ class LiveApp:
     def _reset_map(self, like: HeightMap) -> None:
         """A new, empty map on ``like``'s grid, and a new pipeline (its stereo keyframes forgotten too)."""
         self.grid = HeightMap(tuple(like.origin), like.cell_size, like.shape)
+        if self.pipeline is not None:
+            self.pipeline.fuser.release()
         fuser = HeightMapFuser(self.grid, self.renderer, self.settings.config)
         s = self.settings
         self.pipeline = FramePipeline(fuser, s.depth, s.stereo, s.keyframes, timer=self.timer)
@@ -337,6 +348,8 @@ class LiveApp:
         return evaluate(self.grid, truth, smooth_mask_from_heights(truth))
 
     def release(self) -> None:
+        if self.pipeline is not None:
+            self.pipeline.fuser.release()
         self.view.release()
         for panel in self.panels.values():
             panel.release()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -10,6 +11,27 @@ from ..camera import PinholeCamera
 from ..heightmap import HeightMap
 from ..poses import validate_pose
 from .fragments import Fragments
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend's fragments offer beyond depth and ``depth_grad``; fusion, autograd and the shaded
+    backend ask these instead of testing backend names.
+
+    Attributes:
+        mesh_triangles: each covered pixel sees one mesh triangle: ``triangle_ids``, ``barycentric``
+            and three ``vertex_ids`` of that triangle (False: vertex slots of splats, -1 where unused).
+        gl_fragments: the fragments are drawn into textures of the backend's OpenGL context
+            (``fragment_textures``), where fusion sums its normal equations without reading them back.
+        vertex_color: ``Fragments.color`` is the barycentric interpolation of the map's vertex colours
+            (what :func:`heightfusion.autograd.render_image` differentiates).
+        double_precision: the fragments are computed in float64 (tight ``torch.autograd.gradcheck``).
+    """
+
+    mesh_triangles: bool
+    gl_fragments: bool
+    vertex_color: bool
+    double_precision: bool
 
 
 class Renderer(abc.ABC):
@@ -21,6 +43,10 @@ class Renderer(abc.ABC):
 
     #: Name under which :func:`heightfusion.make_renderer` finds the backend.
     name: str
+    #: What the backend's fragments offer (a property where it depends on the instance's settings); the
+    #: default claims nothing beyond depth, ``vertex_ids`` and ``depth_grad``.
+    capabilities: Capabilities = Capabilities(mesh_triangles=False, gl_fragments=False, vertex_color=False,
+                                              double_precision=False)
 
     @abc.abstractmethod
     def render(self, grid: HeightMap, cam: PinholeCamera, T_wc: np.ndarray) -> Fragments:

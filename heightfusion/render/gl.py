@@ -7,14 +7,13 @@ ray with the visible triangle's plane (shaders/triangle_hit.glsl) and writes dep
 weights, d depth / d h, vertex ids, colour and normal. The CPU side only takes views of the arrays
 read back. The targets are textures rather than renderbuffers (same speed), so that a compute pass
 can also read them where they are (:meth:`GLRenderer.draw_fragments`, used by
-:mod:`heightfusion.render.gl_accumulate`). Choices are made for llvmpipe (Mesa's CPU rasterizer),
+:mod:`heightfusion.fusion.gl_accumulate`). Choices are made for llvmpipe (Mesa's CPU rasterizer),
 whose vertex stage and triangle set-up run on one thread: few varying slots, attributes rather than
 buffer reads in the vertex stage.
 """
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +22,7 @@ from ..camera import PinholeCamera
 from ..heightmap import HeightMap
 from ..poses import invert_pose
 from . import context
-from .base import Renderer, check_inputs, empty_fragments
+from .base import Capabilities, Renderer, check_inputs, empty_fragments
 from .fragments import Fragments
 from .glsl import load_shader
 from .projection import camera_from_map, clip_from_camera, depth_range
@@ -66,11 +65,18 @@ def _clear_writes_bits(ctx) -> bool:
             res.release()
 
 
+def _map_local_xy(grid: HeightMap) -> bytes:
+    """Vertex positions minus the origin (metres, float32): they depend on the cell size only."""
+    return (grid.vertex_xy() - grid.origin).astype(np.float32).tobytes()
+
+
 @dataclass
 class _Mesh:
-    """GPU buffers of one grid shape: heights and colours are re-uploaded, indices are fixed."""
+    """GPU buffers of one grid shape: heights and colours are re-uploaded, positions follow ``cell_size``
+    (metres), indices are fixed."""
 
     shape: tuple[int, int]
+    cell_size: float
     xy: object
     heights: object
     gradients: object
@@ -98,25 +104,6 @@ class _Targets:
     def release(self) -> None:
         for res in (self.full, self.depth, self.clear_vao, *self.textures, *self.buffers):
             res.release()
-
-
-class _ReadbackPool:
-    """Hands out the previous read-back buffer again when no result of an earlier render refers to it.
-
-    Fresh pages cost a page fault each (several ms per full 640x480 read-back), and a fusion loop
-    drops each frame's Fragments before the next render, so the buffer is nearly always free.
-    Arrays a caller still holds (or any view of them) keep their buffer out of reuse.
-    """
-
-    def __init__(self) -> None:
-        self._buffer: np.ndarray | None = None
-
-    def take(self, nbytes: int) -> np.ndarray:
-        buffer = self._buffer
-        # References: self._buffer, the local name and getrefcount's argument; any more is a user's view.
-        if buffer is None or buffer.nbytes != nbytes or sys.getrefcount(buffer) > 3:
-            buffer = self._buffer = np.empty(nbytes, dtype=np.uint8)
-        return buffer
 
 
 def _provoking_last(triangles: np.ndarray) -> np.ndarray:
@@ -165,38 +152,32 @@ class GLRenderer(context.UsesContext, Renderer):
     """
 
     name = "gl"
+    capabilities = Capabilities(mesh_triangles=True, gl_fragments=True, vertex_color=True, double_precision=False)
 
     def __init__(self, ctx=None) -> None:
         self._ctx = ctx
         self._programs: dict[str, object] = {}
         self._mesh: _Mesh | None = None
         self._targets: _Targets | None = None
-        self._full_pool = _ReadbackPool()
         self._bitwise_clear: bool | None = None
-        self._depth_pool = _ReadbackPool()
-
-
 
     # --- public API -----------------------------------------------------------------------------
     def render(self, grid: HeightMap, cam: PinholeCamera, T_wc: np.ndarray) -> Fragments:
         self.activate()
         if not self.draw_fragments(grid, cam, T_wc):
             return empty_fragments(cam)
-        H, W = cam.shape
-        target_bytes = H * W * 16  # every target holds 4 channels of 4 bytes
-        buffer = self._full_pool.take(target_bytes * len(TARGETS))
-        arrays = []
-        for attachment, (dtype, n) in enumerate(TARGETS):
-            out = buffer[attachment * target_bytes : (attachment + 1) * target_bytes].view(dtype).reshape(H, W, n)
+        # Fresh arrays, so that no later render writes into a result the caller holds. One per target
+        # stays under glibc's largest mmap threshold (32 MiB), so freed ones come back from the heap
+        # without page faults: as fast as reusing one buffer (measured up to 1280x960).
+        arrays = [np.empty((*cam.shape, n), dtype=dtype) for dtype, n in TARGETS]
+        for attachment, ((dtype, n), out) in enumerate(zip(TARGETS, arrays)):
             self._targets.full.read_into(out, components=n, attachment=attachment, dtype=dtype)  # type: ignore[union-attr]
-            arrays.append(out)
-        del buffer
         return fragments_from_targets(*arrays)
 
     def render_depth(self, grid: HeightMap, cam: PinholeCamera, T_wc: np.ndarray) -> np.ndarray:
         self.activate()
         T_wc = check_inputs(grid, cam, T_wc)
-        depth = self._depth_pool.take(4 * cam.width * cam.height).view(np.float32).reshape(cam.shape)
+        depth = np.empty(cam.shape, dtype=np.float32)
         if not self._draw(grid, cam, T_wc, full=False):
             depth.fill(np.nan)
             return depth
@@ -251,7 +232,9 @@ class GLRenderer(context.UsesContext, Renderer):
         map_from_cam = invert_pose(cam_from_map)
         program = self._program("full" if full else "depth")
         uniforms = {
-            "clip_from_map": (clip_from_camera(cam, near, far) @ cam_from_map).T.astype("f4").tobytes(),
+            # No far plane: in float32 it would clip vertices just inside it. The depth test uses
+            # z / far from the fragment stage, not the projection's depth.
+            "clip_from_map": (clip_from_camera(cam, near, np.inf) @ cam_from_map).T.astype("f4").tobytes(),
             "cam_center": tuple(map_from_cam[:3, 3]),
             "map_from_cam": map_from_cam[:3, :3].T.astype("f4").tobytes(),
             "pixel_to_ray": (1.0 / cam.fx, 1.0 / cam.fy, cam.cx, cam.cy),
@@ -318,6 +301,9 @@ class GLRenderer(context.UsesContext, Renderer):
 
     def _mesh_for(self, grid: HeightMap) -> _Mesh:
         if self._mesh is not None and self._mesh.shape == grid.shape:
+            if self._mesh.cell_size != grid.cell_size:  # same indices, other positions
+                self._mesh.xy.write(_map_local_xy(grid))
+                self._mesh.cell_size = grid.cell_size
             return self._mesh
         if grid.num_triangles >= _MAX_TRIANGLES:
             raise ValueError(f"HeightMap of shape {grid.shape} is too large for the GL backend")
@@ -325,7 +311,7 @@ class GLRenderer(context.UsesContext, Renderer):
             self._mesh.release()
         ctx = self.ctx
         n = grid.num_vertices
-        xy = ctx.buffer((grid.vertex_xy() - grid.origin).astype(np.float32).tobytes())
+        xy = ctx.buffer(_map_local_xy(grid))
         heights = ctx.buffer(reserve=4 * n)
         gradients = ctx.buffer(reserve=16 * n)
         colors = ctx.buffer(reserve=12 * n)
@@ -335,7 +321,7 @@ class GLRenderer(context.UsesContext, Renderer):
             ctx.vertex_array(self._program(kind), content, index_buffer=indices, index_element_size=4)
             for kind, content in (("full", [*geometry, (colors, "3f", "in_color")]), ("depth", geometry))
         ]
-        self._mesh = _Mesh(grid.shape, xy, heights, gradients, colors, indices, *vaos)
+        self._mesh = _Mesh(grid.shape, grid.cell_size, xy, heights, gradients, colors, indices, *vaos)
         return self._mesh
 
     def _targets_for(self, cam: PinholeCamera) -> _Targets:

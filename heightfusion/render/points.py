@@ -69,7 +69,7 @@ import torch
 
 from ..camera import PinholeCamera
 from ..heightmap import HeightMap
-from .base import Renderer, check_inputs, empty_fragments
+from .base import Capabilities, Renderer, check_inputs, empty_fragments
 from .fragments import Fragments
 from .projection import camera_from_map
 from .raymarch import _float_dtype, _plane_hit, grid_frame, pixel_directions
@@ -137,6 +137,11 @@ class PointsRenderer(Renderer):
     """
 
     name = "points"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(mesh_triangles=False, gl_fragments=False, vertex_color=False,
+                            double_precision=self.dtype == torch.float64)
 
     def __init__(
         self,

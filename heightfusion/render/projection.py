@@ -8,9 +8,17 @@ from ..camera import PinholeCamera
 from ..heightmap import HeightMap
 from ..poses import invert_pose
 
+#: Margin of :func:`depth_range` beyond the map's box, relative to the largest corner depth. Float32
+#: clip coordinates of a vertex a few metres away err by ~1e-6 relative; a tighter box lost pixels.
+DEPTH_MARGIN = 0.01
+#: Smallest near plane, relative to far: a camera inside the map's box sees nothing closer that matters.
+MIN_NEAR = 1e-4
+
 
 def clip_from_camera(cam: PinholeCamera, near: float, far: float) -> np.ndarray:
-    """4x4 projection from the OpenCV camera frame to GL clip space.
+    """4x4 projection from the OpenCV camera frame to GL clip space; ``near``, ``far`` in metres.
+
+    ``far`` may be ``np.inf`` (no far plane).
 
     OpenCV puts pixel (u, v)'s centre at integer coordinates, GL at half-integers, so pixel u maps to
     window x = u + 0.5. Window row y = v + 0.5 as well (no vertical flip): ``glReadPixels``, which
@@ -22,8 +30,9 @@ def clip_from_camera(cam: PinholeCamera, near: float, far: float) -> np.ndarray:
     P[0, 2] = 2.0 * (cam.cx + 0.5) / W - 1.0
     P[1, 1] = 2.0 * cam.fy / H
     P[1, 2] = 2.0 * (cam.cy + 0.5) / H - 1.0
-    P[2, 2] = (far + near) / (far - near)
-    P[2, 3] = -2.0 * far * near / (far - near)
+    ratio = near / far  # 0 for far = inf: then no far plane, and clip z - w = -2 near at every depth
+    P[2, 2] = (1.0 + ratio) / (1.0 - ratio)
+    P[2, 3] = -2.0 * near / (1.0 - ratio)
     P[3, 2] = 1.0
     return P
 
@@ -36,18 +45,20 @@ def camera_from_map(grid: HeightMap, T_wc: np.ndarray) -> np.ndarray:
 
 
 def depth_range(grid: HeightMap, T_wc: np.ndarray) -> tuple[float, float] | None:
-    """(near, far) z-depths enclosing the map's bounding box seen from ``T_wc``; None if it is behind.
+    """(near, far) z-depths in metres enclosing the map's bounding box seen from ``T_wc``; None if it is behind.
 
-    ``far`` is the largest corner depth (with a margin); ``near`` is a tiny fraction of it, since the
-    depth test uses linear depth z / far written by the shader and the near plane only clips.
+    Both keep a margin of DEPTH_MARGIN x the largest corner depth from the box, so that float32 rounding
+    in the vertex stage never clips the map's own vertices. ``near`` is at least MIN_NEAR x ``far``
+    (the camera may be inside the box).
     """
     x0, x1, y0, y1 = grid.extent
     h_lo, h_hi = float(grid.heights.min()), float(grid.heights.max())
     corners = np.array(np.meshgrid([x0, x1], [y0, y1], [h_lo, h_hi])).reshape(3, -1)
     T_cw = invert_pose(T_wc)
     z = T_cw[2, :3] @ corners + T_cw[2, 3]
-    far = float(z.max())
-    if far <= 0:
+    z_max = float(z.max())
+    if z_max <= 0:
         return None
-    far = far * 1.001 + 1e-6
-    return far * 1e-6, far
+    margin = DEPTH_MARGIN * z_max
+    far = z_max + margin
+    return max(float(z.min()) - margin, MIN_NEAR * far), far

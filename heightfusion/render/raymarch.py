@@ -42,7 +42,7 @@ import torch
 from ..camera import PinholeCamera
 from ..heightmap import HeightMap, cell_barycentric
 from ..poses import invert_pose
-from .base import Renderer, check_inputs
+from .base import Capabilities, Renderer, check_inputs
 from .fragments import Fragments
 from .projection import camera_from_map
 
@@ -347,6 +347,11 @@ class RaymarchRenderer(Renderer):
     """
 
     name = "raymarch"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(mesh_triangles=True, gl_fragments=False, vertex_color=True,
+                            double_precision=self.dtype == torch.float64)
 
     def __init__(self, dtype: torch.dtype | str | type = torch.float32, device: str | torch.device = "cpu") -> None:
         self.dtype = _float_dtype(dtype)

@@ -15,7 +15,7 @@ import numpy as np
 from ..camera import PinholeCamera
 from ..heightmap import HeightMap
 from . import context
-from .base import Renderer, check_inputs
+from .base import Capabilities, Renderer, check_inputs
 from .fragments import Fragments
 from .gl import TARGETS, fragments_from_targets
 from .glsl import load_shader
@@ -35,6 +35,7 @@ class RaymarchGLRenderer(context.UsesContext, Renderer):
     """
 
     name = "raymarch-gl"
+    capabilities = Capabilities(mesh_triangles=True, gl_fragments=False, vertex_color=True, double_precision=False)
 
     def __init__(self, ctx=None) -> None:
         self._ctx = ctx

@@ -239,6 +239,11 @@ class ShadedRenderer(Renderer):
 
     name = "shaded"
 
+    @property
+    def capabilities(self) -> Capabilities:
+        """The inner backend's geometry; the colour is shaded, not interpolated; no fragment textures of its own."""
+        return replace(self.inner.capabilities, gl_fragments=False, vertex_color=False)
+
     def __init__(
         self,
         lights: Sequence[Light] | None = None,
@@ -254,13 +259,15 @@ class ShadedRenderer(Renderer):
         if shading not in _SHADINGS:
             raise ValueError(f"shading must be one of {_SHADINGS}, got {shading!r}")
         self.lights: tuple[Light, ...] = tuple(lights) if lights is not None else (Light.directional((0.0, 0.0, 1.0)),)
-        inner_name = inner if isinstance(inner, str) else getattr(inner, "name", "")
-        if inner_name in ("points", "shaded"):
+        inner_renderer = make_renderer(inner) if isinstance(inner, str) else inner
+        if not inner_renderer.capabilities.mesh_triangles:
+            if isinstance(inner, str):
+                inner_renderer.release()
             raise ValueError(
                 f"the shaded backend needs a mesh backend for its geometry (facet normals from triangle vertices); "
-                f"got {inner_name!r}: use 'gl', 'raymarch' or 'raymarch-gl'"
+                f"got {inner_renderer.name!r}: use 'gl', 'raymarch' or 'raymarch-gl'"
             )
-        self.inner = make_renderer(inner) if isinstance(inner, str) else inner
+        self.inner = inner_renderer
         self._owns_inner = isinstance(inner, str)
         self.roughness = roughness
         self.specular = specular

@@ -154,8 +154,7 @@ def frustum_segments(grid: HeightMap, cam: PinholeCamera, T_wc: np.ndarray, dept
     """(8, 2, 3) map-local segments of a camera's frustum drawn to ``depth`` metres."""
     W, H = cam.width - 1, cam.height - 1
     corners_px = np.array([[0, 0], [W, 0], [W, H], [0, H]], dtype=np.float64)
-    rays = np.column_stack([(corners_px[:, 0] - cam.cx) / cam.fx, (corners_px[:, 1] - cam.cy) / cam.fy, np.ones(4)])
-    far = rays * depth @ T_wc[:3, :3].T + T_wc[:3, 3]
+    far = cam.unproject(corners_px, depth) @ T_wc[:3, :3].T + T_wc[:3, 3]
     centre = T_wc[:3, 3]
     offset = np.array([grid.origin[0], grid.origin[1], 0.0])
     segments = [(centre, far[k]) for k in range(4)] + [(far[k], far[(k + 1) % 4]) for k in range(4)]

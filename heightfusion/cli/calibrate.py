@@ -14,7 +14,7 @@ import re
 import time
 from pathlib import Path
 
-from .board_command import add_board_arguments, board_spec_from_args
+from .options import add_board_arguments, board_spec_from_args
 
 DEFAULT_MAX_VIEWS = 20
 CANDIDATES_PER_VIEW = 10  # frames searched per view wanted: enough choice, bounded time on long videos
@@ -22,8 +22,8 @@ HIGH_RMS_PX = 1.0  # above this the board options probably do not match the prin
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .live.sources import capture_device
-    from .markers import MIN_CORNERS  # OpenCV, which the package has loaded anyway
+    from ..live.sources import capture_device
+    from ..markers import MIN_CORNERS  # OpenCV, which the package has loaded anyway
 
     parser.add_argument("source", nargs="?", help="folder of images or a video file showing the board (or --camera)")
     parser.add_argument("--camera", type=capture_device, metavar="N|URL",
@@ -41,8 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .datasets.camera_yaml import save_camera_yaml
-    from .markers import MIN_CALIBRATION_VIEWS, BoardDetector, calibrate_detections
+    from ..datasets.camera_yaml import save_camera_yaml
+    from ..markers import MIN_CALIBRATION_VIEWS, BoardDetector, calibrate_detections
 
     if (args.source is None) == (args.camera is None):
         raise ValueError("give either SOURCE (a folder of images or a video file) or --camera N")
@@ -89,7 +89,7 @@ def _frames(source: Path, limit: int):
     import cv2
     import numpy as np
 
-    from .datasets.folder import find_images, is_video_file
+    from ..datasets.folder import find_images, is_video_file
 
     if not source.exists():
         raise ValueError(f"{source}: no such file or folder")
@@ -128,7 +128,7 @@ def _natural_key(path: Path) -> list:
 
 def _capture_views(index: int | str, detector, max_views: int, min_corners: int, interval: float):
     """(labels, detections) of up to ``max_views`` camera frames showing the board, ``interval`` s apart."""
-    from .live.sources import open_camera
+    from ..live.sources import open_camera
 
     frames = open_camera(index, None)  # ValueError naming the camera when it cannot be opened
     labels, detections = [], []

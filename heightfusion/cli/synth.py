@@ -6,7 +6,7 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .scenes import SCENE_NAMES  # numpy only, which the package has loaded anyway
+    from ..synthetic.scenes import SCENE_NAMES  # numpy only, which the package has loaded anyway
 
     parser.add_argument("out", help="output folder (created; existing files are overwritten)")
     parser.add_argument("--scene", default="floor", help=f"one of {', '.join(SCENE_NAMES)} (default floor)")
@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .sequence import generate, write_tum
+    from ..synthetic.sequence import generate, write_tum
 
     seq = generate(
         args.scene, frames=args.frames, width=args.width, height=args.height,

@@ -10,25 +10,29 @@ and metrics as ``heightfusion replay``; exit status 0.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
-from collections import Counter
 from pathlib import Path
 
-import numpy as np
-
-from ..cli import UserError
+from . import UserError
+from .options import (
+    add_board_arguments,
+    add_depth_arguments,
+    add_free_space_arguments,
+    add_grid_arguments,
+    board_spec_from_args,
+    check_positive,
+    free_space_settings,
+    grid_args,
+    stereo_config_from_args,
+)
 
 DEFAULT_EXTENT_M = 4.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..board_command import add_board_arguments
-    from ..navigation import add_free_space_arguments
-    from ..pipeline import add_depth_arguments
+    from ..live.sources import capture_device
     from ..render import BACKENDS
     from ..viewer.map_view import MODES
-    from .sources import capture_device
 
     parser.add_argument("source", nargs="?", help="dataset folder or video file (default: the bundled sample)")
     parser.add_argument("--camera", type=capture_device, metavar="N|URL",
@@ -44,9 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fuse every frame of a recording, as fast as possible (no real-time pacing, no drops)")
     parser.add_argument("--exit-at-end", action="store_true", help="close when the source ends")
     parser.add_argument("--out", default="live_out", help="folder for the saved map and pictures (default live_out)")
-    parser.add_argument("--cell-size", type=float, help="map cell size in metres (default: ground truth's, else 0.02)")
-    parser.add_argument("--origin", type=float, nargs=2, metavar=("X", "Y"), help="world (x, y) of vertex (0, 0)")
-    parser.add_argument("--shape", type=int, nargs=2, metavar=("NY", "NX"), help="map size in vertices")
+    add_grid_arguments(parser)
     parser.add_argument("--extent", type=float, default=DEFAULT_EXTENT_M,
                         help="side in metres of a map centred where the first frame looks (default 4)")
     parser.add_argument("--mode", choices=MODES, default="color", help="colouring of the 3D views")
@@ -58,17 +60,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .. import datasets
-    from ..board_command import board_spec_from_args
     from ..datasets.camera_yaml import load_camera_yaml
-    from ..navigation import free_space, free_space_kwargs
-    from ..pipeline import fusion_config, stereo_config_from_args, uses_stereo
+    from ..live.app import LiveApp, LiveSettings
+    from ..live.sources import BoardPoses, LatestFrameSource, open_camera
+    from ..outputs import write_map_outputs
+    from ..pipeline import fusion_config, uses_stereo
     from ..render import make_renderer
+    from ..sizing import grid_around_view
     from ..viewer.window import Window, WindowUnavailableError
-    from .app import LiveApp, LiveSettings
-    from .sources import BoardPoses, LatestFrameSource, open_camera
 
     _check_args(args)
-    free_space_settings = free_space_kwargs(args)
+    robot = free_space_settings(args)
     _leave_a_core_for_the_reader()
     camera = None
     if args.calibration is not None:
@@ -102,13 +104,16 @@ def run(args: argparse.Namespace) -> int:
         exit_at_end=args.exit_at_end or scripted, mode=args.mode, truth=truth, end_message=end_message,
         pose_problem=None if board_poses is None else (lambda: board_poses.reason),
     )
+    grid = grid_args(args)
     try:
         window = Window(f"heightfusion live - {name}", tuple(args.size), visible=not args.hidden)
     except WindowUnavailableError as exc:
         raise UserError(str(exc)) from None
     try:
-        app = LiveApp(window, source, make_renderer(args.backend), _grid_maker(args, truth),
-                      lambda grid: free_space(grid, **free_space_settings), settings)
+        renderer = make_renderer(args.backend)
+        app = LiveApp(window, source, renderer,
+                      lambda frame: grid_around_view(frame.T_wc, args.extent, truth=truth, **grid),
+                      robot.labels, settings)
         result = app.run()
         if args.screenshot:
             from ..visualize import write_png
@@ -116,11 +121,15 @@ def run(args: argparse.Namespace) -> int:
             write_png(args.screenshot, window.read_rgb())
         evaluation = app.evaluation()
         app.release()
+        renderer.release()
     finally:
         window.destroy()
-    print(_summary(result, evaluation, args))
+    print(_summary(result, evaluation))
     if result.grid is not None:
-        _write_outputs(result, evaluation, truth, args)
+        source_name = args.source or (f"camera {args.camera}" if args.camera is not None else "bundled sample")
+        write_map_outputs(args.out, result.grid, {"source": source_name, "mode": "live", **result.metrics(evaluation)},
+                          truth if evaluation is not None else None, robot)
+        print(f"wrote {args.out}/: heightmap.npz, mesh, pictures (height, colour, uncertainty, free space) and metrics.json")
     return 0
 
 
@@ -141,48 +150,15 @@ def _leave_a_core_for_the_reader() -> None:
 def _check_args(args: argparse.Namespace) -> None:
     from ..viewer.window import check_window_size
 
-    for name in ("max_frames",):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
-    if args.autosave is not None and not (math.isfinite(args.autosave) and args.autosave > 0):
-        raise UserError(f"--autosave must be a positive number of seconds, got {args.autosave}")
-    if not (math.isfinite(args.extent) and args.extent > 0):
-        raise UserError(f"--extent must be a positive length in metres, got {args.extent}")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise UserError(f"--max-frames must be a positive number, got {args.max_frames}")
+    check_positive(args, {"autosave": "seconds", "extent": "metres"})
     check_window_size(args.size)
     if (args.origin is None) != (args.shape is None):
         raise UserError("--origin and --shape go together")
 
 
-def _grid_maker(args: argparse.Namespace, truth):
-    """The map for the first posed frame: explicit grid, else the truth's, else a square where it looks."""
-    from ..heightmap import HeightMap
-
-    def make(frame) -> HeightMap:
-        if args.origin is not None:
-            return HeightMap(tuple(args.origin), args.cell_size or 0.02, tuple(args.shape))
-        if truth is not None and (args.cell_size is None or args.cell_size == truth.cell_size):
-            return HeightMap(tuple(truth.origin), truth.cell_size, truth.shape)
-        cell = args.cell_size or 0.02
-        n = math.ceil(args.extent / cell) + 1
-        centre = _look_point(frame.T_wc)
-        return HeightMap((centre[0] - args.extent / 2, centre[1] - args.extent / 2), cell, (n, n))
-
-    return make
-
-
-def _look_point(T_wc: np.ndarray, max_range: float = 3.0) -> np.ndarray:
-    """Where the optical axis meets the floor z = 0 within ``max_range`` m, else 1.5 m ahead."""
-    centre, axis = T_wc[:3, 3], T_wc[:3, 2]
-    if axis[2] < -1e-6:
-        t = -centre[2] / axis[2]
-        if 0 < t <= max_range:
-            return (centre + t * axis)[:2]
-    heading = axis[:2] / max(np.linalg.norm(axis[:2]), 1e-9)
-    return centre[:2] + 1.5 * heading
-
-
-def _summary(result, evaluation, args) -> str:
+def _summary(result, evaluation) -> str:
     skipped = dict(result.skipped)
     lines = [
         f"live: {result.ended}; read {result.read} frames, fused {result.fused} at {result.fps:.1f} frames/s, "
@@ -196,21 +172,3 @@ def _summary(result, evaluation, args) -> str:
     if result.grid is None:
         lines.append("no frame had a pose: no map")
     return "\n".join(lines)
-
-
-def _write_outputs(result, evaluation, truth, args) -> None:
-    """The map, mesh, pictures and metrics, as replay writes them."""
-    from ..navigation import free_space_kwargs
-    from ..replay import ReplayResult, write_outputs
-
-    skipped = Counter(result.skipped)
-    if result.dropped:
-        skipped["dropped (fusion too slow)"] += result.dropped
-    replay_result = ReplayResult(
-        grid=result.grid, frames_used=result.fused, skipped=skipped, seconds=result.seconds,
-        ms_per_frame=result.ms_per_frame, truth=truth if evaluation is not None else None, evaluation=evaluation,
-    )
-    source = args.source or (f"camera {args.camera}" if args.camera is not None else "bundled sample")
-    write_outputs(replay_result, args.out, {"source": source, "mode": "live", "ended": result.ended},
-                  **free_space_kwargs(args))
-    print(f"wrote {args.out}/: heightmap.npz, mesh, pictures (height, colour, uncertainty, free space) and metrics.json")

@@ -1,6 +1,6 @@
 """The normal equations of a depth frame summed on the GPU, next to the rendered fragments.
 
-:func:`heightfusion.normal_equations.accumulate` reads the full fragments back and sums per vertex
+:func:`heightfusion.fusion.normal_equations.accumulate` reads the full fragments back and sums per vertex
 with ``np.bincount``; :class:`GLAccumulator` gives the same :class:`NormalEquations` without that
 read-back: the renderer draws the fragments into textures, one compute dispatch
 (``shaders/accumulate.glsl``) applies the same per-pixel rules and adds each pixel's terms atomically
@@ -34,9 +34,9 @@ import numpy as np
 
 from ..camera import PinholeCamera
 from ..heightmap import HeightMap
-from ..normal_equations import NormalEquations
-from .gl import GLRenderer
-from .glsl import load_shader
+from ..render.gl import GLRenderer
+from ..render.glsl import load_shader
+from .normal_equations import NormalEquations
 
 _GROUP = 16  # local_size_x and local_size_y of shaders/accumulate.glsl
 # Planes of the Sums buffer (shaders/accumulate.glsl), num_vertices floats each: the NormalEquations
@@ -102,7 +102,7 @@ class GLAccumulator:
     ) -> NormalEquations:
         """Render ``grid`` from ``T_wc`` and sum the frame's normal equations on the GPU.
 
-        Same arguments and result as :func:`heightfusion.normal_equations.accumulate`, with the
+        Same arguments and result as :func:`heightfusion.fusion.normal_equations.accumulate`, with the
         rendering done here (grid, cam, T_wc instead of Fragments). Arrays are taken as float32.
         """
         _check_shapes(grid, cam, depth, sigma, ray_norm, information, colors)

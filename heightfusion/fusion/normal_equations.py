@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import spsolve
 
-from .render.fragments import Fragments
+from ..render.fragments import Fragments
 
 
 @dataclass

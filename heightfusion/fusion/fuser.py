@@ -7,9 +7,9 @@ Per frame, with the map's heights h0 and information (1/variance) Lambda before 
    the residual's predicted sigma sqrt(sigma^2 + sum_k J_k^2 / Lambda_k), so that a map that knows
    little is not protected against what it is shown; grazing pixels are dropped;
 3. normal equations A = sum w J J^T, g = sum w J r over the three vertices under each pixel
-   (:mod:`heightfusion.normal_equations`);
-4. solve (Lambda + A) delta = g + Lambda (h0 - h), diagonal or coupled (conjugate gradient over the
-   grid's neighbour stencil), h += delta; repeat from 1 for a few Gauss-Newton iterations;
+   (:mod:`heightfusion.fusion.normal_equations`);
+4. solve (Lambda + A) delta = g + Lambda (h0 - h), diagonal or coupled (a sparse direct solve over
+   the grid's neighbour stencil), h += delta; repeat from 1 for a few Gauss-Newton iterations;
 5. after the last iteration, render and accumulate once more at the new heights: information +=
    diag(A) there (capped, optional forgetting), colours as information-weighted means, ``observed``
    where the vertex's sigma fell below ``observed_sigma``.
@@ -22,13 +22,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .camera import PinholeCamera
-from .depth.sensor import SensorNoise
-from .heightmap import HeightMap
-from .metrics import StageTimer
+from .._compat import deprecated_order
+from ..camera import PinholeCamera
+from ..depth.sensor import SensorNoise
+from ..heightmap import HeightMap
+from ..metrics import StageTimer
 from .normal_equations import NormalEquations, SmoothnessPrior, accumulate, solve
-from .poses import validate_pose
-from .render.base import Renderer
+from ..poses import validate_pose
+from ..render.base import Renderer
 
 SOLVERS = ("coupled", "diagonal")
 ACCUMULATORS = ("auto", "cpu", "gl")
@@ -142,35 +143,59 @@ class HeightMapFuser:
         self._camera_rays: tuple[PinholeCamera, np.ndarray, np.ndarray] | None = None
         self._gl_accumulator = _gl_accumulator(renderer, self.config.accumulate)
 
+    def release(self) -> None:
+        """Free the GPU buffers of the fusion's own summation; the renderer stays the caller's to release."""
+        if self._gl_accumulator is not None:
+            self._gl_accumulator.release()
+            self._gl_accumulator = None
+
     def fuse(
         self,
-        depth: np.ndarray,
+        camera: PinholeCamera,
         T_wc: np.ndarray,
-        cam: PinholeCamera,
+        depth: np.ndarray,
         image: np.ndarray | None = None,
         sigma: np.ndarray | None = None,
     ) -> FusionStats:
-        """Fuse one depth image (H, W) metres (NaN, 0 or negative = no value) taken at ``T_wc``.
+        """Fuse one depth image taken by ``camera`` at pose ``T_wc`` into the map.
 
         Args:
+            camera: the depth image's camera.
+            T_wc: 4x4 camera-to-world pose.
+            depth: (H, W) z-depth, metres; NaN, 0 or negative = no value.
             image: (H, W, 3) RGB, uint8 or float in [0, 1], for the vertex colours.
             sigma: (H, W) per-pixel depth standard deviation, metres; default ``config.noise``.
+
+        Example (the ray marcher needs no OpenGL):
+            >>> import numpy as np, heightfusion as hf
+            >>> camera = hf.PinholeCamera(64, 48, 50.0, 50.0, 31.5, 23.5)
+            >>> T_wc = hf.look_at((0.0, -0.3, 1.0), (0.0, 0.0, 0.0))
+            >>> renderer = hf.make_renderer("raymarch")
+            >>> plane = hf.HeightMap((-0.5, -0.5), 0.05, (21, 21), initial_height=0.1)
+            >>> depth = renderer.render_depth(plane, camera, T_wc)  # a floor 10 cm up, seen from 1 m
+            >>> grid = hf.HeightMap((-0.5, -0.5), 0.05, (21, 21))
+            >>> stats = hf.HeightMapFuser(grid, renderer).fuse(camera, T_wc, depth)
+            >>> print(f"{np.median(grid.heights[grid.observed]):.3f} m")
+            0.100 m
         """
+        if not isinstance(camera, PinholeCamera):  # the order before 0.2: fuse(depth, T_wc, camera, ...)
+            deprecated_order("HeightMapFuser.fuse(depth, T_wc, camera)", "fuse(camera, T_wc, depth)")
+            camera, depth = depth, camera
         cfg = self.config
         grid = self.grid
         T_wc = validate_pose(T_wc, "T_wc")
-        depth, sigma, colors = _check_frame(depth, cam, image, sigma, cfg.noise)
+        depth, sigma, colors = _check_frame(depth, camera, image, sigma, cfg.noise)
         stats = FusionStats(pixels_measured=int(np.isfinite(depth).sum()))
         timer = StageTimer()
         if cfg.forgetting > 0:
             np.maximum(grid.information * (1 - cfg.forgetting), grid.prior_information, out=grid.information)
         with timer("seed"):
-            self._seed_unobserved(depth, T_wc, cam)
+            self._seed_unobserved(depth, T_wc, camera)
         prior_heights = grid.heights.astype(np.float64)
         prior_information = grid.information.astype(np.float64)
 
         for _ in range(cfg.iterations):
-            system = self._normal_equations(timer, depth, sigma, T_wc, cam, prior_information, None)
+            system = self._normal_equations(timer, depth, sigma, T_wc, camera, prior_information, None)
             with timer("solve"):
                 smoothness = SmoothnessPrior.robust(grid.heights, cfg.smoothness_slope * grid.cell_size)
                 rhs = system.g + prior_information * (prior_heights - grid.heights) - smoothness.gradient(grid.heights)
@@ -179,7 +204,7 @@ class HeightMapFuser:
         # The information the frame adds is measured at the new estimate (the posterior mode), not at
         # a linearisation point the iterations left behind: vertices still far from their pixels, or
         # hidden by what the update raised, must not become confident.
-        system = self._normal_equations(timer, depth, sigma, T_wc, cam, None, colors)
+        system = self._normal_equations(timer, depth, sigma, T_wc, camera, None, colors)
         with timer("update"):
             self._update_map(system, prior_information)
         stats.pixels_used = system.pixels_used
@@ -196,26 +221,26 @@ class HeightMapFuser:
         depth: np.ndarray,
         sigma: np.ndarray,
         T_wc: np.ndarray,
-        cam: PinholeCamera,
+        camera: PinholeCamera,
         information: np.ndarray | None,
         colors: np.ndarray | None,
     ) -> NormalEquations:
         """Render at the current heights and accumulate; ``information`` widens the outlier gate."""
         cfg, grid = self.config, self.grid
-        ray_norm = self._ray_norm(cam)
+        ray_norm = self._ray_norm(camera)
         cos_min = math.cos(math.radians(cfg.max_incidence_deg))
         colors = colors if cfg.fuse_color else None
         if self._gl_accumulator is not None:
             with timer("render+accumulate"):  # one GL pass: the fragments never leave the GPU
                 return self._gl_accumulator.accumulate(
-                    grid, cam, T_wc, depth, sigma, ray_norm, cos_min, cfg.huber_k, cfg.gate_k, information, colors
+                    grid, camera, T_wc, depth, sigma, ray_norm, cos_min, cfg.huber_k, cfg.gate_k, information, colors
                 )
         with timer("render"):
-            frag = self.renderer.render(grid, cam, T_wc)
+            frag = self.renderer.render(grid, camera, T_wc)
         with timer("accumulate"):
             return accumulate(frag, depth, sigma, grid.shape, ray_norm, cos_min, cfg.huber_k, cfg.gate_k, information, colors)
 
-    def _seed_unobserved(self, depth: np.ndarray, T_wc: np.ndarray, cam: PinholeCamera) -> None:
+    def _seed_unobserved(self, depth: np.ndarray, T_wc: np.ndarray, camera: PinholeCamera) -> None:
         """Start vertices the map has not observed at the mean height of the frame's points over them.
 
         The prior height of an unobserved vertex is a guess; the measured points that fall in its
@@ -228,7 +253,7 @@ class HeightMapFuser:
         valid = np.isfinite(sub)
         if not valid.any():
             return
-        rays = self._rays(cam)[::step, ::step][valid]
+        rays = self._rays(camera)[::step, ::step][valid]
         points = rays * sub[valid][:, None] @ T_wc[:3, :3].T + T_wc[:3, 3]
         col_row = np.rint((points[:, :2] - grid.origin) / grid.cell_size).astype(np.int64)
         inside = (col_row[:, 0] >= 0) & (col_row[:, 0] < grid.nx) & (col_row[:, 1] >= 0) & (col_row[:, 1] < grid.ny)
@@ -253,53 +278,54 @@ class HeightMapFuser:
         grid.information[:] = information
         grid.observed |= information >= 1.0 / cfg.observed_sigma**2
 
-    def _rays(self, cam: PinholeCamera) -> np.ndarray:
+    def _rays(self, camera: PinholeCamera) -> np.ndarray:
         """(H, W, 3) camera-frame rays with z = 1 (cached per camera)."""
-        if self._camera_rays is None or self._camera_rays[0] != cam:
-            rays = cam.pixel_rays()
-            self._camera_rays = (cam, rays, np.linalg.norm(rays, axis=-1).astype(np.float32))
+        if self._camera_rays is None or self._camera_rays[0] != camera:
+            rays = camera.pixel_rays()
+            self._camera_rays = (camera, rays, np.linalg.norm(rays, axis=-1).astype(np.float32))
         return self._camera_rays[1]
 
-    def _ray_norm(self, cam: PinholeCamera) -> np.ndarray:
+    def _ray_norm(self, camera: PinholeCamera) -> np.ndarray:
         """|d| per pixel for rays d with camera-z component 1 (cached per camera)."""
-        self._rays(cam)
+        self._rays(camera)
         return self._camera_rays[2]
 
 
 def _check_frame(
-    depth: np.ndarray, cam: PinholeCamera, image: np.ndarray | None, sigma: np.ndarray | None, noise: SensorNoise
+    depth: np.ndarray, camera: PinholeCamera, image: np.ndarray | None, sigma: np.ndarray | None, noise: SensorNoise
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(depth with NaN for no value, sigma, image as float RGB or None); ValueError on a mismatch."""
     depth = np.asarray(depth, dtype=np.float32)
-    if depth.shape != cam.shape:
-        raise ValueError(f"depth has shape {depth.shape}, the camera's image is {cam.shape}")
+    if depth.shape != camera.shape:
+        raise ValueError(f"depth has shape {depth.shape}, the camera's image is {camera.shape}")
     depth = np.where(depth > 0, depth, np.nan).astype(np.float32)  # NaN and non-positive: no value
     if sigma is None:
         sigma = noise.sigma(depth)
     else:
         sigma = np.asarray(sigma, dtype=np.float32)
-        if sigma.shape != cam.shape:
-            raise ValueError(f"sigma has shape {sigma.shape}, the camera's image is {cam.shape}")
+        if sigma.shape != camera.shape:
+            raise ValueError(f"sigma has shape {sigma.shape}, the camera's image is {camera.shape}")
         bad = ~(sigma > 0) & np.isfinite(depth)
         if bad.any():
             raise ValueError(f"sigma must be positive where depth is valid; {int(bad.sum())} pixels are not")
     colors = None
     if image is not None:
         image = np.asarray(image)
-        if image.shape != cam.shape + (3,):
-            raise ValueError(f"image has shape {image.shape}, expected {cam.shape + (3,)} (RGB)")
+        if image.shape != camera.shape + (3,):
+            raise ValueError(f"image has shape {image.shape}, expected {camera.shape + (3,)} (RGB)")
         colors = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
     return depth, sigma, colors
 
 
 def _gl_accumulator(renderer: Renderer, choice: str):
-    """A GLAccumulator for ``renderer`` when ``choice`` asks for one ("auto": with the GL backend), else None."""
-    from .render.gl import GLRenderer
-
-    if choice == "cpu" or (choice == "auto" and not isinstance(renderer, GLRenderer)):
+    """A GLAccumulator for ``renderer`` when ``choice`` asks for one ("auto": where the backend's fragments
+    live in its GL context), else None."""
+    on_gpu = renderer.capabilities.gl_fragments
+    if choice == "cpu" or (choice == "auto" and not on_gpu):
         return None
-    if not isinstance(renderer, GLRenderer):
-        raise ValueError(f"FusionConfig.accumulate='gl' needs the 'gl' renderer, got {renderer.name!r}")
-    from .render.gl_accumulate import GLAccumulator
+    if not on_gpu:
+        raise ValueError(f"FusionConfig.accumulate='gl' needs a backend that draws its fragments in OpenGL ('gl'), "
+                         f"got {renderer.name!r}")
+    from .gl_accumulate import GLAccumulator
 
     return GLAccumulator(renderer)

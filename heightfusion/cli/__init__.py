@@ -1,6 +1,7 @@
-"""The ``heightfusion`` console command: one subcommand per job, each in its own module.
+"""The ``heightfusion`` console command: one subcommand per job, each a module of this package.
 
-A subcommand module provides ``add_arguments(parser)`` and ``run(args) -> int`` (the exit status),
+All argparse code of the project lives here; the library modules take plain arguments. A subcommand
+module provides ``add_arguments(parser)`` and ``run(args) -> int`` (the exit status),
 and keeps heavy imports (OpenGL, torch, OpenCV) inside ``run`` so that ``heightfusion --help`` stays fast.
 Errors meant for the user (bad paths, bad values) are raised as ``UserError`` or ``ValueError`` and
 printed as one line, with exit status 2, never as a traceback.
@@ -14,13 +15,13 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "replay": ("heightfusion.replay", "fuse a recorded sequence (default: the bundled sample) into a height map"),
-    "synth": ("heightfusion.synthetic.command", "write a synthetic sequence (TUM layout) with ground truth"),
-    "live": ("heightfusion.live.command", "map live from a camera, video or dataset in a window (marker-board poses)"),
-    "view": ("heightfusion.viewer.command", "show a saved height map in 3D with its free-space map"),
-    "info": ("heightfusion.render.info_command", "print the OpenGL renderer heightfusion would use"),
-    "board": ("heightfusion.board_command", "write a printable ChArUco marker board (PNG) for metric camera poses"),
-    "calibrate": ("heightfusion.calibrate_command", "calibrate a camera from views of the marker board; writes camera.yaml"),
+    "replay": ("heightfusion.cli.replay", "fuse a recorded sequence (default: the bundled sample) into a height map"),
+    "synth": ("heightfusion.cli.synth", "write a synthetic sequence (TUM layout) with ground truth"),
+    "live": ("heightfusion.cli.live", "map live from a camera, video or dataset in a window (marker-board poses)"),
+    "view": ("heightfusion.cli.view", "show a saved height map in 3D with its free-space map"),
+    "info": ("heightfusion.cli.info", "print the OpenGL renderer heightfusion would use"),
+    "board": ("heightfusion.cli.board", "write a printable ChArUco marker board (PNG) for metric camera poses"),
+    "calibrate": ("heightfusion.cli.calibrate", "calibrate a camera from views of the marker board; writes camera.yaml"),
 }
 
 

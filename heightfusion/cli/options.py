@@ -1,0 +1,124 @@
+"""Options several subcommands share, and their conversion to the library's plain arguments."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from ..fusion import FusionConfig
+from ..navigation import DEFAULT_MAX_SLOPE, DEFAULT_MAX_STEP, DEFAULT_ROBOT_RADIUS, FreeSpaceSettings
+from ..pipeline import DEPTH_SOURCES, STEREO_SIGMA_FLOOR
+
+DEFAULT_SQUARES = (7, 5)
+DEFAULT_SQUARE_LENGTH = 0.035  # metres: 7 x 5 squares fit A4 and US Letter landscape
+DEFAULT_DICTIONARY = "DICT_5X5_100"
+
+
+# --- depth source and stereo ----------------------------------------------------------------------
+def add_depth_arguments(parser: argparse.ArgumentParser, default: str) -> None:
+    """Options --depth, --planes, --sweep-range and --sigma-floor (for :func:`stereo_config_from_args`)."""
+    parser.add_argument("--depth", default=default, choices=DEPTH_SOURCES,
+                        help="depth source: the frames' depth images, monocular motion stereo (mvs), or auto "
+                             f"(depth images where frames have them, else stereo; default {default})")
+    parser.add_argument("--planes", choices=("fronto", "ground"), default="fronto",
+                        help="stereo: sweep planes at constant depth or at constant world height (default fronto)")
+    parser.add_argument("--sweep-range", type=float, nargs=2, metavar=("MIN", "MAX"),
+                        help="stereo: depth range (fronto) or world height range (ground) of the sweep, metres")
+    parser.add_argument("--sigma-floor", type=float, metavar="M",
+                        help=f"smallest height sigma of a fused vertex, metres (default {FusionConfig.sigma_floor:g} "
+                             f"with depth images, {STEREO_SIGMA_FLOOR:g} with stereo, whose errors repeat across frames)")
+
+
+def stereo_config_from_args(args: argparse.Namespace):
+    """The :class:`~heightfusion.depth.StereoConfig` of ``--planes`` and ``--sweep-range``; None for sensor depth."""
+    if args.depth == "sensor":
+        return None
+    from ..depth import StereoConfig
+
+    if args.sweep_range is None:
+        return StereoConfig(planes=args.planes)
+    low, high = args.sweep_range
+    if args.planes == "fronto":
+        return StereoConfig(planes="fronto", min_depth=low, max_depth=high)
+    return StereoConfig(planes="ground", min_height=low, max_height=high)
+
+
+# --- map grid -------------------------------------------------------------------------------------
+def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options --cell-size, --origin and --shape (for :func:`grid_args`)."""
+    parser.add_argument("--cell-size", type=float, help="map cell size in metres (default: ground truth's, else 0.02)")
+    parser.add_argument("--origin", type=float, nargs=2, metavar=("X", "Y"), help="world (x, y) of vertex (0, 0)")
+    parser.add_argument("--shape", type=int, nargs=2, metavar=("NY", "NX"), help="map size in vertices")
+
+
+def grid_args(args: argparse.Namespace) -> dict:
+    """``cell_size``, ``origin`` and ``shape`` keyword arguments (tuples or None) of :func:`add_grid_arguments`'s options."""
+    return {
+        "cell_size": args.cell_size,
+        "origin": None if args.origin is None else tuple(args.origin),
+        "shape": None if args.shape is None else tuple(args.shape),
+    }
+
+
+# --- free space -----------------------------------------------------------------------------------
+def add_free_space_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options --max-step, --max-slope (degrees), --robot-radius and --max-sigma, for :func:`free_space_settings`."""
+    group = parser.add_argument_group("free space")
+    group.add_argument("--max-step", type=float, default=DEFAULT_MAX_STEP, metavar="M",
+                       help=f"largest height step the robot climbs, metres (default {DEFAULT_MAX_STEP:g})")
+    group.add_argument("--max-slope", type=float, default=math.degrees(DEFAULT_MAX_SLOPE), metavar="DEG",
+                       help=f"steepest slope the robot takes, degrees (default {math.degrees(DEFAULT_MAX_SLOPE):g})")
+    group.add_argument("--robot-radius", type=float, default=DEFAULT_ROBOT_RADIUS, metavar="M",
+                       help=f"robot radius, metres: obstacles are inflated by it (default {DEFAULT_ROBOT_RADIUS:g})")
+    group.add_argument("--max-sigma", type=float, metavar="M",
+                       help="vertices with a larger height sigma (metres) count as unknown (default: all observed ones are known)")
+
+
+def free_space_settings(args: argparse.Namespace) -> FreeSpaceSettings:
+    """The checked :class:`~heightfusion.navigation.FreeSpaceSettings` of :func:`add_free_space_arguments`'s options."""
+    if not (isinstance(args.max_slope, (int, float)) and 0 < args.max_slope < 90):
+        raise ValueError(f"--max-slope must be an angle in degrees in (0, 90), got {args.max_slope!r}")
+    return FreeSpaceSettings(args.max_step, math.radians(args.max_slope), args.robot_radius, args.max_sigma)
+
+
+# --- marker board ---------------------------------------------------------------------------------
+def add_board_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options that describe the printed board (defaults: the board ``heightfusion board`` prints)."""
+    group = parser.add_argument_group("marker board (the same values for board, calibrate and live)")
+    group.add_argument("--squares", type=int, nargs=2, metavar=("X", "Y"), default=DEFAULT_SQUARES,
+                       help="chessboard squares along X and Y (default %(default)s)")
+    group.add_argument("--square-length", type=float, metavar="M", default=DEFAULT_SQUARE_LENGTH,
+                       help="side of a square in metres, as printed: measure it (default %(default)s)")
+    group.add_argument("--marker-length", type=float, metavar="M", default=None,
+                       help="side of an ArUco marker in metres (default 0.75 x the square length)")
+    group.add_argument("--dictionary", metavar="NAME", default=DEFAULT_DICTIONARY,
+                       help="OpenCV ArUco dictionary (default %(default)s)")
+
+
+def board_spec_from_args(args: argparse.Namespace):
+    """The :class:`heightfusion.markers.BoardSpec` of the options added by :func:`add_board_arguments`.
+
+    Raises ValueError (one line, naming the bad value) for an impossible board.
+    """
+    from ..markers import MARKER_RATIO, BoardSpec
+
+    # Rounded to nanometres so that the default prints (and parses back) as 0.02625, not 0.026250000000000002.
+    marker = args.marker_length if args.marker_length is not None else round(MARKER_RATIO * args.square_length, 9)
+    return BoardSpec(args.squares[0], args.squares[1], args.square_length, marker, args.dictionary)
+
+
+def board_arguments(spec) -> str:
+    """The command-line options that describe ``spec`` (for ``calibrate`` and ``live``)."""
+    return (
+        f"--squares {spec.squares_x} {spec.squares_y} --square-length {spec.square_length:g} "
+        f"--marker-length {spec.marker_length:g} --dictionary {spec.dictionary}"
+    )
+
+
+def check_positive(args: argparse.Namespace, units: dict[str, str]) -> None:
+    """ValueError naming the option when an option of ``units`` (attribute name -> unit) is given but not a
+    positive number of that unit."""
+    for name, unit in units.items():
+        value = getattr(args, name)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive number of {unit}, got {value}")

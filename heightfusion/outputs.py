@@ -1,0 +1,79 @@
+"""What a mapping run leaves in its output folder: the map, its mesh, pictures and ``metrics.json``.
+
+One writer for every producer of a map (``replay``, ``live``, research scripts), so all of them leave
+the same files, which the viewer, the pictures and later comparisons read alike.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from . import visualize
+from .atomic import atomic_write
+from .heightmap import HeightMap, export_ply, save_heightmap
+from .navigation import FreeSpaceSettings, label_counts
+
+#: Files :func:`write_map_outputs` writes (``error.png`` only with a ground truth).
+OUTPUT_FILES = ("heightmap.npz", "mesh.ply", "height.png", "color.png", "uncertainty.png", "free_space.png",
+                "error.png", "metrics.json")
+
+
+def run_metrics(
+    frames_used: int,
+    skipped: Mapping[str, int],
+    seconds: float,
+    ms_per_frame: Mapping[str, float],
+    evaluation: dict | None = None,
+    messages: list[str] | None = None,
+) -> dict:
+    """The ``metrics.json`` entries of a run: frames used and skipped (reason -> count), frames/s, ms per
+    frame per stage, the evaluation against ground truth (or None) and the reader's messages."""
+    return {
+        "frames": {"used": int(frames_used), "skipped": dict(skipped)},
+        "frames_per_second": frames_used / seconds if seconds > 0 else math.nan,
+        "ms_per_frame": dict(ms_per_frame),
+        "evaluation": evaluation,
+        "messages": list(messages or []),
+    }
+
+
+def write_map_outputs(
+    out: str | os.PathLike,
+    grid: HeightMap,
+    metrics: Mapping,
+    truth: HeightMap | None = None,
+    free_space: FreeSpaceSettings = FreeSpaceSettings(),
+) -> dict:
+    """Write ``grid`` and what describes it to the folder ``out`` (created); returns what metrics.json holds.
+
+    Files: ``heightmap.npz``, ``mesh.ply`` (observed triangles), PNGs of height, colour, uncertainty and
+    free space (for the robot of ``free_space``), ``error.png`` when ``truth`` is given, and
+    ``metrics.json``: ``metrics`` (e.g. :func:`run_metrics`) with the map's grid and the free-space
+    settings and label counts added. Every file is written atomically.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_heightmap(out / "heightmap.npz", grid)
+    export_ply(out / "mesh.ply", grid, observed_only=True)
+    visualize.height_png(out / "height.png", grid)
+    visualize.color_png(out / "color.png", grid)
+    visualize.uncertainty_png(out / "uncertainty.png", grid)
+    labels = free_space.labels(grid)
+    visualize.write_png(out / "free_space.png", visualize.render_free_space(labels, visualize.free_space_notes(free_space)))
+    if truth is not None:
+        visualize.error_png(out / "error.png", grid, truth)
+    written = {
+        **metrics,
+        "map": {"origin": grid.origin.tolist(), "cell_size": grid.cell_size, "shape": list(grid.shape),
+                "observed": int(grid.observed.sum())},
+        "free_space": {"max_step": free_space.max_step, "max_slope_deg": math.degrees(free_space.max_slope),
+                       "robot_radius": free_space.robot_radius, "max_sigma": free_space.max_sigma,
+                       "vertices": label_counts(labels)},
+    }
+    with atomic_write(out / "metrics.json") as f:
+        f.write(json.dumps(written, indent=2).encode("utf-8"))
+    return written
