@@ -4,7 +4,7 @@
 
 1. Precision and recall of the OBSTACLE label of ``heightfusion.navigation.free_space`` (defaults:
    max step 5 cm, max slope 20 degrees, robot radius 10 cm) against obstacles derived from the floor
-   scene's boxes and ramps (``analytic_obstacles`` in tests/test_navigation.py), on the scene's
+   scene's boxes and ramps (:mod:`heightfusion.synthetic.obstacles`), on the scene's
    ground-truth height map and on the map fused by ``replay`` of the bundled sample (the floor scene,
    60 frames). On the fused map also with a 5 mm tolerance on the step height: steps within it of
    max step (the 5 cm box) count for neither score, since fused heights are a few mm off.
@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -29,9 +27,7 @@ import heightfusion as hf
 from heightfusion import navigation as nav
 from heightfusion.replay import replay
 from heightfusion.synthetic import ground_truth_heightmap, make_scene
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_navigation import analytic_obstacles, obstacle_scores  # noqa: E402
+from heightfusion.synthetic.obstacles import analytic_obstacles, obstacle_scores
 
 STEP_TOLERANCE = 0.005
 

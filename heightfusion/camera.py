@@ -23,6 +23,12 @@ class PinholeCamera:
         fx, fy: focal lengths in pixels.
         cx, cy: principal point in pixels (pixel (u, v) has its centre at integer coordinates).
         distortion: OpenCV distortion coefficients or None for an ideal lens.
+
+    Example:
+        >>> import heightfusion as hf
+        >>> camera = hf.PinholeCamera(640, 480, 525.0, 525.0, 319.5, 239.5)
+        >>> camera.project([[0.1, 0.0, 1.0]]).round(1)
+        array([[372. , 239.5]])
     """
 
     width: int

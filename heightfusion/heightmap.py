@@ -51,6 +51,12 @@ class HeightMap:
         shape: (ny, nx) vertices, at least 2 x 2.
         initial_height: prior height of unobserved vertices, metres.
         prior_sigma: prior standard deviation of unobserved heights, metres (a weak prior: large).
+
+    Example:
+        >>> import heightfusion as hf
+        >>> grid = hf.HeightMap(origin=(-1.0, -1.0), cell_size=0.02, shape=(101, 151))
+        >>> grid.shape, [float(v) for v in grid.extent]  # (ny, nx); (x0, x1, y0, y1) in metres
+        ((101, 151), [-1.0, 2.0, -1.0, 1.0])
     """
 
     def __init__(
@@ -194,7 +200,14 @@ _NPZ_KEYS = ("heights", "information", "colors", "observed", "origin", "cell_siz
 
 
 def save_heightmap(path: str | os.PathLike, grid: HeightMap) -> None:
-    """Write ``grid`` to ``path`` (.npz, DESIGN.md schema) atomically: temp file + rename."""
+    """Write ``grid`` to ``path`` (.npz, DESIGN.md schema) atomically: temp file + rename.
+
+    Example:
+        >>> import heightfusion as hf
+        >>> hf.save_heightmap("map.npz", hf.HeightMap((0.0, 0.0), 0.05, (10, 10)))
+        >>> hf.load_heightmap("map.npz").shape
+        (10, 10)
+    """
     with atomic_write(path) as f:
         np.savez_compressed(
             f,
@@ -208,7 +221,14 @@ def save_heightmap(path: str | os.PathLike, grid: HeightMap) -> None:
 
 
 def load_heightmap(path: str | os.PathLike) -> HeightMap:
-    """Read a height map written by :func:`save_heightmap`; ValueError naming the file if it is not one."""
+    """Read a height map written by :func:`save_heightmap`; ValueError naming the file if it is not one.
+
+    Example:
+        >>> import heightfusion as hf
+        >>> hf.save_heightmap("map.npz", hf.HeightMap((1.0, 2.0), 0.05, (10, 10)))
+        >>> hf.load_heightmap("map.npz").origin
+        array([1., 2.])
+    """
     path = Path(path)
     try:
         data = np.load(path, allow_pickle=False)
@@ -242,6 +262,12 @@ def export_ply(path: str | os.PathLike, grid: HeightMap, observed_only: bool = F
     """Write the coloured triangle mesh as binary little-endian PLY, atomically.
 
     With ``observed_only`` the mesh keeps only triangles whose three vertices are observed.
+
+    Example:
+        >>> import heightfusion as hf
+        >>> hf.export_ply("map.ply", hf.HeightMap((0.0, 0.0), 0.05, (10, 10)))
+        >>> open("map.ply", "rb").readline()
+        b'ply\\n'
     """
     vertices = grid.vertices()
     tris = grid.triangles()

@@ -82,6 +82,15 @@ def free_space(
 
     Raises:
         ValueError: for an argument out of range, naming it and its value.
+
+    Example:
+        >>> import heightfusion as hf
+        >>> grid = hf.HeightMap((0.0, 0.0), 0.02, (30, 30))
+        >>> grid.observed[:] = True
+        >>> grid.heights[:, 15:] = 0.2  # a 20 cm step
+        >>> labels = hf.free_space(grid, max_step=0.05, robot_radius=0.1)
+        >>> int(labels[10, 2]) == hf.navigation.FREE, int(labels[10, 15]) == hf.navigation.OBSTACLE
+        (True, True)
     """
     _check_arguments(max_step, max_slope, robot_radius, max_sigma)
     h = grid.heights.astype(np.float32)
@@ -123,8 +132,9 @@ class FreeSpaceSettings:
         robot_radius: radius of its footprint, metres.
         max_sigma: vertices with a larger height sigma (metres) count as unknown; None: observed ones are known.
 
-    >>> settings = FreeSpaceSettings(max_step=0.03)
-    >>> settings.labels(HeightMap((0.0, 0.0), 0.05, (4, 4))).shape
+    >>> import heightfusion as hf
+    >>> settings = hf.FreeSpaceSettings(max_step=0.03)
+    >>> settings.labels(hf.HeightMap((0.0, 0.0), 0.05, (4, 4))).shape
     (4, 4)
     """
 

@@ -54,6 +54,14 @@ def write_map_outputs(
     free space (for the robot of ``free_space``), ``error.png`` when ``truth`` is given, and
     ``metrics.json``: ``metrics`` (e.g. :func:`run_metrics`) with the map's grid and the free-space
     settings and label counts added. Every file is written atomically.
+
+    Example:
+        >>> import tempfile, heightfusion as hf
+        >>> result = hf.replay(max_frames=3, progress=False)
+        >>> out = tempfile.mkdtemp()
+        >>> written = hf.write_map_outputs(out, result.grid, result.metrics(), result.truth)
+        >>> written["frames"]["used"], sorted(written)[:3]
+        (3, ['evaluation', 'frames', 'frames_per_second'])
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -52,6 +52,14 @@ class FramePipeline:
         depth: the depth source.
         stereo, keyframes: settings of :class:`heightfusion.depth.MotionStereo` (when stereo is used).
         timer: stages are timed into it ("stereo", and the fusion's own stages).
+
+    Example:
+        >>> import heightfusion as hf
+        >>> grid = hf.HeightMap((-1.5, -1.5), 0.05, (61, 61))
+        >>> pipeline = hf.FramePipeline(hf.HeightMapFuser(grid, hf.make_renderer("raymarch")), depth="sensor")
+        >>> frame = next(iter(hf.datasets.open(hf.datasets.sample_path(), max_frames=1)))
+        >>> type(pipeline.process(frame)).__name__
+        'FusedFrame'
     """
 
     def __init__(self, fuser: HeightMapFuser, depth: str = "sensor", stereo=None, keyframes=None, timer: StageTimer | None = None) -> None:

@@ -12,6 +12,11 @@ def validate_pose(T: np.ndarray, name: str = "T_wc") -> np.ndarray:
 
     Checks shape, finiteness, the last row (0, 0, 0, 1), and that the rotation block is orthonormal
     with determinant +1 (tolerance 1e-4, enough for poses read from text files).
+
+    Example:
+        >>> import numpy as np, heightfusion as hf
+        >>> hf.validate_pose(np.eye(4)).dtype
+        dtype('float64')
     """
     try:
         T = np.asarray(T, dtype=np.float64)
@@ -34,7 +39,14 @@ def validate_pose(T: np.ndarray, name: str = "T_wc") -> np.ndarray:
 
 
 def invert_pose(T: np.ndarray) -> np.ndarray:
-    """Inverse of a rigid transform (uses R^T rather than a general matrix inverse)."""
+    """Inverse of a rigid transform (uses R^T rather than a general matrix inverse).
+
+    Example:
+        >>> import numpy as np, heightfusion as hf
+        >>> T = hf.look_at((1.0, 0.0, 1.0), (0.0, 0.0, 0.0))
+        >>> np.allclose(hf.invert_pose(T) @ T, np.eye(4))
+        True
+    """
     T = np.asarray(T, dtype=np.float64)
     inv = np.eye(4)
     inv[:3, :3] = T[:3, :3].T
@@ -43,7 +55,13 @@ def invert_pose(T: np.ndarray) -> np.ndarray:
 
 
 def quat_to_matrix(q_xyzw: np.ndarray) -> np.ndarray:
-    """3x3 rotation matrix of a quaternion in TUM order (qx, qy, qz, qw); normalised first."""
+    """3x3 rotation matrix of a quaternion in TUM order (qx, qy, qz, qw); normalised first.
+
+    Example:
+        >>> import heightfusion as hf
+        >>> hf.quat_to_matrix([0.0, 0.0, 0.0, 1.0]).diagonal()
+        array([1., 1., 1.])
+    """
     q = np.asarray(q_xyzw, dtype=np.float64)
     n = np.linalg.norm(q)
     if q.shape != (4,) or not np.isfinite(n) or n < 1e-12:
@@ -59,7 +77,13 @@ def quat_to_matrix(q_xyzw: np.ndarray) -> np.ndarray:
 
 
 def matrix_to_quat(R: np.ndarray) -> np.ndarray:
-    """Quaternion (qx, qy, qz, qw) with qw >= 0 of a 3x3 rotation matrix (Shepperd's method)."""
+    """Quaternion (qx, qy, qz, qw) with qw >= 0 of a 3x3 rotation matrix (Shepperd's method).
+
+    Example:
+        >>> import numpy as np, heightfusion as hf
+        >>> hf.matrix_to_quat(np.eye(3))
+        array([0., 0., 0., 1.])
+    """
     R = np.asarray(R, dtype=np.float64)
     trace = np.trace(R)
     if trace > 0:
@@ -80,7 +104,13 @@ def matrix_to_quat(R: np.ndarray) -> np.ndarray:
 
 
 def pose_from_tum(tx: float, ty: float, tz: float, qx: float, qy: float, qz: float, qw: float) -> np.ndarray:
-    """4x4 ``T_wc`` from one TUM trajectory line's numbers (``t tx ty tz qx qy qz qw`` without t)."""
+    """4x4 ``T_wc`` from one TUM trajectory line's numbers (``t tx ty tz qx qy qz qw`` without t).
+
+    Example:
+        >>> import heightfusion as hf
+        >>> hf.pose_from_tum(1.0, 2.0, 3.0, 0.0, 0.0, 0.0, 1.0)[:3, 3]
+        array([1., 2., 3.])
+    """
     T = np.eye(4)
     T[:3, :3] = quat_to_matrix(np.array([qx, qy, qz, qw]))
     T[:3, 3] = (tx, ty, tz)
@@ -88,7 +118,13 @@ def pose_from_tum(tx: float, ty: float, tz: float, qx: float, qy: float, qz: flo
 
 
 def pose_to_tum(T: np.ndarray) -> np.ndarray:
-    """The 7 numbers (tx ty tz qx qy qz qw) of a TUM trajectory line for ``T_wc``."""
+    """The 7 numbers (tx ty tz qx qy qz qw) of a TUM trajectory line for ``T_wc``.
+
+    Example:
+        >>> import numpy as np, heightfusion as hf
+        >>> hf.pose_to_tum(np.eye(4))
+        array([0., 0., 0., 0., 0., 0., 1.])
+    """
     T = np.asarray(T, dtype=np.float64)
     return np.concatenate([T[:3, 3], matrix_to_quat(T[:3, :3])])
 
@@ -97,6 +133,12 @@ def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = (0.0, 0.0, 1.0
     """``T_wc`` of an OpenCV camera at ``eye`` looking at ``target`` with image-up towards ``up``.
 
     Raises ValueError when ``eye == target`` or the viewing direction is parallel to ``up``.
+
+    Example:
+        >>> import heightfusion as hf
+        >>> T_wc = hf.look_at(eye=(0.0, -1.0, 1.0), target=(0.0, 0.0, 0.0))
+        >>> T_wc[:3, 2].round(3)  # the optical axis, towards the target
+        array([ 0.   ,  0.707, -0.707])
     """
     eye, target, up = (np.asarray(a, dtype=np.float64) for a in (eye, target, up))
     z = target - eye

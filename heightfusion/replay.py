@@ -41,6 +41,12 @@ class ReplayResult:
         evaluation: :func:`heightfusion.metrics.evaluate` against it, or None.
         messages: what the dataset reader had to say (skipped lines, assumed intrinsics...).
         config: the fusion settings used.
+
+    Example:
+        >>> import heightfusion as hf
+        >>> result = hf.replay(max_frames=2, progress=False)
+        >>> result.metrics()["frames"]
+        {'used': 2, 'skipped': {}}
     """
 
     grid: HeightMap
@@ -85,6 +91,12 @@ def replay(
     Without ``config`` the fusion settings are :func:`heightfusion.pipeline.fusion_config` of
     ``fusion_settings`` (with the stereo sigma floor when stereo gives the depth).
     Raises ``DatasetError`` (a ValueError) for a path that is not a dataset.
+
+    Example:
+        >>> import heightfusion as hf
+        >>> result = hf.replay(max_frames=5, progress=False)  # the bundled sample
+        >>> result.frames_used, bool(result.grid.observed.any())
+        (5, True)
     """
     from tqdm import tqdm
 

@@ -5,6 +5,12 @@ a folder of images or a video file plus a TUM trajectory (:mod:`.folder`). Itera
 yields :class:`Frame` objects: RGB uint8 image, float32 depth in metres (NaN = no value) or None,
 ``T_wc`` 4x4 float64 or None. Bad data (a missing or broken file, a garbled line, a frame with no
 depth match or no pose) skips that item, is counted in ``Sequence.skipped`` and never ends a run.
+
+Example:
+    >>> import heightfusion as hf
+    >>> sequence = hf.datasets.open(hf.datasets.sample_path())
+    >>> sequence.format, len(sequence), sequence.camera.shape
+    ('tum', 60, (240, 320))
 """
 
 from __future__ import annotations

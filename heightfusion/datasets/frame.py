@@ -20,6 +20,12 @@ class Frame:
         T_wc: 4x4 float64 camera-to-world pose, or None when the trajectory has no pose for it.
         camera: intrinsics of this frame.
         index: position in the sequence (0-based, counting skipped frames too).
+
+    Example:
+        >>> import heightfusion as hf
+        >>> frame = next(iter(hf.datasets.open(hf.datasets.sample_path())))
+        >>> frame.image.shape, frame.depth.dtype, frame.T_wc.shape
+        ((240, 320, 3), dtype('float32'), (4, 4))
     """
 
     timestamp: float

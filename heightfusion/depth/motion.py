@@ -51,6 +51,13 @@ class MotionStereo:
     Args:
         stereo: the stereo settings.
         keyframes: window and source selection settings.
+
+    Example:
+        >>> import heightfusion as hf
+        >>> motion = hf.MotionStereo()
+        >>> frame = next(iter(hf.datasets.open(hf.datasets.sample_path(), max_frames=1)))
+        >>> motion.push(frame.camera, frame.T_wc, frame.image).reason  # the first frame has no sources yet
+        'no parallax'
     """
 
     def __init__(self, stereo: StereoConfig | None = None, keyframes: KeyframeConfig | None = None) -> None:

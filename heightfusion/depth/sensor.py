@@ -15,6 +15,11 @@ class SensorNoise:
     The defaults are a Kinect-like structured-light sensor (1.2 mm + 1.9 mm (z - 0.4 m)^2, as in
     Nguyen et al., "Modeling Kinect Sensor Noise", 2012); a time-of-flight sensor is closer to a
     constant (``quadratic=0``).
+
+    Example:
+        >>> import heightfusion as hf
+        >>> print(f"{hf.SensorNoise().sigma(2.0) * 1000:.1f} mm")  # a Kinect at 2 m
+        6.1 mm
     """
 
     base: float = 0.0012

@@ -60,6 +60,12 @@ class FusionConfig:
             ``np.bincount``; any backend), "gl" (a compute pass with atomics next to the fragments;
             the GL backend, faster on GPUs and on Mesa's llvmpipe alike) or "auto" ("gl" with the GL
             backend, else "cpu").
+
+    Example:
+        >>> import heightfusion as hf
+        >>> config = hf.FusionConfig(solver="coupled", noise=hf.SensorNoise(base=0.002))
+        >>> config.iterations
+        2
     """
 
     iterations: int = 2
@@ -110,6 +116,12 @@ class FusionStats:
         mean_abs_residual: mean |z_measured - z_rendered| over the used pixels after the update,
             metres (NaN when none was used).
         ms: milliseconds per stage: render, accumulate, solve, update.
+
+    Example:
+        >>> import heightfusion as hf
+        >>> stats = hf.FusionStats(pixels_measured=100, pixels_used=90)
+        >>> stats.to_dict()["pixels_used"]
+        90
     """
 
     pixels_measured: int = 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Renderer
+from .base import Capabilities, Renderer
 from .context import GLUnavailableError
 from .fragments import Fragments
 
@@ -47,6 +47,12 @@ def make_renderer(name: str = "gl", **kwargs) -> Renderer:
     """A renderer backend by name; ValueError listing the valid names for an unknown one.
 
     No GL context is created here: GL backends create (or adopt) it on their first render.
+
+    Example:
+        >>> import heightfusion as hf
+        >>> renderer = hf.make_renderer("raymarch")  # or "gl", "raymarch-gl", "shaded", "points"
+        >>> renderer.capabilities.mesh_triangles
+        True
     """
     try:
         factory = _BACKENDS[name]
@@ -55,4 +61,4 @@ def make_renderer(name: str = "gl", **kwargs) -> Renderer:
     return factory(**kwargs)
 
 
-__all__ = ["BACKENDS", "Fragments", "GLUnavailableError", "Renderer", "make_renderer"]
+__all__ = ["BACKENDS", "Capabilities", "Fragments", "GLUnavailableError", "Renderer", "make_renderer"]

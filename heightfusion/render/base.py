@@ -26,6 +26,11 @@ class Capabilities:
         vertex_color: ``Fragments.color`` is the barycentric interpolation of the map's vertex colours
             (what :func:`heightfusion.autograd.render_image` differentiates).
         double_precision: the fragments are computed in float64 (tight ``torch.autograd.gradcheck``).
+
+    Example:
+        >>> import heightfusion as hf
+        >>> hf.make_renderer("points").capabilities.vertex_color  # discs are blended, not interpolated
+        False
     """
 
     mesh_triangles: bool
@@ -39,6 +44,14 @@ class Renderer(abc.ABC):
 
     ``render`` returns the full :class:`Fragments`; ``render_depth`` only the (H, W) depth, which
     backends can produce faster and which is the baseline the full render is measured against.
+
+    Example:
+        >>> import heightfusion as hf
+        >>> grid = hf.HeightMap((-0.5, -0.5), 0.05, (21, 21))
+        >>> camera = hf.PinholeCamera(64, 48, 50.0, 50.0, 31.5, 23.5)
+        >>> depth = hf.make_renderer("raymarch").render_depth(grid, camera, hf.look_at((0, 0, 1.0), (0, 0.01, 0)))
+        >>> print(f"{depth[24, 32]:.3f} m")  # straight down onto the floor from 1 m
+        1.000 m
     """
 
     #: Name under which :func:`heightfusion.make_renderer` finds the backend.

@@ -17,7 +17,15 @@ _context = None
 
 
 class GLUnavailableError(RuntimeError):
-    """No usable OpenGL context could be created (missing libraries, no EGL device, too old GL)."""
+    """No usable OpenGL context could be created (missing libraries, no EGL device, too old GL).
+
+    Example:
+        >>> import heightfusion as hf
+        >>> try:
+        ...     hf.make_renderer("gl").render_depth(grid, camera, T_wc)
+        ... except hf.GLUnavailableError as exc:  # no EGL/GL 4.3 here: fall back to the ray marcher
+        ...     renderer = hf.make_renderer("raymarch")  # doctest: +SKIP
+    """
 
 
 _INSTALL_HINT = (

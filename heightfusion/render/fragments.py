@@ -25,6 +25,16 @@ class Fragments:
             triangle's height gradient.
         color: (H, W, 3) float32 RGB in [0, 1] interpolated from the vertex colours.
         normal: (H, W, 3) float32 unit surface normal in the world frame (z >= 0: the upper side).
+
+    Example:
+        >>> import heightfusion as hf
+        >>> grid = hf.HeightMap((-1.0, -1.0), 0.1, (21, 21))
+        >>> camera = hf.PinholeCamera(64, 48, 50.0, 50.0, 31.5, 23.5)
+        >>> frag = hf.make_renderer("raymarch").render(grid, camera, hf.look_at((0, 0, 1.0), (0, 0.01, 0)))
+        >>> frag.vertex_ids.shape, bool(frag.mask.all())  # three vertices under every pixel
+        ((48, 64, 3), True)
+        >>> print(f"{frag.depth_grad[24, 32].sum():.3f}")  # raising all three vertices 1 m brings the floor 1 m nearer
+        -1.000
     """
 
     depth: np.ndarray
