@@ -8,8 +8,8 @@ from ..camera import PinholeCamera
 from ..heightmap import HeightMap
 from ..poses import invert_pose
 
-#: Margin of :func:`depth_range` beyond the map's box, relative to the largest corner depth. Float32
-#: clip coordinates of a vertex a few metres away err by ~1e-6 relative; a tighter box lost pixels.
+#: Margin of :func:`depth_range` around the map's box, relative to its largest corner depth: float32
+#: rounding (~1e-6 relative) then neither clips a vertex at the near plane nor puts one beyond far.
 DEPTH_MARGIN = 0.01
 #: Smallest near plane, relative to far: a camera inside the map's box sees nothing closer that matters.
 MIN_NEAR = 1e-4
@@ -47,8 +47,7 @@ def camera_from_map(grid: HeightMap, T_wc: np.ndarray) -> np.ndarray:
 def depth_range(grid: HeightMap, T_wc: np.ndarray) -> tuple[float, float] | None:
     """(near, far) z-depths in metres enclosing the map's bounding box seen from ``T_wc``; None if it is behind.
 
-    Both keep a margin of DEPTH_MARGIN x the largest corner depth from the box, so that float32 rounding
-    in the vertex stage never clips the map's own vertices. ``near`` is at least MIN_NEAR x ``far``
+    Both keep DEPTH_MARGIN x the largest corner depth from the box; ``near`` is at least MIN_NEAR x ``far``
     (the camera may be inside the box).
     """
     x0, x1, y0, y1 = grid.extent
