@@ -1,0 +1,88 @@
+"""Held-out protocol: the split, the upward-facing filter and the score on cases with a known answer."""
+
+import math
+
+import numpy as np
+import pytest
+
+import heightfusion as hf
+from heightfusion.heldout import map_heights, score_heldout, split_heldout, upward_points
+
+CAM = hf.PinholeCamera(80, 60, 64.0, 64.0, 39.5, 29.5)
+# Pixels with a normal: the 7-pixel window and the central differences 3 pixels away lose a 6-pixel rim.
+INNER = (CAM.width - 12) * (CAM.height - 12)
+
+
+def plane_frame(T_wc: np.ndarray, normal, point, index: int = 0) -> hf.Frame:
+    """A frame whose depth sees the plane through ``point`` with ``normal`` (NaN where it does not)."""
+    rays = CAM.pixel_rays() @ T_wc[:3, :3].T
+    normal, point = np.asarray(normal, float), np.asarray(point, float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        depth = ((point - T_wc[:3, 3]) @ normal) / (rays @ normal)
+    depth[~(depth > 0)] = np.nan
+    return hf.Frame(index / 30, None, depth.astype(np.float32), T_wc, CAM, index)
+
+
+def looking_down(height: float = 2.0) -> np.ndarray:
+    T = np.diag([1.0, -1.0, -1.0, 1.0])  # camera x = world x, y = -y, z = -z
+    T[2, 3] = height
+    return T
+
+
+def flat_map(height: float) -> hf.HeightMap:
+    grid = hf.HeightMap((-1.0, -1.0), 0.05, (41, 41))
+    grid.heights[:] = height
+    grid.observed[:] = True
+    return grid
+
+
+def test_split_holds_out_every_nth_frame():
+    frames = [plane_frame(looking_down(), (0, 0, 1), (0, 0, 0.8), k) for k in range(12)]
+    fuse, held = split_heldout(frames, every=5)
+    assert [f.index for f in held] == [4, 9]
+    assert [f.index for f in fuse] == [0, 1, 2, 3, 5, 6, 7, 8, 10, 11]
+    with pytest.raises(ValueError, match="every"):
+        split_heldout(frames, every=1)
+
+
+def test_flat_map_one_centimetre_below_the_points():
+    frame = plane_frame(looking_down(), (0, 0, 1), (0, 0, 0.81))
+    result = score_heldout(flat_map(0.8), [frame, frame])
+    assert result["points"] == 2 * INNER
+    assert result["coverage"] == 1.0 and result["count"] == result["points"]
+    assert result["median"] == pytest.approx(0.01, abs=1e-5)
+    assert result["bias"] == pytest.approx(-0.01, abs=1e-5)
+    assert result["within_2cm"] == 1.0 and result["within_5cm"] == 1.0
+
+
+def test_unobserved_vertices_lower_the_coverage():
+    frame = plane_frame(looking_down(), (0, 0, 1), (0, 0, 0.81))
+    grid = flat_map(0.8)
+    grid.observed[:, : grid.nx // 2] = False  # x < 0 unknown
+    result = score_heldout(grid, [frame])
+    assert result["coverage"] == pytest.approx(0.5)  # the left half of the view
+    assert result["median"] == pytest.approx(0.01, abs=1e-5)
+    grid.observed[:] = False
+    result = score_heldout(grid, [frame])
+    assert result["coverage"] == 0.0 and result["count"] == 0 and math.isnan(result["median"])
+
+
+def test_only_upward_facing_surfaces_are_scored():
+    T = hf.look_at([-1.0, 0.0, 2.0], [0.0, 0.0, 0.8])  # an oblique view
+    assert len(upward_points(plane_frame(T, (0, 0, 1), (0, 0, 0.8)))) == INNER
+    tilted = (math.sin(math.radians(20)), 0.0, math.cos(math.radians(20)))
+    assert len(upward_points(plane_frame(T, tilted, (0, 0, 0.8)))) == INNER
+    steep = (math.sin(math.radians(45)), 0.0, math.cos(math.radians(45)))
+    assert len(upward_points(plane_frame(T, steep, (0, 0, 0.8)))) == 0
+    assert len(upward_points(plane_frame(T, steep, (0, 0, 0.8)), max_tilt_deg=50)) > 0
+
+
+def test_map_heights_are_bilinear_inside_observed_cells():
+    grid = hf.HeightMap((0.0, 0.0), 1.0, (2, 2))
+    grid.heights[:] = [[0.0, 1.0], [2.0, 4.0]]
+    grid.observed[:] = True
+    h = map_heights(grid, np.array([[0.5, 0.5], [0.25, 0.0], [1.5, 0.5]]))
+    np.testing.assert_allclose(h[:2], [1.75, 0.25])
+    assert np.isnan(h[2])  # outside the grid
+    grid.observed[1, 1] = False
+    assert np.isnan(map_heights(grid, np.array([[0.1, 0.1]]))).all()
