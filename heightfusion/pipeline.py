@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .datasets.frame import Frame
-from .fusion import FusionConfig, FusionStats, HeightMapFuser
+from .fusion import FrameError, FusionConfig, FusionStats, HeightMapFuser
 from .metrics import StageTimer
 
 #: "sensor": the frames' depth images; "mvs": plane-sweep stereo on images and poses; "auto": sensor
@@ -100,7 +100,7 @@ class FramePipeline:
             measured, sigma = result.estimate.depth, result.estimate.sigma
         try:
             stats = self.fuser.fuse(frame.camera, frame.T_wc, measured, frame.image, sigma=sigma)
-        except ValueError as exc:  # a bad frame is skipped and counted, never the end of the run
+        except FrameError as exc:  # a bad frame is skipped and counted; other errors are real failures
             return SkippedFrame("fusion error", str(exc))
         for stage, ms in stats.ms.items():
             self.timer.add(stage, ms)

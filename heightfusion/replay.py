@@ -107,26 +107,31 @@ def replay(
     timer = StageTimer()
     if config is None:
         config = fusion_config(uses_stereo(depth, sequence), **(fusion_settings or {}))
-    fuser = HeightMapFuser(grid, make_renderer(backend), config)
-    pipeline = FramePipeline(fuser, depth, stereo, keyframes, timer=timer)
-    skipped: Counter = Counter()
-    used = 0
-    start = time.perf_counter()
-    frames = iter(sequence)
-    with tqdm(total=len(sequence), unit="frame", desc=f"replay {sequence.name}", disable=not progress) as bar:
-        while True:
-            with timer("read"):
-                frame = next(frames, None)
-            if frame is None:
-                break
-            bar.update()
-            result = pipeline.process(frame)
-            if isinstance(result, SkippedFrame):
-                skipped[result.reason] += 1
-                if result.detail:
-                    bar.write(f"frame {frame.index} (t={frame.timestamp:.3f}) skipped: {result.detail}")
-                continue
-            used += 1
+    renderer = make_renderer(backend)
+    fuser = HeightMapFuser(grid, renderer, config)
+    try:
+        pipeline = FramePipeline(fuser, depth, stereo, keyframes, timer=timer)
+        skipped: Counter = Counter()
+        used = 0
+        start = time.perf_counter()
+        frames = iter(sequence)
+        with tqdm(total=len(sequence), unit="frame", desc=f"replay {sequence.name}", disable=not progress) as bar:
+            while True:
+                with timer("read"):
+                    frame = next(frames, None)
+                if frame is None:
+                    break
+                bar.update()
+                result = pipeline.process(frame)
+                if isinstance(result, SkippedFrame):
+                    skipped[result.reason] += 1
+                    if result.detail:
+                        bar.write(f"frame {frame.index} (t={frame.timestamp:.3f}) skipped: {result.detail}")
+                    continue
+                used += 1
+    finally:
+        fuser.release()
+        renderer.release()
     seconds = time.perf_counter() - start
     skipped.update(sequence.skipped)
     evaluation = None

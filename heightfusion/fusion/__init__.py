@@ -5,6 +5,6 @@ summed from read-back fragments on the CPU (:mod:`.normal_equations`) or, for ba
 live in an OpenGL context, by a compute pass next to them (:mod:`.gl_accumulate`).
 """
 
-from .fuser import ACCUMULATORS, SOLVERS, FusionConfig, FusionStats, HeightMapFuser
+from .fuser import ACCUMULATORS, SOLVERS, FrameError, FusionConfig, FusionStats, HeightMapFuser
 
-__all__ = ["ACCUMULATORS", "SOLVERS", "FusionConfig", "FusionStats", "HeightMapFuser"]
+__all__ = ["ACCUMULATORS", "SOLVERS", "FrameError", "FusionConfig", "FusionStats", "HeightMapFuser"]

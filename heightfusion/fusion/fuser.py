@@ -55,6 +55,10 @@ class FusionConfig:
         smoothness_slope: prior spread of the slope between neighbouring vertices (their height
             difference over the cell size), Huber-robust so that steps stay sharp; weak against
             measurements, it settles what they leave open (``math.inf``: off).
+        max_update: largest change of a vertex's height in one Gauss-Newton iteration, metres (a
+            trust region against steps taken far from the linearisation point).
+        seed_stride: vertices with no evidence yet start at the mean height of the frame's points in
+            their cell, from every ``seed_stride``-th pixel row and column (see ``HeightMapFuser``).
         fuse_color: update vertex colours from the frame's image when one is given.
         accumulate: where the normal equations are summed: "cpu" (fragments read back, then
             ``np.bincount``; any backend), "gl" (a compute pass with atomics next to the fragments;
@@ -79,7 +83,7 @@ class FusionConfig:
     observed_sigma: float = 0.005
     damping: float = 0.5
     smoothness_slope: float = 1.0
-    max_step: float = 0.1
+    max_update: float = 0.1
     seed_stride: int = 2
     fuse_color: bool = True
     accumulate: str = "auto"
@@ -93,9 +97,11 @@ class FusionConfig:
             raise ValueError(f"FusionConfig.solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
         if not self.damping >= 0:
             raise ValueError(f"FusionConfig.damping must be non-negative, got {self.damping!r}")
-        for name in ("huber_k", "gate_k", "sigma_floor", "observed_sigma", "smoothness_slope"):
+        if not isinstance(self.seed_stride, int) or isinstance(self.seed_stride, bool) or self.seed_stride < 1:
+            raise ValueError(f"FusionConfig.seed_stride must be a positive integer (pixels), got {self.seed_stride!r}")
+        for name in ("huber_k", "gate_k", "sigma_floor", "observed_sigma", "smoothness_slope", "max_update"):
             value = getattr(self, name)
-            if not value > 0:
+            if not (isinstance(value, (int, float)) and value > 0):
                 raise ValueError(f"FusionConfig.{name} must be positive, got {value!r}")
         if not 0 < self.max_incidence_deg <= 90:
             raise ValueError(f"FusionConfig.max_incidence_deg must be in (0, 90], got {self.max_incidence_deg!r}")
@@ -195,7 +201,10 @@ class HeightMapFuser:
             camera, depth = depth, camera
         cfg = self.config
         grid = self.grid
-        T_wc = validate_pose(T_wc, "T_wc")
+        try:
+            T_wc = validate_pose(T_wc, "T_wc")
+        except ValueError as exc:
+            raise FrameError(str(exc)) from None
         depth, sigma, colors = _check_frame(depth, camera, image, sigma, cfg.noise)
         stats = FusionStats(pixels_measured=int(np.isfinite(depth).sum()))
         timer = StageTimer()
@@ -212,7 +221,7 @@ class HeightMapFuser:
                 smoothness = SmoothnessPrior.robust(grid.heights, cfg.smoothness_slope * grid.cell_size)
                 rhs = system.g + prior_information * (prior_heights - grid.heights) - smoothness.gradient(grid.heights)
                 delta = solve(system, prior_information, rhs, cfg.solver, cfg.damping, smoothness)
-                grid.heights += np.clip(delta, -cfg.max_step, cfg.max_step).astype(np.float32)
+                grid.heights += np.clip(delta, -cfg.max_update, cfg.max_update).astype(np.float32)
         # The information the frame adds is measured at the new estimate (the posterior mode), not at
         # a linearisation point the iterations left behind: vertices still far from their pixels, or
         # hidden by what the update raised, must not become confident.
@@ -225,6 +234,8 @@ class HeightMapFuser:
         stats.pixels_gated = system.pixels_gated
         stats.mean_abs_residual = system.mean_abs_residual
         stats.ms = timer.total_ms()
+        if not (np.isfinite(grid.heights).all() and np.isfinite(grid.information).all()):
+            raise FloatingPointError("the fused map holds NaN or infinite values (a fusion bug: please report it)")
         return stats
 
     def _normal_equations(
@@ -253,12 +264,17 @@ class HeightMapFuser:
             return accumulate(frag, depth, sigma, grid.shape, ray_norm, cos_min, cfg.huber_k, cfg.gate_k, information, colors)
 
     def _seed_unobserved(self, depth: np.ndarray, T_wc: np.ndarray, camera: PinholeCamera) -> None:
-        """Start vertices the map has not observed at the mean height of the frame's points over them.
+        """Start vertices with no evidence yet at the mean height of the frame's points in their cell.
 
-        The prior height of an unobserved vertex is a guess; the measured points that fall in its
-        cell are a better one. Starting there, the rendering residuals are small and each pixel
-        pulls on the triangle it really sees, rather than raising floor far behind an obstacle the
-        map does not have yet (which a low forward-looking camera would otherwise smear into ghosts).
+        The prior height of such a vertex is a guess; the measured points that fall in its cell are
+        a better one. Starting there, the rendering residuals are small and each pixel pulls on the
+        triangle it really sees, rather than raising floor far behind an obstacle the map does not
+        have yet (which a low forward-looking camera would otherwise smear into ghosts).
+        Only vertices whose information is still the prior's are seeded: one that earlier frames
+        measured keeps its estimate, which its information describes. Where the cell's points
+        disagree (their spread in height exceeds a cell size: an edge, clutter) the seed is the highest
+        of them, as elevation mapping's higher-point rule does: a vertex at a box's edge carries its
+        top (the bundled sample's smooth-area RMSE falls from 1.36 to 0.83 mm against the mean there).
         """
         grid, step = self.grid, self.config.seed_stride
         sub = depth[::step, ::step]
@@ -270,12 +286,17 @@ class HeightMapFuser:
         col_row = np.rint((points[:, :2] - grid.origin) / grid.cell_size).astype(np.int64)
         inside = (col_row[:, 0] >= 0) & (col_row[:, 0] < grid.nx) & (col_row[:, 1] >= 0) & (col_row[:, 1] < grid.ny)
         ids = col_row[inside, 1] * grid.nx + col_row[inside, 0]
-        unobserved = ~grid.observed.reshape(-1)[ids]
-        ids, z = ids[unobserved], points[inside, 2][unobserved]
+        no_evidence = grid.information.reshape(-1) <= np.float32(grid.prior_information)
+        keep = no_evidence[ids]
+        ids, z = ids[keep], points[inside, 2][keep]
         counts = np.bincount(ids, minlength=grid.num_vertices)
         seeded = counts > 0
-        sums = np.bincount(ids, z, minlength=grid.num_vertices)
-        grid.heights.reshape(-1)[seeded] = (sums[seeded] / counts[seeded]).astype(np.float32)
+        mean = np.bincount(ids, z, minlength=grid.num_vertices)[seeded] / counts[seeded]
+        spread_sq = np.bincount(ids, z * z, minlength=grid.num_vertices)[seeded] / counts[seeded] - mean**2
+        top = np.full(grid.num_vertices, -np.inf)
+        np.maximum.at(top, ids, z)
+        seed = np.where(spread_sq <= grid.cell_size**2, mean, top[seeded])
+        grid.heights.reshape(-1)[seeded] = seed.astype(np.float32)
 
     def _update_map(self, system: NormalEquations, prior_information: np.ndarray) -> None:
         cfg, grid = self.config, self.grid
@@ -288,7 +309,11 @@ class HeightMapFuser:
                 old_weight + system.diagonal[seen][:, None]
             )
         grid.information[:] = information
-        grid.observed |= information >= 1.0 / cfg.observed_sigma**2
+        observed_now = information >= 1.0 / cfg.observed_sigma**2
+        if cfg.forgetting > 0:  # what faded below the threshold (an obstacle that left) is unobserved again
+            grid.observed[:] = observed_now
+        else:
+            grid.observed |= observed_now
 
     def _rays(self, camera: PinholeCamera) -> np.ndarray:
         """(H, W, 3) camera-frame rays with z = 1 (cached per camera)."""
@@ -303,29 +328,49 @@ class HeightMapFuser:
         return self._camera_rays[2]
 
 
+class FrameError(ValueError):
+    """A frame's data cannot be fused (sizes that do not match the camera, a pose that is not rigid):
+    pipelines skip and count such a frame; any other error is a real failure."""
+
+
+#: Depths beyond this (metres) are no measurement: no sensor sees that far, and their squares overflow.
+MAX_DEPTH = 1e4
+#: Smallest per-pixel depth sigma, metres: no sensor is surer than a micrometre, and the weights
+#: 1/sigma^2 of smaller ones overflow float32.
+MIN_SIGMA = 1e-6
+
+
 def _check_frame(
     depth: np.ndarray, camera: PinholeCamera, image: np.ndarray | None, sigma: np.ndarray | None, noise: SensorNoise
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(depth with NaN for no value, sigma, image as float RGB or None); ValueError on a mismatch."""
+    """(depth with NaN for no value, sigma, image as float RGB or None); FrameError on a mismatch.
+
+    Depths that are NaN, infinite, not positive or beyond :data:`MAX_DEPTH` are no value.
+    """
     depth = np.asarray(depth, dtype=np.float32)
     if depth.shape != camera.shape:
-        raise ValueError(f"depth has shape {depth.shape}, the camera's image is {camera.shape}")
-    depth = np.where(depth > 0, depth, np.nan).astype(np.float32)  # NaN and non-positive: no value
+        raise FrameError(f"depth has shape {depth.shape}, the camera's image is {camera.shape}")
+    with np.errstate(invalid="ignore"):
+        depth = np.where((depth > 0) & (depth < MAX_DEPTH), depth, np.nan).astype(np.float32)
     if sigma is None:
         sigma = noise.sigma(depth)
     else:
         sigma = np.asarray(sigma, dtype=np.float32)
         if sigma.shape != camera.shape:
-            raise ValueError(f"sigma has shape {sigma.shape}, the camera's image is {camera.shape}")
-        bad = ~(sigma > 0) & np.isfinite(depth)
+            raise FrameError(f"sigma has shape {sigma.shape}, the camera's image is {camera.shape}")
+        with np.errstate(invalid="ignore"):
+            bad = ~((sigma > 0) & (sigma < np.inf)) & np.isfinite(depth)
         if bad.any():
-            raise ValueError(f"sigma must be positive where depth is valid; {int(bad.sum())} pixels are not")
+            raise FrameError(f"sigma must be positive and finite where depth is valid; {int(bad.sum())} pixels are not")
+        sigma = np.maximum(sigma, np.float32(MIN_SIGMA))
     colors = None
     if image is not None:
         image = np.asarray(image)
         if image.shape != camera.shape + (3,):
-            raise ValueError(f"image has shape {image.shape}, expected {camera.shape + (3,)} (RGB)")
+            raise FrameError(f"image has shape {image.shape}, expected {camera.shape + (3,)} (RGB)")
         colors = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
+        if not np.isfinite(colors).all():
+            raise FrameError("image holds NaN or infinite values")
     return depth, sigma, colors
 
 
