@@ -13,10 +13,12 @@ _DISTORTION_LENGTHS = (4, 5, 8, 12, 14)
 
 @dataclass(frozen=True)
 class PinholeCamera:
-    """Intrinsics of an ideal pinhole camera; ``distortion`` (OpenCV order) only undistorts input images.
+    """Intrinsics of a pinhole camera and, optionally, its lens distortion (OpenCV order).
 
-    All renderers draw the undistorted (ideal pinhole) image: call :meth:`undistort_image` on
-    images from a real lens before comparing them with a rendering.
+    All renderers, fusion and stereo work on the ideal pinhole image of ``K``: images and depth from
+    a real lens are undistorted once, where they are read (``heightfusion.datasets.open(...,
+    undistort=True)``, which ``replay``, ``live`` and ``compare`` use; or :meth:`undistort_image`), and
+    the camera that goes with them has ``distortion=None``.
 
     Attributes:
         width, height: image size in pixels.
@@ -109,6 +111,24 @@ class PinholeCamera:
         uu, vv = np.meshgrid(u, v)
         return self.unproject(np.stack([uu, vv], axis=-1), 1.0)
 
+    def lens_rays(self) -> np.ndarray:
+        """(H, W, 3) camera-frame rays with z = 1 through the pixel centres of the real lens's image.
+
+        With ``distortion`` each pixel's ray is found by inverting the OpenCV lens model (iteratively,
+        to 1e-10 of normalised coordinates); without, these are :meth:`pixel_rays`. Synthetic images
+        of a distorted camera are rendered along these rays.
+        """
+        if self.distortion is None:
+            return self.pixel_rays()
+        import cv2
+
+        u, v = np.meshgrid(np.arange(self.width, dtype=np.float64), np.arange(self.height, dtype=np.float64))
+        pixels = np.stack([u.ravel(), v.ravel()], axis=-1)[:, None, :]
+        converged = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 100, 1e-10)
+        xy = cv2.undistortPoints(pixels, self.K, np.asarray(self.distortion), criteria=converged)
+        xy = xy.reshape(self.height, self.width, 2)
+        return np.concatenate([xy, np.ones((self.height, self.width, 1))], axis=-1)
+
     def world_points(self, depth: np.ndarray, T_wc: np.ndarray, stride: int = 1) -> np.ndarray:
         """(N, 3) world points of the pixels with a valid depth (finite, > 0) in every ``stride``-th row and column.
 
@@ -123,11 +143,12 @@ class PinholeCamera:
         return points @ T_wc[:3, :3].T + T_wc[:3, 3]
 
     def undistort_image(self, image: np.ndarray) -> np.ndarray:
-        """The image as an ideal pinhole camera with the same K would see it (no-op without distortion)."""
+        """The image as an ideal pinhole camera with the same K would see it (no-op without distortion).
+
+        The maps are built once per camera (:func:`heightfusion.lens.undistortion_for`).
+        """
         if self.distortion is None:
             return image
-        import cv2
+        from .lens import undistortion_for
 
-        if image.shape[:2] != self.shape:
-            raise ValueError(f"image of shape {image.shape[:2]} does not match camera shape {self.shape}")
-        return cv2.undistort(image, self.K, np.asarray(self.distortion))
+        return undistortion_for(self).image(image)

@@ -102,7 +102,7 @@ def replay(
 
     from . import datasets
 
-    sequence = datasets.open(path if path is not None else datasets.sample_path(), max_frames=max_frames)
+    sequence = datasets.open(path if path is not None else datasets.sample_path(), max_frames=max_frames, undistort=True)
     grid = grid_for_sequence(sequence, cell_size, origin, shape)
     timer = StageTimer()
     if config is None:

@@ -284,7 +284,7 @@ def test_undistort_option(tmp_path):
     assert frames[1].camera.distortion is None
     expected = cv2.cvtColor(distorted.undistort_image(rgb_pattern(1)[..., ::-1].copy()), cv2.COLOR_BGR2RGB)
     np.testing.assert_array_equal(frames[1].image, expected)
-    # Depth is resampled nearest-neighbour: only values of the input (or NaN) appear.
+    # Depth is never blended across an edge: this piecewise-constant input gives only its own values (or NaN).
     values = set(np.unique(raw_frames[1].depth[np.isfinite(raw_frames[1].depth)]).tolist())
     assert set(np.unique(frames[1].depth[np.isfinite(frames[1].depth)]).tolist()) <= values
 

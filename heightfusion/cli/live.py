@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         end_message = f"camera {args.camera} stopped delivering frames (disconnected?)"
     else:
         path = args.source if args.source is not None else datasets.sample_path()
-        sequence = datasets.open(path, trajectory=args.poses, camera=camera, max_frames=args.max_frames)
+        sequence = datasets.open(path, trajectory=args.poses, camera=camera, max_frames=args.max_frames, undistort=True)
         for message in sequence.messages:
             print(f"live: {message}", file=sys.stderr)
         frames, truth, pace, name = sequence, sequence.gt_heightmap, not args.every_frame, sequence.name

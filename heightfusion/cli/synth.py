@@ -16,21 +16,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=float, default=30.0, help="frame rate for the timestamps (default 30)")
     parser.add_argument("--noise", action="store_true", help="add Kinect-like depth noise")
     parser.add_argument("--seed", type=int, default=0, help="seed of the depth noise (default 0)")
+    parser.add_argument("--distort", type=float, nargs="*", metavar="K",
+                        help="render through a lens with these OpenCV distortion coefficients (k1 k2 p1 p2 [k3]); "
+                             "without values, TUM freiburg1's (camera.yaml carries them)")
     parser.add_argument("--jpeg", action="store_true", help="write colour images as JPEG (smaller) instead of PNG")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..synthetic.sequence import generate, write_tum
 
+    distortion = None
+    if args.distort is not None:
+        from ..datasets.tum import TUM_CAMERAS
+
+        distortion = tuple(args.distort) if args.distort else TUM_CAMERAS[1].distortion
     seq = generate(
         args.scene, frames=args.frames, width=args.width, height=args.height,
-        noise=args.noise, seed=args.seed, fps=args.fps, progress=True,
+        noise=args.noise, seed=args.seed, fps=args.fps, progress=True, distortion=distortion,
     )
     out = write_tum(seq, args.out, progress=True, image_format="jpg" if args.jpeg else "png")
     gt = seq.gt_heightmap
     print(
         f"wrote {len(seq)} frames of scene '{seq.scene.name}' ({args.width}x{args.height}"
-        f"{', noisy depth' if args.noise else ''}) to {out}; ground truth {gt.shape[1]}x{gt.shape[0]} vertices "
+        f"{', noisy depth' if args.noise else ''}{', distorted lens' if distortion else ''}) to {out}; ground truth {gt.shape[1]}x{gt.shape[0]} vertices "
         f"at {gt.cell_size:g} m, {gt.observed.mean():.0%} seen"
     )
     return 0

@@ -262,11 +262,11 @@ class Sequence:
 
 
 def undistort_depth(depth: np.ndarray, camera: PinholeCamera) -> np.ndarray:
-    """``depth`` as the ideal pinhole ``camera`` sees it; nearest-neighbour, so no depths are blended."""
-    map_x, map_y = cv2.initUndistortRectifyMap(
-        camera.K, np.asarray(camera.distortion), None, camera.K, (camera.width, camera.height), cv2.CV_32FC1
-    )
-    return cv2.remap(depth, map_x, map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)
+    """``depth`` as the ideal pinhole ``camera`` sees it, never blended across depth edges
+    (:meth:`heightfusion.lens.Undistortion.depth`)."""
+    from ..lens import undistortion_for
+
+    return undistortion_for(camera).depth(depth)
 
 
 def configured_camera(folder: Path, options: OpenOptions) -> tuple[PinholeCamera | None, float | None]:

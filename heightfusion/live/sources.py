@@ -8,6 +8,8 @@ run can instead take every frame, the reader waiting for the loop (``pace`` and 
 
 from __future__ import annotations
 
+import dataclasses
+
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -137,8 +139,9 @@ def open_camera(device: int | str, camera: PinholeCamera | None, max_frames: int
 
     The device is opened here, so that a missing camera is an error before any window opens; the
     frames end when the camera stops delivering (it disconnected, the stream ended). Images are
-    resized to ``camera``'s size when it differs from the capture size; without ``camera``, the
-    intrinsics are guessed (60 degree horizontal field of view).
+    resized to ``camera``'s size when it differs from the capture size, and undistorted when it has
+    lens distortion (the frames' camera then has none); without ``camera``, the intrinsics are
+    guessed (60 degree horizontal field of view).
     Raises ValueError when the device cannot be opened.
     """
     import cv2
@@ -168,7 +171,8 @@ def _capture_frames(capture, camera: PinholeCamera | None, max_frames: int | Non
                 camera = _guess_camera(bgr.shape[1], bgr.shape[0])
             if (bgr.shape[1], bgr.shape[0]) != (camera.width, camera.height):
                 bgr = cv2.resize(bgr, (camera.width, camera.height), interpolation=cv2.INTER_AREA)
-            yield Frame(time.monotonic(), cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), None, None, camera, count)
+            yield Frame(time.monotonic(), cv2.cvtColor(camera.undistort_image(bgr), cv2.COLOR_BGR2RGB), None, None,
+                        dataclasses.replace(camera, distortion=None), count)
             count += 1
     finally:
         capture.release()

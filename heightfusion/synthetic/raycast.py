@@ -143,9 +143,10 @@ def cast_rays(scene: Scene, origin: np.ndarray, directions: np.ndarray, tol: flo
 
 
 def raycast(scene: Scene, camera: PinholeCamera, T_wc: np.ndarray, tol: float = 1e-6) -> RayHits:
-    """Per-pixel first hits of the pixel-centre rays of ``camera`` at pose ``T_wc`` with the scene."""
+    """Per-pixel first hits of the pixel-centre rays of ``camera`` at pose ``T_wc`` with the scene (through
+    the camera's lens distortion, where it has one)."""
     T_wc = np.asarray(T_wc, dtype=np.float64)
-    directions = camera.pixel_rays() @ T_wc[:3, :3].T  # camera-z component 1: t is the z-depth
+    directions = camera.lens_rays() @ T_wc[:3, :3].T  # camera-z component 1: t is the z-depth
     origin = T_wc[:3, 3]
     t = cast_rays(scene, origin, directions.reshape(-1, 3), tol).reshape(camera.shape)
     points = origin + t[..., None] * directions

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import os
 from dataclasses import dataclass
@@ -143,6 +145,7 @@ def generate(
     focal_factor: float = 0.8,
     poses: np.ndarray | None = None,
     progress: bool = False,
+    distortion: tuple[float, ...] | None = None,
 ) -> SyntheticSequence:
     """Render a synthetic sequence in memory.
 
@@ -156,6 +159,8 @@ def generate(
         focal_factor: fx = fy = focal_factor * width.
         poses: (N, 4, 4) ``T_wc`` to use instead of the default trajectory.
         progress: show a progress bar.
+        distortion: OpenCV lens distortion coefficients: images and depth are rendered through that
+            lens (:meth:`~heightfusion.PinholeCamera.lens_rays`) and the camera carries them.
 
     Raises:
         ValueError: for an unknown scene or out-of-range values, naming the argument.
@@ -173,7 +178,7 @@ def generate(
         raise ValueError(f"poses must have shape (N, 4, 4) with N >= 1, got {poses.shape}")
     for i, T_wc in enumerate(poses):
         validate_pose(T_wc, f"poses[{i}]")
-    camera = default_camera(width, height, focal_factor)
+    camera = dataclasses.replace(default_camera(width, height, focal_factor), distortion=distortion)
     rng = np.random.default_rng(seed)
     gt = ground_truth_heightmap(scene_obj)
     from tqdm import tqdm
