@@ -242,18 +242,18 @@ class LiveApp:
         self.panels["camera"].draw(rows[0][0])
         self.panels["depth"].draw(rows[0][1])
         if self.grid is not None and self._last_view is not None:
-            cam, T_wc = self._last_view
-            self.view.map_view.draw(rows[0][2].fit(cam.width / cam.height), T_wc, cam)
-            self.view.draw(span(rows[1][0], rows[1][1]), lines=self._overlay_segments(cam, T_wc))
+            camera, T_wc = self._last_view
+            self.view.map_view.draw(rows[0][2].fit(camera.width / camera.height), T_wc, camera)
+            self.view.draw(span(rows[1][0], rows[1][1]), lines=self._overlay_segments(camera, T_wc))
             self.panels["free"].draw(rows[1][2])
         self.panels["status"].set_image(text_image(self._status_lines(), width))
         self.panels["status"].draw(status, fit=False)
         self.window.end_frame()
         self._note("draw", (time.perf_counter() - start) * 1e3)
 
-    def _overlay_segments(self, cam, T_wc) -> tuple[np.ndarray, np.ndarray]:
+    def _overlay_segments(self, camera, T_wc) -> tuple[np.ndarray, np.ndarray]:
         """Frustum of the current camera and the trajectory so far, map-local, with their colours."""
-        frustum = frustum_segments(self.grid, cam, T_wc, depth=0.3)
+        frustum = frustum_segments(self.grid, camera, T_wc, depth=0.3)
         offset = np.array([*self.grid.origin, 0.0])
         path = np.asarray(self._trajectory) - offset
         trail = np.stack([path[:-1], path[1:]], axis=1) if len(path) > 1 else np.zeros((0, 2, 3))

@@ -62,30 +62,30 @@ class Renderer(abc.ABC):
                                               double_precision=False)
 
     @abc.abstractmethod
-    def render(self, grid: HeightMap, cam: PinholeCamera, T_wc: np.ndarray) -> Fragments:
-        """Fragments of ``grid`` seen by ``cam`` at pose ``T_wc`` (camera-to-world)."""
+    def render(self, grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray) -> Fragments:
+        """Fragments of ``grid`` seen by ``camera`` at pose ``T_wc`` (camera-to-world)."""
 
     @abc.abstractmethod
-    def render_depth(self, grid: HeightMap, cam: PinholeCamera, T_wc: np.ndarray) -> np.ndarray:
-        """(H, W) float32 z-depth of ``grid`` seen by ``cam`` at ``T_wc``; NaN where empty."""
+    def render_depth(self, grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray) -> np.ndarray:
+        """(H, W) float32 z-depth of ``grid`` seen by ``camera`` at ``T_wc``; NaN where empty."""
 
     def release(self) -> None:
         """Free the backend's resources (GPU buffers); the renderer is unusable afterwards."""
 
 
-def check_inputs(grid: HeightMap, cam: PinholeCamera, T_wc: np.ndarray) -> np.ndarray:
+def check_inputs(grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray) -> np.ndarray:
     """Validate a render call's arguments; return ``T_wc`` as float64 4x4."""
     if not isinstance(grid, HeightMap):
         raise TypeError(f"grid must be a heightfusion.HeightMap, got {type(grid).__name__}")
-    if not isinstance(cam, PinholeCamera):
-        raise TypeError(f"cam must be a heightfusion.PinholeCamera, got {type(cam).__name__}")
+    if not isinstance(camera, PinholeCamera):
+        raise TypeError(f"camera must be a heightfusion.PinholeCamera, got {type(camera).__name__}")
     grid.check_finite()
     return validate_pose(T_wc, "T_wc")
 
 
-def empty_fragments(cam: PinholeCamera) -> Fragments:
+def empty_fragments(camera: PinholeCamera) -> Fragments:
     """Fragments of an image that sees no surface."""
-    H, W = cam.shape
+    H, W = camera.shape
     nan3 = np.full((H, W, 3), np.nan, dtype=np.float32)
     return Fragments(
         depth=np.full((H, W), np.nan, dtype=np.float32),

@@ -190,11 +190,11 @@ class GLRenderer(context.UsesContext, Renderer):
         self._depth_pool = _ReadbackPool()
 
     # --- public API -----------------------------------------------------------------------------
-    def render(self, grid: HeightMap, cam: PinholeCamera, T_wc: np.ndarray) -> Fragments:
+    def render(self, grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray) -> Fragments:
         self.activate()
-        if not self.draw_fragments(grid, cam, T_wc):
-            return empty_fragments(cam)
-        H, W = cam.shape
+        if not self.draw_fragments(grid, camera, T_wc):
+            return empty_fragments(camera)
+        H, W = camera.shape
         target_bytes = H * W * 16  # every target holds 4 channels of 4 bytes
         buffer = self._full_pool.take(target_bytes * len(TARGETS))
         arrays = []
@@ -204,25 +204,25 @@ class GLRenderer(context.UsesContext, Renderer):
             arrays.append(out)
         return fragments_from_targets(*arrays)
 
-    def render_depth(self, grid: HeightMap, cam: PinholeCamera, T_wc: np.ndarray) -> np.ndarray:
+    def render_depth(self, grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray) -> np.ndarray:
         self.activate()
-        T_wc = check_inputs(grid, cam, T_wc)
-        depth = self._depth_pool.take(4 * cam.width * cam.height).view(np.float32).reshape(cam.shape)
-        if not self._draw(grid, cam, T_wc, full=False):
+        T_wc = check_inputs(grid, camera, T_wc)
+        depth = self._depth_pool.take(4 * camera.width * camera.height).view(np.float32).reshape(camera.shape)
+        if not self._draw(grid, camera, T_wc, full=False):
             depth.fill(np.nan)
             return depth
         self._targets.depth.read_into(depth, components=1, dtype="f4")  # type: ignore[union-attr]
         return depth
 
-    def draw_fragments(self, grid: HeightMap, cam: PinholeCamera, T_wc: np.ndarray) -> bool:
+    def draw_fragments(self, grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray) -> bool:
         """Draw the full fragments into :attr:`fragment_textures` without reading them back.
 
         Returns False, drawing nothing, when the map is entirely behind the camera (then the textures
         hold whatever an earlier draw left).
         """
         self.activate()
-        T_wc = check_inputs(grid, cam, T_wc)
-        return self._draw(grid, cam, T_wc, full=True)
+        T_wc = check_inputs(grid, camera, T_wc)
+        return self._draw(grid, camera, T_wc, full=True)
 
     @property
     def fragment_textures(self) -> tuple:
@@ -246,7 +246,7 @@ class GLRenderer(context.UsesContext, Renderer):
         self._mesh, self._targets, self._programs = None, None, {}
 
     # --- internals ------------------------------------------------------------------------------
-    def _draw(self, grid: HeightMap, cam: PinholeCamera, T_wc: np.ndarray, full: bool) -> bool:
+    def _draw(self, grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray, full: bool) -> bool:
         """Draw into the full or depth-only framebuffer; False if the map is entirely behind the camera."""
         import moderngl
 
@@ -255,7 +255,7 @@ class GLRenderer(context.UsesContext, Renderer):
             return False
         near, far = ranges
         mesh = self._mesh_for(grid)
-        targets = self._targets_for(cam)
+        targets = self._targets_for(camera)
         self._upload(mesh, grid, colors=full)
 
         cam_from_map = camera_from_map(grid, T_wc)
@@ -264,10 +264,10 @@ class GLRenderer(context.UsesContext, Renderer):
         uniforms = {
             # No far plane: float32 rounding clipped vertices up to ~0.1 m in front of one just behind
             # the map. Clip z - w is then -2 near at every depth; the depth test uses z / far.
-            "clip_from_map": (clip_from_camera(cam, near, np.inf) @ cam_from_map).T.astype("f4").tobytes(),
+            "clip_from_map": (clip_from_camera(camera, near, np.inf) @ cam_from_map).T.astype("f4").tobytes(),
             "cam_center": tuple(map_from_cam[:3, 3]),
             "map_from_cam": map_from_cam[:3, :3].T.astype("f4").tobytes(),
-            "pixel_to_ray": (1.0 / cam.fx, 1.0 / cam.fy, cam.cx, cam.cy),
+            "pixel_to_ray": (1.0 / camera.fx, 1.0 / camera.fy, camera.cx, camera.cy),
             "depth_scale": 1.0 / far,
             "nx": grid.nx,
             "cell_size": grid.cell_size,
@@ -354,8 +354,8 @@ class GLRenderer(context.UsesContext, Renderer):
         self._mesh = _Mesh(grid.shape, grid.cell_size, xy, heights, gradients, colors, indices, *vaos)
         return self._mesh
 
-    def _targets_for(self, cam: PinholeCamera) -> _Targets:
-        size = (cam.width, cam.height)
+    def _targets_for(self, camera: PinholeCamera) -> _Targets:
+        size = (camera.width, camera.height)
         if self._targets is not None and self._targets.size == size:
             return self._targets
         if self._targets is not None:

@@ -166,59 +166,59 @@ class PointsRenderer(Renderer):
         self.device = torch.device(device)
 
     def render(
-        self, grid: HeightMap, cam: PinholeCamera, T_wc: np.ndarray, slopes: np.ndarray | None = None
+        self, grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray, slopes: np.ndarray | None = None
     ) -> Fragments:
-        """Fragments of ``grid`` seen by ``cam`` at ``T_wc``.
+        """Fragments of ``grid`` seen by ``camera`` at ``T_wc``.
 
         Args:
             slopes: (ny, nx, 2) disc slopes, metres per cell (x then y); default
                 :func:`surfel_slopes` of the heights. ``depth_grad`` holds them fixed.
         """
-        splat = self._splat(grid, cam, T_wc, slopes)
+        splat = self._splat(grid, camera, T_wc, slopes)
         if splat is None:
-            return self._empty(cam)
-        return _fragments(grid, cam, self.radius, *splat)
+            return self._empty(camera)
+        return _fragments(grid, camera, self.radius, *splat)
 
     def render_depth(
-        self, grid: HeightMap, cam: PinholeCamera, T_wc: np.ndarray, slopes: np.ndarray | None = None
+        self, grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray, slopes: np.ndarray | None = None
     ) -> np.ndarray:
-        splat = self._splat(grid, cam, T_wc, slopes)
+        splat = self._splat(grid, camera, T_wc, slopes)
         if splat is None:
-            return self._empty(cam).depth
+            return self._empty(camera).depth
         blend = splat[0]
-        depth = torch.full((cam.width * cam.height,), math.nan, dtype=self.dtype, device=self.device)
+        depth = torch.full((camera.width * camera.height,), math.nan, dtype=self.dtype, device=self.device)
         depth[blend.pixels] = blend.depth
-        return depth.reshape(cam.shape).cpu().numpy()
+        return depth.reshape(camera.shape).cpu().numpy()
 
-    def _empty(self, cam: PinholeCamera) -> Fragments:
-        frag = empty_fragments(cam)
+    def _empty(self, camera: PinholeCamera) -> Fragments:
+        frag = empty_fragments(camera)
         float_type = torch.empty((), dtype=self.dtype).numpy().dtype
         floats = {k: v.astype(float_type) for k, v in frag.__dict__.items() if v.dtype.kind == "f"}
         return replace(frag, triangle_ids=None, **floats)
 
     def _splat(
-        self, grid: HeightMap, cam: PinholeCamera, T_wc: np.ndarray, slopes: np.ndarray | None
+        self, grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray, slopes: np.ndarray | None
     ) -> tuple[_Blend, _Discs, torch.Tensor, torch.Tensor] | None:
         """The blend of every pixel that sees a disc, with the discs, the camera centre and the pixels'
         ray directions (grid frame); None when no pixel does."""
-        T_wc = check_inputs(grid, cam, T_wc)
+        T_wc = check_inputs(grid, camera, T_wc)
         slopes = _check_slopes(grid, slopes)
         dtype, device = self.dtype, self.device
         with torch.inference_mode():
-            window = _footprints(grid, cam, T_wc, slopes, self.radius, device)
+            window = _footprints(grid, camera, T_wc, slopes, self.radius, device)
             if window is None:
                 return None
             centre_np, matrix = grid_frame(grid, T_wc)
             centre = torch.as_tensor(centre_np, dtype=dtype, device=device)
-            d = pixel_directions(cam, matrix, dtype, device)
+            d = pixel_directions(camera, matrix, dtype, device)
             i, j = np.indices(grid.shape)
             table = np.stack([grid.heights, slopes[..., 0], slopes[..., 1], i, j], axis=-1).reshape(-1, 5)
             discs = _Discs(torch.as_tensor(table, device=device).to(dtype))
             side = -1.0 if _camera_above(grid, centre_np) else 1.0  # the sign of den on the visible side
-            hits = _hits(discs, grid.shape, cam.width, centre, d, window, self.radius, side)
+            hits = _hits(discs, grid.shape, camera.width, centre, d, window, self.radius, side)
             if hits is None:
                 return None
-            blend = _blend(*hits, cam.width * cam.height, self.depth_tolerance * grid.cell_size)
+            blend = _blend(*hits, camera.width * camera.height, self.depth_tolerance * grid.cell_size)
         return blend, discs, centre, d
 
 
@@ -241,7 +241,7 @@ def _camera_above(grid: HeightMap, centre: np.ndarray) -> bool:
 
 
 def _footprints(
-    grid: HeightMap, cam: PinholeCamera, T_wc: np.ndarray, slopes: np.ndarray, radius: float, device: torch.device
+    grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray, slopes: np.ndarray, radius: float, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Pixel windows holding each disc's image, for the discs whose window holds a pixel centre: (M, 4)
     int64 rows (vertex, u0, v0, columns), the flat vertex id, the window's first column and row and its
@@ -272,8 +272,8 @@ def _footprints(
         last = (focal * top + principal).clamp(-1.0, size).floor().clamp_max(size - 1).long()
         return first, last - first + 1
 
-    u0, columns = window(0, cam.fx, cam.cx, cam.width)
-    v0, rows = window(1, cam.fy, cam.cy, cam.height)
+    u0, columns = window(0, camera.fx, camera.cx, camera.width)
+    v0, rows = window(1, camera.fy, camera.cy, camera.height)
     count = columns.clamp_min(0) * rows.clamp_min(0) * (z_far > _NEAR)
     vertex = torch.nonzero(count).squeeze(1)
     if len(vertex) == 0:
@@ -347,10 +347,10 @@ def _blend(
 
 
 def _fragments(
-    grid: HeightMap, cam: PinholeCamera, radius: float, blend: _Blend, discs: _Discs, centre: torch.Tensor, d: torch.Tensor
+    grid: HeightMap, camera: PinholeCamera, radius: float, blend: _Blend, discs: _Discs, centre: torch.Tensor, d: torch.Tensor
 ) -> Fragments:
     """Every Fragments field (but triangle ids) from the pixels' contributors."""
-    H, W = cam.shape
+    H, W = camera.shape
     used = blend.vertex >= 0
     k = blend.vertex.clamp_min(0)  # unused slots read vertex 0 and are weighed by 0
     ray = d[blend.pixels][:, None, :]

@@ -15,7 +15,7 @@ DEPTH_MARGIN = 0.01
 MIN_NEAR = 1e-4
 
 
-def clip_from_camera(cam: PinholeCamera, near: float, far: float) -> np.ndarray:
+def clip_from_camera(camera: PinholeCamera, near: float, far: float) -> np.ndarray:
     """4x4 projection from the OpenCV camera frame to GL clip space; ``near``, ``far`` in metres.
 
     ``far`` may be ``np.inf`` (no far plane).
@@ -24,12 +24,12 @@ def clip_from_camera(cam: PinholeCamera, near: float, far: float) -> np.ndarray:
     window x = u + 0.5. Window row y = v + 0.5 as well (no vertical flip): ``glReadPixels``, which
     returns rows from window y = 0 upwards, then yields the image in OpenCV row order.
     """
-    W, H = cam.width, cam.height
+    W, H = camera.width, camera.height
     P = np.zeros((4, 4))
-    P[0, 0] = 2.0 * cam.fx / W
-    P[0, 2] = 2.0 * (cam.cx + 0.5) / W - 1.0
-    P[1, 1] = 2.0 * cam.fy / H
-    P[1, 2] = 2.0 * (cam.cy + 0.5) / H - 1.0
+    P[0, 0] = 2.0 * camera.fx / W
+    P[0, 2] = 2.0 * (camera.cx + 0.5) / W - 1.0
+    P[1, 1] = 2.0 * camera.fy / H
+    P[1, 2] = 2.0 * (camera.cy + 0.5) / H - 1.0
     ratio = near / far  # 0 for far = inf: then no far plane, and clip z - w = -2 near at every depth
     P[2, 2] = (1.0 + ratio) / (1.0 - ratio)
     P[2, 3] = -2.0 * near / (1.0 - ratio)

@@ -304,16 +304,16 @@ def _nearest_hits(
 
 
 # --- the renderer ----------------------------------------------------------------------------------
-def pixel_directions(cam: PinholeCamera, matrix: np.ndarray, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def pixel_directions(camera: PinholeCamera, matrix: np.ndarray, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """(H * W, 3) grid-frame ray directions of the pixel centres (row-major), camera-z component 1.
 
     Components smaller than :data:`TINY` become TINY with their sign (see there).
     """
     v, u = torch.meshgrid(
-        torch.arange(cam.height, dtype=dtype, device=device), torch.arange(cam.width, dtype=dtype, device=device),
+        torch.arange(camera.height, dtype=dtype, device=device), torch.arange(camera.width, dtype=dtype, device=device),
         indexing="ij",
     )
-    ray_cam = torch.stack([(u - cam.cx) / cam.fx, (v - cam.cy) / cam.fy, torch.ones_like(u)], dim=-1).reshape(-1, 3)
+    ray_cam = torch.stack([(u - camera.cx) / camera.fx, (v - camera.cy) / camera.fy, torch.ones_like(u)], dim=-1).reshape(-1, 3)
     d = ray_cam @ torch.as_tensor(matrix, dtype=dtype, device=device).T
     return torch.where(d.abs() < TINY, torch.copysign(torch.full_like(d, TINY), d), d)
 
@@ -357,20 +357,20 @@ class RaymarchRenderer(Renderer):
         self.dtype = _float_dtype(dtype)
         self.device = torch.device(device)
 
-    def render(self, grid: HeightMap, cam: PinholeCamera, T_wc: np.ndarray) -> Fragments:
-        scene = self._march(grid, cam, T_wc)
-        return _fragments(grid, cam, scene)
+    def render(self, grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray) -> Fragments:
+        scene = self._march(grid, camera, T_wc)
+        return _fragments(grid, camera, scene)
 
-    def render_depth(self, grid: HeightMap, cam: PinholeCamera, T_wc: np.ndarray) -> np.ndarray:
-        return self._march(grid, cam, T_wc).t.reshape(cam.shape).cpu().numpy()
+    def render_depth(self, grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray) -> np.ndarray:
+        return self._march(grid, camera, T_wc).t.reshape(camera.shape).cpu().numpy()
 
-    def _march(self, grid: HeightMap, cam: PinholeCamera, T_wc: np.ndarray) -> _Scene:
-        T_wc = check_inputs(grid, cam, T_wc)
+    def _march(self, grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray) -> _Scene:
+        T_wc = check_inputs(grid, camera, T_wc)
         centre_np, matrix = grid_frame(grid, T_wc)
         dtype, device = self.dtype, self.device
         surface = Surface.of(grid, centre_np, dtype, device)
         centre = torch.as_tensor(centre_np, dtype=dtype, device=device)
-        d = pixel_directions(cam, matrix, dtype, device)
+        d = pixel_directions(camera, matrix, dtype, device)
         lo, hi = (torch.as_tensor(c, dtype=dtype, device=device) for c in march_box(grid))
         with torch.inference_mode():
             tri, t = march(surface, centre, d, (lo, hi))
@@ -389,9 +389,9 @@ def _float_dtype(dtype: torch.dtype | str | type) -> torch.dtype:
     return dtype
 
 
-def _fragments(grid: HeightMap, cam: PinholeCamera, scene: _Scene) -> Fragments:
+def _fragments(grid: HeightMap, camera: PinholeCamera, scene: _Scene) -> Fragments:
     """Every Fragments field from the first-hit triangles, computed on the hit pixels only."""
-    H, W = cam.shape
+    H, W = camera.shape
     pixels = torch.nonzero(scene.tri >= 0).squeeze(1)
     tri = scene.tri[pixels]
     cell, k = tri // 2, tri % 2

@@ -47,17 +47,17 @@ class RaymarchGLRenderer(context.UsesContext, Renderer):
 
 
 
-    def render(self, grid: HeightMap, cam: PinholeCamera, T_wc: np.ndarray) -> Fragments:
-        self._draw(grid, cam, T_wc)
-        H, W = cam.shape
+    def render(self, grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray) -> Fragments:
+        self._draw(grid, camera, T_wc)
+        H, W = camera.shape
         targets = [np.empty((H, W, n), dtype=dtype) for dtype, n in TARGETS]
         for attachment, ((dtype, n), out) in enumerate(zip(TARGETS, targets)):
             self._fbo.read_into(out, components=n, attachment=attachment, dtype=dtype)
         return fragments_from_targets(*targets)
 
-    def render_depth(self, grid: HeightMap, cam: PinholeCamera, T_wc: np.ndarray) -> np.ndarray:
-        self._draw(grid, cam, T_wc)
-        depth = np.empty(cam.shape, dtype=np.float32)
+    def render_depth(self, grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray) -> np.ndarray:
+        self._draw(grid, camera, T_wc)
+        depth = np.empty(camera.shape, dtype=np.float32)
         self._fbo.read_into(depth, components=1, attachment=0, dtype="f4")
         return depth
 
@@ -71,19 +71,19 @@ class RaymarchGLRenderer(context.UsesContext, Renderer):
         self._program = self._vao = self._fbo = None
         self._buffers, self._targets = {}, []
 
-    def _draw(self, grid: HeightMap, cam: PinholeCamera, T_wc: np.ndarray) -> None:
+    def _draw(self, grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray) -> None:
         """Upload the grid and run the full-screen pass into the framebuffer of the camera's size."""
         import moderngl
 
-        T_wc = check_inputs(grid, cam, T_wc)
+        T_wc = check_inputs(grid, camera, T_wc)
         self.activate()
-        self._prepare(grid, cam)
+        self._prepare(grid, camera)
         centre, matrix = grid_frame(grid, T_wc)
         lo, hi = march_box(grid)
         uniforms = {
             "grid_from_cam": matrix.T.astype("f4").tobytes(),  # GLSL matrices are column-major
             "cam_grid": tuple(centre),
-            "pixel_to_ray": (1.0 / cam.fx, 1.0 / cam.fy, cam.cx, cam.cy),
+            "pixel_to_ray": (1.0 / camera.fx, 1.0 / camera.fy, camera.cx, camera.cy),
             "box_lo": tuple(lo),
             "box_hi": tuple(hi),
             "slack": edge_slack(float(np.finfo(np.float32).eps)),
@@ -107,7 +107,7 @@ class RaymarchGLRenderer(context.UsesContext, Renderer):
         self._fbo.use()
         self._vao.render(moderngl.TRIANGLES, vertices=3)
 
-    def _prepare(self, grid: HeightMap, cam: PinholeCamera) -> None:
+    def _prepare(self, grid: HeightMap, camera: PinholeCamera) -> None:
         """Create the program once, the storage buffers per grid size and the targets per image size."""
         ctx = self.ctx
         if self._program is None:
@@ -120,7 +120,7 @@ class RaymarchGLRenderer(context.UsesContext, Renderer):
             for buffer in self._buffers.values():
                 buffer.release()
             self._buffers = {"heights": ctx.buffer(reserve=4 * n), "colors": ctx.buffer(reserve=12 * n)}
-        size = (cam.width, cam.height)
+        size = (camera.width, camera.height)
         if self._fbo is None or self._fbo.size != size:
             for res in (self._fbo, *self._targets):
                 if res is not None:

@@ -276,9 +276,9 @@ class ShadedRenderer(Renderer):
         #: The GLSL shading pass (its GL resources are created on first use only).
         self.gl_pass = GLShadingPass(ctx)
 
-    def render(self, grid: HeightMap, cam: PinholeCamera, T_wc: np.ndarray) -> Fragments:
-        frag = self.inner.render(grid, cam, T_wc)
-        maps = self.surface_maps(frag, grid, cam, T_wc)
+    def render(self, grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray) -> Fragments:
+        frag = self.inner.render(grid, camera, T_wc)
+        maps = self.surface_maps(frag, grid, camera, T_wc)
         if self.shading == "gl":
             rgb = self.gl_pass.shade(maps, self.lights, self.min_roughness)
         else:
@@ -286,21 +286,21 @@ class ShadedRenderer(Renderer):
                 rgb = shade_maps(maps, self.lights, self.min_roughness).numpy()
         return replace(frag, color=rgb)
 
-    def render_depth(self, grid: HeightMap, cam: PinholeCamera, T_wc: np.ndarray) -> np.ndarray:
-        return self.inner.render_depth(grid, cam, T_wc)
+    def render_depth(self, grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray) -> np.ndarray:
+        return self.inner.render_depth(grid, camera, T_wc)
 
-    def surface_maps(self, frag: Fragments, grid: HeightMap, cam: PinholeCamera, T_wc: np.ndarray) -> SurfaceMaps:
-        """The per-pixel shading inputs of ``frag``, rendered from ``grid`` by ``cam`` at ``T_wc``.
+    def surface_maps(self, frag: Fragments, grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray) -> SurfaceMaps:
+        """The per-pixel shading inputs of ``frag``, rendered from ``grid`` by ``camera`` at ``T_wc``.
 
         Fills in from the grid what the inner backend leaves None: the albedo from ``grid.colors``
         and the facet normals from ``grid.heights`` (both need ``vertex_ids``), as the per-vertex
         material maps do.
         """
         T_wc = validate_pose(T_wc, "T_wc")
-        if frag.shape != cam.shape:
-            raise ValueError(f"fragments of shape {frag.shape} do not match the camera's {cam.shape}")
+        if frag.shape != camera.shape:
+            raise ValueError(f"fragments of shape {frag.shape} do not match the camera's {camera.shape}")
         mask = frag.mask
-        rays = cam.pixel_rays() @ T_wc[:3, :3].T  # world axes, camera-z component 1
+        rays = camera.pixel_rays() @ T_wc[:3, :3].T  # world axes, camera-z component 1
         view_dir = -rays / np.linalg.norm(rays, axis=-1, keepdims=True)
         if frag.normal is not None:
             normal = frag.normal.astype(np.float64)

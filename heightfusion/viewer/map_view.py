@@ -25,9 +25,9 @@ BACKGROUND = (0.07, 0.08, 0.1, 1.0)
 _FLIP_Y = np.diag([1.0, -1.0, 1.0, 1.0])  # OpenCV rows run down, the screen's y up
 
 
-def display_clip_from_map(grid: HeightMap, cam: PinholeCamera, T_wc: np.ndarray, near: float, far: float) -> np.ndarray:
-    """4x4 float32 from the map-local frame to clip space of a viewport showing ``cam``'s image upright."""
-    return (_FLIP_Y @ clip_from_camera(cam, near, far) @ camera_from_map(grid, T_wc)).astype(np.float32)
+def display_clip_from_map(grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray, near: float, far: float) -> np.ndarray:
+    """4x4 float32 from the map-local frame to clip space of a viewport showing ``camera``'s image upright."""
+    return (_FLIP_Y @ clip_from_camera(camera, near, far) @ camera_from_map(grid, T_wc)).astype(np.float32)
 
 
 def view_depth_range(grid: HeightMap, T_wc: np.ndarray) -> tuple[float, float]:
@@ -85,20 +85,20 @@ class MapView:
         )
         self._shape = shape
 
-    def draw(self, rect: Rect, cam_pose: np.ndarray, cam: PinholeCamera | None = None, hide_unobserved: bool = True) -> np.ndarray:
+    def draw(self, rect: Rect, cam_pose: np.ndarray, camera: PinholeCamera | None = None, hide_unobserved: bool = True) -> np.ndarray:
         """Draw the map seen from ``cam_pose`` (``T_wc``) into ``rect`` of the bound framebuffer.
 
-        ``cam`` defaults to a camera filling ``rect``; a frame's own camera shows exactly its view
+        ``camera`` defaults to a camera filling ``rect``; a frame's own camera shows exactly its view
         (``rect`` should then have the camera's aspect). Returns the clip-from-map matrix used.
         """
         import moderngl
 
         if self.grid is None:
             raise RuntimeError("MapView.draw before update()")
-        if cam is None:
+        if camera is None:
             f = 0.5 * rect.height / np.tan(np.radians(25.0))
-            cam = PinholeCamera(rect.width, rect.height, f, f, (rect.width - 1) / 2, (rect.height - 1) / 2)
-        clip = display_clip_from_map(self.grid, cam, cam_pose, *view_depth_range(self.grid, cam_pose))
+            camera = PinholeCamera(rect.width, rect.height, f, f, (rect.width - 1) / 2, (rect.height - 1) / 2)
+        clip = display_clip_from_map(self.grid, camera, cam_pose, *view_depth_range(self.grid, cam_pose))
         self.program["clip_from_map"].write(clip.T.copy())
         self.program["hide_unobserved"].value = hide_unobserved
         self.ctx.viewport = rect.viewport
@@ -150,11 +150,11 @@ class LineSet:
         self.program.release()
 
 
-def frustum_segments(grid: HeightMap, cam: PinholeCamera, T_wc: np.ndarray, depth: float) -> np.ndarray:
+def frustum_segments(grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray, depth: float) -> np.ndarray:
     """(8, 2, 3) map-local segments of a camera's frustum drawn to ``depth`` metres."""
-    W, H = cam.width - 1, cam.height - 1
+    W, H = camera.width - 1, camera.height - 1
     corners_px = np.array([[0, 0], [W, 0], [W, H], [0, H]], dtype=np.float64)
-    far = cam.unproject(corners_px, depth) @ T_wc[:3, :3].T + T_wc[:3, 3]
+    far = camera.unproject(corners_px, depth) @ T_wc[:3, :3].T + T_wc[:3, 3]
     centre = T_wc[:3, 3]
     offset = np.array([grid.origin[0], grid.origin[1], 0.0])
     segments = [(centre, far[k]) for k in range(4)] + [(far[k], far[(k + 1) % 4]) for k in range(4)]
