@@ -96,7 +96,7 @@ class FramePipeline:
             except ValueError as exc:
                 return SkippedFrame("stereo error", str(exc))
             if result.estimate is None:
-                return SkippedFrame(f"stereo: {result.reason}")
+                return SkippedFrame(f"stereo: {result.reason}", result.detail)
             measured, sigma = result.estimate.depth, result.estimate.sigma
         try:
             stats = self.fuser.fuse(frame.camera, frame.T_wc, measured, frame.image, sigma=sigma)

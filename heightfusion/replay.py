@@ -102,7 +102,8 @@ def replay(
 
     from . import datasets
 
-    sequence = datasets.open(path if path is not None else datasets.sample_path(), max_frames=max_frames, undistort=True)
+    sequence = datasets.open(path if path is not None else datasets.sample_path(), max_frames=max_frames, undistort=True,
+                             require_depth=depth == "sensor")
     grid = grid_for_sequence(sequence, cell_size, origin, shape)
     timer = StageTimer()
     if config is None:
@@ -125,8 +126,9 @@ def replay(
                 result = pipeline.process(frame)
                 if isinstance(result, SkippedFrame):
                     skipped[result.reason] += 1
-                    if result.detail:
-                        bar.write(f"frame {frame.index} (t={frame.timestamp:.3f}) skipped: {result.detail}")
+                    if result.detail and skipped[result.reason] == 1:  # once per reason: long runs stay readable
+                        bar.write(f"frame {frame.index} (t={frame.timestamp:.3f}) skipped ({result.reason}): "
+                                  f"{result.detail}")
                     continue
                 used += 1
     finally:

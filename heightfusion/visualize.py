@@ -329,6 +329,8 @@ def _sigma_field(grid: HeightMap, vmin_mm, vmax_mm, log: bool, mask) -> tuple[np
     shown = _shown(grid, mask) & (info > 0) & np.isfinite(info)
     with np.errstate(divide="ignore", invalid="ignore"):
         sigma_mm = np.where(shown, 1e3 / np.sqrt(np.where(shown, info, 1.0)), np.nan)
+    if not shown.any() and vmin_mm is None:
+        vmin_mm = 1.0  # nothing to show (nothing fused yet): any positive range draws the empty picture
     lo, hi = _range(sigma_mm[shown], vmin_mm, vmax_mm)
     if not log:
         return sigma_mm, shown, _Scale.linear(lo, hi)

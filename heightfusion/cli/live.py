@@ -23,6 +23,7 @@ from .options import (
     check_positive,
     free_space_settings,
     grid_args,
+    keyframe_config_from_args,
     stereo_config_from_args,
 )
 
@@ -88,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
         end_message = f"camera {args.camera} stopped delivering frames (disconnected?)"
     else:
         path = args.source if args.source is not None else datasets.sample_path()
-        sequence = datasets.open(path, trajectory=args.poses, camera=camera, max_frames=args.max_frames, undistort=True)
+        sequence = datasets.open(path, trajectory=args.poses, camera=camera, max_frames=args.max_frames,
+                                 undistort=True, require_depth=args.depth == "sensor")
         for message in sequence.messages:
             print(f"live: {message}", file=sys.stderr)
         frames, truth, pace, name = sequence, sequence.gt_heightmap, not args.every_frame, sequence.name
@@ -99,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     scripted = args.max_frames is not None or args.screenshot is not None
     settings = LiveSettings(
         out=Path(args.out), depth=args.depth, config=fusion_config(stereo_depth, sigma_floor=args.sigma_floor),
-        stereo=stereo_config_from_args(args),
+        stereo=stereo_config_from_args(args), keyframes=keyframe_config_from_args(args),
         autosave_s=args.autosave,
         exit_at_end=args.exit_at_end or scripted, mode=args.mode, truth=truth, end_message=end_message,
         pose_problem=None if board_poses is None else (lambda: board_poses.reason),

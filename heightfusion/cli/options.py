@@ -24,9 +24,24 @@ def add_depth_arguments(parser: argparse.ArgumentParser, default: str) -> None:
                         help="stereo: sweep planes at constant depth or at constant world height (default fronto)")
     parser.add_argument("--sweep-range", type=float, nargs=2, metavar=("MIN", "MAX"),
                         help="stereo: depth range (fronto) or world height range (ground) of the sweep, metres")
+    parser.add_argument("--min-parallax", type=float, metavar="PX",
+                        help="stereo: a source frame must move the image by at least PX pixels (default 6)")
+    parser.add_argument("--max-parallax", type=float, metavar="PX",
+                        help="stereo: ... and by at most PX pixels (default 40; raise it for sparse keyframes)")
     parser.add_argument("--sigma-floor", type=float, metavar="M",
                         help=f"smallest height sigma of a fused vertex, metres (default {FusionConfig.sigma_floor:g} "
                              f"with depth images, {STEREO_SIGMA_FLOOR:g} with stereo, whose errors repeat across frames)")
+
+
+def keyframe_config_from_args(args: argparse.Namespace):
+    """The :class:`~heightfusion.depth.KeyframeConfig` of ``--min-parallax`` and ``--max-parallax``; None for
+    sensor depth or when neither is given (the defaults)."""
+    if args.depth == "sensor" or (args.min_parallax is None and args.max_parallax is None):
+        return None
+    from ..depth import KeyframeConfig
+
+    bounds = {k: v for k, v in (("min_parallax", args.min_parallax), ("max_parallax", args.max_parallax)) if v is not None}
+    return KeyframeConfig(**bounds)
 
 
 def stereo_config_from_args(args: argparse.Namespace):

@@ -15,7 +15,15 @@ from pathlib import Path
 
 from ..fusion import SOLVERS, FusionConfig
 from ..render import BACKENDS
-from .options import add_depth_arguments, add_free_space_arguments, add_grid_arguments, free_space_settings, grid_args, stereo_config_from_args
+from .options import (
+    add_depth_arguments,
+    add_free_space_arguments,
+    add_grid_arguments,
+    free_space_settings,
+    grid_args,
+    keyframe_config_from_args,
+    stereo_config_from_args,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     stereo = stereo_config_from_args(args)
     result = replay(
         args.path, depth=args.depth, backend=args.backend, **grid_args(args),
-        max_frames=args.max_frames, stereo=stereo, progress=not args.quiet, fusion_settings=settings,
+        max_frames=args.max_frames, stereo=stereo, keyframes=keyframe_config_from_args(args),
+        progress=not args.quiet, fusion_settings=settings,
     )
     path = args.path if args.path is not None else datasets.sample_path()
     extra = {"dataset": str(path), "depth": args.depth, "backend": args.backend, "config": _config_dict(result.config)}
@@ -62,6 +71,9 @@ def _summary(result, out: Path, free_counts: dict[str, int]) -> str:
         + (f"; skipped {sum(result.skipped.values())}: {dict(result.skipped)}" if result.skipped else ""),
         "ms per frame: " + ", ".join(f"{k} {v:.1f}" for k, v in result.ms_per_frame.items()),
     ]
+    if result.frames_used == 0:
+        reasons = ", ".join(f"{reason} ({n})" for reason, n in result.skipped.most_common(3)) or "the sequence has no frames"
+        lines.append(f"nothing was fused: {reasons}")
     e = result.evaluation
     if e is not None:
         lines.append(

@@ -67,6 +67,7 @@ def open(
     undistort: bool = False,
     max_difference: float = 0.02,
     fps: float | None = None,
+    require_depth: bool = True,
 ) -> Sequence:
     """Open the dataset at ``path``, detecting its format.
 
@@ -80,13 +81,15 @@ def open(
             then has none. Without it images are returned as recorded.
         max_difference: largest time difference, seconds, when matching images to depth images and poses.
         fps: frame rate of an image folder without timestamped names, or to override a video's.
+        require_depth: skip (and count) images without a depth image in an RGB-D dataset; False keeps
+            them as frames with ``depth=None`` (for monocular stereo, which uses images only).
 
     Raises:
         DatasetError: ``path`` is not a dataset (or its configuration files are broken).
         ValueError: an option is out of range.
     """
     path = Path(path)
-    options = _options(trajectory, camera, stride, max_frames, undistort, max_difference, fps)
+    options = _options(trajectory, camera, stride, max_frames, undistort, max_difference, fps, require_depth)
     if not path.exists():
         raise DatasetError(f"{path}: no such file or folder; expected {_EXPECTED}")
     if path.is_file():
@@ -115,6 +118,7 @@ def _options(
     undistort: bool,
     max_difference: float,
     fps: float | None,
+    require_depth: bool = True,
 ) -> OpenOptions:
     """Checked options; ValueError naming the first one out of range."""
     if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
@@ -135,4 +139,5 @@ def _options(
         undistort=bool(undistort),
         max_difference=float(max_difference),
         fps=None if fps is None else float(fps),
+        require_depth=bool(require_depth),
     )

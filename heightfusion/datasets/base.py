@@ -58,6 +58,7 @@ class OpenOptions:
     undistort: bool = False
     max_difference: float = 0.02
     fps: float | None = None
+    require_depth: bool = True
 
 
 @dataclass(frozen=True)

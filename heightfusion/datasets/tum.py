@@ -91,7 +91,7 @@ def load(folder: Path, options: OpenOptions) -> Sequence:
     if (folder / "associations.txt").is_file():
         candidates = _read_associations(folder, issues)
     else:
-        candidates = _associate_lists(folder, options.max_difference, issues)
+        candidates = _associate_lists(folder, options.max_difference, options.require_depth, issues)
     has_depth = any(record.depth is not None for record in candidates)
     trajectory_file = find_trajectory_file(folder, options, (ICL_TRAJECTORY_PATTERN,))
     trajectory = None if trajectory_file is None else load_trajectory(trajectory_file, issues)
@@ -133,13 +133,16 @@ def _read_list(path: Path, issues: Issues) -> list[tuple[float, Path]]:
     return entries
 
 
-def _associate_lists(folder: Path, max_difference: float, issues: Issues) -> list[FrameRecord]:
-    """Frames of ``rgb.txt``, each with its associated depth image from ``depth.txt`` if there is one."""
+def _associate_lists(folder: Path, max_difference: float, require_depth: bool, issues: Issues) -> list[FrameRecord]:
+    """Frames of ``rgb.txt``, each with its associated depth image from ``depth.txt`` if there is one;
+    images without one are skipped (counted) when ``require_depth``, else kept without depth."""
     images = _read_list(folder / "rgb.txt", issues)
     if not (folder / "depth.txt").is_file():
         return [FrameRecord(i, t, image) for i, (t, image) in enumerate(images)]
     depths = _read_list(folder / "depth.txt", issues)
     pairs = dict(associate([t for t, _ in images], [t for t, _ in depths], max_difference))
+    if not require_depth:
+        return [FrameRecord(i, t, image, depths[pairs[i]][1] if i in pairs else None) for i, (t, image) in enumerate(images)]
     unmatched = [t for i, (t, _) in enumerate(images) if i not in pairs]
     if unmatched:
         issues.skip(NO_DEPTH_MATCH, f"{len(unmatched)} image(s) without a depth image within {max_difference} s "

@@ -57,6 +57,11 @@ class KeyframeConfig:
             raise ValueError(f"KeyframeConfig.keyframe_parallax must be positive, got {self.keyframe_parallax!r}")
 
 
+#: Why a frame got no stereo sources (the start of :meth:`KeyframeWindow.no_source_reason`'s answer).
+TOO_LITTLE_PARALLAX = "too little parallax"
+TOO_MUCH_PARALLAX = "too much parallax"
+
+
 @dataclass(frozen=True)
 class ViewChange:
     """How a source frame sees a reference frame's pixels at a nominal depth.
@@ -131,6 +136,18 @@ class KeyframeWindow:
     def __init__(self, config: KeyframeConfig | None = None) -> None:
         self.config = config or KeyframeConfig()
         self.keyframes: list[Keyframe] = []
+
+    def no_source_reason(self, camera: PinholeCamera, T_wc: np.ndarray, depth: float) -> tuple[str, str]:
+        """(reason, what to change) when :meth:`sources_for` finds no source: :data:`TOO_LITTLE_PARALLAX`
+        (no keyframe yet, or all too close to the reference) or :data:`TOO_MUCH_PARALLAX` (those far
+        enough apart moved too far or overlap too little)."""
+        cfg = self.config
+        changes = [view_change(camera, T_wc, k.T_wc, depth) for k in self.keyframes]
+        if any(c.parallax >= cfg.min_parallax for c in changes):
+            return TOO_MUCH_PARALLAX, (f"the keyframes moved over {cfg.max_parallax:g} px or overlap under "
+                                       f"{cfg.min_overlap:.0%}: use more frames (a smaller stride) or raise --max-parallax")
+        return TOO_LITTLE_PARALLAX, (f"the keyframes moved under {cfg.min_parallax:g} px: move the camera sideways "
+                                     "or lower --min-parallax")
 
     def sources_for(self, camera: PinholeCamera, T_wc: np.ndarray, depth: float) -> list[Keyframe]:
         """The keyframes to use as sources for a reference at ``T_wc`` (see :func:`select_sources`)."""

@@ -18,12 +18,14 @@ import numpy as np
 from .._compat import deprecated_order
 from ..camera import PinholeCamera
 from ..poses import validate_pose
-from .keyframes import KeyframeConfig, KeyframeWindow
+from .keyframes import TOO_LITTLE_PARALLAX, TOO_MUCH_PARALLAX, KeyframeConfig, KeyframeWindow
 from .stereo import DepthEstimate, PlaneSweepStereo, StereoConfig, nominal_depth
 
-#: Reasons :meth:`MotionStereo.push` gives for a frame without depth.
-NO_PARALLAX = "no parallax"  # no keyframe sees the frame with enough (and not too much) parallax yet
-NO_VALID_DEPTH = "no valid depth"  # the stereo ran but left every pixel invalid
+#: Reasons :meth:`MotionStereo.push` gives for a frame without depth: no source (the keyframes moved
+#: too little or too much: :meth:`KeyframeWindow.no_source_reason` adds the setting to change), or
+#: the stereo ran but left every pixel invalid.
+NO_PARALLAX = TOO_LITTLE_PARALLAX
+NO_VALID_DEPTH = "no valid depth"
 
 
 @dataclass
@@ -32,13 +34,16 @@ class MotionStereoResult:
 
     Attributes:
         estimate: depth, sigma and validity, or None when the frame got no depth.
-        reason: why there is no estimate (:data:`NO_PARALLAX`, :data:`NO_VALID_DEPTH`), else None.
+        reason: why there is no estimate, else None: :data:`NO_VALID_DEPTH`, or one starting with
+            :data:`TOO_LITTLE_PARALLAX` or :data:`TOO_MUCH_PARALLAX` (then ``detail`` says what to change).
+        detail: more about the reason, or None.
         sources: number of source frames the stereo used.
     """
 
     estimate: DepthEstimate | None
     reason: str | None
     sources: int = 0
+    detail: str | None = None
 
 
 class MotionStereo:
@@ -57,7 +62,7 @@ class MotionStereo:
         >>> motion = hf.MotionStereo()
         >>> frame = next(iter(hf.datasets.open(hf.datasets.sample_path(), max_frames=1)))
         >>> motion.push(frame.camera, frame.T_wc, frame.image).reason  # the first frame has no sources yet
-        'no parallax'
+        'too little parallax'
     """
 
     def __init__(self, stereo: StereoConfig | None = None, keyframes: KeyframeConfig | None = None) -> None:
@@ -79,8 +84,10 @@ class MotionStereo:
             raise ValueError(f"image has shape {np.shape(image)}, the camera's is {camera.shape}")
         depth = self._scene_depth if self._scene_depth is not None else nominal_depth(self.stereo.config, camera, T_wc)
         sources = self.window.sources_for(camera, T_wc, depth)
-        result = MotionStereoResult(None, NO_PARALLAX)
-        if sources:
+        if not sources:
+            reason, detail = self.window.no_source_reason(camera, T_wc, depth)
+            result = MotionStereoResult(None, reason, detail=detail)
+        else:
             estimate = self.stereo.estimate(camera, T_wc, image, [s.image for s in sources], [s.T_wc for s in sources])
             if estimate.valid.any():
                 self._scene_depth = float(np.median(estimate.depth[estimate.valid]))
