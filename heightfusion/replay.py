@@ -22,6 +22,7 @@ from .outputs import run_metrics
 from .pipeline import FramePipeline, SkippedFrame, fusion_config, uses_stereo
 from .render import make_renderer
 from .sizing import grid_for_sequence
+from .up_axis import UpAligned, default_up, up_rotation
 
 if TYPE_CHECKING:  # the stereo needs torch: imported when "mvs" is asked for
     from .depth import KeyframeConfig, StereoConfig
@@ -82,6 +83,7 @@ def replay(
     keyframes: KeyframeConfig | None = None,
     progress: bool = True,
     fusion_settings: dict | None = None,
+    up: str | None = None,
 ) -> ReplayResult:
     """Fuse the sequence at ``path`` (default: the bundled sample) into a height map.
 
@@ -90,6 +92,8 @@ def replay(
     the dataset are not used; ``"auto"`` uses them where frames have them (:mod:`heightfusion.pipeline`).
     Without ``config`` the fusion settings are :func:`heightfusion.pipeline.fusion_config` of
     ``fusion_settings`` (with the stereo sigma floor when stereo gives the depth).
+    ``up`` is the world axis that points up (:data:`heightfusion.up_axis.UP_AXES`; None: the reader's
+    default, :func:`heightfusion.up_axis.default_up`): the poses are turned so that it becomes +Z.
     Raises ``DatasetError`` (a ValueError) for a path that is not a dataset.
 
     Example:
@@ -104,6 +108,8 @@ def replay(
 
     sequence = datasets.open(path if path is not None else datasets.sample_path(), max_frames=max_frames, undistort=True,
                              require_depth=depth == "sensor")
+    sequence = UpAligned(sequence, up_rotation(default_up(sequence.format) if up is None else up, sequence))
+    messages = list(sequence.messages) + ([] if sequence.identity else [sequence.describe()])
     grid = grid_for_sequence(sequence, cell_size, origin, shape)
     timer = StageTimer()
     if config is None:
@@ -147,6 +153,6 @@ def replay(
         ms_per_frame=timer.mean_ms(frames=max(used, 1)),
         truth=sequence.gt_heightmap,
         evaluation=evaluation,
-        messages=list(sequence.messages),
+        messages=messages,
         config=config,
     )

@@ -19,6 +19,7 @@ from .options import (
     add_depth_arguments,
     add_free_space_arguments,
     add_grid_arguments,
+    add_up_argument,
     board_spec_from_args,
     check_positive,
     free_space_settings,
@@ -50,6 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--exit-at-end", action="store_true", help="close when the source ends")
     parser.add_argument("--out", default="live_out", help="folder for the saved map and pictures (default live_out)")
     add_grid_arguments(parser)
+    add_up_argument(parser)
     parser.add_argument("--extent", type=float, default=DEFAULT_EXTENT_M,
                         help="side in metres of a map centred where the first frame looks (default 4)")
     parser.add_argument("--mode", choices=MODES, default="color", help="colouring of the 3D views")
@@ -68,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline import fusion_config, uses_stereo
     from ..render import make_renderer
     from ..sizing import grid_around_view
+    from ..up_axis import UpAligned, default_up, up_rotation
     from ..viewer.window import Window, WindowUnavailableError
 
     _check_args(args)
@@ -91,6 +94,9 @@ def run(args: argparse.Namespace) -> int:
         path = args.source if args.source is not None else datasets.sample_path()
         sequence = datasets.open(path, trajectory=args.poses, camera=camera, max_frames=args.max_frames,
                                  undistort=True, require_depth=args.depth == "sensor")
+        sequence = UpAligned(sequence, up_rotation(default_up(sequence.format) if args.up is None else args.up, sequence))
+        if not sequence.identity:
+            print(f"live: {sequence.describe()}", file=sys.stderr)
         for message in sequence.messages:
             print(f"live: {message}", file=sys.stderr)
         frames, truth, pace, name = sequence, sequence.gt_heightmap, not args.every_frame, sequence.name

@@ -58,6 +58,17 @@ def stereo_config_from_args(args: argparse.Namespace):
     return StereoConfig(planes="ground", min_height=low, max_height=high)
 
 
+# --- up axis --------------------------------------------------------------------------------------
+def add_up_argument(parser: argparse.ArgumentParser) -> None:
+    """Option --up: the world axis that points up (for :mod:`heightfusion.up_axis`)."""
+    from ..up_axis import UP_AXES
+
+    parser.add_argument("--up", choices=UP_AXES, metavar="AXIS",
+                        help=f"world axis that points up ({', '.join(UP_AXES)}; auto: normal of the floor the first "
+                             "frames see); the map lies in the plane normal to it (default: the dataset's, z for "
+                             "TUM/EuRoC/trajectories, auto for ICL-NUIM)")
+
+
 # --- map grid -------------------------------------------------------------------------------------
 def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
     """Options --cell-size, --origin and --shape (for :func:`grid_args`)."""

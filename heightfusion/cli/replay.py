@@ -19,6 +19,7 @@ from .options import (
     add_depth_arguments,
     add_free_space_arguments,
     add_grid_arguments,
+    add_up_argument,
     free_space_settings,
     grid_args,
     keyframe_config_from_args,
@@ -31,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_depth_arguments(parser, default="sensor")
     parser.add_argument("--backend", default="gl", choices=BACKENDS, help="renderer backend (default gl)")
     add_grid_arguments(parser)
+    add_up_argument(parser)
     parser.add_argument("--max-frames", type=int, help="fuse at most this many frames")
     parser.add_argument("--solver", default=FusionConfig.solver, choices=SOLVERS, help="Gauss-Newton solve")
     parser.add_argument("--iterations", type=int, default=FusionConfig.iterations, help="Gauss-Newton iterations per frame")
@@ -50,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     result = replay(
         args.path, depth=args.depth, backend=args.backend, **grid_args(args),
         max_frames=args.max_frames, stereo=stereo, keyframes=keyframe_config_from_args(args),
-        progress=not args.quiet, fusion_settings=settings,
+        progress=not args.quiet, fusion_settings=settings, up=args.up,
     )
     path = args.path if args.path is not None else datasets.sample_path()
     extra = {"dataset": str(path), "depth": args.depth, "backend": args.backend, "config": _config_dict(result.config)}
