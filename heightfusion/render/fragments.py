@@ -53,3 +53,17 @@ class Fragments:
     @property
     def shape(self) -> tuple[int, int]:
         return self.depth.shape  # type: ignore[return-value]
+
+
+def scatter_fragments(values: dict[str, np.ndarray], hit: np.ndarray, shape: tuple[int, int]) -> dict[str, np.ndarray]:
+    """Per-pixel images (H, W, ...) of per-hit ``values`` (N, ...) at the flat pixel indices ``hit``.
+
+    Pixels without a hit hold -1 in int32 fields and NaN in float ones, as :class:`Fragments` wants.
+    """
+    images = {}
+    for name, value in values.items():
+        empty = -1 if value.dtype == np.int32 else np.nan
+        image = np.full((shape[0] * shape[1],) + value.shape[1:], empty, dtype=value.dtype)
+        image[hit] = value
+        images[name] = image.reshape(tuple(shape) + value.shape[1:])
+    return images

@@ -1,4 +1,5 @@
-"""Loads GLSL sources from the ``shaders/`` folder installed as the ``heightfusion.shaders`` package.
+"""GLSL sources from the ``shaders/`` folder installed as the ``heightfusion.shaders`` package, and the
+setting of a program's uniforms.
 
 GLSL has no include mechanism, so ``#include "name"`` lines are replaced here by that file's text.
 """
@@ -23,3 +24,14 @@ def load_shader(name: str) -> str:
             "reinstall heightfusion (pip install .)"
         ) from None
     return _INCLUDE.sub(lambda m: load_shader(m.group(1)), text)
+
+
+def set_uniforms(program, values: dict) -> None:
+    """Set the uniforms of a moderngl ``program`` that it uses (the GLSL compiler drops unused ones);
+    ``bytes`` values are written raw (matrices), others assigned."""
+    for name, value in values.items():
+        if name in program:
+            if isinstance(value, bytes):
+                program[name].write(value)
+            else:
+                program[name].value = value

@@ -70,7 +70,7 @@ import torch
 from ..camera import PinholeCamera
 from ..heightmap import HeightMap
 from .base import Capabilities, Renderer, check_inputs, empty_fragments
-from .fragments import Fragments
+from .fragments import Fragments, scatter_fragments
 from .projection import camera_from_map
 from .raymarch import _float_dtype, _plane_hit, grid_frame, pixel_directions
 
@@ -378,12 +378,5 @@ def _fragments(
         "color": torch.einsum("pk,pkc->pc", beta, colors),
         "normal": normal / normal.norm(dim=-1, keepdim=True),
     }
-    hit = blend.pixels.cpu().numpy()
-    out = {}
-    for name, value in values.items():
-        value = value.cpu().numpy()
-        empty = -1 if value.dtype == np.int32 else np.nan
-        image = np.full((H * W,) + value.shape[1:], empty, dtype=value.dtype)
-        image[hit] = value
-        out[name] = image.reshape((H, W) + value.shape[1:])
-    return Fragments(triangle_ids=None, **out)
+    arrays = {name: value.cpu().numpy() for name, value in values.items()}
+    return Fragments(triangle_ids=None, **scatter_fragments(arrays, blend.pixels.cpu().numpy(), (H, W)))

@@ -43,7 +43,7 @@ from ..camera import PinholeCamera
 from ..heightmap import HeightMap, cell_barycentric
 from ..poses import invert_pose
 from .base import Capabilities, Renderer, check_inputs
-from .fragments import Fragments
+from .fragments import Fragments, scatter_fragments
 from .projection import camera_from_map
 
 __all__ = ["RaymarchRenderer", "Surface", "edge_slack", "grid_frame", "height_pad", "march", "march_box"]
@@ -417,10 +417,4 @@ def _fragments(grid: HeightMap, camera: PinholeCamera, scene: _Scene) -> Fragmen
         "color": np.einsum("pk,pkc->pc", b, grid.colors.reshape(-1, 3)[vertex_ids].astype(float_type)),
         "normal": normal,
     }
-    out = {}
-    for name, value in values.items():
-        empty = -1 if value.dtype == np.int32 else np.nan
-        image = np.full((H * W,) + value.shape[1:], empty, dtype=value.dtype)
-        image[hit] = value
-        out[name] = image.reshape((H, W) + value.shape[1:])
-    return Fragments(**out)
+    return Fragments(**scatter_fragments(values, hit, (H, W)))

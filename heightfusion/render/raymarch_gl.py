@@ -18,7 +18,7 @@ from . import context
 from .base import Capabilities, Renderer, check_inputs
 from .fragments import Fragments
 from .gl import TARGETS, fragments_from_targets
-from .glsl import load_shader
+from .glsl import load_shader, set_uniforms
 from .raymarch import TINY, edge_slack, grid_frame, march_box
 
 class RaymarchGLRenderer(context.UsesContext, Renderer):
@@ -92,13 +92,7 @@ class RaymarchGLRenderer(context.UsesContext, Renderer):
             "nx": grid.nx,
             "ny": grid.ny,
         }
-        for name, value in uniforms.items():
-            if name not in self._program:  # the GLSL compiler drops unused uniforms
-                continue
-            if isinstance(value, bytes):
-                self._program[name].write(value)
-            else:
-                self._program[name].value = value
+        set_uniforms(self._program, uniforms)
         self._buffers["heights"].write(np.ascontiguousarray(grid.heights, dtype=np.float32))
         self._buffers["colors"].write(np.ascontiguousarray(grid.colors, dtype=np.float32))
         self._buffers["heights"].bind_to_storage_buffer(0)
