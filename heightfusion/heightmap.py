@@ -261,7 +261,9 @@ def load_heightmap(path: str | os.PathLike) -> HeightMap:
 def export_ply(path: str | os.PathLike, grid: HeightMap, observed_only: bool = False) -> None:
     """Write the coloured triangle mesh as binary little-endian PLY, atomically.
 
-    With ``observed_only`` the mesh keeps only triangles whose three vertices are observed.
+    Each vertex has x, y, z, red, green, blue and ``sigma`` (its height's standard deviation, metres,
+    1/sqrt(information)). With ``observed_only`` the mesh keeps only triangles whose three vertices
+    are observed.
 
     Example:
         >>> import heightfusion as hf
@@ -274,14 +276,15 @@ def export_ply(path: str | os.PathLike, grid: HeightMap, observed_only: bool = F
     if observed_only:
         tris = tris[grid.observed.reshape(-1)[tris].all(axis=1)]
     rgb = np.clip(np.rint(grid.colors.reshape(-1, 3) * 255), 0, 255).astype(np.uint8)
-    vdata = np.empty(len(vertices), dtype=[("p", "<f4", 3), ("c", "u1", 3)])
+    vdata = np.empty(len(vertices), dtype=[("p", "<f4", 3), ("c", "u1", 3), ("s", "<f4")])
     vdata["p"], vdata["c"] = vertices, rgb
+    vdata["s"] = 1.0 / np.sqrt(grid.information.reshape(-1).astype(np.float64))
     fdata = np.empty(len(tris), dtype=[("n", "u1"), ("v", "<i4", 3)])
     fdata["n"], fdata["v"] = 3, tris
     header = (
         "ply\nformat binary_little_endian 1.0\ncomment heightfusion height map\n"
         f"element vertex {len(vdata)}\nproperty float x\nproperty float y\nproperty float z\n"
-        "property uchar red\nproperty uchar green\nproperty uchar blue\n"
+        "property uchar red\nproperty uchar green\nproperty uchar blue\nproperty float sigma\n"
         f"element face {len(fdata)}\nproperty list uchar int vertex_indices\nend_header\n"
     )
     with atomic_write(path) as f:

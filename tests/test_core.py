@@ -199,10 +199,11 @@ def test_export_ply(tmp_path):
     data = path.read_bytes()
     header, body = data.split(b"end_header\n", 1)
     assert b"element vertex 12" in header and b"element face 12" in header
-    assert len(body) == 12 * 15 + 12 * 13
-    vertices = np.frombuffer(body[: 12 * 15], dtype=[("p", "<f4", 3), ("c", "u1", 3)])
+    assert len(body) == 12 * 19 + 12 * 13 and b"property float sigma" in header
+    vertices = np.frombuffer(body[: 12 * 19], dtype=[("p", "<f4", 3), ("c", "u1", 3), ("s", "<f4")])
     np.testing.assert_allclose(vertices["p"][5], [0.1, 0.1, 0.0])
     assert tuple(vertices["c"][0]) == (255, 128, 0)
+    np.testing.assert_allclose(vertices["s"], 1.0 / np.sqrt(grid.information.ravel()), rtol=1e-6)
     hf.export_ply(path, grid, observed_only=True)
     assert b"element face 2" in path.read_bytes()
 

@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("heightfusion.cli.synth", "write a synthetic sequence (TUM layout) with ground truth"),
     "live": ("heightfusion.cli.live", "map live from a camera, video or dataset in a window (marker-board poses)"),
     "view": ("heightfusion.cli.view", "show a saved height map in 3D with its free-space map"),
+    "export": ("heightfusion.cli.export", "write a saved map as GeoTIFF/COG, PLY with sigma, or a grid_map message"),
+    "merge": ("heightfusion.cli.merge", "merge maps of the same place into one (information-weighted)"),
     "info": ("heightfusion.cli.info", "print the OpenGL renderer heightfusion would use"),
     "board": ("heightfusion.cli.board", "write a printable ChArUco marker board (PNG) for metric camera poses"),
     "calibrate": ("heightfusion.cli.calibrate", "calibrate a camera from views of the marker board; writes camera.yaml"),
