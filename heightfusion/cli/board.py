@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from .options import add_board_arguments, board_arguments, board_spec_from_args
+
+MAX_IMAGE_SIDE = 1 << 15  # pixels: OpenCV's limit for drawing is 32767 a side, and 32768^2 RGB is 3 GB
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,6 +27,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.dpi > 0:
         raise ValueError(f"--dpi must be positive, got {args.dpi:g}")
     spec = board_spec_from_args(args)
+    if math.isfinite(args.margin):  # a bad margin is the library's error
+        side = max(spec.size) + 2 * max(args.margin, 0.0)
+        side = round(side * args.dpi / INCH) if math.isfinite(args.dpi) else math.inf
+        if side > MAX_IMAGE_SIDE:
+            raise ValueError(f"--dpi {args.dpi:g} with --margin {args.margin:g} m makes the picture {side:g} px wide; "
+                             f"at most {MAX_IMAGE_SIDE} px a side (lower --dpi or --margin)")
     image = spec.image(dpi=args.dpi, margin=args.margin)
     write_png(args.out, image)
     height_px, width_px = image.shape[:2]

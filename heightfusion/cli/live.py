@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import UserError
+from . import UserError, check_output_folder
 from .options import (
     add_board_arguments,
     add_depth_arguments,
@@ -75,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
 
     _check_args(args)
     robot = free_space_settings(args)
+    check_output_folder(args.out)
+    board_spec = board_spec_from_args(args)  # bad board options are an error even when the poses come from elsewhere
     _leave_a_core_for_the_reader()
     camera = None
     if args.calibration is not None:
@@ -102,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         frames, truth, pace, name = sequence, sequence.gt_heightmap, not args.every_frame, sequence.name
         end_message = f"{'video' if sequence.format == 'video' else 'sequence'} {name} ended"
         stereo_depth = uses_stereo(args.depth, sequence)
-    board_poses = BoardPoses(board_spec_from_args(args)) if args.camera is not None or not frames.has_poses else None
+    board_poses = BoardPoses(board_spec) if args.camera is not None or not frames.has_poses else None
     source = LatestFrameSource(frames, pace=pace, drop=not args.every_frame, prepare=board_poses)
     scripted = args.max_frames is not None or args.screenshot is not None
     settings = LiveSettings(

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..fusion import SOLVERS, FusionConfig
 from ..render import BACKENDS
+from . import UserError, check_output_folder
 from .options import (
     add_depth_arguments,
     add_free_space_arguments,
@@ -48,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
 
     settings = {"solver": args.solver, "iterations": args.iterations, "sigma_floor": args.sigma_floor}
     robot = free_space_settings(args)  # checked before the fusion, not after
+    if args.max_frames is not None and args.max_frames < 1:
+        raise UserError(f"--max-frames must be a positive number, got {args.max_frames}")
+    check_output_folder(args.out)
     stereo = stereo_config_from_args(args)
     result = replay(
         args.path, depth=args.depth, backend=args.backend, **grid_args(args),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+MAX_IMAGE_SIDE = 8192  # pixels: every frame is held in memory until written
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..synthetic.scenes import SCENE_NAMES  # numpy only, which the package has loaded anyway
@@ -24,7 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..synthetic.sequence import generate, write_tum
+    from . import UserError, check_output_folder
 
+    check_output_folder(args.out, "OUT")
+    for name in ("width", "height"):
+        if getattr(args, name) > MAX_IMAGE_SIDE:
+            raise UserError(f"--{name} must be at most {MAX_IMAGE_SIDE} pixels, got {getattr(args, name)}")
     distortion = None
     if args.distort is not None:
         from ..datasets.tum import TUM_CAMERAS
