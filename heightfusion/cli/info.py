@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,6 +16,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         print(context.describe())
     except context.GLUnavailableError as exc:
-        print(f"no OpenGL: {exc}")
+        print(f"heightfusion info: no OpenGL: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -10,6 +10,7 @@ per stage, frames used and skipped by reason, free-space settings and vertex cou
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -63,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
     if stereo is not None:
         extra["stereo"] = asdict(stereo)
     metrics = write_map_outputs(args.out, result.grid, {**extra, **result.metrics()}, result.truth, robot)
+    for message in result.messages:  # what the reader noted (assumed intrinsics, an unreadable ground truth...)
+        print(f"replay: {message}", file=sys.stderr)
     print(_summary(result, Path(args.out), metrics["free_space"]["vertices"]))
     return 0
 
