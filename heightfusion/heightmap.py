@@ -18,8 +18,10 @@ weights of a point in the cell, in the vertex order above, are (1-s, s-r, r) for
 from __future__ import annotations
 
 import functools
+import io
 import math
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -197,10 +199,16 @@ def _triangles(ny: int, nx: int) -> np.ndarray:
 
 # --- files --------------------------------------------------------------------------------------
 _NPZ_KEYS = ("heights", "information", "colors", "observed", "origin", "cell_size")
+# The prior of unobserved vertices (0-d float64 each). Files written before they were saved load
+# with the constructor's defaults.
+_PRIOR_KEYS = ("prior_height", "prior_information")
 
 
 def save_heightmap(path: str | os.PathLike, grid: HeightMap) -> None:
-    """Write ``grid`` to ``path`` (.npz, DESIGN.md schema) atomically: temp file + rename.
+    """Write ``grid`` to ``path`` (.npz, DESIGN.md schema plus the prior) atomically: temp file + rename.
+
+    A map that :func:`load_heightmap` would refuse (NaN heights, say) is not written: ValueError naming
+    the file, which keeps its previous content.
 
     Example:
         >>> import heightfusion as hf
@@ -208,20 +216,29 @@ def save_heightmap(path: str | os.PathLike, grid: HeightMap) -> None:
         >>> hf.load_heightmap("map.npz").shape
         (10, 10)
     """
+    arrays = {
+        "heights": grid.heights.astype(np.float32),
+        "information": grid.information.astype(np.float32),
+        "colors": grid.colors.astype(np.float32),
+        "observed": grid.observed.astype(bool),
+        "origin": grid.origin.astype(np.float64),
+        "cell_size": np.float64(grid.cell_size),
+        "prior_height": np.float64(grid.prior_height),
+        "prior_information": np.float64(grid.prior_information),
+    }
+    try:
+        _heightmap_from_arrays(arrays)
+    except ValueError as exc:
+        raise ValueError(f"{path}: not saved, the map is not valid: {exc}") from None
     with atomic_write(path) as f:
-        np.savez_compressed(
-            f,
-            heights=grid.heights.astype(np.float32),
-            information=grid.information.astype(np.float32),
-            colors=grid.colors.astype(np.float32),
-            observed=grid.observed.astype(bool),
-            origin=grid.origin.astype(np.float64),
-            cell_size=np.float64(grid.cell_size),
-        )
+        np.savez_compressed(f, **arrays)
 
 
 def load_heightmap(path: str | os.PathLike) -> HeightMap:
-    """Read a height map written by :func:`save_heightmap`; ValueError naming the file if it is not one.
+    """Read a height map written by :func:`save_heightmap`; ValueError naming the file if it is not a valid one.
+
+    Valid: the DESIGN.md arrays with consistent shapes, real numbers, finite heights, information and
+    colours, information >= 0 and a positive prior information.
 
     Example:
         >>> import heightfusion as hf
@@ -231,30 +248,68 @@ def load_heightmap(path: str | os.PathLike) -> HeightMap:
     """
     path = Path(path)
     try:
-        data = np.load(path, allow_pickle=False)
+        arrays = _read_npz(path)
     except FileNotFoundError:
         raise ValueError(f"{path}: no such height map file") from None
-    except Exception as exc:  # garbled zip, pickled payload, truncated file...
+    except Exception as exc:  # a garbled file fails in any of a dozen ways in zipfile, zlib and numpy's reader
         raise ValueError(f"{path}: cannot read height map ({type(exc).__name__}: {exc})") from None
-    if not isinstance(data, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path}: not a heightfusion height map (.npz archive expected)")
-    with data:
-        missing = [k for k in _NPZ_KEYS if k not in data.files]
-        if missing:
-            raise ValueError(f"{path}: not a heightfusion height map, missing arrays {missing}")
-        arrays = {k: data[k] for k in _NPZ_KEYS}
+    try:
+        return _heightmap_from_arrays(arrays)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of the height-map keys present in the .npz archive ``path`` (no pickles).
+
+    Each member is read whole, so that zipfile checks its CRC: numpy's own loader stops at the last
+    array byte, before the check, and so loads a bit-flipped file as a map with wrong values.
+    """
+    with zipfile.ZipFile(path) as archive:
+        members = {name.removesuffix(".npy"): name for name in archive.namelist() if name.endswith(".npy")}
+        return {
+            key: np.lib.format.read_array(io.BytesIO(archive.read(members[key])), allow_pickle=False)
+            for key in _NPZ_KEYS + _PRIOR_KEYS
+            if key in members
+        }
+
+
+def _heightmap_from_arrays(arrays: dict[str, np.ndarray]) -> HeightMap:
+    """The map the arrays of a height-map file describe; ValueError saying what is wrong with them."""
+    missing = [k for k in _NPZ_KEYS if k not in arrays]
+    if missing:
+        raise ValueError(f"not a heightfusion height map, missing arrays {missing}")
+    for key, array in arrays.items():
+        if array.dtype.kind not in "biuf":  # complex, strings, dates, records: not map data
+            raise ValueError(f"'{key}' has dtype {array.dtype}, expected real numbers")
     heights = arrays["heights"]
     if heights.ndim != 2:
-        raise ValueError(f"{path}: 'heights' must be 2-D (ny, nx), got shape {heights.shape}")
-    expected = {"information": heights.shape, "colors": heights.shape + (3,), "observed": heights.shape}
+        raise ValueError(f"'heights' must be 2-D (ny, nx), got shape {heights.shape}")
+    expected = {"information": heights.shape, "colors": heights.shape + (3,), "observed": heights.shape,
+                "origin": (2,), "cell_size": (), **{k: () for k in _PRIOR_KEYS}}
     for key, shape in expected.items():
-        if arrays[key].shape != shape:
-            raise ValueError(f"{path}: '{key}' has shape {arrays[key].shape}, expected {shape}")
+        if key in arrays and arrays[key].shape != shape:
+            raise ValueError(f"'{key}' has shape {arrays[key].shape}, expected {shape}")
     grid = HeightMap(tuple(arrays["origin"]), float(arrays["cell_size"]), heights.shape)
-    grid.heights = heights.astype(np.float32)
-    grid.information = arrays["information"].astype(np.float32)
-    grid.colors = arrays["colors"].astype(np.float32)
+    # Cast first, check after: a float64 value beyond float32's range becomes inf only in the cast
+    # (which is no reason to warn, the check below says what is wrong).
+    with np.errstate(over="ignore"):
+        grid.heights = heights.astype(np.float32)
+        grid.information = arrays["information"].astype(np.float32)
+        grid.colors = arrays["colors"].astype(np.float32)
     grid.observed = arrays["observed"].astype(bool)
+    for key in ("heights", "information", "colors"):
+        if not np.isfinite(getattr(grid, key)).all():
+            raise ValueError(f"'{key}' holds NaN or infinite values")
+    if (grid.information < 0).any():
+        raise ValueError("'information' holds negative values")
+    # Set as saved rather than through the constructor's prior_sigma, whose 1/sigma**2 may differ in the
+    # last bit: the reloaded map must fuse exactly as the saved one.
+    grid.prior_height = float(arrays.get("prior_height", grid.prior_height))
+    grid.prior_information = float(arrays.get("prior_information", grid.prior_information))
+    if not (math.isfinite(grid.prior_height) and math.isfinite(grid.prior_information) and grid.prior_information > 0):
+        raise ValueError(f"the prior (height {grid.prior_height}, information {grid.prior_information}) must be "
+                         f"finite with a positive information")
     return grid
 
 
