@@ -21,6 +21,7 @@ import numpy as np
 from ..camera import PinholeCamera
 from ..heightmap import HeightMap, load_heightmap
 from .camera_yaml import load_camera_yaml
+from .files import decode_image, opencv_path, read_file, read_text
 from .frame import Frame
 from .trajectory import Trajectory, read_tum_trajectory
 
@@ -190,7 +191,7 @@ class Sequence:
             for record in self._records:
                 yield record, self._read_image_file(record.image)
             return
-        capture = cv2.VideoCapture(str(self._video))
+        capture = cv2.VideoCapture(opencv_path(self._video))
         position = 0  # number of the frame the next grab() returns
         try:
             for record in self._records:
@@ -211,13 +212,26 @@ class Sequence:
 
     def _read_image_file(self, path: Path) -> np.ndarray | None:
         """The BGR image in ``path``, or None (counted) when missing or undecodable."""
-        if not path.is_file():
-            self._issues.skip(IMAGE_MISSING, f"{path}: image file missing")
+        data = self._read_file(path, "image", IMAGE_MISSING, IMAGE_UNREADABLE)
+        if data is None:
             return None
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        image = decode_image(data, cv2.IMREAD_COLOR)
         if image is None:
             self._issues.skip(IMAGE_UNREADABLE, f"{path}: cannot decode image")
         return image
+
+    def _read_file(self, path: Path, what: str, missing: str, unreadable: str) -> bytes | None:
+        """The bytes of the ``what`` file ``path``, or None, counted as ``missing`` or ``unreadable``.
+
+        An index file may name anything: a folder, a device, a name too long for the file system.
+        """
+        try:
+            return read_file(path)
+        except (FileNotFoundError, NotADirectoryError):
+            self._issues.skip(missing, f"{path}: {what} file missing")
+        except OSError as exc:
+            self._issues.skip(unreadable, f"{path}: cannot read {what} file ({exc.strerror or exc})")
+        return None
 
     def _load_frame(self, record: FrameRecord, bgr: np.ndarray | None) -> Frame | None:
         """The frame of ``record``, or None (counted) when its image or depth is unusable."""
@@ -241,10 +255,10 @@ class Sequence:
 
     def _read_depth(self, path: Path) -> np.ndarray | None:
         """Depth in metres (float32, NaN where 0, negative or not finite), or None (counted) if unusable."""
-        if not path.is_file():
-            self._issues.skip(DEPTH_MISSING, f"{path}: depth file missing")
+        data = self._read_file(path, "depth", DEPTH_MISSING, DEPTH_UNREADABLE)
+        if data is None:
             return None
-        raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        raw = decode_image(data, cv2.IMREAD_UNCHANGED)
         if raw is None or raw.ndim != 2:
             what = "cannot decode depth image" if raw is None else f"depth image has {raw.shape[2]} channels, expected 1"
             self._issues.skip(DEPTH_UNREADABLE, f"{path}: {what}")
@@ -351,7 +365,7 @@ def attach_poses(
 def read_text_lines(path: Path) -> list[tuple[int, str]]:
     """(line number, stripped line) of every non-empty, non-comment line; DatasetError if unreadable."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = read_text(path)
     except OSError as exc:
         raise DatasetError(f"{path}: cannot read ({exc})") from None
     lines = ((n, line.strip()) for n, line in enumerate(text.splitlines(), start=1))

@@ -13,11 +13,10 @@ TUM format and read as camera poses, without ``T_bs``.
 from __future__ import annotations
 
 import dataclasses
-import math
+import re
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from ..camera import PinholeCamera
 from ..poses import validate_pose
@@ -35,9 +34,13 @@ from .base import (
     read_text_lines,
     sequence_name,
 )
-from .trajectory import Trajectory
+from .camera_yaml import checked_size, read_yaml_mapping, yaml_numbers
+from .trajectory import Trajectory, is_pose_row
 
 _SUPPORTED_DISTORTION = ("radial-tangential", "radtan", "none")
+# An image timestamp: an unsigned 64-bit count of nanoseconds, in ASCII digits (str.isdigit also takes
+# digits such as '²' that int() refuses, and int() refuses more than 4300 digits).
+_NANOSECONDS = re.compile(r"[0-9]{1,20}")
 
 
 def find_mav0(folder: Path) -> Path | None:
@@ -85,34 +88,36 @@ def load(folder: Path, options: OpenOptions) -> Sequence:
 def _read_yaml(path: Path) -> dict:
     """The mapping in a EuRoC ``sensor.yaml``; DatasetError if it is missing or not a mapping."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise DatasetError(f"{path}: cannot read EuRoC camera file ({exc})") from None
-    if not isinstance(data, dict):
-        raise DatasetError(f"{path}: expected a EuRoC sensor.yaml mapping")
-    return data
+        return read_yaml_mapping(path, "EuRoC camera file")
+    except ValueError as exc:
+        raise DatasetError(str(exc)) from None
 
 
 def _sensor_camera(sensor: dict, path: Path) -> PinholeCamera:
     """The pinhole camera of ``sensor.yaml``; DatasetError for a lens model OpenCV's pinhole cannot hold."""
-    model = str(sensor.get("distortion_model", "none")).lower()
-    if model not in _SUPPORTED_DISTORTION:
-        raise DatasetError(f"{path}: distortion model {model!r} is not supported (expected radial-tangential); "
+    model = sensor.get("distortion_model", "none")
+    if not isinstance(model, str) or model.lower() not in _SUPPORTED_DISTORTION:
+        shown = repr(model[:40]) if isinstance(model, str) else f"of type {type(model).__name__}"
+        raise DatasetError(f"{path}: distortion model {shown} is not supported (expected radial-tangential); "
                            f"give the intrinsics in camera.yaml")
+    coefficients = sensor.get("distortion_coefficients")
     try:
-        fx, fy, cx, cy = (float(v) for v in sensor["intrinsics"])
-        width, height = (int(v) for v in sensor["resolution"])
-        distortion = sensor.get("distortion_coefficients") if model != "none" else None
-        return PinholeCamera(width, height, fx, fy, cx, cy, distortion)
-    except (KeyError, TypeError, ValueError) as exc:
+        fx, fy, cx, cy = yaml_numbers(sensor.get("intrinsics"), "intrinsics")
+        width, height = yaml_numbers(sensor.get("resolution"), "resolution")
+        distortion = None if model.lower() == "none" or coefficients is None else yaml_numbers(
+            coefficients, "distortion_coefficients")
+        return checked_size(PinholeCamera(width, height, fx, fy, cx, cy, distortion))
+    except (TypeError, ValueError, OverflowError) as exc:
         raise DatasetError(f"{path}: bad or missing intrinsics/resolution/distortion_coefficients ({exc})") from None
 
 
 def _body_to_sensor(sensor: dict, path: Path) -> np.ndarray:
     """``T_BS`` of ``sensor.yaml`` (4x4 camera-to-body); DatasetError if missing or not rigid."""
+    T_BS = sensor.get("T_BS")
     try:
-        return validate_pose(np.asarray(sensor["T_BS"]["data"], dtype=np.float64).reshape(4, 4), "T_BS")
-    except (KeyError, TypeError, ValueError) as exc:
+        data = yaml_numbers(T_BS.get("data") if isinstance(T_BS, dict) else None, "T_BS data")
+        return validate_pose(np.array(data).reshape(4, 4), "T_BS")
+    except (ValueError, OverflowError) as exc:
         raise DatasetError(f"{path}: bad or missing T_BS ({exc})") from None
 
 
@@ -122,7 +127,7 @@ def _read_images(cam0: Path, issues: Issues) -> list[FrameRecord]:
     records = []
     for number, line in read_text_lines(path):
         fields = [f.strip() for f in line.split(",")]
-        if len(fields) < 2 or not fields[0].isdigit() or not fields[1]:
+        if len(fields) < 2 or not _NANOSECONDS.fullmatch(fields[0]) or not fields[1]:
             issues.skip(BAD_LINE, f"{path}:{number}: garbled line {line[:80]!r}")
             continue
         records.append(FrameRecord(len(records), int(fields[0]) * 1e-9, cam0 / "data" / fields[1]))
@@ -140,7 +145,7 @@ def _read_groundtruth(path: Path, issues: Issues) -> Trajectory | None:
             values = [float(f) for f in fields[:8]]
         except ValueError:
             values = []
-        if len(values) != 8 or not all(math.isfinite(v) for v in values) or not any(values[4:8]):
+        if len(values) != 8 or not is_pose_row(values):
             issues.skip(BAD_LINE, f"{path}:{number}: garbled ground-truth line {line[:80]!r}")
             continue
         rows.append(values)

@@ -1,7 +1,8 @@
 """A folder of images, or a video file, plus a TUM-format trajectory of camera poses.
 
 Images: ``*.png``, ``*.jpg``, ``*.jpeg`` in the folder (or, if it has none, in its ``images/``,
-``rgb/`` or ``frames/`` subfolder). Timestamps come from the file names when every name is one:
+``rgb/`` or ``frames/`` subfolder); hidden files (``.name``: temporary files of an interrupted write,
+macOS ``._name`` resource forks) are not images of the sequence. Timestamps come from the file names when every name is one:
 ``1305031102.175304.png`` (seconds) or ``1403636579763555584.png`` (16 or more digits: nanoseconds);
 otherwise images are taken in natural name order (``2.png`` before ``10.png``) at ``fps`` frames per
 second from t = 0 (``fps`` option, default 30).
@@ -38,6 +39,7 @@ from .base import (
     load_trajectory,
     sequence_name,
 )
+from .files import opencv_path
 from .tum import camera_from_name
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -54,15 +56,16 @@ def find_images(folder: Path) -> list[Path]:
     """Image files of an image-folder dataset (unsorted), empty if there are none."""
     for candidate in (folder, *(folder / name for name in IMAGE_SUBFOLDERS)):
         if candidate.is_dir():
-            files = [p for p in candidate.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
+            files = [p for p in candidate.iterdir()
+                     if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()]
             if files:
                 return files
     return []
 
 
 def is_video_file(path: Path) -> bool:
-    """Whether ``path`` is a file with a video extension."""
-    return path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS
+    """Whether ``path`` is a file with a video extension (and not a hidden one, see the module docstring)."""
+    return path.suffix.lower() in VIDEO_EXTENSIONS and not path.name.startswith(".") and path.is_file()
 
 
 def find_videos(folder: Path) -> list[Path]:
@@ -81,7 +84,10 @@ def load_images(folder: Path, options: OpenOptions) -> Sequence:
 def load_video(video: Path, options: OpenOptions) -> Sequence:
     """Open a video file (see the module docstring)."""
     issues = Issues()
-    capture = cv2.VideoCapture(str(video))
+    try:
+        capture = cv2.VideoCapture(opencv_path(video))
+    except OSError as exc:
+        raise DatasetError(f"{video}: cannot open the video ({exc})") from None
     try:
         if not capture.isOpened():
             raise DatasetError(f"{video}: cannot open the video (not a video OpenCV can decode)")
@@ -89,15 +95,27 @@ def load_video(video: Path, options: OpenOptions) -> Sequence:
         if not (math.isfinite(fps) and fps > 0):
             issues.note(f"{video}: unknown frame rate; assuming {DEFAULT_FPS} fps")
             fps = DEFAULT_FPS
-        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        if count <= 0:  # some containers do not say: count by decoding
-            count = 0
-            while capture.grab():
-                count += 1
+        count = _frame_count(capture, video)
     finally:
         capture.release()
     candidates = [FrameRecord(n, n / fps, n) for n in range(count)]
     return _sequence(video, video.parent, "video", candidates, options, issues, video=video)
+
+
+def _frame_count(capture: cv2.VideoCapture, video: Path) -> int:
+    """The number of frames in the opened ``video``: as its container says, else counted by decoding.
+
+    The container's count is not trusted beyond one frame per byte of the file: a garbled header can
+    claim billions of frames (or a negative or non-finite number), and a list of billions of frames
+    would not fit in memory. Decoding stops where the file does.
+    """
+    claimed = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+    if math.isfinite(claimed) and 0 < claimed <= video.stat().st_size:
+        return int(claimed)
+    count = 0
+    while capture.grab():
+        count += 1
+    return count
 
 
 def _sequence(
@@ -153,4 +171,5 @@ def _timestamped(files: list[Path], fps: float, issues: Issues) -> tuple[list[Pa
 
 def _natural_key(path: Path) -> list[int | str]:
     """Sort key comparing the digit runs of a file name as numbers (``2.png`` before ``10.png``)."""
-    return [int(part) if part.isdigit() else part.lower() for part in _DIGITS.split(path.name)]
+    # isdecimal, not isdigit: a digit such as '²' is no decimal digit, and int() refuses it.
+    return [int(part) if part.isdecimal() else part.lower() for part in _DIGITS.split(path.name)]

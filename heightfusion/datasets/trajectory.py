@@ -20,11 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from ..poses import pose_from_tum
+from .files import read_text
 
 # Longest interval between two trajectory samples that a pose is interpolated across, seconds.
 MAX_INTERPOLATION_GAP = 0.1
 # Relative times below this are treated as equal, seconds.
 _TIME_EPSILON = 1e-9
+# Quaternion components whose squares leave the float range (below, above): see Trajectory.from_samples.
+_EXTREME = (1e-150, 1e150)
 
 
 @dataclass(frozen=True)
@@ -40,15 +43,25 @@ class Trajectory:
 
     @classmethod
     def from_samples(cls, timestamps: np.ndarray, positions: np.ndarray, quaternions_xyzw: np.ndarray) -> "Trajectory":
-        """A trajectory from unsorted samples; of samples with equal times the first in the input is kept."""
+        """A trajectory from unsorted samples; of samples with equal times the first in the input is kept.
+
+        Raises ValueError for a value that is not finite or a quaternion of zero norm.
+        """
         t = np.asarray(timestamps, dtype=np.float64).reshape(-1)
         p = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
         q = np.asarray(quaternions_xyzw, dtype=np.float64).reshape(-1, 4)
+        if not all(np.isfinite(a).all() for a in (t, p, q)) or not np.abs(q).max(axis=1, initial=0).all():
+            raise ValueError("trajectory samples must be finite numbers, with quaternions of non-zero norm")
         order = np.argsort(t, kind="stable")
         t, p, q = t[order], p[order], q[order]
         keep = np.concatenate([[True], np.diff(t) > 0]) if len(t) else np.zeros(0, dtype=bool)
-        q = q[keep] / np.linalg.norm(q[keep], axis=1, keepdims=True)
-        return cls(t[keep], p[keep], q)
+        q = q[keep]
+        # The norm of (1e-300, 0, 0, 0) underflows to 0 and that of (1e300, 1e300, 1e300, 1e300) overflows
+        # to inf, either of which would make the quaternion NaN: such a quaternion is divided by its largest
+        # component first. Others are not, so that a pose at a sample time is bit for bit pose_from_tum's.
+        scale = np.abs(q).max(axis=1, keepdims=True)
+        q = np.where((scale < _EXTREME[0]) | (scale > _EXTREME[1]), q / scale, q)
+        return cls(t[keep], p[keep], q / np.linalg.norm(q, axis=1, keepdims=True))
 
     def __len__(self) -> int:
         return len(self.timestamps)
@@ -99,7 +112,7 @@ def read_tum_trajectory(path: str | os.PathLike) -> tuple[Trajectory, list[str]]
     """
     path = Path(path)
     rows, problems = [], []
-    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -108,12 +121,18 @@ def read_tum_trajectory(path: str | os.PathLike) -> tuple[Trajectory, list[str]]
             values = [float(f) for f in fields]
         except ValueError:
             values = []
-        if len(values) != 8 or not all(math.isfinite(v) for v in values) or not any(values[4:]):
+        if len(values) != 8 or not is_pose_row(values):
             problems.append(f"{path}:{number}: garbled trajectory line {line[:80]!r}")
             continue
         rows.append(values)
     data = np.array(rows, dtype=np.float64).reshape(-1, 8)
     return Trajectory.from_samples(data[:, 0], data[:, 1:4], data[:, 4:8]), problems
+
+
+def is_pose_row(values: list[float]) -> bool:
+    """Whether the 8 numbers of a trajectory line (time, position, quaternion in either order) make a pose:
+    all finite, the quaternion not zero."""
+    return all(math.isfinite(v) for v in values) and any(values[4:8])
 
 
 def associate(first: np.ndarray, second: np.ndarray, max_difference: float = 0.02) -> list[tuple[int, int]]:
