@@ -161,7 +161,8 @@ def test_save_load_roundtrip_and_atomic(tmp_path):
         np.testing.assert_array_equal(getattr(back, key), getattr(grid, key))
     assert back.cell_size == grid.cell_size
     with np.load(path) as data:
-        assert set(data.files) == {"heights", "information", "colors", "observed", "origin", "cell_size"}
+        assert set(data.files) == {"heights", "information", "colors", "observed", "origin", "cell_size",
+                                   "prior_height", "prior_information"}
 
 
 def test_failed_save_keeps_previous_file(tmp_path):
