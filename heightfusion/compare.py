@@ -275,7 +275,11 @@ class _HeightFusion:
         from .render import make_renderer
 
         self.renderer = make_renderer("gl")
-        self.fuser = HeightMapFuser(grid, self.renderer, fusion_config(stereo))
+        try:
+            self.fuser = HeightMapFuser(grid, self.renderer, fusion_config(stereo))
+        except BaseException:
+            self.renderer.release()
+            raise
 
     def fuse(self, frame: Frame, depth: np.ndarray, sigma: np.ndarray | None) -> None:
         self.fuser.fuse(frame.camera, frame.T_wc, depth, frame.image, sigma)
@@ -453,14 +457,19 @@ def _compare_sequence(sequence, methods: tuple[str, ...], depth: str, every: int
     truth = sequence.gt_heightmap
     protocol = TRUTH if truth is not None else HELD_OUT
     grid = grid_for_sequence(sequence, cell_size)
-    started = {name: _start(name, grid, depth == "mvs") for name in methods}
-    rows = {name: MethodResult(sequence.name, name, skipped=m if isinstance(m, str) else None) for name, m in started.items()}
-    entries = [_Entry(m, rows[name]) for name, m in started.items() if not isinstance(m, str)]
-    depths = _Depths(depth == "mvs", stereo)
+    rows = {name: MethodResult(sequence.name, name) for name in methods}
+    entries: list[_Entry] = []
     skipped: Counter = Counter()
     held_out: list[Frame] = []
     given = 0
+    depths = _Depths(depth == "mvs", stereo)
     try:
+        for name in methods:
+            started = _start(name, grid, depth == "mvs")
+            if isinstance(started, str):
+                rows[name].skipped = started
+            else:
+                entries.append(_Entry(started, rows[name]))
         frames = tqdm(sequence, total=len(sequence), unit="frame", desc=f"compare {sequence.name}", disable=not progress)
         for position, frame in enumerate(frames):
             if protocol == HELD_OUT and position % every == every - 1:  # split_heldout's rule
