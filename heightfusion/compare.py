@@ -317,14 +317,12 @@ class _TSDF:
         from .baselines import TSDFHeightMap
 
         self.tsdf = TSDFHeightMap(grid)
-        self.blocks = 0
 
     def fuse(self, frame: Frame, depth: np.ndarray, sigma: np.ndarray | None) -> None:
-        self.blocks += self.tsdf.fuse(frame.camera, frame.T_wc, depth, frame.image).blocks  # a TSDF has no use for sigma
+        self.tsdf.fuse(frame.camera, frame.T_wc, depth, frame.image)  # a TSDF has no use for sigma
 
     def height_map(self) -> HeightMap:
-        # Open3D raises on extracting a surface from an empty volume: nothing fused leaves the grid unobserved.
-        return self.tsdf.height_map() if self.blocks else self.tsdf.grid
+        return self.tsdf.height_map()
 
     def release(self) -> None:
         pass

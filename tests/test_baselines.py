@@ -221,3 +221,11 @@ def test_tsdf_without_open3d_is_one_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "open3d", None)  # makes `import open3d` raise ImportError
     with pytest.raises(BaselineUnavailable, match=r"pip install -e \"\.\[baselines\]\""):
         TSDFHeightMap(small_grid())
+
+
+def test_tsdf_height_map_of_an_empty_volume_is_unobserved():
+    pytest.importorskip("open3d")
+    from heightfusion.baselines import TSDFHeightMap
+
+    grid = hf.HeightMap((0.0, 0.0), 0.05, (8, 8))
+    assert not TSDFHeightMap(grid).height_map().observed.any()  # was an Open3D RuntimeError

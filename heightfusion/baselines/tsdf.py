@@ -114,6 +114,7 @@ class TSDFHeightMap:
         self.grid = grid
         self.config = TSDFConfig() if config is None else config
         self._device = o3c.Device(self.config.device)
+        self._integrated = False  # any block integrated yet
         self.volume = o3d.t.geometry.VoxelBlockGrid(
             attr_names=("tsdf", "weight", "color"),
             attr_dtypes=(o3c.float32, o3c.float32, o3c.float32),
@@ -166,6 +167,7 @@ class TSDFHeightMap:
         )
         blocks = self._over_map(blocks)
         if len(blocks):
+            self._integrated = True
             self.volume.integrate(
                 blocks, depth_img, color_img, K, K, extrinsic, 1.0, cfg.depth_max, cfg.trunc_voxel_multiplier
             )
@@ -177,6 +179,10 @@ class TSDFHeightMap:
         Vertices with no surface point become unobserved with the prior information.
         """
         grid = self.grid
+        if not self._integrated:  # Open3D raises on extracting a surface from an empty volume
+            grid.observed[:] = False
+            grid.information[:] = grid.prior_information
+            return grid
         cloud = self.volume.extract_point_cloud(self.config.weight_threshold)
         points = cloud.point.positions.cpu().numpy().astype(np.float64)
         colors = cloud.point.colors.cpu().numpy() if len(points) else np.zeros((0, 3), np.float32)
