@@ -5,7 +5,11 @@
 // vertices. Included after #version and one float_add_*.glsl, which declares the Sums buffer and
 // add_float(index, value).
 //
-// Sums layout: plane s of num_vertices floats at s * num_vertices, s = 0 diagonal (sum w J_k^2),
+// The sums cover a window of the grid's vertices (the tiles the renderer drew, which hold every
+// vertex a pixel sees), numbered row by row within it: what is cleared and read back then follows
+// the view, not the map's size.
+//
+// Sums layout: plane s of window_vertices floats at s * window_vertices, s = 0 diagonal (sum w J_k^2),
 // 1 g (sum w J_k r), 2 right, 3 down, 4 diag (edge terms by the edge's first vertex, see
 // normal_equations.py), 5 |r| (added at the pixel's first vertex: spread like the other sums, so
 // no address is shared by every pixel), 6..8 colour sums (sum w J_k^2 rgb). Pixel counts go to one
@@ -26,11 +30,14 @@ layout(std430, binding = 1) readonly buffer Depth { float depth[]; };         //
 layout(std430, binding = 2) readonly buffer Sigma { float sigma[]; };
 layout(std430, binding = 3) readonly buffer RayNorm { float ray_norm[]; };
 layout(std430, binding = 4) readonly buffer Colors { float colors[]; };       // r, g, b per pixel
-layout(std430, binding = 5) readonly buffer Information { float information[]; };  // per vertex
+layout(std430, binding = 5) readonly buffer Information { float information[]; };  // per window vertex
 layout(std430, binding = 6) buffer Counters { uint counters[]; };  // per row: used, unseen, grazing, gated
 
 uniform ivec2 image_size;     // (W, H)
-uniform uint num_vertices;
+uniform int nx;               // vertices per grid row
+uniform ivec2 window_origin;  // (column, row) of the window's first vertex
+uniform int window_columns;
+uniform uint window_vertices;
 uniform float cos_min;
 uniform float huber_k;        // in predicted sigmas; may be +inf
 uniform float gate_k;         // in predicted sigmas; may be +inf
@@ -44,6 +51,12 @@ bool is_finite(float x) {
 
 const int NO_VALUE = -1, USED = 0, UNSEEN = 1, GRAZING = 2, GATED = 3;  // outcomes; counter index
 
+// Index within the window of grid vertex v.
+uint window_index(int v) {
+    int i = v / nx;
+    return uint((i - window_origin.y) * window_columns + (v - i * nx - window_origin.x));
+}
+
 // Adds the pixel's terms; returns what became of it.
 int accumulate_pixel(ivec2 pixel) {
     uint p = uint(pixel.y * image_size.x + pixel.x);
@@ -54,6 +67,7 @@ int accumulate_pixel(ivec2 pixel) {
 
     vec3 J = imageLoad(depth_grad, pixel).xyz;
     ivec3 ids = imageLoad(vertex_ids, pixel).xyz;
+    uvec3 v = uvec3(window_index(ids.x), window_index(ids.y), window_index(ids.z));
     float r = measured - rendered;
     float variance = sigma[p] * sigma[p];
     // cos(incidence) = n_z |den| / |d|, with sum_k J_k = 1 / den. Written so that NaN counts as grazing.
@@ -61,7 +75,7 @@ int accumulate_pixel(ivec2 pixel) {
     if (!(cos_incidence >= cos_min)) return GRAZING;
     float predicted = variance;
     if (use_information) {
-        vec3 terms = J * J / vec3(information[ids.x], information[ids.y], information[ids.z]);
+        vec3 terms = J * J / vec3(information[v.x], information[v.y], information[v.z]);
         predicted += terms.x + terms.y + terms.z;
     }
     float e = abs(r) / sqrt(predicted);
@@ -71,24 +85,23 @@ int accumulate_pixel(ivec2 pixel) {
 
     vec3 wJ = w * J;
     vec3 diagonal = wJ * J;
-    uvec3 v = uvec3(ids);
     for (int k = 0; k < 3; ++k) {
-        add_float(DIAGONAL * num_vertices + v[k], diagonal[k]);
-        add_float(G * num_vertices + v[k], wJ[k] * r);
+        add_float(DIAGONAL * window_vertices + v[k], diagonal[k]);
+        add_float(G * window_vertices + v[k], wJ[k] * r);
     }
     // Edge terms: triangle k = 0 is (v, v+1, v+nx+1), k = 1 is (v, v+nx+1, v+nx).
-    bool k0 = v.y == v.x + 1u;
+    bool k0 = ids.y == ids.x + 1;
     float p01 = wJ.x * J.y, p02 = wJ.x * J.z, p12 = wJ.y * J.z;
-    add_float(RIGHT * num_vertices + (k0 ? v.x : v.z), k0 ? p01 : p12);
-    add_float(DIAG * num_vertices + v.x, k0 ? p02 : p01);
-    add_float(DOWN * num_vertices + (k0 ? v.y : v.x), k0 ? p12 : p02);
+    add_float(RIGHT * window_vertices + (k0 ? v.x : v.z), k0 ? p01 : p12);
+    add_float(DIAG * window_vertices + v.x, k0 ? p02 : p01);
+    add_float(DOWN * window_vertices + (k0 ? v.y : v.x), k0 ? p12 : p02);
     if (use_colors) {
         vec3 rgb = vec3(colors[3u * p], colors[3u * p + 1u], colors[3u * p + 2u]);
         for (int k = 0; k < 3; ++k) {
-            for (uint c = 0u; c < 3u; ++c) add_float((COLOR + c) * num_vertices + v[k], diagonal[k] * rgb[c]);
+            for (uint c = 0u; c < 3u; ++c) add_float((COLOR + c) * window_vertices + v[k], diagonal[k] * rgb[c]);
         }
     }
-    add_float(ABS_RESIDUAL * num_vertices + v.x, abs(r));
+    add_float(ABS_RESIDUAL * window_vertices + v.x, abs(r));
     return USED;
 }
 

@@ -8,6 +8,7 @@ uniform vec4 pixel_to_ray;     // (1/fx, 1/fy, cx, cy): OpenCV pixel -> camera r
 uniform float depth_scale;     // 1 / far: linear depth test, the same precision at every range
 uniform float cell_size;       // metres
 uniform vec3 cam_center;       // camera centre, map-local
+uniform float max_depth;       // hits deeper than this (metres) are no fragment; +inf: none
 
 flat in vec4 v_gradients;      // (dh/dx, dh/dy) of triangle k = 0, then k = 1
 flat in vec4 v_plane;          // q of k = 0, q of k = 1, camera centre minus the cell's vertex (xy)
@@ -35,6 +36,7 @@ TriangleHit triangle_hit() {
     hit.g = hit.k == 0 ? v_gradients.xy : v_gradients.zw;
     hit.den = hit.d.z - dot(hit.g, hit.d.xy);
     hit.depth = (hit.k == 0 ? v_plane.x : v_plane.y) / hit.den;
+    if (hit.depth > max_depth) discard;
     hit.sr = (v_plane.zw + hit.depth * hit.d.xy) / cell_size;
     gl_FragDepth = hit.depth * depth_scale;
     return hit;

@@ -108,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
     source = LatestFrameSource(frames, pace=pace, drop=not args.every_frame, prepare=board_poses)
     scripted = args.max_frames is not None or args.screenshot is not None
     settings = LiveSettings(
-        out=Path(args.out), depth=args.depth, config=fusion_config(stereo_depth, sigma_floor=args.sigma_floor),
+        out=Path(args.out), depth=args.depth, config=fusion_config(stereo_depth, sigma_floor=args.sigma_floor,
+                                                                   pyramid_level=args.fusion_level),
         stereo=stereo_config_from_args(args), keyframes=keyframe_config_from_args(args),
         autosave_s=args.autosave,
         exit_at_end=args.exit_at_end or scripted, mode=args.mode, truth=truth, end_message=end_message,

@@ -16,7 +16,8 @@ DEFAULT_DICTIONARY = "DICT_5X5_100"
 
 # --- depth source and stereo ----------------------------------------------------------------------
 def add_depth_arguments(parser: argparse.ArgumentParser, default: str) -> None:
-    """Options --depth, --planes, --sweep-range and --sigma-floor (for :func:`stereo_config_from_args`)."""
+    """Options --depth, --planes, --sweep-range, --sigma-floor (for :func:`stereo_config_from_args`) and
+    --fusion-level."""
     parser.add_argument("--depth", default=default, choices=DEPTH_SOURCES,
                         help="depth source: the frames' depth images, monocular motion stereo (mvs), or auto "
                              f"(depth images where frames have them, else stereo; default {default})")
@@ -31,6 +32,22 @@ def add_depth_arguments(parser: argparse.ArgumentParser, default: str) -> None:
     parser.add_argument("--sigma-floor", type=float, metavar="M",
                         help=f"smallest height sigma of a fused vertex, metres (default {FusionConfig.sigma_floor:g} "
                              f"with depth images, {STEREO_SIGMA_FLOOR:g} with stereo, whose errors repeat across frames)")
+    parser.add_argument("--fusion-level", type=fusion_level, metavar="auto|N",
+                        help="image pyramid level frames are fused at: auto (per frame, a few pixels per map cell; "
+                             "the default) or N (0: the camera's resolution, each level halves it)")
+
+
+def fusion_level(text: str) -> int | str:
+    """``--fusion-level``'s value: "auto" or a non-negative integer (argparse type)."""
+    if text == "auto":
+        return text
+    try:
+        level = int(text)
+    except ValueError:
+        level = -1
+    if level < 0:
+        raise argparse.ArgumentTypeError(f"must be auto or a non-negative integer, got {text!r}")
+    return level
 
 
 def keyframe_config_from_args(args: argparse.Namespace):

@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     from ..outputs import write_map_outputs
     from ..replay import replay
 
-    settings = {"solver": args.solver, "iterations": args.iterations, "sigma_floor": args.sigma_floor}
+    settings = {"solver": args.solver, "iterations": args.iterations, "sigma_floor": args.sigma_floor,
+                "pyramid_level": args.fusion_level}
     robot = free_space_settings(args)  # checked before the fusion, not after
     if args.max_frames is not None and args.max_frames < 1:
         raise UserError(f"--max-frames must be a positive number, got {args.max_frames}")

@@ -11,13 +11,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from .._compat import deprecated_order
 from ..camera import PinholeCamera
 from ..poses import validate_pose
+from ..pyramid import expand, half_camera, half_image
 from .keyframes import TOO_LITTLE_PARALLAX, TOO_MUCH_PARALLAX, KeyframeConfig, KeyframeWindow
 from .stereo import DepthEstimate, PlaneSweepStereo, StereoConfig, nominal_depth
 
@@ -26,6 +28,20 @@ from .stereo import DepthEstimate, PlaneSweepStereo, StereoConfig, nominal_depth
 #: the stereo ran but left every pixel invalid.
 NO_PARALLAX = TOO_LITTLE_PARALLAX
 NO_VALID_DEPTH = "no valid depth"
+
+#: A frame's sweep covers, between these percentiles, the depths (or heights) that the points of the
+#: previous estimate take in it, widened by PREDICTION_MARGIN of that span on each side (the camera
+#: moved, the view changed) and never beyond the configured range; the planes keep the configured step,
+#: so the estimate is as fine as the full sweep's, with fewer hypotheses to test.
+PREDICTION_PERCENTILES = (1.0, 99.0)
+PREDICTION_MARGIN = 0.25
+#: A narrowed sweep keeps at least this many planes.
+MIN_HYPOTHESES = 16
+#: Every this many estimates (and after a frame without one) the sweep covers the configured range, so
+#: that surface outside the predicted range (invalid there, as a winner at the sweep's end is) comes back.
+FULL_SWEEP_EVERY = 10
+# Every how many pixels (rows and columns) an estimate's points are kept for the next prediction.
+_PREDICTION_STRIDE = 4
 
 
 @dataclass
@@ -51,7 +67,11 @@ class MotionStereo:
 
     The reference is always the newest frame (no latency); its sources are earlier keyframes chosen
     by parallax and overlap (:mod:`.keyframes`), measured at the median depth of the latest estimate
-    (or, before the first one, at the sweep's middle plane).
+    (or, before the first one, at the sweep's middle plane). Frames larger than the stereo's
+    ``sweep_size`` are halved until they fit (:mod:`heightfusion.pyramid`) before any of this, and
+    the estimate comes back at the frame's pixels (each sweep pixel's value on the block it covers).
+    With ``predict_range`` the sweep covers the range the previous estimate predicts
+    (:data:`PREDICTION_PERCENTILES`), with the configured step between planes.
 
     Args:
         stereo: the stereo settings.
@@ -69,6 +89,8 @@ class MotionStereo:
         self.stereo = PlaneSweepStereo(stereo)
         self.window = KeyframeWindow(keyframes)
         self._scene_depth: float | None = None
+        self._points: np.ndarray | None = None  # world points of the latest estimate, None after a frame without
+        self._estimates = 0
 
     def push(self, camera: PinholeCamera, T_wc: np.ndarray, image: np.ndarray) -> MotionStereoResult:
         """Estimate the depth of a new frame (``camera``'s RGB image at pose ``T_wc``), then keep it if it is a keyframe.
@@ -82,17 +104,89 @@ class MotionStereo:
         T_wc = validate_pose(T_wc, "T_wc")
         if np.shape(image)[:2] != camera.shape:
             raise ValueError(f"image has shape {np.shape(image)}, the camera's is {camera.shape}")
+        level = sweep_level(camera, self.stereo.config.sweep_size)
+        result = self._push(*_halved(camera, np.asarray(image), level), T_wc)
+        if result.estimate is not None and level > 0:
+            result.estimate = _expanded(result.estimate, level, camera.shape)
+        return result
+
+    def _push(self, camera: PinholeCamera, image: np.ndarray, T_wc: np.ndarray) -> MotionStereoResult:
+        """:meth:`push` at the sweep's resolution."""
         depth = self._scene_depth if self._scene_depth is not None else nominal_depth(self.stereo.config, camera, T_wc)
         sources = self.window.sources_for(camera, T_wc, depth)
         if not sources:
             reason, detail = self.window.no_source_reason(camera, T_wc, depth)
             result = MotionStereoResult(None, reason, detail=detail)
         else:
-            estimate = self.stereo.estimate(camera, T_wc, image, [s.image for s in sources], [s.T_wc for s in sources])
+            stereo = self._stereo_for(T_wc)
+            estimate = stereo.estimate(camera, T_wc, image, [s.image for s in sources], [s.T_wc for s in sources])
+            self._estimates += 1
+            self._points = None
             if estimate.valid.any():
                 self._scene_depth = float(np.median(estimate.depth[estimate.valid]))
+                self._points = camera.world_points(estimate.depth, T_wc, stride=_PREDICTION_STRIDE)
                 result = MotionStereoResult(estimate, None, len(sources))
             else:
                 result = MotionStereoResult(None, NO_VALID_DEPTH, len(sources))
-        self.window.offer(camera, T_wc, np.asarray(image), depth)
+        self.window.offer(camera, T_wc, image, depth)
         return result
+
+    def _stereo_for(self, T_wc: np.ndarray) -> PlaneSweepStereo:
+        """The stereo with the sweep narrowed to the predicted range, or the configured one (see the class)."""
+        if not self.stereo.config.predict_range or self._points is None or self._estimates % FULL_SWEEP_EVERY == 0:
+            return self.stereo
+        config = predicted_sweep(self.stereo.config, T_wc, self._points)
+        return self.stereo if config is self.stereo.config else PlaneSweepStereo(config)
+
+
+def predicted_sweep(config: StereoConfig, T_wc: np.ndarray, points: np.ndarray) -> StereoConfig:
+    """``config`` with its sweep cut to the range ``points`` (world, (N, 3)) take for a camera at ``T_wc``
+    (:data:`PREDICTION_PERCENTILES`, :data:`PREDICTION_MARGIN`), at the same step; ``config`` itself when
+    that saves nothing."""
+    cz = T_wc[2, 3]
+    if config.planes == "fronto":  # sweep parameter: inverse depth
+        s_far, s_near = 1.0 / config.max_depth, 1.0 / config.min_depth
+        distance = (points - T_wc[:3, 3]) @ T_wc[:3, 2]
+    else:  # inverse distance below the camera of the plane z = h
+        s_far, s_near = 1.0 / (cz - config.min_height), 1.0 / (cz - config.max_height)
+        distance = cz - points[:, 2]
+    distance = distance[distance > 0]
+    if len(distance) == 0:
+        return config
+    step = (s_near - s_far) / (config.num_hypotheses - 1)
+    low, high = np.percentile(1.0 / distance, PREDICTION_PERCENTILES)
+    pad = PREDICTION_MARGIN * (high - low)
+    low, high = max(low - pad, s_far), min(high + pad, s_near)
+    count = max(MIN_HYPOTHESES, math.ceil((high - low) / step) + 1)
+    if count >= config.num_hypotheses:
+        return config
+    span = (count - 1) * step  # that many planes at the configured step, centred on the prediction
+    low = min(max((low + high - span) / 2, s_far), s_near - span)
+    high = low + span
+    if config.planes == "fronto":
+        return replace(config, min_depth=1.0 / high, max_depth=1.0 / low, num_hypotheses=count)
+    return replace(config, min_height=cz - 1.0 / low, max_height=cz - 1.0 / high, num_hypotheses=count)
+
+
+def sweep_level(camera: PinholeCamera, size: tuple[int, int] | None) -> int:
+    """Halvings that bring ``camera``'s image within ``size`` (width, height); 0 for None."""
+    level = 0
+    if size is not None:
+        while camera.width >> level > size[0] or camera.height >> level > size[1]:
+            level += 1
+    return level
+
+
+def _halved(camera: PinholeCamera, image: np.ndarray, level: int) -> tuple[PinholeCamera, np.ndarray]:
+    for _ in range(level):
+        camera, image = half_camera(camera), half_image(image)
+    return camera, image
+
+
+def _expanded(estimate: DepthEstimate, level: int, shape: tuple[int, int]) -> DepthEstimate:
+    """The estimate of a level-``level`` image on the pixels of the (H, W) = ``shape`` frame."""
+    return DepthEstimate(
+        depth=expand(estimate.depth, level, shape, np.nan),
+        sigma=expand(estimate.sigma, level, shape, np.nan),
+        valid=expand(estimate.valid, level, shape, False),
+    )

@@ -2,6 +2,8 @@
 
 Per frame, with the map's heights h0 and information (1/variance) Lambda before the frame as prior:
 
+0. take the frame to the pyramid level its cells need (:mod:`heightfusion.pyramid`): a few
+   pixels per cell side rather than dozens;
 1. render Fragments at the current heights h from the frame's pose;
 2. residual r = z_measured - z_rendered per pixel, weight 1/sigma^2, Huber-robustified and gated on
    the residual's predicted sigma sqrt(sigma^2 + sum_k J_k^2 / Lambda_k), so that a map that knows
@@ -13,6 +15,10 @@ Per frame, with the map's heights h0 and information (1/variance) Lambda before 
 5. after the last iteration, render and accumulate once more at the new heights: information +=
    diag(A) there (capped, optional forgetting), colours as information-weighted means, ``observed``
    where the vertex's sigma fell below ``observed_sigma``.
+
+A frame changes only the part of the map it sees: each solve covers the vertices its pixels touched,
+grown by :data:`SOLVE_MARGIN` (the smoothness prior carries a step that far); the rest of the map,
+however large, costs nothing (with the GL backend, rendering and summing follow the view too).
 """
 
 from __future__ import annotations
@@ -27,12 +33,23 @@ from ..camera import PinholeCamera
 from ..depth.sensor import SensorNoise
 from ..heightmap import HeightMap
 from ..metrics import StageTimer
-from .normal_equations import NormalEquations, SmoothnessPrior, accumulate, solve
 from ..poses import validate_pose
 from ..render.base import Renderer
+from ..render.projection import MapWindow
+from .normal_equations import NormalEquations, SmoothnessPrior, accumulate, solve
+from ..pyramid import auto_level, frame_at_level, max_level
 
 SOLVERS = ("coupled", "diagonal")
 ACCUMULATORS = ("auto", "cpu", "gl")
+#: Vertices around those a frame's pixels touched that its solve also updates (the smoothness prior's reach).
+SOLVE_MARGIN = 2
+#: A pixel whose rendered surface lies deeper than this many times the frame's deepest measurement is not
+#: used (it counts as unseen): the camera measured nothing that far, so the map there is not what the pixel
+#: saw. The map beyond that depth is then not drawn at all, which bounds the work of a view towards the
+#: horizon of a large map.
+DEPTH_REACH = 1.25
+# Cameras whose pixel rays a fuser keeps (the pyramid levels a sequence uses).
+_CACHED_CAMERAS = 4
 
 
 @dataclass
@@ -64,6 +81,9 @@ class FusionConfig:
             ``np.bincount``; any backend), "gl" (a compute pass with atomics next to the fragments;
             the GL backend, faster on GPUs and on Mesa's llvmpipe alike) or "auto" ("gl" with the GL
             backend, else "cpu").
+        pyramid_level: image pyramid level the frame is fused at (:mod:`heightfusion.pyramid`):
+            "auto" (per frame, a few pixels per cell side at the frame's median depth) or a level
+            (0: the frame's own resolution; each level halves it, down to a 16-pixel side at most).
 
     Example:
         >>> import heightfusion as hf
@@ -87,12 +107,17 @@ class FusionConfig:
     seed_stride: int = 2
     fuse_color: bool = True
     accumulate: str = "auto"
+    pyramid_level: int | str = "auto"
 
     def __post_init__(self) -> None:
         if not isinstance(self.iterations, int) or self.iterations < 1:
             raise ValueError(f"FusionConfig.iterations must be a positive integer, got {self.iterations!r}")
         if self.accumulate not in ACCUMULATORS:
             raise ValueError(f"FusionConfig.accumulate must be one of {', '.join(ACCUMULATORS)}, got {self.accumulate!r}")
+        if self.pyramid_level != "auto" and (
+            isinstance(self.pyramid_level, bool) or not isinstance(self.pyramid_level, int) or self.pyramid_level < 0
+        ):
+            raise ValueError(f"FusionConfig.pyramid_level must be 'auto' or a non-negative integer, got {self.pyramid_level!r}")
         if self.solver not in SOLVERS:
             raise ValueError(f"FusionConfig.solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
         if not self.damping >= 0:
@@ -114,14 +139,17 @@ class FusionStats:
     """What one :meth:`HeightMapFuser.fuse` call did.
 
     Attributes:
-        pixels_measured: pixels with a valid measured depth.
+        level: the pyramid level the frame was fused at (0: its own resolution).
+        pixels_measured: pixels of the frame as given with a valid measured depth; the counts below are
+            of the pixels fused, at ``level``.
         pixels_used: measured pixels that entered the normal equations (last iteration).
         pixels_unseen: measured pixels where the map renders nothing (outside the map).
         pixels_grazing: dropped for a too oblique view of the surface.
         pixels_gated: rejected as outliers.
         mean_abs_residual: mean |z_measured - z_rendered| over the used pixels after the update,
             metres (NaN when none was used).
-        ms: milliseconds per stage: render, accumulate, solve, update.
+        ms: milliseconds per stage: pyramid (only when the frame was fused at a coarser level), seed,
+            render and accumulate (or render+accumulate, in one GL pass), solve, update.
 
     Example:
         >>> import heightfusion as hf
@@ -130,6 +158,7 @@ class FusionStats:
         90
     """
 
+    level: int = 0
     pixels_measured: int = 0
     pixels_used: int = 0
     pixels_unseen: int = 0
@@ -158,7 +187,7 @@ class HeightMapFuser:
         self.grid = grid
         self.renderer = renderer
         self.config = config or FusionConfig()
-        self._camera_rays: tuple[PinholeCamera, np.ndarray, np.ndarray] | None = None
+        self._camera_rays: dict[PinholeCamera, tuple[np.ndarray, np.ndarray]] = {}
         self._gl_accumulator = _gl_accumulator(renderer, self.config.accumulate)
 
     def release(self) -> None:
@@ -206,37 +235,66 @@ class HeightMapFuser:
         except ValueError as exc:
             raise FrameError(str(exc)) from None
         depth, sigma, colors = _check_frame(depth, camera, image, sigma, cfg.noise)
-        stats = FusionStats(pixels_measured=int(np.isfinite(depth).sum()))
+        stats = FusionStats(level=self._level(camera, depth), pixels_measured=int(np.isfinite(depth).sum()))
         timer = StageTimer()
+        if stats.level > 0:
+            with timer("pyramid"):
+                camera, depth, sigma, colors = frame_at_level(camera, depth, sigma, colors, stats.level)
         if cfg.forgetting > 0:
             np.maximum(grid.information * (1 - cfg.forgetting), grid.prior_information, out=grid.information)
         with timer("seed"):
-            self._seed_unobserved(depth, T_wc, camera)
-        prior_heights = grid.heights.astype(np.float64)
-        prior_information = grid.information.astype(np.float64)
-
+            changed = self._seed_unobserved(depth, T_wc, camera)
+        start = _StartHeights(grid.heights)
+        reach = DEPTH_REACH * float(np.max(depth, initial=0.0, where=np.isfinite(depth)))
         for _ in range(cfg.iterations):
-            system = self._normal_equations(timer, depth, sigma, T_wc, camera, prior_information, None)
+            system = self._normal_equations(timer, depth, sigma, T_wc, camera, grid.information, None, reach)
             with timer("solve"):
-                smoothness = SmoothnessPrior.robust(grid.heights, cfg.smoothness_slope * grid.cell_size)
-                rhs = system.g + prior_information * (prior_heights - grid.heights) - smoothness.gradient(grid.heights)
-                delta = solve(system, prior_information, rhs, cfg.solver, cfg.damping, smoothness)
-                grid.heights += np.clip(delta, -cfg.max_update, cfg.max_update).astype(np.float32)
+                changed = _union(changed, self._step(system, start))
         # The information the frame adds is measured at the new estimate (the posterior mode), not at
         # a linearisation point the iterations left behind: vertices still far from their pixels, or
         # hidden by what the update raised, must not become confident.
-        system = self._normal_equations(timer, depth, sigma, T_wc, camera, None, colors)
+        system = self._normal_equations(timer, depth, sigma, T_wc, camera, None, colors, reach)
         with timer("update"):
-            self._update_map(system, prior_information)
+            changed = _union(changed, self._update_map(system))
         stats.pixels_used = system.pixels_used
         stats.pixels_unseen = system.pixels_unseen
         stats.pixels_grazing = system.pixels_grazing
         stats.pixels_gated = system.pixels_gated
         stats.mean_abs_residual = system.mean_abs_residual
         stats.ms = timer.total_ms()
-        if not (np.isfinite(grid.heights).all() and np.isfinite(grid.information).all()):
-            raise FloatingPointError("the fused map holds NaN or infinite values (a fusion bug: please report it)")
+        if changed is not None:  # what the frame left alone was checked by earlier frames
+            window = changed.slices
+            if not (np.isfinite(grid.heights[window]).all() and np.isfinite(grid.information[window]).all()):
+                raise FloatingPointError("the fused map holds NaN or infinite values (a fusion bug: please report it)")
         return stats
+
+    def _level(self, camera: PinholeCamera, depth: np.ndarray) -> int:
+        """The pyramid level of ``config.pyramid_level`` for this frame (a fixed one at most the coarsest possible)."""
+        if self.config.pyramid_level == "auto":
+            return auto_level(camera, depth, self.grid.cell_size)
+        return min(self.config.pyramid_level, max_level(camera))
+
+    def _step(self, system: NormalEquations, start: _StartHeights) -> MapWindow | None:
+        """One Gauss-Newton update of the heights the frame touched (and SOLVE_MARGIN around them); the
+        window it changed, or None.
+
+        The solve runs on that window grown by one vertex, so that every updated vertex has all its
+        mesh edges (smoothness prior, couplings) inside; the outer ring only lends its heights.
+        """
+        cfg, grid = self.config, self.grid
+        touched = system.touched()
+        if touched is None:
+            return None
+        box = touched.grown(SOLVE_MARGIN, grid.shape)
+        around = box.grown(1, grid.shape)
+        system = system.restricted(around)
+        heights = grid.heights[around.slices].astype(np.float64)
+        information = grid.information[around.slices].astype(np.float64)
+        smoothness = SmoothnessPrior.robust(heights, cfg.smoothness_slope * grid.cell_size)
+        rhs = system.g + information * (start.heights(around) - heights) - smoothness.gradient(heights)
+        delta = solve(system, information, rhs, cfg.solver, cfg.damping, smoothness)
+        grid.heights[box.slices] += np.clip(delta[box.within(around)], -cfg.max_update, cfg.max_update).astype(np.float32)
+        return box
 
     def _normal_equations(
         self,
@@ -247,23 +305,24 @@ class HeightMapFuser:
         camera: PinholeCamera,
         information: np.ndarray | None,
         colors: np.ndarray | None,
+        max_depth: float,
     ) -> NormalEquations:
-        """Render at the current heights and accumulate; ``information`` widens the outlier gate."""
+        """Render at the current heights and accumulate; ``information`` (the map's, before the frame) widens
+        the outlier gate; surface deeper than ``max_depth`` is not used (:data:`DEPTH_REACH`)."""
         cfg, grid = self.config, self.grid
         ray_norm = self._ray_norm(camera)
         cos_min = math.cos(math.radians(cfg.max_incidence_deg))
         colors = colors if cfg.fuse_color else None
+        rules = (cos_min, cfg.huber_k, cfg.gate_k, information, colors, max_depth)
         if self._gl_accumulator is not None:
             with timer("render+accumulate"):  # one GL pass: the fragments never leave the GPU
-                return self._gl_accumulator.accumulate(
-                    grid, camera, T_wc, depth, sigma, ray_norm, cos_min, cfg.huber_k, cfg.gate_k, information, colors
-                )
+                return self._gl_accumulator.accumulate_window(grid, camera, T_wc, depth, sigma, ray_norm, *rules)
         with timer("render"):
             frag = self.renderer.render(grid, camera, T_wc)
         with timer("accumulate"):
-            return accumulate(frag, depth, sigma, grid.shape, ray_norm, cos_min, cfg.huber_k, cfg.gate_k, information, colors)
+            return accumulate(frag, depth, sigma, grid.shape, ray_norm, *rules)
 
-    def _seed_unobserved(self, depth: np.ndarray, T_wc: np.ndarray, camera: PinholeCamera) -> None:
+    def _seed_unobserved(self, depth: np.ndarray, T_wc: np.ndarray, camera: PinholeCamera) -> MapWindow | None:
         """Start vertices with no evidence yet at the mean height of the frame's points in their cell.
 
         The prior height of such a vertex is a guess; the measured points that fall in its cell are
@@ -275,57 +334,99 @@ class HeightMapFuser:
         disagree (their spread in height exceeds a cell size: an edge, clutter) the seed is the highest
         of them, as elevation mapping's higher-point rule does: a vertex at a box's edge carries its
         top (the bundled sample's smooth-area RMSE falls from 1.36 to 0.83 mm against the mean there).
+        Returns the window of the vertices it may have changed (None: none).
         """
         grid, step = self.grid, self.config.seed_stride
         sub = depth[::step, ::step]
         valid = np.isfinite(sub)
         if not valid.any():
-            return
+            return None
         rays = self._rays(camera)[::step, ::step][valid]
         points = rays * sub[valid][:, None] @ T_wc[:3, :3].T + T_wc[:3, 3]
         col_row = np.rint((points[:, :2] - grid.origin) / grid.cell_size).astype(np.int64)
         inside = (col_row[:, 0] >= 0) & (col_row[:, 0] < grid.nx) & (col_row[:, 1] >= 0) & (col_row[:, 1] < grid.ny)
-        ids = col_row[inside, 1] * grid.nx + col_row[inside, 0]
-        no_evidence = grid.information.reshape(-1) <= np.float32(grid.prior_information)
+        rows, cols = col_row[inside, 1], col_row[inside, 0]
+        window = MapWindow.around(rows, cols)
+        if window is None:
+            return None
+        ids = (rows - window.row0) * window.shape[1] + (cols - window.col0)  # within the window
+        no_evidence = (grid.information[window.slices] <= np.float32(grid.prior_information)).reshape(-1)
         keep = no_evidence[ids]
         ids, z = ids[keep], points[inside, 2][keep]
-        counts = np.bincount(ids, minlength=grid.num_vertices)
+        counts = np.bincount(ids, minlength=window.size)
         seeded = counts > 0
-        mean = np.bincount(ids, z, minlength=grid.num_vertices)[seeded] / counts[seeded]
-        spread_sq = np.bincount(ids, z * z, minlength=grid.num_vertices)[seeded] / counts[seeded] - mean**2
-        top = np.full(grid.num_vertices, -np.inf)
+        mean = np.bincount(ids, z, minlength=window.size)[seeded] / counts[seeded]
+        spread_sq = np.bincount(ids, z * z, minlength=window.size)[seeded] / counts[seeded] - mean**2
+        top = np.full(window.size, -np.inf)
         np.maximum.at(top, ids, z)
         seed = np.where(spread_sq <= grid.cell_size**2, mean, top[seeded])
-        grid.heights.reshape(-1)[seeded] = seed.astype(np.float32)
+        grid.heights[window.slices][seeded.reshape(window.shape)] = seed.astype(np.float32)
+        return window
 
-    def _update_map(self, system: NormalEquations, prior_information: np.ndarray) -> None:
+    def _update_map(self, system: NormalEquations) -> MapWindow | None:
+        """Information, colours and ``observed`` from the frame's final sums; the window it changed, or None."""
         cfg, grid = self.config, self.grid
-        information = np.minimum(prior_information + system.diagonal, 1.0 / cfg.sigma_floor**2)
-        if system.color_sums is not None:
-            seen = system.diagonal > 0
-            # Information-weighted running mean: the map's colour weighs what the map knew before.
-            old_weight = prior_information[seen][:, None]
-            grid.colors[seen] = (grid.colors[seen] * old_weight + system.color_sums[seen]) / (
-                old_weight + system.diagonal[seen][:, None]
-            )
-        grid.information[:] = information
-        observed_now = information >= 1.0 / cfg.observed_sigma**2
+        threshold = 1.0 / cfg.observed_sigma**2
+        touched = system.touched()
+        if touched is not None:
+            window = touched.slices
+            system = system.restricted(touched)
+            prior = grid.information[window].astype(np.float64)
+            information = np.minimum(prior + system.diagonal, 1.0 / cfg.sigma_floor**2)
+            if system.color_sums is not None:
+                seen = system.diagonal > 0
+                colors = grid.colors[window]
+                # Information-weighted running mean: the map's colour weighs what the map knew before.
+                old_weight = prior[seen][:, None]
+                colors[seen] = (colors[seen] * old_weight + system.color_sums[seen]) / (
+                    old_weight + system.diagonal[seen][:, None]
+                )
+            grid.information[window] = information
+            grid.observed[window] |= information >= threshold
         if cfg.forgetting > 0:  # what faded below the threshold (an obstacle that left) is unobserved again
-            grid.observed[:] = observed_now
-        else:
-            grid.observed |= observed_now
+            grid.observed[:] = grid.information >= threshold
+        return touched
 
     def _rays(self, camera: PinholeCamera) -> np.ndarray:
         """(H, W, 3) camera-frame rays with z = 1 (cached per camera)."""
-        if self._camera_rays is None or self._camera_rays[0] != camera:
-            rays = camera.pixel_rays()
-            self._camera_rays = (camera, rays, np.linalg.norm(rays, axis=-1).astype(np.float32))
-        return self._camera_rays[1]
+        return self._camera_cache(camera)[0]
 
     def _ray_norm(self, camera: PinholeCamera) -> np.ndarray:
         """|d| per pixel for rays d with camera-z component 1 (cached per camera)."""
-        self._rays(camera)
-        return self._camera_rays[2]
+        return self._camera_cache(camera)[1]
+
+    def _camera_cache(self, camera: PinholeCamera) -> tuple[np.ndarray, np.ndarray]:
+        if camera not in self._camera_rays:
+            if len(self._camera_rays) >= _CACHED_CAMERAS:
+                del self._camera_rays[next(iter(self._camera_rays))]
+            rays = camera.pixel_rays()
+            self._camera_rays[camera] = (rays, np.linalg.norm(rays, axis=-1).astype(np.float32))
+        return self._camera_rays[camera]
+
+
+class _StartHeights:
+    """The map's heights as the frame found them (after seeding), the prior of its Gauss-Newton steps.
+
+    Rows are copied when a step first asks for them, before it changes them: a frame copies the rows
+    it works on, not the map.
+    """
+
+    def __init__(self, heights: np.ndarray) -> None:
+        self._live = heights
+        self._copy = np.empty_like(heights)
+        self._saved = np.zeros(len(heights), dtype=bool)
+
+    def heights(self, window: MapWindow) -> np.ndarray:
+        """float64 start heights of ``window``; its rows must not have changed since the frame began unless an
+        earlier call saved them."""
+        rows = np.flatnonzero(~self._saved[window.row0 : window.row1]) + window.row0
+        self._copy[rows] = self._live[rows]
+        self._saved[rows] = True
+        return self._copy[window.slices].astype(np.float64)
+
+
+def _union(a: MapWindow | None, b: MapWindow | None) -> MapWindow | None:
+    return b if a is None else a.union(b)
 
 
 class FrameError(ValueError):

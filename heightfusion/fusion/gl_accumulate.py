@@ -5,7 +5,9 @@ with ``np.bincount``; :class:`GLAccumulator` gives the same :class:`NormalEquati
 read-back: the renderer draws the fragments into textures, one compute dispatch
 (``shaders/accumulate.glsl``) applies the same per-pixel rules and adds each pixel's terms atomically
 into per-vertex sums, and only those sums (6 floats per vertex, 9 with colours) and per-row pixel
-counts come back. On a GPU this saves the read-back and the CPU's pass over every pixel; even on
+counts come back. The sums cover only the window of vertices the renderer drew
+(:attr:`GLRenderer.drawn_window`, which holds every vertex a pixel can see): clearing, uploading the
+map's information and reading back follow what the camera sees, not the map's size. On a GPU this saves the read-back and the CPU's pass over every pixel; even on
 Mesa's llvmpipe (2 cores) it is faster: the compute pass runs multi-threaded and vectorised, and
 the five fragment targets are never copied out (replay of the bundled sample: 28 frames/s against
 16 with the CPU sums, benchmarks/bench_fusion.py).
@@ -28,6 +30,7 @@ other side than on the CPU (the counts then differ by that pixel).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,12 +38,13 @@ import numpy as np
 from ..camera import PinholeCamera
 from ..heightmap import HeightMap
 from ..render.gl import GLRenderer
-from ..render.glsl import load_shader
+from ..render.glsl import load_shader, set_uniforms
+from ..render.projection import MapWindow
 from .normal_equations import NormalEquations
 
 _GROUP = 16  # local_size_x and local_size_y of shaders/accumulate.glsl
-# Planes of the Sums buffer (shaders/accumulate.glsl), num_vertices floats each: the NormalEquations
-# arrays, the sum of |r|, then the three colour sums.
+# Planes of the Sums buffer (shaders/accumulate.glsl), one float per window vertex each: the
+# NormalEquations arrays, the sum of |r|, then the three colour sums.
 _SYSTEM = ("diagonal", "g", "right", "down", "diag")
 _ABS_RESIDUAL = len(_SYSTEM)
 _PLANES = _ABS_RESIDUAL + 1
@@ -53,7 +57,7 @@ _NATIVE_FLOAT_ATOMICS = "GL_NV_shader_atomic_float"
 
 @dataclass
 class _Buffers:
-    """Storage buffers of one image size (W, H) and vertex count."""
+    """Storage buffers of one image size (W, H), with room for the sums of ``vertices`` window vertices."""
 
     image_size: tuple[int, int]
     vertices: int
@@ -99,28 +103,50 @@ class GLAccumulator:
         gate_k: float,
         information: np.ndarray | None = None,
         colors: np.ndarray | None = None,
+        max_depth: float = math.inf,
     ) -> NormalEquations:
         """Render ``grid`` from ``T_wc`` and sum the frame's normal equations on the GPU.
 
         Same arguments and result as :func:`heightfusion.fusion.normal_equations.accumulate`, with the
         rendering done here (grid, cam, T_wc instead of Fragments). Arrays are taken as float32.
         """
+        system = self.accumulate_window(grid, cam, T_wc, depth, sigma, ray_norm, cos_min, huber_k, gate_k,
+                                        information, colors, max_depth)
+        return system.on_grid(grid.shape)
+
+    def accumulate_window(
+        self,
+        grid: HeightMap,
+        cam: PinholeCamera,
+        T_wc: np.ndarray,
+        depth: np.ndarray,
+        sigma: np.ndarray,
+        ray_norm: np.ndarray,
+        cos_min: float,
+        huber_k: float,
+        gate_k: float,
+        information: np.ndarray | None = None,
+        colors: np.ndarray | None = None,
+        max_depth: float = math.inf,
+    ) -> NormalEquations:
+        """:meth:`accumulate` with the sums on the window of the tiles drawn (``NormalEquations.window``)."""
         _check_shapes(grid, cam, depth, sigma, ray_norm, information, colors)
         self.renderer.activate()
-        if not self.renderer.draw_fragments(grid, cam, T_wc):
-            return _nothing_seen(grid.shape, depth, colors is not None)
-        buffers = self._buffers_for(cam, grid)
+        if not self.renderer.draw_fragments(grid, cam, T_wc, max_depth) or self.renderer.drawn_window is None:
+            return _nothing_seen(depth, colors is not None)
+        window = self.renderer.drawn_window
+        buffers = self._buffers_for(cam, window.size)
         for buffer, array in ((buffers.depth, depth), (buffers.sigma, sigma), (buffers.ray_norm, ray_norm)):
             buffer.write(np.ascontiguousarray(array, dtype=np.float32))
         if information is not None:
-            buffers.information.write(np.ascontiguousarray(information, dtype=np.float32))
+            buffers.information.write(np.ascontiguousarray(information[window.slices], dtype=np.float32))
         if colors is not None:
             buffers.colors.write(np.ascontiguousarray(colors, dtype=np.float32))
         planes = _PLANES_WITH_COLORS if colors is not None else _PLANES
-        buffers.sums.clear(size=4 * planes * grid.num_vertices)
+        buffers.sums.clear(size=4 * planes * window.size)
         buffers.counters.clear()
-        self._dispatch(buffers, cam, grid, cos_min, huber_k, gate_k, information is not None, colors is not None)
-        return self._read_back(buffers, grid.shape, planes)
+        self._dispatch(buffers, cam, grid, window, cos_min, huber_k, gate_k, information is not None, colors is not None)
+        return self._read_back(buffers, window, planes)
 
     def release(self) -> None:
         """Free the GPU buffers and program (the renderer stays usable)."""
@@ -136,6 +162,7 @@ class GLAccumulator:
         buffers: _Buffers,
         cam: PinholeCamera,
         grid: HeightMap,
+        window: MapWindow,
         cos_min: float,
         huber_k: float,
         gate_k: float,
@@ -153,34 +180,36 @@ class GLAccumulator:
             buffer.bind_to_storage_buffer(binding)
         uniforms = {
             "image_size": (cam.width, cam.height),
-            "num_vertices": grid.num_vertices,
+            "nx": grid.nx,
+            "window_origin": (window.col0, window.row0),
+            "window_columns": window.shape[1],
+            "window_vertices": window.size,
             "cos_min": cos_min,
             "huber_k": huber_k,
             "gate_k": gate_k,
             "use_information": use_information,
             "use_colors": use_colors,
         }
-        for name, value in uniforms.items():
-            if name in program:  # the compiler drops uniforms it proves unused
-                program[name].value = value
+        set_uniforms(program, uniforms)
         program.run(group_x=-(-cam.width // _GROUP), group_y=-(-cam.height // _GROUP))
         self.renderer.ctx.memory_barrier(moderngl.BUFFER_UPDATE_BARRIER_BIT)
 
-    def _read_back(self, buffers: _Buffers, shape: tuple[int, int], planes: int) -> NormalEquations:
-        """The first ``planes`` sums as float64 grid arrays, and the pixel counts."""
-        sums = buffers.sums_host[: planes * buffers.vertices]
+    def _read_back(self, buffers: _Buffers, window: MapWindow, planes: int) -> NormalEquations:
+        """The first ``planes`` sums as float64 arrays of the window, and the pixel counts."""
+        sums = buffers.sums_host[: planes * window.size]
         buffers.sums.read_into(sums, size=sums.nbytes)
-        sums = sums.reshape((planes, *shape))
+        sums = sums.reshape((planes, *window.shape)).astype(np.float64)
         counts = np.frombuffer(buffers.counters.read(), dtype=np.uint32).reshape(-1, 4).sum(axis=0, dtype=np.int64)
         used, unseen, grazing, gated = (int(c) for c in counts)
         return NormalEquations(
-            **{name: plane.astype(np.float64) for name, plane in zip(_SYSTEM, sums)},
-            color_sums=np.moveaxis(sums[_PLANES:], 0, -1).astype(np.float64, order="C") if planes > _PLANES else None,
+            **dict(zip(_SYSTEM, sums)),
+            color_sums=np.moveaxis(sums[_PLANES:], 0, -1) if planes > _PLANES else None,
             pixels_used=used,
             pixels_unseen=unseen,
             pixels_grazing=grazing,
             pixels_gated=gated,
             mean_abs_residual=float(sums[_ABS_RESIDUAL].sum(dtype=np.float64)) / used if used else float("nan"),
+            window=window,
         )
 
     def _program(self):
@@ -192,12 +221,15 @@ class GLAccumulator:
             self._compiled = ctx.compute_shader(source)
         return self._compiled
 
-    def _buffers_for(self, cam: PinholeCamera, grid: HeightMap) -> _Buffers:
-        size, n = (cam.width, cam.height), grid.num_vertices
-        if self._buffers is not None and (self._buffers.image_size, self._buffers.vertices) == (size, n):
+    def _buffers_for(self, cam: PinholeCamera, window_vertices: int) -> _Buffers:
+        """Buffers for images of ``cam``'s size with room for the sums of ``window_vertices`` vertices."""
+        size = (cam.width, cam.height)
+        if self._buffers is not None and self._buffers.image_size == size and self._buffers.vertices >= window_vertices:
             return self._buffers
-        if _PLANES_WITH_COLORS * n >= 1 << 32:  # uint indices in the shader
-            raise ValueError(f"HeightMap of shape {grid.shape} is too large for GL accumulation")
+        if _PLANES_WITH_COLORS * window_vertices >= 1 << 32:  # uint indices in the shader
+            raise ValueError(f"a window of {window_vertices} vertices is too large for GL accumulation")
+        # Room for twice the window: the windows of a moving view then rarely reallocate.
+        n = min(2 * window_vertices, ((1 << 32) - 1) // _PLANES_WITH_COLORS)
         if self._buffers is not None:
             self._buffers.release()
         ctx = self.renderer.ctx
@@ -238,8 +270,10 @@ def _check_shapes(
             raise ValueError(f"{name} has shape {np.shape(array)}, expected {shape}")
 
 
-def _nothing_seen(shape: tuple[int, int], depth: np.ndarray, with_colors: bool) -> NormalEquations:
-    """The normal equations of a frame that sees none of the map: every measured pixel is unseen."""
+def _nothing_seen(depth: np.ndarray, with_colors: bool) -> NormalEquations:
+    """The normal equations of a frame that sees none of the map (on an empty window): every measured pixel
+    is unseen."""
+    shape = (0, 0)
     return NormalEquations(
         **{name: np.zeros(shape) for name in _SYSTEM},
         color_sums=np.zeros(shape + (3,)) if with_colors else None,
@@ -248,4 +282,5 @@ def _nothing_seen(shape: tuple[int, int], depth: np.ndarray, with_colors: bool) 
         pixels_grazing=0,
         pixels_gated=0,
         mean_abs_residual=float("nan"),
+        window=MapWindow(0, 0, 0, 0),
     )

@@ -14,22 +14,26 @@ stencil; the diagonal solve ignores the edges.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import spsolve
 
 from ..render.fragments import Fragments
+from ..render.projection import MapWindow
 
 
 @dataclass
 class NormalEquations:
-    """A = sum w J J^T and g = sum w J r of one frame, on the (ny, nx) grid (float64).
+    """A = sum w J J^T and g = sum w J r of one frame, on the (ny, nx) grid (float64), or on a ``window`` of it.
 
     ``color_sums`` holds sum w J_j^2 * rgb per vertex (the colour counterpart of ``diagonal``) when
     an image was given. ``lumped`` holds the bound of the couplings the stencil cannot hold (module
-    docstring), None when there are none (a mesh backend's frame).
+    docstring), None when there are none (a mesh backend's frame). With a ``window`` the arrays cover
+    only it, and every vertex with terms lies inside: a frame's sums then cost what it sees, not what
+    the map holds. :meth:`on_grid` gives them on the whole grid.
     """
 
     diagonal: np.ndarray
@@ -44,6 +48,40 @@ class NormalEquations:
     pixels_gated: int
     mean_abs_residual: float
     lumped: np.ndarray | None = None
+    window: MapWindow | None = None
+
+    def _covered(self) -> MapWindow:
+        return self.window or MapWindow.whole(self.diagonal.shape)
+
+    def touched(self) -> MapWindow | None:
+        """The smallest window holding every vertex the frame's pixels gave terms (``diagonal`` > 0); None for none."""
+        covered = self._covered()
+        return MapWindow.of_mask(self.diagonal > 0, origin=(covered.row0, covered.col0))
+
+    def restricted(self, window: MapWindow) -> NormalEquations:
+        """The sums on ``window`` (zero where it leaves the arrays' window: no vertex there has terms)."""
+        covered = self._covered()
+        inner = window.intersection(covered)
+        if inner == window:  # views will do
+            part = {name: getattr(self, name)[window.within(covered)] for name in _ARRAYS if getattr(self, name) is not None}
+            return replace(self, **part, window=window)
+        part = {}
+        for name in _ARRAYS:
+            value = getattr(self, name)
+            if value is not None:
+                part[name] = np.zeros(window.shape + value.shape[2:])
+                if inner is not None:
+                    part[name][inner.within(window)] = value[inner.within(covered)]
+        return replace(self, **part, window=window)
+
+    def on_grid(self, shape: tuple[int, int]) -> NormalEquations:
+        """The sums on the whole (ny, nx) grid."""
+        system = self.restricted(MapWindow.whole(shape))
+        return replace(system, window=None)
+
+
+# The per-vertex arrays of NormalEquations.
+_ARRAYS = ("diagonal", "g", "right", "down", "diag", "color_sums", "lumped")
 
 
 # Slot pairs (p, q) of a pixel's three vertices.
@@ -61,6 +99,7 @@ def accumulate(
     gate_k: float,
     information: np.ndarray | None = None,
     colors: np.ndarray | None = None,
+    max_depth: float = math.inf,
 ) -> NormalEquations:
     """Per-vertex sums of one frame's pixels, read back on the CPU and summed with ``np.bincount``.
 
@@ -77,6 +116,8 @@ def accumulate(
         cos_min: pixels seeing the surface at a cosine of incidence below this are dropped.
         huber_k, gate_k: Huber threshold and outlier gate, in predicted sigmas.
         colors: (H, W, 3) float RGB of the frame, or None.
+        max_depth: a pixel whose rendered surface lies deeper than this (z-depth, metres) counts as
+            unseen, as if the map were not there.
     """
     missing = [name for name in ("vertex_ids", "depth_grad") if getattr(frag, name) is None]
     if missing:
@@ -85,6 +126,8 @@ def accumulate(
     n = shape[0] * shape[1]
     measured = np.isfinite(depth)
     seen = measured & np.isfinite(frag.depth)
+    if math.isfinite(max_depth):
+        seen &= frag.depth <= max_depth
     ids = frag.vertex_ids[seen]
     slot = ids >= 0
     J = np.where(slot, frag.depth_grad[seen].astype(np.float64), 0.0)  # an unused slot may hold NaN

@@ -1,16 +1,21 @@
 """The one place that creates or adopts the OpenGL context every GL backend shares.
 
-Headless EGL by default (Mesa llvmpipe on a CPU-only machine, the vendor driver on a GPU); an app
-with a window calls :func:`use_context` with its window's context so that renderers draw there.
-Nothing here runs at import time.
+Headless EGL by default (Mesa llvmpipe on a CPU-only machine, the vendor driver on a GPU): EGL's
+first device, or device N of the environment variable :data:`EGL_DEVICE_VARIABLE` (a machine with
+several GPUs, or a GPU listed after the software renderer). An app with a window calls
+:func:`use_context` with its window's context so that renderers draw there. Nothing here runs at
+import time.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 
 #: Lowest OpenGL version the shaders need (shader storage buffers, compute shaders).
 REQUIRED_GL_VERSION = 430
+#: Environment variable naming the EGL device (0, 1, ...) of the headless context.
+EGL_DEVICE_VARIABLE = "HEIGHTFUSION_EGL_DEVICE"
 
 _lock = threading.Lock()
 _context = None
@@ -69,8 +74,12 @@ def _create_headless():
         import moderngl
     except ImportError as exc:  # pragma: no cover - moderngl is a hard dependency
         raise GLUnavailableError(f"moderngl is not installed ({exc}). {_INSTALL_HINT}") from None
+    device = os.environ.get(EGL_DEVICE_VARIABLE, "0")
+    if not device.isdigit():
+        raise GLUnavailableError(f"{EGL_DEVICE_VARIABLE} must be an EGL device number (0, 1, ...), got {device!r}")
     try:
-        ctx = moderngl.create_context(standalone=True, backend="egl", require=REQUIRED_GL_VERSION)
+        ctx = moderngl.create_context(standalone=True, backend="egl", require=REQUIRED_GL_VERSION,
+                                      device_index=int(device))
     except Exception as exc:
         raise GLUnavailableError(f"could not create a headless OpenGL context ({exc}). {_INSTALL_HINT}") from None
     ctx._heightfusion_owned = True

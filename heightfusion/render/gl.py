@@ -1,7 +1,11 @@
 """The OpenGL rasterizer: one pass into five render targets, read back as the Fragments' arrays.
 
-Per render: the heights (and colours) are uploaded, a compute pass derives each cell's two triangle
-gradients (shaders/cell_gradients.comp), and one draw rasterizes the mesh. The vertex stage hands
+Per render: the tiles of the mesh inside the view frustum are chosen on the CPU
+(:func:`~heightfusion.render.projection.visible_tiles`); the heights (and colours) of the rows they
+span are uploaded, and one multi-draw rasterizes them. The index buffer holds the
+triangles tile by tile, so that a run of kept tiles is one range of it; drawing only those gives
+the fragments of drawing the whole mesh (the same triangles reach the image, in the same order), at
+a cost that follows what the camera sees rather than the map's size. The vertex stage hands
 per-triangle planes to the fragment stage as flat varyings; the fragment stage intersects the pixel's
 ray with the visible triangle's plane (shaders/triangle_hit.glsl) and writes depth, barycentric
 weights, d depth / d h, vertex ids, colour and normal. The CPU side only takes views of the arrays
@@ -14,6 +18,7 @@ buffer reads in the vertex stage.
 
 from __future__ import annotations
 
+import math
 import weakref
 from dataclasses import dataclass
 
@@ -25,8 +30,17 @@ from ..poses import invert_pose
 from . import context
 from .base import Capabilities, Renderer, check_inputs, empty_fragments
 from .fragments import Fragments
-from .glsl import load_shader
-from .projection import camera_from_map, clip_from_camera, depth_range
+from .glsl import load_shader, set_uniforms
+from .projection import (
+    CULL_TILE,
+    MapWindow,
+    camera_from_map,
+    clip_from_camera,
+    depth_range,
+    tile_counts,
+    tile_window,
+    visible_tiles,
+)
 
 _MAX_TRIANGLES = 1 << 30  # gl_PrimitiveID and the id target are int32
 # (dtype, components) of the full pass's render targets, in shaders/fragments.frag's order.
@@ -36,7 +50,7 @@ _SHADERS = {
     "depth": ("heightmap.vert", "depth.frag"),
     "clear": ("fullscreen.vert", "clear_fragments.frag"),
 }
-_GRADIENTS_GROUP = 128  # local_size_x of shaders/cell_gradients.comp
+_COMMAND = 5  # uint32 fields of a DrawElementsIndirectCommand: count, instances, first index, base vertex, base instance
 _ALL_ONES_NAN = float(np.array(0xFFFFFFFF, dtype=np.uint32).view(np.float32))  # int32 -1 as float bits
 
 
@@ -71,23 +85,51 @@ def _map_local_xy(grid: HeightMap) -> bytes:
     return (grid.vertex_xy() - grid.origin).astype(np.float32).tobytes()
 
 
+def _tile_order(grid: HeightMap) -> tuple[np.ndarray, np.ndarray]:
+    """(triangles, offsets): the triangles of ``grid`` tile by tile (tiles row by row, within a tile its cells
+    row by row, each cell's two triangles in id order), and where each tile's indices start (one entry per
+    tile in that order, plus the total): a run of tiles in that order is one range of the index buffer."""
+    ty, tx = tile_counts(grid.shape, CULL_TILE)
+    cells = np.full((ty * CULL_TILE, tx * CULL_TILE), -1, dtype=np.int64)
+    cells[: grid.ny - 1, : grid.nx - 1] = np.arange((grid.ny - 1) * (grid.nx - 1)).reshape(grid.ny - 1, grid.nx - 1)
+    by_tile = cells.reshape(ty, CULL_TILE, tx, CULL_TILE).transpose(0, 2, 1, 3).reshape(ty * tx, -1)
+    per_tile = (by_tile >= 0).sum(axis=1)
+    order = by_tile[by_tile >= 0]  # cell ids, row-major within each tile
+    triangles = grid.triangles().reshape(-1, 2, 3)[order].reshape(-1, 3)
+    offsets = np.concatenate([[0], np.cumsum(6 * per_tile)])  # 6 indices per cell
+    return triangles, offsets
+
+
+def _draw_commands(visible: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """(n, 5) uint32 indirect draw commands, one per run of consecutive visible tiles (flat tile order)."""
+    edges = np.diff(np.concatenate([[0], visible.astype(np.int8), [0]]))
+    starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    commands = np.zeros((len(starts), _COMMAND), dtype=np.uint32)
+    commands[:, 0] = offsets[stops] - offsets[starts]
+    commands[:, 1] = 1
+    commands[:, 2] = offsets[starts]
+    return commands
+
+
 @dataclass
 class _Mesh:
     """GPU buffers of one grid shape: heights and colours are re-uploaded, positions follow ``cell_size``
-    (metres), indices are fixed."""
+    (metres), indices are fixed (tile order, :func:`_tile_order`; ``tile_offsets`` on the host), and
+    ``commands`` holds the draw's indirect commands (room for one per tile)."""
 
     shape: tuple[int, int]
     cell_size: float
     xy: object
     heights: object
-    gradients: object
     colors: object
     indices: object
+    commands: object
+    tile_offsets: np.ndarray
     vao_full: object
     vao_depth: object
 
     def release(self) -> None:
-        for res in (self.vao_full, self.vao_depth, self.indices, self.xy, self.heights, self.gradients, self.colors):
+        for res in (self.vao_full, self.vao_depth, self.indices, self.commands, self.xy, self.heights, self.colors):
             res.release()
 
 
@@ -133,7 +175,7 @@ class _ReadbackPool:
 
 
 def _provoking_last(triangles: np.ndarray) -> np.ndarray:
-    """Triangles in id order, each rotated so that its cell's first vertex v comes last.
+    """The triangles, each rotated so that its cell's first vertex v comes last.
 
     The last vertex is GL's provoking vertex, whose flat varyings the whole triangle sees;
     shaders/heightmap.vert relies on it being the cell's vertex (i, j) for both of the cell's triangles.
@@ -156,16 +198,6 @@ def fragments_from_targets(
     )
 
 
-def _set_uniforms(program, values: dict) -> None:
-    """Set the uniforms a program uses (the GLSL compiler drops unused ones); bytes are raw matrices."""
-    for name, value in values.items():
-        if name in program:
-            if isinstance(value, bytes):
-                program[name].write(value)
-            else:
-                program[name].value = value
-
-
 class GLRenderer(context.UsesContext, Renderer):
     """Rasterizes the height-map mesh with moderngl and the GLSL in ``shaders/``.
 
@@ -175,13 +207,17 @@ class GLRenderer(context.UsesContext, Renderer):
     Args:
         ctx: a moderngl context; by default the shared one from :mod:`heightfusion.render.context`
             (headless EGL unless an app called ``use_context``), created on the first render.
+        cull: draw only the tiles of the mesh inside the view frustum (the same fragments, module
+            docstring); False draws every tile (for tests and benchmarks that compare the two).
     """
 
     name = "gl"
     capabilities = Capabilities(mesh_triangles=True, gl_fragments=True, vertex_color=True, double_precision=False)
 
-    def __init__(self, ctx=None) -> None:
+    def __init__(self, ctx=None, cull: bool = True) -> None:
         self._ctx = ctx
+        self.cull = cull
+        self._drawn: MapWindow | None = None
         self._programs: dict[str, object] = {}
         self._mesh: _Mesh | None = None
         self._targets: _Targets | None = None
@@ -208,21 +244,30 @@ class GLRenderer(context.UsesContext, Renderer):
         self.activate()
         T_wc = check_inputs(grid, camera, T_wc)
         depth = self._depth_pool.take(4 * camera.width * camera.height).view(np.float32).reshape(camera.shape)
-        if not self._draw(grid, camera, T_wc, full=False):
+        if not self._draw(grid, camera, T_wc, full=False, max_depth=math.inf):
             depth.fill(np.nan)
             return depth
         self._targets.depth.read_into(depth, components=1, dtype="f4")  # type: ignore[union-attr]
         return depth
 
-    def draw_fragments(self, grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray) -> bool:
+    def draw_fragments(self, grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray,
+                       max_depth: float = math.inf) -> bool:
         """Draw the full fragments into :attr:`fragment_textures` without reading them back.
 
-        Returns False, drawing nothing, when the map is entirely behind the camera (then the textures
-        hold whatever an earlier draw left).
+        Surface deeper than ``max_depth`` (z-depth, metres) is left out, as if it were not there: a pixel
+        shows the nearest surface if that lies within ``max_depth``, else nothing; tiles beyond it are
+        not drawn at all. Returns False, drawing nothing, when the map is entirely behind the camera
+        (then the textures hold whatever an earlier draw left).
         """
         self.activate()
         T_wc = check_inputs(grid, camera, T_wc)
-        return self._draw(grid, camera, T_wc, full=True)
+        return self._draw(grid, camera, T_wc, full=True, max_depth=max_depth)
+
+    @property
+    def drawn_window(self) -> MapWindow | None:
+        """The vertices of the tiles the last draw drew (every fragment's vertices lie inside it); None when
+        it drew none."""
+        return self._drawn
 
     @property
     def fragment_textures(self) -> tuple:
@@ -246,17 +291,28 @@ class GLRenderer(context.UsesContext, Renderer):
         self._mesh, self._targets, self._programs = None, None, {}
 
     # --- internals ------------------------------------------------------------------------------
-    def _draw(self, grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray, full: bool) -> bool:
+    def _draw(self, grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray, full: bool, max_depth: float) -> bool:
         """Draw into the full or depth-only framebuffer; False if the map is entirely behind the camera."""
         import moderngl
 
-        ranges = depth_range(grid, T_wc)
+        self._drawn = None
+        height_range = (float(grid.heights.min()), float(grid.heights.max()))
+        ranges = depth_range(grid, T_wc, height_range)
         if ranges is None:
             return False
         near, far = ranges
         mesh = self._mesh_for(grid)
         targets = self._targets_for(camera)
-        self._upload(mesh, grid, colors=full)
+        ty, tx = tile_counts(grid.shape)
+        if self.cull:
+            visible = visible_tiles(grid, camera, T_wc, height_range, max_depth)
+        else:
+            visible = np.ones((ty, tx), dtype=bool)
+        commands = _draw_commands(visible.reshape(-1), mesh.tile_offsets)
+        if len(commands):
+            self._drawn = tile_window(MapWindow.of_mask(visible).slices, grid.shape)
+            mesh.commands.write(commands)
+            self._upload(mesh, grid, self._drawn, colors=full)
 
         cam_from_map = camera_from_map(grid, T_wc)
         map_from_cam = invert_pose(cam_from_map)
@@ -269,40 +325,32 @@ class GLRenderer(context.UsesContext, Renderer):
             "map_from_cam": map_from_cam[:3, :3].T.astype("f4").tobytes(),
             "pixel_to_ray": (1.0 / camera.fx, 1.0 / camera.fy, camera.cx, camera.cy),
             "depth_scale": 1.0 / far,
+            "max_depth": max_depth,
             "nx": grid.nx,
             "cell_size": grid.cell_size,
         }
-        _set_uniforms(program, uniforms)
+        set_uniforms(program, uniforms)
 
         ctx = self.ctx
         ctx.enable_only(moderngl.DEPTH_TEST)
         if full:
             self._clear_fragments(targets)
-            mesh.vao_full.render(moderngl.TRIANGLES)
+            vao = mesh.vao_full
         else:
             targets.depth.use()
             targets.depth.clear(np.nan, depth=1.0)
-            mesh.vao_depth.render(moderngl.TRIANGLES)
+            vao = mesh.vao_depth
+        if len(commands):
+            vao.render_indirect(mesh.commands, moderngl.TRIANGLES, count=len(commands))
         return True
 
-    def _upload(self, mesh: _Mesh, grid: HeightMap, colors: bool) -> None:
-        """Upload heights (and colours), then derive the cell gradients on the GPU."""
-        import moderngl
-
-        mesh.heights.write(np.ascontiguousarray(grid.heights, dtype=np.float32))
+    def _upload(self, mesh: _Mesh, grid: HeightMap, window: MapWindow, colors: bool) -> None:
+        """Upload the heights (and colours) of the rows of ``window``: every drawn cell lies in it."""
+        rows = slice(window.row0, window.row1)
+        offset = window.row0 * grid.nx  # the rows of a C-order (ny, nx) array are one range of it
+        mesh.heights.write(np.ascontiguousarray(grid.heights[rows], dtype=np.float32), offset=4 * offset)
         if colors:
-            mesh.colors.write(np.ascontiguousarray(grid.colors, dtype=np.float32))
-        compute = self._compute_program()
-        _set_uniforms(compute, {"nx": grid.nx, "ny": grid.ny, "cell_size": grid.cell_size})
-        mesh.heights.bind_to_storage_buffer(0)
-        mesh.gradients.bind_to_storage_buffer(2)
-        compute.run(group_x=-(-grid.num_vertices // _GRADIENTS_GROUP))
-        self.ctx.memory_barrier(moderngl.VERTEX_ATTRIB_ARRAY_BARRIER_BIT)
-
-    def _compute_program(self):
-        if "gradients" not in self._programs:
-            self._programs["gradients"] = self.ctx.compute_shader(load_shader("cell_gradients.comp"))
-        return self._programs["gradients"]
+            mesh.colors.write(np.ascontiguousarray(grid.colors[rows], dtype=np.float32), offset=12 * offset)
 
     def _clear_fragments(self, targets: _Targets) -> None:
         """Reset every target to "no surface": NaN floats, -1 ids, far depth.
@@ -342,16 +390,22 @@ class GLRenderer(context.UsesContext, Renderer):
         ctx = self.ctx
         n = grid.num_vertices
         xy = ctx.buffer(_map_local_xy(grid))
-        heights = ctx.buffer(reserve=4 * n)
-        gradients = ctx.buffer(reserve=16 * n)
+        # nx + 1 floats of padding: the last vertices' neighbour attributes read past the grid (unused).
+        heights = ctx.buffer(reserve=4 * (n + grid.nx + 1))
         colors = ctx.buffer(reserve=12 * n)
-        indices = ctx.buffer(_provoking_last(grid.triangles()).tobytes())
-        geometry = [(xy, "2f", "in_xy"), (heights, "1f", "in_height"), (gradients, "4f", "in_gradients")]
-        vaos = [
-            ctx.vertex_array(self._program(kind), content, index_buffer=indices, index_element_size=4)
-            for kind, content in (("full", [*geometry, (colors, "3f", "in_color")]), ("depth", geometry))
-        ]
-        self._mesh = _Mesh(grid.shape, grid.cell_size, xy, heights, gradients, colors, indices, *vaos)
+        triangles, tile_offsets = _tile_order(grid)
+        indices = ctx.buffer(_provoking_last(triangles).tobytes())
+        commands = ctx.buffer(reserve=4 * _COMMAND * len(tile_offsets))
+        geometry = [(xy, "2f", "in_xy"), (heights, "1f", "in_height")]
+        vaos = []
+        for kind, content in (("full", [*geometry, (colors, "3f", "in_color")]), ("depth", geometry)):
+            program = self._program(kind)
+            vao = ctx.vertex_array(program, content, index_buffer=indices, index_element_size=4)
+            # The cell's other heights: the same buffer, read 1, nx and nx + 1 vertices on.
+            for name, step in (("in_right", 1), ("in_below", grid.nx), ("in_diagonal", grid.nx + 1)):
+                vao.bind(program[name].location, "f", heights, "1f", offset=4 * step)
+            vaos.append(vao)
+        self._mesh = _Mesh(grid.shape, grid.cell_size, xy, heights, colors, indices, commands, tile_offsets, *vaos)
         return self._mesh
 
     def _targets_for(self, camera: PinholeCamera) -> _Targets:
