@@ -10,6 +10,11 @@ silhouette terms), as in the fusion's Gauss-Newton step.
 Rendering runs on the backend's device (OpenGL, or the CPU ray marcher); inputs and outputs are
 torch tensors on the CPU, in the heights' dtype (float64 through a double-precision backend makes
 ``torch.autograd.gradcheck`` tight).
+
+:func:`fuse_depth` (with its parts :func:`visible_triangles`, :func:`ray_hits` and :func:`solve_grid`,
+from :mod:`heightfusion.fusion_autograd`) differentiates the fusion itself: depth images in, the fused
+map's heights and information out, so that a loss on depth rendered from the fused map reaches the
+depth images.
 """
 
 from __future__ import annotations
@@ -20,11 +25,12 @@ import numpy as np
 import torch
 
 from .camera import PinholeCamera
+from .fusion_autograd import Hits, fuse_depth, ray_hits, solve_grid, visible_triangles
 from .heightmap import HeightMap
 from .render import Renderer, make_renderer
 from .render.fragments import Fragments
 
-__all__ = ["render_depth", "render_image"]
+__all__ = ["Hits", "fuse_depth", "ray_hits", "render_depth", "render_image", "solve_grid", "visible_triangles"]
 
 
 def render_depth(

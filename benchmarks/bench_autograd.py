@@ -1,0 +1,199 @@
+"""Differentiable fusion (issue 16): gradchecks, fuse_depth's cost against HeightMapFuser, and the depth refiner.
+
+    python benchmarks/bench_autograd.py [--steps 300] [--repeats 25] [--out out/depth_refiner] [--skip-training]
+
+1. ``torch.autograd.gradcheck`` in float64 through the double-precision ray marcher, on a 6x6 vertex map
+   and 16x12 images: the fusion layer alone (every Jacobian entry, in depth, prior heights and prior
+   information), two frames through the coupled solver (fast mode), and the chain fuse -> render_depth
+   at a frame that was not fused (fast mode).
+2. Cost of one frame at 320x240 into a 128x128 map on the GL backend: ``HeightMapFuser.fuse`` against
+   ``fuse_depth``'s forward (its inputs requiring gradients) and its backward, as medians of wall-clock
+   and of process CPU time (the CPU time is steadier on a shared machine), at the fuser's default
+   pyramid level ("auto": 80x60 here) and at full resolution (level 0).
+3. The depth refiner of ``apps/examples/train_depth_refiner.py``: trained, then the held-out table.
+4. The goals, met or not.
+
+Times are of the machine this runs on: a shared 2-core CPU with Mesa's llvmpipe is slow and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import heightfusion as hf
+from heightfusion.autograd import fuse_depth, render_depth
+from heightfusion.synthetic import generate
+
+FORWARD_GOAL = 1.5  # fuse_depth's forward over HeightMapFuser.fuse, at most
+BACKWARD_GOAL = 3.0  # fuse_depth's backward over its forward, at most
+REFINER_GOAL = 0.30  # held-out fused-map RMSE reduction by the refiner, at least
+
+
+def gradchecks() -> dict[str, bool]:
+    """The three gradchecks of part 1 (as tests/test_fuse_depth.py), name -> passed."""
+    renderer = hf.make_renderer("raymarch", dtype=torch.float64)
+    camera = hf.PinholeCamera(16, 12, 16.0, 16.0, 7.5, 5.5)
+    poses = np.stack([hf.look_at([0.35, 0.1, 1.0], [0.5, 0.5, 0.1]), hf.look_at([0.7, 0.95, 0.9], [0.5, 0.45, 0.1]),
+                      hf.look_at([0.9, 0.3, 0.9], [0.45, 0.5, 0.1])])
+    truth = hf.HeightMap((0.0, 0.0), 0.2, (6, 6))
+    xy = truth.vertex_xy()
+    truth.heights[:] = 0.1 + 0.05 * np.sin(3 * xy[..., 0]) * np.cos(2 * xy[..., 1])
+    depth = render_depth(torch.tensor(truth.heights, dtype=torch.float64), truth, camera, poses, backend=renderer)
+    depth = depth + 0.002 * torch.from_numpy(np.random.default_rng(0).standard_normal(depth.shape))
+    grid = hf.HeightMap((0.0, 0.0), 0.2, (6, 6))
+    prior_heights = torch.full(grid.shape, 0.09, dtype=torch.float64)
+    prior_information = torch.full(grid.shape, 0.5 * grid.prior_information, dtype=torch.float64)
+    prior_information[:, :3] = 4e4
+    scale = 1e-6  # information ~1e5: to order 1 for gradcheck's absolute tolerance
+
+    def layer(d, h, lam):
+        heights, information = fuse_depth(grid, camera, poses[0], d, heights=h, information=lam, backend=renderer)
+        return heights, information * scale
+
+    def coupled(d):
+        heights, information = fuse_depth(grid, camera, poses[:2], d, config=hf.FusionConfig(solver="coupled"),
+                                          backend=renderer)
+        return heights, information * scale
+
+    def chain(d):
+        heights, _ = fuse_depth(grid, camera, poses[:2], d, backend=renderer)
+        return torch.nan_to_num(render_depth(heights, grid, camera, poses[2], backend=renderer))
+
+    checks = {
+        "fusion layer, 1 frame, full Jacobian (depth, prior heights, prior information)":
+            (layer, (depth[0], prior_heights, prior_information), False),
+        "2 frames, coupled solver (fast mode)": (coupled, (depth[:2],), True),
+        "fuse 2 frames -> render_depth at the third (fast mode)": (chain, (depth[:2],), True),
+    }
+    results = {}
+    for name, (fn, inputs, fast) in checks.items():
+        started = time.perf_counter()
+        inputs = tuple(x.clone().requires_grad_() for x in inputs)
+        try:
+            results[name] = torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=fast)
+        except torch.autograd.gradcheck.GradcheckError as exc:
+            print(f"   {name}: {str(exc).splitlines()[0]}")
+            results[name] = False
+        print(f"   {'passed' if results[name] else 'FAILED'}  {name}  ({time.perf_counter() - started:.0f} s)")
+    return results
+
+
+def timings(repeats: int, pyramid_level: int | str) -> dict[str, float]:
+    """Median ms (wall and CPU) of HeightMapFuser.fuse, fuse_depth's forward and its backward, one frame of the
+    floor scene at 320x240 into a 128x128 map, GL backend; the three are interleaved so load hits them alike."""
+    seq = generate("floor", frames=2, width=320, height=240, noise=True)
+    frame, sigma = seq.frames[1], seq.sigmas[1]
+    grid = hf.HeightMap((-1.5, -1.5), 3.0 / 127, (128, 128))
+    config = hf.FusionConfig(pyramid_level=pyramid_level)
+    renderer = hf.make_renderer("gl")
+    fuser = hf.HeightMapFuser(grid.copy(), renderer, config)
+    depth, sigma_t = torch.from_numpy(frame.depth), torch.from_numpy(sigma)
+    state = {}
+
+    def fuse() -> None:
+        fuser.grid = grid.copy()
+        fuser.fuse(frame.camera, frame.T_wc, frame.depth, None, sigma)
+
+    def forward() -> None:
+        state["depth"] = depth.clone().requires_grad_()
+        state["out"] = fuse_depth(grid, frame.camera, frame.T_wc, state["depth"], sigma_t, config=config, backend=renderer)
+
+    def backward() -> None:
+        heights, information = state["out"]
+        (heights.sum() + 1e-6 * information.sum()).backward()
+
+    stages = {"fuser": fuse, "forward": forward, "backward": backward}
+    wall, cpu = {k: [] for k in stages}, {k: [] for k in stages}
+    try:
+        for index in range(repeats + 3):
+            for name, fn in stages.items():
+                w, c = time.perf_counter(), time.process_time()
+                fn()
+                if index >= 3:  # warm-up: shader compilation, buffers, caches
+                    wall[name].append((time.perf_counter() - w) * 1e3)
+                    cpu[name].append((time.process_time() - c) * 1e3)
+        level = fuser.fuse(frame.camera, frame.T_wc, frame.depth, None, sigma).level
+    finally:
+        fuser.release()
+        renderer.release()
+    result = {f"{k}_wall": statistics.median(v) for k, v in wall.items()}
+    result.update({f"{k}_cpu": statistics.median(v) for k, v in cpu.items()})
+    result["level"] = level
+    return result
+
+
+def load_example():
+    """apps/examples/train_depth_refiner.py as a module (the examples are scripts, not a package)."""
+    path = Path(__file__).resolve().parents[1] / "apps" / "examples" / "train_depth_refiner.py"
+    spec = importlib.util.spec_from_file_location("train_depth_refiner", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=300, help="training steps of the depth refiner")
+    parser.add_argument("--repeats", type=int, default=25, help="timed runs of each stage")
+    parser.add_argument("--out", default="out/depth_refiner", help="where the example writes its curve and table")
+    parser.add_argument("--skip-training", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # small tensors: a second thread only waits on a busy machine
+
+    print("1. gradcheck, float64, ray marcher, 6x6 vertices, 16x12 images")
+    checks = gradchecks()
+
+    print("\n2. one frame, 320x240 into 128x128, GL backend: median ms (wall / CPU)")
+    print(f"{'pyramid level':>22} {'fuser':>13} {'fuse_depth fwd':>15} {'backward':>13} {'fwd/fuser':>10} {'bwd/fwd':>8}")
+    times = {}
+    for level in ("auto", 0):
+        t = times[level] = timings(args.repeats, level)
+        label = f"{level} ({t['level']})" if level == "auto" else str(level)
+        print(f"{label:>22} {t['fuser_wall']:6.1f}/{t['fuser_cpu']:5.1f} {t['forward_wall']:7.1f}/{t['forward_cpu']:6.1f} "
+              f"{t['backward_wall']:6.1f}/{t['backward_cpu']:5.1f} "
+              f"{t['forward_wall'] / t['fuser_wall']:4.2f}/{t['forward_cpu'] / t['fuser_cpu']:4.2f} "
+              f"{t['backward_wall'] / t['forward_wall']:3.2f}/{t['backward_cpu'] / t['forward_cpu']:3.2f}")
+
+    refiner = None
+    if not args.skip_training:
+        print(f"\n3. depth refiner ({args.steps} steps; apps/examples/train_depth_refiner.py)")
+        refiner = load_example().run(steps=args.steps, out=args.out)
+        print(f"   data {refiner['data_seconds']:.0f} s, training {refiner['train_seconds']:.0f} s; "
+              f"curve {refiner['curve_png']}")
+        print(refiner["text"])
+
+    print("\n4. issue 16 goals")
+    t = times["auto"]
+    goals = [
+        ("gradcheck passes (fusion layer, coupled solver, fuse -> render_depth)", all(checks.values()),
+         f"{sum(checks.values())}/{len(checks)} passed"),
+        (f"forward of fuse_depth (GL) <= {FORWARD_GOAL} x HeightMapFuser.fuse, 320x240, 128^2",
+         t["forward_cpu"] / t["fuser_cpu"] <= FORWARD_GOAL,
+         f"{t['forward_cpu'] / t['fuser_cpu']:.2f} x CPU time, {t['forward_wall'] / t['fuser_wall']:.2f} x wall at the "
+         f"default pyramid level {t['level']}; {times[0]['forward_cpu'] / times[0]['fuser_cpu']:.2f} x CPU at level 0"),
+        (f"backward <= {BACKWARD_GOAL} x forward", t["backward_cpu"] / t["forward_cpu"] <= BACKWARD_GOAL,
+         f"{t['backward_cpu'] / t['forward_cpu']:.2f} x (level {t['level']}), "
+         f"{times[0]['backward_cpu'] / times[0]['forward_cpu']:.2f} x (level 0)"),
+    ]
+    if refiner is not None:
+        table = refiner["table"]
+        per_scene = ", ".join(f"{scene} {-100 * e['rmse_reduction']:+.0f}% (a perfect refiner: "
+                              f"{-100 * e['oracle_reduction']:+.0f}%)" for scene, e in table.items() if scene != "all")
+        goals.append((f"refiner lowers the held-out fused-map RMSE by >= {100 * REFINER_GOAL:.0f}% (Kinect-like noise)",
+                      table["all"]["rmse_reduction"] >= REFINER_GOAL,
+                      f"all windows pooled {-100 * table['all']['rmse_reduction']:+.1f}%; {per_scene}"))
+    for goal, met, detail in goals:
+        print(f"- [{'met' if met else 'NOT met'}] {goal}: {detail}")
+
+
+if __name__ == "__main__":
+    main()
