@@ -206,7 +206,8 @@ def map_sizes(sequence, sizes: list[int]) -> dict[int, float]:
     return ms
 
 
-def monocular(frames_limit: int, synthetic) -> float:
+def monocular(frames_limit: int, synthetic) -> tuple[float, float]:
+    """(fused frames/s, frames/s through the pipeline) of the end-to-end replay; prints the table."""
     print(f"\n4. monocular (plane-sweep stereo on images and poses), real 640x480 frames")
     result = hf.replay(TUM, depth="mvs", max_frames=frames_limit, progress=False)
     processed = result.frames_used + sum(result.skipped.values())
@@ -232,7 +233,7 @@ def monocular(frames_limit: int, synthetic) -> float:
     print(f"   synthetic floor 640x480: {fused}/{len(synthetic.frames)} frames fused, {len(synthetic.frames) / seconds:.2f} "
           f"frames/s; smooth RMSE {m['smooth_rmse'] * 1e3:.2f} mm, median {m['median'] * 1e3:.2f} mm, completeness "
           f"{m['completeness']:.3f}")
-    return result.fps
+    return result.fps, processed / result.seconds
 
 
 def mono_fuse(frames, grid: hf.HeightMap, stereo: StereoConfig) -> tuple[int, float, StageTimer]:
@@ -250,7 +251,7 @@ def mono_fuse(frames, grid: hf.HeightMap, stereo: StereoConfig) -> tuple[int, fl
     return fused, time.perf_counter() - start, timer
 
 
-def goals(real: dict, sizes: dict[int, float], mono_fps: float) -> None:
+def goals(real: dict, sizes: dict[int, float], mono_fps: tuple[float, float]) -> None:
     print("\n5. goals (default settings)")
     rows = [
         (f"sensor 640x480 real: fusion ms/frame <= {GOAL_KALMAN_RATIO:g}x the Kalman map's",
@@ -261,7 +262,9 @@ def goals(real: dict, sizes: dict[int, float], mono_fps: float) -> None:
     if 1024 in sizes and 256 in sizes:
         ratio = sizes[1024] / sizes[256]
         rows.append((f"1024^2 map <= {GOAL_SIZE_RATIO:g}x 256^2 (same view)", f"{ratio:.2f}x", ratio <= GOAL_SIZE_RATIO))
-    rows.append((f"monocular replay >= {GOAL_MONO_FPS:g} frames/s", f"{mono_fps:.2f} frames/s", mono_fps >= GOAL_MONO_FPS))
+    fused, through = mono_fps
+    rows.append((f"monocular replay >= {GOAL_MONO_FPS:g} fused frames/s", f"{fused:.2f} (all frames: {through:.2f})",
+                 fused >= GOAL_MONO_FPS))
     rows.append(("GPU goals", "not measured: no GPU here", None))
     for goal, value, met in rows:
         verdict = "n/a" if met is None else ("met" if met else "NOT met")

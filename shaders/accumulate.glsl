@@ -1,6 +1,6 @@
 // Per-vertex normal equations of one depth frame, summed on the GPU: the same sums, in the same
 // meaning, as heightfusion/normal_equations.py's accumulate (read its comments for the why of each
-// rule). One invocation per pixel reads the full fragments pass's targets (shaders/fragments.frag)
+// rule). One invocation per pixel reads the targets of the fusion pass (shaders/fusion_fragments.frag)
 // and the frame's inputs, and atomically adds its terms into the sums of its triangle's three
 // vertices. Included after #version and one float_add_*.glsl, which declares the Sums buffer and
 // add_float(index, value).
@@ -20,10 +20,8 @@ layout(local_size_x = 16, local_size_y = 16) in;
 
 const uint DIAGONAL = 0u, G = 1u, RIGHT = 2u, DOWN = 3u, DIAG = 4u, ABS_RESIDUAL = 5u, COLOR = 6u;
 
-layout(rgba32f, binding = 0) readonly uniform image2D depth_bary;   // depth, b0, b1, b2
-layout(rgba32f, binding = 1) readonly uniform image2D depth_grad;   // d depth / d h0, h1, h2, den
-layout(rgba32i, binding = 2) readonly uniform iimage2D vertex_ids;  // v0, v1, v2, triangle id
-layout(rgba32f, binding = 3) readonly uniform image2D normal;       // world normal, 0
+layout(rgba32f, binding = 0) readonly uniform image2D depth_grad;    // depth, d depth / d h0, h1, h2
+layout(rgba32i, binding = 1) readonly uniform iimage2D ids_normal;   // v0, v1, v2, bits of the normal's z
 
 // Per pixel, row-major (H, W) as on the CPU; texel (u, v) of the images is pixel (u, v).
 layout(std430, binding = 1) readonly buffer Depth { float depth[]; };         // NaN = no value
@@ -62,16 +60,18 @@ int accumulate_pixel(ivec2 pixel) {
     uint p = uint(pixel.y * image_size.x + pixel.x);
     float measured = depth[p];
     if (!is_finite(measured)) return NO_VALUE;
-    float rendered = imageLoad(depth_bary, pixel).x;
+    vec4 depth_J = imageLoad(depth_grad, pixel);
+    float rendered = depth_J.x;
     if (!is_finite(rendered)) return UNSEEN;
 
-    vec3 J = imageLoad(depth_grad, pixel).xyz;
-    ivec3 ids = imageLoad(vertex_ids, pixel).xyz;
+    vec3 J = depth_J.yzw;
+    ivec4 ids_nz = imageLoad(ids_normal, pixel);
+    ivec3 ids = ids_nz.xyz;
     uvec3 v = uvec3(window_index(ids.x), window_index(ids.y), window_index(ids.z));
     float r = measured - rendered;
     float variance = sigma[p] * sigma[p];
     // cos(incidence) = n_z |den| / |d|, with sum_k J_k = 1 / den. Written so that NaN counts as grazing.
-    float cos_incidence = imageLoad(normal, pixel).z / (abs(J.x + J.y + J.z) * ray_norm[p]);
+    float cos_incidence = intBitsToFloat(ids_nz.w) / (abs(J.x + J.y + J.z) * ray_norm[p]);
     if (!(cos_incidence >= cos_min)) return GRAZING;
     float predicted = variance;
     if (use_information) {

@@ -7,6 +7,7 @@ uniform mat3 map_from_cam;     // rotation of T_wc
 uniform vec4 pixel_to_ray;     // (1/fx, 1/fy, cx, cy): OpenCV pixel -> camera ray with z = 1
 uniform float depth_scale;     // 1 / far: linear depth test, the same precision at every range
 uniform float cell_size;       // metres
+uniform int nx;                // vertices per grid row
 uniform vec3 cam_center;       // camera centre, map-local
 uniform float max_depth;       // hits deeper than this (metres) are no fragment; +inf: none
 
@@ -40,4 +41,24 @@ TriangleHit triangle_hit() {
     hit.sr = (v_plane.zw + hit.depth * hit.d.xy) / cell_size;
     gl_FragDepth = hit.depth * depth_scale;
     return hit;
+}
+
+// Barycentric weights of the hit in its triangle and the triangle's vertex ids, in the order of the
+// triangulation of heightfusion/heightmap.py: cell (i, j), v = i * nx + j,
+// k = 0: (v, v+1, v+nx+1),  k = 1: (v, v+nx+1, v+nx).
+void hit_vertices(TriangleHit hit, out vec3 b, out ivec3 ids) {
+    int v = hit.cell.y * nx + hit.cell.x;
+    vec2 sr = hit.sr;
+    if (hit.k == 0) {
+        b = vec3(1.0 - sr.x, sr.x - sr.y, sr.y);
+        ids = ivec3(v, v + 1, v + nx + 1);
+    } else {
+        b = vec3(1.0 - sr.y, sr.x, sr.y - sr.x);
+        ids = ivec3(v, v + nx + 1, v + nx);
+    }
+}
+
+// World normal of the hit's triangle.
+vec3 hit_normal(TriangleHit hit) {
+    return normalize(vec3(-hit.g, 1.0));
 }

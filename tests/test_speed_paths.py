@@ -122,7 +122,7 @@ def test_culling_fuses_the_same_map(renderers, floor_frames, accumulator):
         if accumulator == "cpu":
             np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
         else:
-            np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-4, atol=1e-6, err_msg=name)
+            np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-3, atol=1e-5, err_msg=name)
     if accumulator == "cpu":
         np.testing.assert_array_equal(a.observed, b.observed)
         assert [s.pixels_used for s in stats_a] == [s.pixels_used for s in stats_b]
@@ -157,11 +157,11 @@ def test_sums_on_the_drawn_window_are_the_sums_on_the_grid(gl_renderer):
     assert windowed.window.size < 0.5 * grid.num_vertices
     cpu = accumulate(gl_renderer.render(grid, CAM, T_wc), depth, sigma, grid.shape, ray_norm, *args[3:])
     assert windowed.touched() == cpu.touched()
+    full = windowed.on_grid(grid.shape)
     for name in ("diagonal", "g", "right", "down", "diag", "color_sums"):
-        full = windowed.on_grid(grid.shape)
-        np.testing.assert_array_equal(getattr(full, name), getattr(on_grid, name), err_msg=name)
         scale = np.abs(getattr(cpu, name)).max()
-        np.testing.assert_allclose(getattr(full, name), getattr(cpu, name), rtol=0, atol=1e-4 * scale, err_msg=name)
+        for gpu in (full, on_grid):  # float32 atomic sums: any order, as tests/test_gl_accumulate.py allows
+            np.testing.assert_allclose(getattr(gpu, name), getattr(cpu, name), rtol=0, atol=1e-4 * scale, err_msg=name)
 
 
 def test_restricted_sums_hold_zeros_outside_the_window():
@@ -220,9 +220,13 @@ def test_the_automatic_level_keeps_a_few_pixels_per_cell():
     camera = hf.PinholeCamera(640, 480, 500.0, 500.0, 319.5, 239.5)
     depth = np.full(camera.shape, 1.25, np.float32)  # a 2 cm cell spans 8 pixels
     assert auto_level(camera, depth, 0.02, pixels_per_cell=2.0) == 2
+    assert auto_level(camera, depth, 0.02, pixels_per_cell=2.7) == 2  # 2 px is nearer than 4 px
+    assert auto_level(camera, depth, 0.02, pixels_per_cell=2.9) == 1
     assert auto_level(camera, depth, 0.02, pixels_per_cell=8.0) == 0
-    assert auto_level(camera, depth, 0.5, pixels_per_cell=2.0) == 4  # no further: 40 x 30 pixels
+    assert auto_level(camera, depth, 0.5, pixels_per_cell=2.0) == 2  # no further: 160 x 120 pixels
     assert auto_level(camera, np.full(camera.shape, np.nan, np.float32), 0.02) == 0
+    small = hf.PinholeCamera(160, 120, 125.0, 125.0, 79.5, 59.5)
+    assert auto_level(small, np.full(small.shape, 0.3, np.float32), 0.02, pixels_per_cell=2.0) == 0
     cam, d, _, _ = frame_at_level(camera, depth, depth, None, 3)
     assert cam.shape == d.shape == (60, 80)
 

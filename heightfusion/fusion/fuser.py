@@ -117,7 +117,9 @@ class FusionConfig:
         if self.pyramid_level != "auto" and (
             isinstance(self.pyramid_level, bool) or not isinstance(self.pyramid_level, int) or self.pyramid_level < 0
         ):
-            raise ValueError(f"FusionConfig.pyramid_level must be 'auto' or a non-negative integer, got {self.pyramid_level!r}")
+            raise ValueError(
+                f"FusionConfig.pyramid_level must be 'auto' or a non-negative integer, got {self.pyramid_level!r}"
+            )
         if self.solver not in SOLVERS:
             raise ValueError(f"FusionConfig.solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
         if not self.damping >= 0:
@@ -269,7 +271,7 @@ class HeightMapFuser:
         return stats
 
     def _level(self, camera: PinholeCamera, depth: np.ndarray) -> int:
-        """The pyramid level of ``config.pyramid_level`` for this frame (a fixed one at most the coarsest possible)."""
+        """This frame's pyramid level: ``config.pyramid_level``'s, a fixed one at most the coarsest possible."""
         if self.config.pyramid_level == "auto":
             return auto_level(camera, depth, self.grid.cell_size)
         return min(self.config.pyramid_level, max_level(camera))
@@ -293,7 +295,8 @@ class HeightMapFuser:
         smoothness = SmoothnessPrior.robust(heights, cfg.smoothness_slope * grid.cell_size)
         rhs = system.g + information * (start.heights(around) - heights) - smoothness.gradient(heights)
         delta = solve(system, information, rhs, cfg.solver, cfg.damping, smoothness)
-        grid.heights[box.slices] += np.clip(delta[box.within(around)], -cfg.max_update, cfg.max_update).astype(np.float32)
+        step = np.clip(delta[box.within(around)], -cfg.max_update, cfg.max_update)
+        grid.heights[box.slices] += step.astype(np.float32)
         return box
 
     def _normal_equations(

@@ -2,14 +2,15 @@
 
 :func:`heightfusion.fusion.normal_equations.accumulate` reads the full fragments back and sums per vertex
 with ``np.bincount``; :class:`GLAccumulator` gives the same :class:`NormalEquations` without that
-read-back: the renderer draws the fragments into textures, one compute dispatch
+read-back: the renderer draws what the sums need of the fragments into two textures
+(:meth:`GLRenderer.draw_fusion_fragments`), one compute dispatch
 (``shaders/accumulate.glsl``) applies the same per-pixel rules and adds each pixel's terms atomically
 into per-vertex sums, and only those sums (6 floats per vertex, 9 with colours) and per-row pixel
 counts come back. The sums cover only the window of vertices the renderer drew
 (:attr:`GLRenderer.drawn_window`, which holds every vertex a pixel can see): clearing, uploading the
 map's information and reading back follow what the camera sees, not the map's size. On a GPU this saves the read-back and the CPU's pass over every pixel; even on
 Mesa's llvmpipe (2 cores) it is faster: the compute pass runs multi-threaded and vectorised, and
-the five fragment targets are never copied out (replay of the bundled sample: 28 frames/s against
+the fragment targets are never copied out (replay of the bundled sample: 28 frames/s against
 16 with the CPU sums, benchmarks/bench_fusion.py).
 
 Float atomics. Core GL 4.3 has integer atomics only. Where the context offers
@@ -49,9 +50,6 @@ _SYSTEM = ("diagonal", "g", "right", "down", "diag")
 _ABS_RESIDUAL = len(_SYSTEM)
 _PLANES = _ABS_RESIDUAL + 1
 _PLANES_WITH_COLORS = _PLANES + 3
-# Indices into GLRenderer.fragment_textures bound to image units 0..3 of shaders/accumulate.glsl:
-# depth_bary, depth_grad, vertex_ids, normal.
-_IMAGE_TARGETS = (0, 1, 2, 4)
 _NATIVE_FLOAT_ATOMICS = "GL_NV_shader_atomic_float"
 
 
@@ -132,7 +130,7 @@ class GLAccumulator:
         """:meth:`accumulate` with the sums on the window of the tiles drawn (``NormalEquations.window``)."""
         _check_shapes(grid, cam, depth, sigma, ray_norm, information, colors)
         self.renderer.activate()
-        if not self.renderer.draw_fragments(grid, cam, T_wc, max_depth) or self.renderer.drawn_window is None:
+        if not self.renderer.draw_fusion_fragments(grid, cam, T_wc, max_depth) or self.renderer.drawn_window is None:
             return _nothing_seen(depth, colors is not None)
         window = self.renderer.drawn_window
         buffers = self._buffers_for(cam, window.size)
@@ -172,9 +170,8 @@ class GLAccumulator:
         import moderngl
 
         program = self._program()
-        textures = self.renderer.fragment_textures
-        for unit, target in enumerate(_IMAGE_TARGETS):
-            textures[target].bind_to_image(unit, read=True, write=False)
+        for unit, texture in enumerate(self.renderer.fusion_textures):  # image units 0, 1 of the shader
+            texture.bind_to_image(unit, read=True, write=False)
         bound = (buffers.sums, buffers.depth, buffers.sigma, buffers.ray_norm, buffers.colors, buffers.information)
         for binding, buffer in enumerate((*bound, buffers.counters)):
             buffer.bind_to_storage_buffer(binding)

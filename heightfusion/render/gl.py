@@ -10,8 +10,9 @@ per-triangle planes to the fragment stage as flat varyings; the fragment stage i
 ray with the visible triangle's plane (shaders/triangle_hit.glsl) and writes depth, barycentric
 weights, d depth / d h, vertex ids, colour and normal. The CPU side only takes views of the arrays
 read back. The targets are textures rather than renderbuffers (same speed), so that a compute pass
-can also read them where they are (:meth:`GLRenderer.draw_fragments`, used by
-:mod:`heightfusion.fusion.gl_accumulate`). Choices are made for llvmpipe (Mesa's CPU rasterizer),
+can also read them where they are: fusion (:mod:`heightfusion.fusion.gl_accumulate`) draws a leaner
+pass for that (:meth:`GLRenderer.draw_fusion_fragments`), what its sums read in two targets rather
+than five (at 640x480 a fifth less time per draw, and 160x120 a sixth). Choices are made for llvmpipe (Mesa's CPU rasterizer),
 whose vertex stage and triangle set-up run on one thread: few varying slots, attributes rather than
 buffer reads in the vertex stage.
 """
@@ -45,11 +46,14 @@ from .projection import (
 _MAX_TRIANGLES = 1 << 30  # gl_PrimitiveID and the id target are int32
 # (dtype, components) of the full pass's render targets, in shaders/fragments.frag's order.
 TARGETS = (("f4", 4), ("f4", 4), ("i4", 4), ("f4", 4), ("f4", 4))
-_SHADERS = {
-    "full": ("heightmap.vert", "fragments.frag"),
-    "depth": ("heightmap.vert", "depth.frag"),
-    "clear": ("fullscreen.vert", "clear_fragments.frag"),
+# ... and of the fusion pass's, in shaders/fusion_fragments.frag's order.
+FUSION_TARGETS = (("f4", 4), ("i4", 4))
+# Passes that draw into textures: kind -> (fragment shader, the shader of its clearing draw, targets).
+_TEXTURE_PASSES = {
+    "full": ("fragments.frag", "clear_fragments.frag", TARGETS),
+    "fusion": ("fusion_fragments.frag", "clear_fusion.frag", FUSION_TARGETS),
 }
+_DEPTH_SHADER = "depth.frag"  # the depth-only pass, into a renderbuffer
 _COMMAND = 5  # uint32 fields of a DrawElementsIndirectCommand: count, instances, first index, base vertex, base instance
 _ALL_ONES_NAN = float(np.array(0xFFFFFFFF, dtype=np.uint32).view(np.float32))  # int32 -1 as float bits
 
@@ -115,7 +119,8 @@ def _draw_commands(visible: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 class _Mesh:
     """GPU buffers of one grid shape: heights and colours are re-uploaded, positions follow ``cell_size``
     (metres), indices are fixed (tile order, :func:`_tile_order`; ``tile_offsets`` on the host), and
-    ``commands`` holds the draw's indirect commands (room for one per tile)."""
+    ``commands`` holds the draw's indirect commands (room for one per tile); ``vaos`` one vertex array per
+    pass kind ("full", "fusion", "depth")."""
 
     shape: tuple[int, int]
     cell_size: float
@@ -125,27 +130,38 @@ class _Mesh:
     indices: object
     commands: object
     tile_offsets: np.ndarray
-    vao_full: object
-    vao_depth: object
+    vaos: dict
 
     def release(self) -> None:
-        for res in (self.vao_full, self.vao_depth, self.indices, self.commands, self.xy, self.heights, self.colors):
+        for res in (*self.vaos.values(), self.indices, self.commands, self.xy, self.heights, self.colors):
+            res.release()
+
+
+@dataclass
+class _TexturePass:
+    """The framebuffer of a pass that draws into textures (in its targets' order), and its clearing draw."""
+
+    framebuffer: object
+    textures: tuple
+    depth_buffer: object
+    clear_vao: object
+
+    def release(self) -> None:
+        for res in (self.framebuffer, self.clear_vao, self.depth_buffer, *self.textures):
             res.release()
 
 
 @dataclass
 class _Targets:
-    """Framebuffers of one image size; ``textures`` are the full pass's targets in TARGETS order."""
+    """Framebuffers of one image size: ``passes`` by kind, and the depth-only pass's with its renderbuffers."""
 
     size: tuple[int, int]
-    full: object
+    passes: dict
     depth: object
-    clear_vao: object
-    textures: tuple
     buffers: list
 
     def release(self) -> None:
-        for res in (self.full, self.depth, self.clear_vao, *self.textures, *self.buffers):
+        for res in (*self.passes.values(), self.depth, *self.buffers):
             res.release()
 
 
@@ -236,7 +252,8 @@ class GLRenderer(context.UsesContext, Renderer):
         arrays = []
         for attachment, (dtype, n) in enumerate(TARGETS):
             out = buffer[attachment * target_bytes : (attachment + 1) * target_bytes].view(dtype).reshape(H, W, n)
-            self._targets.full.read_into(out, components=n, attachment=attachment, dtype=dtype)  # type: ignore[union-attr]
+            self._targets.passes["full"].framebuffer.read_into(  # type: ignore[union-attr]
+                out, components=n, attachment=attachment, dtype=dtype)
             arrays.append(out)
         return fragments_from_targets(*arrays)
 
@@ -244,7 +261,7 @@ class GLRenderer(context.UsesContext, Renderer):
         self.activate()
         T_wc = check_inputs(grid, camera, T_wc)
         depth = self._depth_pool.take(4 * camera.width * camera.height).view(np.float32).reshape(camera.shape)
-        if not self._draw(grid, camera, T_wc, full=False, max_depth=math.inf):
+        if not self._draw(grid, camera, T_wc, "depth", math.inf):
             depth.fill(np.nan)
             return depth
         self._targets.depth.read_into(depth, components=1, dtype="f4")  # type: ignore[union-attr]
@@ -261,7 +278,14 @@ class GLRenderer(context.UsesContext, Renderer):
         """
         self.activate()
         T_wc = check_inputs(grid, camera, T_wc)
-        return self._draw(grid, camera, T_wc, full=True, max_depth=max_depth)
+        return self._draw(grid, camera, T_wc, "full", max_depth)
+
+    def draw_fusion_fragments(self, grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray,
+                              max_depth: float = math.inf) -> bool:
+        """:meth:`draw_fragments` of what fusion's sums read, into :attr:`fusion_textures`."""
+        self.activate()
+        T_wc = check_inputs(grid, camera, T_wc)
+        return self._draw(grid, camera, T_wc, "fusion", max_depth)
 
     @property
     def drawn_window(self) -> MapWindow | None:
@@ -277,9 +301,19 @@ class GLRenderer(context.UsesContext, Renderer):
         Texel (u, v) is pixel (u, v) of the camera (OpenCV order). Valid after :meth:`draw_fragments`
         returned True, until the next draw.
         """
+        return self._textures("full")
+
+    @property
+    def fusion_textures(self) -> tuple:
+        """The fusion pass's two (W, H) textures, as in shaders/fusion_fragments.frag: (depth, d depth / d h0..h2)
+        and (vertex ids v0..v2, the world normal's z as float bits) int32; valid as :attr:`fragment_textures`
+        are, after :meth:`draw_fusion_fragments`."""
+        return self._textures("fusion")
+
+    def _textures(self, kind: str) -> tuple:
         if self._targets is None:
-            raise RuntimeError("no fragments drawn yet: call draw_fragments first")
-        return self._targets.textures
+            raise RuntimeError("no fragments drawn yet: draw them first")
+        return self._targets.passes[kind].textures
 
     def release(self) -> None:
         if self._ctx is None:
@@ -291,8 +325,8 @@ class GLRenderer(context.UsesContext, Renderer):
         self._mesh, self._targets, self._programs = None, None, {}
 
     # --- internals ------------------------------------------------------------------------------
-    def _draw(self, grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray, full: bool, max_depth: float) -> bool:
-        """Draw into the full or depth-only framebuffer; False if the map is entirely behind the camera."""
+    def _draw(self, grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray, kind: str, max_depth: float) -> bool:
+        """Draw the pass ``kind`` ("full", "fusion", "depth"); False if the map is entirely behind the camera."""
         import moderngl
 
         self._drawn = None
@@ -312,11 +346,11 @@ class GLRenderer(context.UsesContext, Renderer):
         if len(commands):
             self._drawn = tile_window(MapWindow.of_mask(visible).slices, grid.shape)
             mesh.commands.write(commands)
-            self._upload(mesh, grid, self._drawn, colors=full)
+            self._upload(mesh, grid, self._drawn, colors=kind == "full")
 
         cam_from_map = camera_from_map(grid, T_wc)
         map_from_cam = invert_pose(cam_from_map)
-        program = self._program("full" if full else "depth")
+        program = self._program(kind)
         uniforms = {
             # No far plane: float32 rounding clipped vertices up to ~0.1 m in front of one just behind
             # the map. Clip z - w is then -2 near at every depth; the depth test uses z / far.
@@ -331,17 +365,14 @@ class GLRenderer(context.UsesContext, Renderer):
         }
         set_uniforms(program, uniforms)
 
-        ctx = self.ctx
-        ctx.enable_only(moderngl.DEPTH_TEST)
-        if full:
-            self._clear_fragments(targets)
-            vao = mesh.vao_full
-        else:
+        self.ctx.enable_only(moderngl.DEPTH_TEST)
+        if kind == "depth":
             targets.depth.use()
             targets.depth.clear(np.nan, depth=1.0)
-            vao = mesh.vao_depth
+        else:
+            self._clear_fragments(targets.passes[kind])
         if len(commands):
-            vao.render_indirect(mesh.commands, moderngl.TRIANGLES, count=len(commands))
+            mesh.vaos[kind].render_indirect(mesh.commands, moderngl.TRIANGLES, count=len(commands))
         return True
 
     def _upload(self, mesh: _Mesh, grid: HeightMap, window: MapWindow, colors: bool) -> None:
@@ -352,7 +383,7 @@ class GLRenderer(context.UsesContext, Renderer):
         if colors:
             mesh.colors.write(np.ascontiguousarray(grid.colors[rows], dtype=np.float32), offset=12 * offset)
 
-    def _clear_fragments(self, targets: _Targets) -> None:
+    def _clear_fragments(self, targets: _TexturePass) -> None:
         """Reset every target to "no surface": NaN floats, -1 ids, far depth.
 
         glClear with the all-ones bit pattern (a NaN) does it in one call where the driver writes the
@@ -363,17 +394,22 @@ class GLRenderer(context.UsesContext, Renderer):
 
         if self._bitwise_clear is None:
             self._bitwise_clear = _clear_writes_bits(self.ctx)
-        targets.full.use()
+        targets.framebuffer.use()
         if self._bitwise_clear:
-            targets.full.clear(*(_ALL_ONES_NAN,) * 4, depth=1.0)
+            targets.framebuffer.clear(*(_ALL_ONES_NAN,) * 4, depth=1.0)
         else:
             self.ctx.depth_func = "1"
             targets.clear_vao.render(moderngl.TRIANGLES, vertices=3)
             self.ctx.depth_func = "<"
 
     def _program(self, kind: str):
+        """The program of a pass ("full", "fusion", "depth") or of a texture pass's clearing draw ("clear_full",
+        "clear_fusion")."""
         if kind not in self._programs:
-            vert, frag = _SHADERS[kind]
+            if kind.startswith("clear_"):
+                vert, frag = "fullscreen.vert", _TEXTURE_PASSES[kind.removeprefix("clear_")][1]
+            else:
+                vert, frag = "heightmap.vert", _TEXTURE_PASSES[kind][0] if kind in _TEXTURE_PASSES else _DEPTH_SHADER
             self._programs[kind] = self.ctx.program(vertex_shader=load_shader(vert), fragment_shader=load_shader(frag))
         return self._programs[kind]
 
@@ -397,15 +433,16 @@ class GLRenderer(context.UsesContext, Renderer):
         indices = ctx.buffer(_provoking_last(triangles).tobytes())
         commands = ctx.buffer(reserve=4 * _COMMAND * len(tile_offsets))
         geometry = [(xy, "2f", "in_xy"), (heights, "1f", "in_height")]
-        vaos = []
-        for kind, content in (("full", [*geometry, (colors, "3f", "in_color")]), ("depth", geometry)):
+        vaos = {}
+        for kind in ("full", "fusion", "depth"):
             program = self._program(kind)
+            content = [*geometry, (colors, "3f", "in_color")] if kind == "full" else geometry
             vao = ctx.vertex_array(program, content, index_buffer=indices, index_element_size=4)
             # The cell's other heights: the same buffer, read 1, nx and nx + 1 vertices on.
             for name, step in (("in_right", 1), ("in_below", grid.nx), ("in_diagonal", grid.nx + 1)):
                 vao.bind(program[name].location, "f", heights, "1f", offset=4 * step)
-            vaos.append(vao)
-        self._mesh = _Mesh(grid.shape, grid.cell_size, xy, heights, colors, indices, commands, tile_offsets, *vaos)
+            vaos[kind] = vao
+        self._mesh = _Mesh(grid.shape, grid.cell_size, xy, heights, colors, indices, commands, tile_offsets, vaos)
         return self._mesh
 
     def _targets_for(self, camera: PinholeCamera) -> _Targets:
@@ -415,11 +452,15 @@ class GLRenderer(context.UsesContext, Renderer):
         if self._targets is not None:
             self._targets.release()
         ctx = self.ctx
-        color = tuple(_target_texture(ctx, size, dtype, n) for dtype, n in TARGETS)
+        passes = {}
+        for kind, (_, _, targets) in _TEXTURE_PASSES.items():
+            textures = tuple(_target_texture(ctx, size, dtype, n) for dtype, n in targets)
+            depth_buffer = ctx.depth_renderbuffer(size)
+            framebuffer = ctx.framebuffer(color_attachments=textures, depth_attachment=depth_buffer)
+            passes[kind] = _TexturePass(framebuffer, textures, depth_buffer,
+                                        ctx.vertex_array(self._program("clear_" + kind), []))
         depth_color = ctx.renderbuffer(size, components=1, dtype="f4")
-        depth_buffers = [ctx.depth_renderbuffer(size) for _ in range(2)]
-        full = ctx.framebuffer(color_attachments=color, depth_attachment=depth_buffers[0])
-        depth = ctx.framebuffer(color_attachments=[depth_color], depth_attachment=depth_buffers[1])
-        clear_vao = ctx.vertex_array(self._program("clear"), [])
-        self._targets = _Targets(size, full, depth, clear_vao, color, [depth_color, *depth_buffers])
+        depth_buffer = ctx.depth_renderbuffer(size)
+        depth = ctx.framebuffer(color_attachments=[depth_color], depth_attachment=depth_buffer)
+        self._targets = _Targets(size, passes, depth, [depth_color, depth_buffer])
         return self._targets
