@@ -37,7 +37,7 @@ PREDICTION_PERCENTILES = (1.0, 99.0)
 PREDICTION_MARGIN = 0.25
 #: A narrowed sweep keeps at least this many planes.
 MIN_HYPOTHESES = 16
-#: Every this many estimates (and after a frame without one) the sweep covers the configured range, so
+#: Every this many estimates (and after one without valid depth) the sweep covers the configured range, so
 #: that surface outside the predicted range (invalid there, as a winner at the sweep's end is) comes back.
 FULL_SWEEP_EVERY = 10
 # Every how many pixels (rows and columns) an estimate's points are kept for the next prediction.
@@ -178,6 +178,7 @@ def sweep_level(camera: PinholeCamera, size: tuple[int, int] | None) -> int:
 
 
 def _halved(camera: PinholeCamera, image: np.ndarray, level: int) -> tuple[PinholeCamera, np.ndarray]:
+    """The camera and image halved ``level`` times."""
     for _ in range(level):
         camera, image = half_camera(camera), half_image(image)
     return camera, image

@@ -62,13 +62,14 @@ class NormalEquations:
         """The sums on ``window`` (zero where it leaves the arrays' window: no vertex there has terms)."""
         covered = self._covered()
         inner = window.intersection(covered)
-        if inner == window:  # views will do
-            part = {name: getattr(self, name)[window.within(covered)] for name in _ARRAYS if getattr(self, name) is not None}
-            return replace(self, **part, window=window)
         part = {}
         for name in _ARRAYS:
             value = getattr(self, name)
-            if value is not None:
+            if value is None:
+                continue
+            if inner == window:  # inside the arrays: a view will do
+                part[name] = value[window.within(covered)]
+            else:
                 part[name] = np.zeros(window.shape + value.shape[2:])
                 if inner is not None:
                     part[name][inner.within(window)] = value[inner.within(covered)]
