@@ -221,7 +221,7 @@ def monocular(frames_limit: int, synthetic) -> tuple[float, float]:
     sequence = hf.datasets.open(TUM, undistort=True, max_frames=frames_limit)
     fuse_frames, held_out = split_heldout(list(sequence), HELD_OUT_EVERY)
     print(f"{'stereo':>24} {'fused':>6} {'ms/frame':>8} {'stereo ms':>9} {'median |dh| mm':>14} {'coverage':>8}")
-    for name, stereo in (("320x240, predicted range", StereoConfig()),
+    for name, stereo in (("320x240, predicted range", StereoConfig(predict_range=True)),
                          ("320x240, full range", StereoConfig(predict_range=False))):
         grid = grid_for_sequence(sequence)
         fused, seconds, timer = mono_fuse(fuse_frames, grid, stereo)
