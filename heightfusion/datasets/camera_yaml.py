@@ -40,7 +40,7 @@ def load_camera_yaml(path: str | os.PathLike) -> tuple[PinholeCamera, float | No
         raise ValueError(f"{path}: missing key(s) {', '.join(missing)}")
     try:
         distortion = None if data.get("distortion") is None else yaml_numbers(data["distortion"], "distortion")
-        cam = checked_size(PinholeCamera(*(data[k] for k in _REQUIRED), distortion=distortion))
+        camera = checked_size(PinholeCamera(*(data[k] for k in _REQUIRED), distortion=distortion))
         depth_scale = None if data.get("depth_scale") is None else float(data["depth_scale"])
     except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: an integer too large for a float
         raise ValueError(f"{path}: {exc}") from None
@@ -48,7 +48,7 @@ def load_camera_yaml(path: str | os.PathLike) -> tuple[PinholeCamera, float | No
     if depth_scale is not None and not _FLOAT32_RANGE[0] <= depth_scale <= _FLOAT32_RANGE[1]:
         raise ValueError(f"{path}: depth_scale must be a positive number (depth-image units per metre), "
                          f"got {depth_scale}")
-    return cam, depth_scale
+    return camera, depth_scale
 
 
 def read_yaml_mapping(path: Path, what: str) -> dict:
@@ -97,11 +97,11 @@ def yaml_numbers(value: object, name: str) -> list[float]:
         raise ValueError(f"{name} holds a number too large") from None
 
 
-def checked_size(cam: PinholeCamera) -> PinholeCamera:
-    """``cam``, or ValueError when its image is larger than :data:`MAX_IMAGE_SIDE` a side."""
-    if max(cam.width, cam.height) > MAX_IMAGE_SIDE:
-        raise ValueError(f"image size {cam.width}x{cam.height} is larger than {MAX_IMAGE_SIDE} pixels a side")
-    return cam
+def checked_size(camera: PinholeCamera) -> PinholeCamera:
+    """``camera``, or ValueError when its image is larger than :data:`MAX_IMAGE_SIDE` a side."""
+    if max(camera.width, camera.height) > MAX_IMAGE_SIDE:
+        raise ValueError(f"image size {camera.width}x{camera.height} is larger than {MAX_IMAGE_SIDE} pixels a side")
+    return camera
 
 
 def _describe(value: object) -> str:
@@ -109,12 +109,12 @@ def _describe(value: object) -> str:
     return f"a list of {len(value)} items" if isinstance(value, list) else f"a value of type {type(value).__name__}"
 
 
-def save_camera_yaml(path: str | os.PathLike, cam: PinholeCamera, depth_scale: float | None = None) -> None:
+def save_camera_yaml(path: str | os.PathLike, camera: PinholeCamera, depth_scale: float | None = None) -> None:
     """Write ``camera.yaml`` atomically."""
-    data = {k: getattr(cam, k) for k in _REQUIRED}
+    data = {k: getattr(camera, k) for k in _REQUIRED}
     if depth_scale is not None:
         data["depth_scale"] = float(depth_scale)
-    if cam.distortion is not None:
-        data["distortion"] = list(cam.distortion)
+    if camera.distortion is not None:
+        data["distortion"] = list(camera.distortion)
     with atomic_write(path) as f:
         f.write(yaml.safe_dump(data, sort_keys=False).encode("utf-8"))

@@ -91,7 +91,7 @@ class GLAccumulator:
     def accumulate(
         self,
         grid: HeightMap,
-        cam: PinholeCamera,
+        camera: PinholeCamera,
         T_wc: np.ndarray,
         depth: np.ndarray,
         sigma: np.ndarray,
@@ -106,16 +106,16 @@ class GLAccumulator:
         """Render ``grid`` from ``T_wc`` and sum the frame's normal equations on the GPU.
 
         Same arguments and result as :func:`heightfusion.fusion.normal_equations.accumulate`, with the
-        rendering done here (grid, cam, T_wc instead of Fragments). Arrays are taken as float32.
+        rendering done here (grid, camera, T_wc instead of Fragments). Arrays are taken as float32.
         """
-        system = self.accumulate_window(grid, cam, T_wc, depth, sigma, ray_norm, cos_min, huber_k, gate_k,
+        system = self.accumulate_window(grid, camera, T_wc, depth, sigma, ray_norm, cos_min, huber_k, gate_k,
                                         information, colors, max_depth)
         return system.on_grid(grid.shape)
 
     def accumulate_window(
         self,
         grid: HeightMap,
-        cam: PinholeCamera,
+        camera: PinholeCamera,
         T_wc: np.ndarray,
         depth: np.ndarray,
         sigma: np.ndarray,
@@ -128,12 +128,12 @@ class GLAccumulator:
         max_depth: float = math.inf,
     ) -> NormalEquations:
         """:meth:`accumulate` with the sums on the window of the tiles drawn (``NormalEquations.window``)."""
-        _check_shapes(grid, cam, depth, sigma, ray_norm, information, colors)
+        _check_shapes(grid, camera, depth, sigma, ray_norm, information, colors)
         self.renderer.activate()
-        if not self.renderer.draw_fusion_fragments(grid, cam, T_wc, max_depth) or self.renderer.drawn_window is None:
+        if not self.renderer.draw_fusion_fragments(grid, camera, T_wc, max_depth) or self.renderer.drawn_window is None:
             return _nothing_seen(depth, colors is not None)
         window = self.renderer.drawn_window
-        buffers = self._buffers_for(cam, window.size)
+        buffers = self._buffers_for(camera, window.size)
         for buffer, array in ((buffers.depth, depth), (buffers.sigma, sigma), (buffers.ray_norm, ray_norm)):
             buffer.write(np.ascontiguousarray(array, dtype=np.float32))
         if information is not None:
@@ -143,7 +143,7 @@ class GLAccumulator:
         planes = _PLANES_WITH_COLORS if colors is not None else _PLANES
         buffers.sums.clear(size=4 * planes * window.size)
         buffers.counters.clear()
-        self._dispatch(buffers, cam, grid, window, cos_min, huber_k, gate_k, information is not None, colors is not None)
+        self._dispatch(buffers, camera, grid, window, cos_min, huber_k, gate_k, information is not None, colors is not None)
         return self._read_back(buffers, window, planes)
 
     def release(self) -> None:
@@ -158,7 +158,7 @@ class GLAccumulator:
     def _dispatch(
         self,
         buffers: _Buffers,
-        cam: PinholeCamera,
+        camera: PinholeCamera,
         grid: HeightMap,
         window: MapWindow,
         cos_min: float,
@@ -176,7 +176,7 @@ class GLAccumulator:
         for binding, buffer in enumerate((*bound, buffers.counters)):
             buffer.bind_to_storage_buffer(binding)
         uniforms = {
-            "image_size": (cam.width, cam.height),
+            "image_size": (camera.width, camera.height),
             "nx": grid.nx,
             "window_origin": (window.col0, window.row0),
             "window_columns": window.shape[1],
@@ -188,7 +188,7 @@ class GLAccumulator:
             "use_colors": use_colors,
         }
         set_uniforms(program, uniforms)
-        program.run(group_x=-(-cam.width // _GROUP), group_y=-(-cam.height // _GROUP))
+        program.run(group_x=-(-camera.width // _GROUP), group_y=-(-camera.height // _GROUP))
         self.renderer.ctx.memory_barrier(moderngl.BUFFER_UPDATE_BARRIER_BIT)
 
     def _read_back(self, buffers: _Buffers, window: MapWindow, planes: int) -> NormalEquations:
@@ -218,9 +218,9 @@ class GLAccumulator:
             self._compiled = ctx.compute_shader(source)
         return self._compiled
 
-    def _buffers_for(self, cam: PinholeCamera, window_vertices: int) -> _Buffers:
-        """Buffers for images of ``cam``'s size with room for the sums of ``window_vertices`` vertices."""
-        size = (cam.width, cam.height)
+    def _buffers_for(self, camera: PinholeCamera, window_vertices: int) -> _Buffers:
+        """Buffers for images of ``camera``'s size with room for the sums of ``window_vertices`` vertices."""
+        size = (camera.width, camera.height)
         if self._buffers is not None and self._buffers.image_size == size and self._buffers.vertices >= window_vertices:
             return self._buffers
         if _PLANES_WITH_COLORS * window_vertices >= 1 << 32:  # uint indices in the shader
@@ -230,7 +230,7 @@ class GLAccumulator:
         if self._buffers is not None:
             self._buffers.release()
         ctx = self.renderer.ctx
-        pixels = cam.width * cam.height
+        pixels = camera.width * camera.height
         sums_host = np.empty(_PLANES_WITH_COLORS * n, dtype=np.float32)
         self._buffers = _Buffers(
             size,
@@ -241,7 +241,7 @@ class GLAccumulator:
             colors=ctx.buffer(reserve=12 * pixels),
             information=ctx.buffer(reserve=4 * n),
             sums=ctx.buffer(reserve=sums_host.nbytes),
-            counters=ctx.buffer(reserve=16 * cam.height),
+            counters=ctx.buffer(reserve=16 * camera.height),
             sums_host=sums_host,
         )
         return self._buffers
@@ -249,7 +249,7 @@ class GLAccumulator:
 
 def _check_shapes(
     grid: HeightMap,
-    cam: PinholeCamera,
+    camera: PinholeCamera,
     depth: np.ndarray,
     sigma: np.ndarray,
     ray_norm: np.ndarray,
@@ -257,9 +257,9 @@ def _check_shapes(
     colors: np.ndarray | None,
 ) -> None:
     """ValueError naming the first array whose shape does not fit the camera or the grid."""
-    expected = {"depth": (depth, cam.shape), "sigma": (sigma, cam.shape), "ray_norm": (ray_norm, cam.shape)}
+    expected = {"depth": (depth, camera.shape), "sigma": (sigma, camera.shape), "ray_norm": (ray_norm, camera.shape)}
     if colors is not None:
-        expected["colors"] = (colors, cam.shape + (3,))
+        expected["colors"] = (colors, camera.shape + (3,))
     if information is not None:
         expected["information"] = (information, grid.shape)
     for name, (array, shape) in expected.items():

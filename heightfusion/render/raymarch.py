@@ -116,7 +116,7 @@ class Surface:
 
     Attributes:
         planes: (num_cells, 5) the height of vertex (i, j), then the height differences per cell
-            (G_x, G_y) of triangle k = 0 and of k = 1 (as shaders/cell_gradients.comp).
+            (G_x, G_y) of triangle k = 0 and of k = 1 (as shaders/heightmap.vert derives them).
         bounds: (num_cells, 2) lowest and highest height of the cell, widened by :func:`height_pad` and
             by what the in-triangle slack lets a hit stray beyond the cell: culling by them drops no hit.
         shape: (ny, nx) vertices.
