@@ -77,7 +77,6 @@ def run(args: argparse.Namespace) -> int:
     robot = free_space_settings(args)
     check_output_folder(args.out)
     board_spec = board_spec_from_args(args)  # bad board options are an error even when the poses come from elsewhere
-    _leave_a_core_for_the_reader()
     camera = None
     if args.calibration is not None:
         camera, _ = load_camera_yaml(args.calibration)
@@ -142,20 +141,6 @@ def run(args: argparse.Namespace) -> int:
                           truth if evaluation is not None else None, robot)
         print(f"wrote {args.out}/: heightmap.npz, mesh, pictures (height, colour, uncertainty, free space) and metrics.json")
     return 0
-
-
-def _leave_a_core_for_the_reader() -> None:
-    """Run torch's CPU kernels (motion stereo) on all cores but one.
-
-    The frame reader (decoding, marker detection) and the GL driver run beside them. Torch's OpenMP
-    workers spin at barriers, so on an oversubscribed machine a stereo step measured 2-13 s instead of
-    0.2 s with both of 2 cores busy, and 0.2 s steadily with one thread.
-    """
-    import os
-
-    import torch
-
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) - 1))
 
 
 def _check_args(args: argparse.Namespace) -> None:
