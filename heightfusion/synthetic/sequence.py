@@ -17,13 +17,17 @@ from ..camera import PinholeCamera
 from ..datasets.frame import Frame
 from ..depth.sensor import SensorNoise
 from ..heightmap import HeightMap, save_heightmap, triangle_vertex_offsets
-from ..poses import pose_to_tum, validate_pose
+from ..poses import validate_pose
+from ..trajectory_eval import write_tum_trajectory
+from .perturb import Photometric, PoseNoise, as_photometric, as_pose_noise, drift_poses, exposure_series, perturb_image
 from .raycast import RayHits, raycast
 from .scenes import Scene, make_scene, shade
 from .trajectories import trajectory_for
 
 #: Depth-PNG units per metre in the written TUM layout.
 DEPTH_SCALE = 5000.0
+#: The true poses beside ``groundtruth.txt`` when that holds perturbed ones (``pose_noise``).
+TRUE_TRAJECTORY_FILE = "groundtruth_true.txt"
 #: Information (1/variance, 1/m^2) of the ground-truth heights: exact up to float32 rounding.
 GT_INFORMATION = 1e6
 
@@ -38,13 +42,17 @@ class SyntheticSequence:
     Attributes:
         scene: the analytic scene.
         camera: intrinsics shared by all frames.
-        frames: the frames (image, depth, pose, camera, timestamp).
+        frames: the frames (image, depth, pose, camera, timestamp); with ``pose_noise`` the frames'
+            poses are the perturbed ones a user would be given.
         sigmas: per-frame (H, W) float32 depth sigma from the Kinect-like model (NaN where no depth);
             present with or without ``noise`` (without it the depth is exact and sigma is only a weight).
         gt_heightmap: exact heights on the scene's grid, shaded texture colours, and ``observed`` = vertices
             of the grid triangles hit by at least one pixel ray of at least one frame.
         noise: whether Gaussian noise of ``sigmas`` was added to the depth.
-        seed: seed of the depth noise.
+        seed: seed of the depth noise, the pose drift and the photometric changes.
+        true_poses: (N, 4, 4) ``T_wc`` the frames were rendered at.
+        pose_noise: the drifting error on the frames' poses (:mod:`.perturb`), or None (exact poses).
+        photometric: the exposure changes and noise on the images, or None (exact images).
     """
 
     scene: Scene
@@ -54,6 +62,9 @@ class SyntheticSequence:
     gt_heightmap: HeightMap
     noise: bool
     seed: int
+    true_poses: np.ndarray
+    pose_noise: PoseNoise | None = None
+    photometric: Photometric | None = None
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -146,6 +157,8 @@ def generate(
     poses: np.ndarray | None = None,
     progress: bool = False,
     distortion: tuple[float, ...] | None = None,
+    pose_noise: PoseNoise | tuple[float, float] | None = None,
+    photometric: Photometric | tuple[float, float, float] | None = None,
 ) -> SyntheticSequence:
     """Render a synthetic sequence in memory.
 
@@ -154,13 +167,17 @@ def generate(
         frames: number of frames along the scene's default trajectory (ignored when ``poses`` is given).
         width, height: image size, pixels.
         noise: add Kinect-like Gaussian depth noise (:class:`~heightfusion.depth.SensorNoise` defaults).
-        seed: seed of the depth noise.
+        seed: seed of the depth noise, the pose drift and the photometric changes.
         fps: frame rate; frame i has timestamp i / fps seconds.
         focal_factor: fx = fy = focal_factor * width.
         poses: (N, 4, 4) ``T_wc`` to use instead of the default trajectory.
         progress: show a progress bar.
         distortion: OpenCV lens distortion coefficients: images and depth are rendered through that
             lens (:meth:`~heightfusion.PinholeCamera.lens_rays`) and the camera carries them.
+        pose_noise: a :class:`~heightfusion.synthetic.perturb.PoseNoise` or (degrees, millimetres): the
+            frames carry poses with that drifting error, ``true_poses`` the ones they were rendered at.
+        photometric: a :class:`~heightfusion.synthetic.perturb.Photometric` or (gain, bias, noise):
+            smooth per-frame exposure gain and bias and Gaussian noise (8-bit levels) on the images.
 
     Raises:
         ValueError: for an unknown scene or out-of-range values, naming the argument.
@@ -178,8 +195,14 @@ def generate(
         raise ValueError(f"poses must have shape (N, 4, 4) with N >= 1, got {poses.shape}")
     for i, T_wc in enumerate(poses):
         validate_pose(T_wc, f"poses[{i}]")
+    pose_noise, photometric = as_pose_noise(pose_noise), as_photometric(photometric)
     camera = dataclasses.replace(default_camera(width, height, focal_factor), distortion=distortion)
     rng = np.random.default_rng(seed)
+    # Own generators (seeded by seed) for each perturbation: adding one leaves the depth noise as it was.
+    given_poses = poses if pose_noise is None else drift_poses(poses, pose_noise, np.random.default_rng((seed, 1)))
+    photo_rng = np.random.default_rng((seed, 2))
+    if photometric is not None:
+        gains, biases = exposure_series(len(poses), photometric, photo_rng)
     gt = ground_truth_heightmap(scene_obj)
     from tqdm import tqdm
 
@@ -187,15 +210,18 @@ def generate(
     for index, T_wc in enumerate(tqdm(poses, desc=f"synth {scene_obj.name}", unit="frame", disable=not progress)):
         hits = raycast(scene_obj, camera, T_wc)
         image = render_image(scene_obj, camera, hits)
+        if photometric is not None:
+            image = perturb_image(image, gains[index], biases[index], photometric.noise, photo_rng)
         depth = hits.depth
         sigma = SensorNoise().sigma(depth)
         if noise:
             depth = (depth + sigma * rng.standard_normal(depth.shape)).astype(np.float32)
             depth[depth <= 0] = np.nan
         _mark_observed(gt.observed, gt, hits.points[hits.hit])
-        out_frames.append(Frame(index / fps, image, depth, T_wc.copy(), camera, index))
+        out_frames.append(Frame(index / fps, image, depth, given_poses[index].copy(), camera, index))
         sigmas.append(sigma)
-    return SyntheticSequence(scene_obj, camera, out_frames, sigmas, gt, bool(noise), int(seed))
+    return SyntheticSequence(scene_obj, camera, out_frames, sigmas, gt, bool(noise), int(seed), poses.copy(),
+                             pose_noise, photometric)
 
 
 def _stamp(t: float) -> str:
@@ -232,7 +258,8 @@ def write_tum(
 
     Files: ``rgb/<t>.png`` (or ``.jpg`` with ``image_format="jpg"``: a quarter of the size, for
     bundled samples), ``depth/<t>.png`` (uint16, 1/5000 m, 0 = invalid), ``rgb.txt``,
-    ``depth.txt``, ``groundtruth.txt`` (``t tx ty tz qx qy qz qw``), ``camera.yaml`` (depth_scale
+    ``depth.txt``, ``groundtruth.txt`` (``t tx ty tz qx qy qz qw``: the frames' poses, perturbed with
+    ``pose_noise``), then also ``groundtruth_true.txt`` (the true poses), ``camera.yaml`` (depth_scale
     5000) and ``gt_heightmap.npz``. ``progress``: show a bar (None: only for 100+ frames on a terminal).
     """
     import cv2
@@ -248,18 +275,26 @@ def write_tum(
     (out / "rgb").mkdir(parents=True, exist_ok=True)
     (out / "depth").mkdir(exist_ok=True)
     disable = (len(seq) < 100 or None) if progress is None else not progress  # None: tqdm checks for a tty
-    rgb_lines, depth_lines, gt_lines = [], [], []
+    rgb_lines, depth_lines = [], []
     for frame in tqdm(seq.frames, desc=f"write {out.name}", unit="frame", disable=disable):
         stamp = _stamp(frame.timestamp)
         _write_image(out / "rgb" / f"{stamp}.{image_format}", cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))
         _write_image(out / "depth" / f"{stamp}.png", depth_to_png(frame.depth))
         rgb_lines.append(f"{stamp} rgb/{stamp}.{image_format}")
         depth_lines.append(f"{stamp} depth/{stamp}.png")
-        gt_lines.append(stamp + " " + " ".join(f"{v:.9f}" for v in pose_to_tum(frame.T_wc)))
-    source = f"# heightfusion synthetic scene '{seq.scene.name}', noise={seq.noise}, seed={seq.seed}\n"
-    _write_text(out / "rgb.txt", "# color images\n" + source + "# timestamp filename\n", rgb_lines)
-    _write_text(out / "depth.txt", "# depth maps\n" + source + "# timestamp filename\n", depth_lines)
-    _write_text(out / "groundtruth.txt", "# ground truth trajectory\n" + source + "# timestamp tx ty tz qx qy qz qw\n", gt_lines)
+    source = (f"heightfusion synthetic scene '{seq.scene.name}', noise={seq.noise}, seed={seq.seed}, "
+              f"pose_noise={seq.pose_noise}, photometric={seq.photometric}")
+    _write_text(out / "rgb.txt", f"# color images\n# {source}\n# timestamp filename\n", rgb_lines)
+    _write_text(out / "depth.txt", f"# depth maps\n# {source}\n# timestamp filename\n", depth_lines)
+    timestamps = [frame.timestamp for frame in seq.frames]
+    drifting = f" with a drifting error; the true one is in {TRUE_TRAJECTORY_FILE}" if seq.pose_noise is not None else ""
+    write_tum_trajectory(out / "groundtruth.txt", list(zip(timestamps, seq.poses)),
+                         f"ground truth trajectory{drifting}\n{source}")
+    if seq.pose_noise is not None:
+        write_tum_trajectory(out / TRUE_TRAJECTORY_FILE, list(zip(timestamps, seq.true_poses)),
+                             f"true trajectory (the poses the frames were rendered at)\n{source}")
+    elif (out / TRUE_TRAJECTORY_FILE).exists():  # a stale one from an earlier run would become the reference
+        (out / TRUE_TRAJECTORY_FILE).unlink()
     save_camera_yaml(out / "camera.yaml", seq.camera, depth_scale=DEPTH_SCALE)
     save_heightmap(out / "gt_heightmap.npz", seq.gt_heightmap)
     return out
