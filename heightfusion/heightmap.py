@@ -28,6 +28,9 @@ import numpy as np
 
 from .atomic import atomic_write
 
+#: Colour (grey, each channel in [0, 1]) of a vertex that no image has coloured yet.
+UNSEEN_COLOR = 0.5
+
 def triangle_vertex_offsets(nx: int) -> np.ndarray:
     """(2, 3) int32 vertex-id offsets of a cell's two triangles from the cell's vertex (i, j)."""
     return np.array([[0, 1, nx + 1], [0, nx + 1, nx]], dtype=np.int32)
@@ -90,7 +93,7 @@ class HeightMap:
         self.prior_information = float(1.0 / prior_sigma**2)
         self.heights = np.full((ny, nx), initial_height, dtype=np.float32)
         self.information = np.full((ny, nx), self.prior_information, dtype=np.float32)
-        self.colors = np.full((ny, nx, 3), 0.5, dtype=np.float32)
+        self.colors = np.full((ny, nx, 3), UNSEEN_COLOR, dtype=np.float32)
         self.observed = np.zeros((ny, nx), dtype=bool)
 
     # --- geometry -------------------------------------------------------------------------------

@@ -8,18 +8,90 @@ for linear measurements and what the fusion's own update does (a map's own measu
 from Lambda h - Lambda_prior h_prior, so the prior is counted once); for the nonlinear rendering model it
 is the usual first-order combination (a merged map of two halves matches the whole run within what
 ``tests/test_export_merge.py`` measures).
+
+:class:`Evidence` is that information form as arrays: evidence of disjoint maps (or of the tiles of a
+tiled map, :mod:`heightfusion.tiles`) adds up, and :meth:`Evidence.to_grid` turns a sum back into a map.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
-from .heightmap import HeightMap
+from .heightmap import UNSEEN_COLOR, HeightMap
 
 # Origins must lie on one lattice: within this share of a cell of a whole number of cells apart.
 _LATTICE_TOLERANCE = 1e-6
+
+Window = tuple[slice, slice]
+_ALL: Window = (slice(None), slice(None))
+
+
+@dataclass
+class Evidence:
+    """A map's information form: what its frames added above the prior, per vertex (arrays (ny, nx), float64).
+
+    Attributes:
+        evidence: e = Lambda - Lambda_prior >= 0 (1/m^2).
+        height: information-weighted height Lambda h - Lambda_prior h_prior where e > 0, else 0 (1/m).
+        color: (ny, nx, 3) evidence-weighted colour e * rgb.
+        observed: bool, the vertex counted as observed.
+    """
+
+    evidence: np.ndarray
+    height: np.ndarray
+    color: np.ndarray
+    observed: np.ndarray
+
+    @classmethod
+    def zeros(cls, shape: tuple[int, int]) -> "Evidence":
+        """No evidence on a grid of ``shape`` (ny, nx)."""
+        return cls(np.zeros(shape), np.zeros(shape), np.zeros(shape + (3,)), np.zeros(shape, dtype=bool))
+
+    @classmethod
+    def of(cls, grid: HeightMap, window: Window = _ALL) -> "Evidence":
+        """The evidence of ``grid`` (of its vertices in ``window``) above its own prior."""
+        information = grid.information[window].astype(np.float64)
+        e = np.maximum(information - grid.prior_information, 0.0)
+        # A vertex without evidence contributes nothing (its height may be a seed, not a measurement).
+        height = np.where(e > 0, information * grid.heights[window] - grid.prior_information * grid.prior_height, 0.0)
+        return cls(e, height, e[..., None] * grid.colors[window], grid.observed[window].copy())
+
+    def add(self, other: "Evidence", window: Window = _ALL) -> None:
+        """Sum ``other`` into the vertices ``window`` of this evidence (the merge of independent maps)."""
+        self.evidence[window] += other.evidence
+        self.height[window] += other.height
+        self.color[window] += other.color
+        self.observed[window] |= other.observed
+
+    def to_grid(self, grid: HeightMap, window: Window = _ALL) -> None:
+        """Set the vertices ``window`` of ``grid`` to this evidence on top of ``grid``'s prior."""
+        prior = grid.prior_information
+        information = prior + self.evidence
+        grid.heights[window] = (prior * grid.prior_height + self.height) / information
+        grid.information[window] = information
+        seen = self.evidence > 0
+        safe = np.where(seen, self.evidence, 1.0)[..., None]
+        grid.colors[window] = np.where(seen[..., None], self.color / safe, UNSEEN_COLOR)
+        grid.observed[window] = self.observed
+
+
+def lattice_offset(origin: np.ndarray, reference: np.ndarray, cell_size: float, name: str = "map") -> np.ndarray:
+    """(columns, rows) int64 from ``reference`` to ``origin`` (world x, y); ValueError naming ``name`` when
+    they are not a whole number of cells apart."""
+    offset = (np.asarray(origin, dtype=np.float64) - reference) / cell_size
+    if np.abs(offset - np.rint(offset)).max() > _LATTICE_TOLERANCE:
+        raise ValueError(f"{name}'s origin {tuple(float(v) for v in origin)} is not on the lattice of "
+                         f"{cell_size:g} m cells through {tuple(float(v) for v in reference)}")
+    return np.rint(offset).astype(np.int64)
+
+
+def check_cell_size(cell_size: float, expected: float, name: str = "map") -> None:
+    """ValueError naming ``name`` unless ``cell_size`` equals ``expected`` (metres)."""
+    if not math.isclose(cell_size, expected, rel_tol=1e-9):
+        raise ValueError(f"{name} has {cell_size:g} m cells, expected {expected:g} m: resample it first")
 
 
 def merge_maps(maps: list[HeightMap]) -> HeightMap:
@@ -34,32 +106,16 @@ def merge_maps(maps: list[HeightMap]) -> HeightMap:
     cell = first.cell_size
     corners = []
     for k, grid in enumerate(maps):
-        if not math.isclose(grid.cell_size, cell, rel_tol=1e-9):
-            raise ValueError(f"map {k} has {grid.cell_size:g} m cells, map 0 has {cell:g} m: resample it first")
-        offset = (grid.origin - first.origin) / cell
-        if np.abs(offset - np.rint(offset)).max() > _LATTICE_TOLERANCE:
-            raise ValueError(f"map {k}'s origin {tuple(grid.origin)} is not on map 0's lattice of {cell:g} m cells")
-        corners.append((np.rint(offset).astype(int), grid.shape))
-    lo = np.min([c[0] for c in corners], axis=0)
-    hi = np.max([c[0] + np.array(shape[::-1]) for c, shape in zip(corners, [c[1] for c in corners])], axis=0)
+        check_cell_size(grid.cell_size, cell, f"map {k}")
+        corners.append(lattice_offset(grid.origin, first.origin, cell, f"map {k}"))
+    lo = np.min(corners, axis=0)
+    hi = np.max([c + np.array(grid.shape[::-1]) for c, grid in zip(corners, maps)], axis=0)
     merged = HeightMap(tuple(first.origin + lo * cell), cell, (int(hi[1] - lo[1]), int(hi[0] - lo[0])),
                        initial_height=first.prior_height, prior_sigma=1.0 / math.sqrt(first.prior_information))
-    prior = merged.prior_information
-    evidence = np.zeros(merged.shape)
-    height_sum = np.zeros(merged.shape)
-    color_sum = np.zeros(merged.shape + (3,))
-    for grid, ((col, row), (ny, nx)) in zip(maps, corners):
-        window = (slice(row - lo[1], row - lo[1] + ny), slice(col - lo[0], col - lo[0] + nx))
-        information = grid.information.astype(np.float64)
-        e = np.maximum(information - grid.prior_information, 0.0)
-        evidence[window] += e
-        # A vertex without evidence contributes nothing (its height may be a seed, not a measurement).
-        height_sum[window] += np.where(e > 0, information * grid.heights - grid.prior_information * grid.prior_height, 0.0)
-        color_sum[window] += e[..., None] * grid.colors
-        merged.observed[window] |= grid.observed
-    information = prior + evidence
-    merged.heights[:] = (prior * merged.prior_height + height_sum) / information
-    merged.information[:] = information
-    seen = evidence > 0
-    merged.colors[seen] = color_sum[seen] / evidence[seen][:, None]
+    merged.prior_information = first.prior_information  # as the first map's, not rounded through a sigma
+    total = Evidence.zeros(merged.shape)
+    for grid, (col, row) in zip(maps, corners):
+        ny, nx = grid.shape
+        total.add(Evidence.of(grid), (slice(row - lo[1], row - lo[1] + ny), slice(col - lo[0], col - lo[0] + nx)))
+    total.to_grid(merged)
     return merged
