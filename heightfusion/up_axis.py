@@ -99,7 +99,7 @@ def up_rotation(up: str, frames) -> np.ndarray:
 
 
 class UpAligned:
-    """A sequence whose frames' poses are turned by ``rotation`` (4x4, from :func:`up_rotation`).
+    """A sequence whose frames' poses (and reference trajectory) are turned by ``rotation`` (4x4, from :func:`up_rotation`).
 
     Everything else (name, ground truth, skip counts...) is the wrapped sequence's. A ground-truth
     height map is only meaningful in the original world, so it is dropped unless the turn is the
@@ -123,6 +123,13 @@ class UpAligned:
             if frame.T_wc is not None and not self.identity:
                 frame.T_wc = self.rotation @ frame.T_wc
             yield frame
+
+    def reference_trajectory(self) -> list[tuple[float, np.ndarray]] | None:
+        """The wrapped sequence's reference poses, turned as the frames' poses are."""
+        reference = self._sequence.reference_trajectory()
+        if reference is None or self.identity:
+            return reference
+        return [(t, self.rotation @ T) for t, T in reference]
 
     def describe(self) -> str:
         """The turn in words, e.g. "up axis: world (0.00, -1.00, 0.00) made +Z (90.0 deg turn)"."""

@@ -40,6 +40,9 @@ CAMERA_FILE = "camera.yaml"
 GT_HEIGHTMAP_FILE = "gt_heightmap.npz"
 # Trajectory files a folder may carry, in order of preference.
 TRAJECTORY_FILES = ("groundtruth.txt", "trajectory.txt")
+# Trajectories to evaluate estimated poses against, in order of preference: the true poses beside a
+# perturbed ground truth (``heightfusion synth --pose-noise``), else the ground truth.
+REFERENCE_FILES = ("groundtruth_true.txt", "groundtruth.txt")
 # How many timestamps a summary message lists.
 _MESSAGE_EXAMPLES = 3
 
@@ -122,6 +125,7 @@ class Sequence:
         camera: intrinsics of every frame (without distortion when opened with ``undistort=True``).
         depth_scale: depth-image units per metre, or None for monocular data.
         gt_heightmap: the folder's ``gt_heightmap.npz`` or None.
+        reference: the trajectory estimated poses are judged against (:meth:`reference_trajectory`), or None.
         skipped: reason -> count of skipped items: those found when opening (over the whole dataset,
             before ``stride`` and ``max_frames``) plus those found during the latest iteration.
         messages: what was skipped or assumed, and why.
@@ -143,6 +147,8 @@ class Sequence:
         depth_scale: float | None = None,
         gt_heightmap: HeightMap | None = None,
         video: Path | None = None,
+        reference: Trajectory | None = None,
+        reference_offset: np.ndarray | None = None,
     ) -> None:
         self.path = path
         self.name = name
@@ -156,6 +162,9 @@ class Sequence:
         self._video = video
         self._opening_issues = issues
         self._issues = issues.copy()
+        self.reference = reference
+        self._reference_offset = np.eye(4) if reference_offset is None else reference_offset
+        self._max_difference = options.max_difference
 
     @property
     def skipped(self) -> Counter[str]:
@@ -171,6 +180,19 @@ class Sequence:
     def has_poses(self) -> bool:
         """Whether the frames carry poses (the sequence has a trajectory)."""
         return any(record.T_wc is not None for record in self._records)
+
+    def reference_trajectory(self) -> list[tuple[float, np.ndarray]] | None:
+        """(timestamp, ``T_wc``) of the reference pose of each frame the sequence tries, in the frames' world;
+        None without a reference (a sequence with no ground truth).
+
+        The reference is the folder's ``groundtruth_true.txt`` (the true poses of a synthetic sequence
+        whose ``groundtruth.txt`` has a drifting error), else its ground truth, interpolated at the
+        frame times as the frames' poses are; frames it has no pose for are left out.
+        """
+        if self.reference is None:
+            return None
+        poses = ((r.timestamp, self.reference.pose_at(r.timestamp, self._max_difference)) for r in self._records)
+        return [(t, T @ self._reference_offset) for t, T in poses if T is not None]
 
     def __len__(self) -> int:
         return len(self._records)
@@ -316,14 +338,35 @@ def find_trajectory_file(folder: Path, options: OpenOptions, extra_patterns: tup
     """``options.trajectory``, else the folder's first trajectory file, else None."""
     if options.trajectory is not None:
         return options.trajectory
-    for name in TRAJECTORY_FILES:
+    return _first_file(folder, TRAJECTORY_FILES, extra_patterns)
+
+
+def _first_file(folder: Path, names: tuple[str, ...], patterns: tuple[str, ...]) -> Path | None:
+    """The first of ``names`` that is a file in ``folder``, else the first match of the first matching pattern."""
+    for name in names:
         if (folder / name).is_file():
             return folder / name
-    for pattern in extra_patterns:
+    for pattern in patterns:
         matches = sorted(folder.glob(pattern))
         if matches:
             return matches[0]
     return None
+
+
+def find_reference_file(folder: Path, extra_patterns: tuple[str, ...] = ()) -> Path | None:
+    """The folder's first of REFERENCE_FILES, else the first match of ``extra_patterns``, else None."""
+    return _first_file(folder, REFERENCE_FILES, extra_patterns)
+
+
+def load_reference(
+    folder: Path, issues: Issues, loaded: tuple[Path | None, Trajectory | None], extra_patterns: tuple[str, ...] = ()
+) -> Trajectory | None:
+    """The folder's reference trajectory (:func:`find_reference_file`), or None; ``loaded`` is the
+    (file, trajectory) the frames' poses came from, reused when it is the same file."""
+    path = find_reference_file(folder, extra_patterns)
+    if path is None:
+        return None
+    return loaded[1] if loaded[0] is not None and path == loaded[0] else load_trajectory(path, issues)
 
 
 def load_trajectory(path: Path, issues: Issues) -> Trajectory:

@@ -82,6 +82,9 @@ def load(folder: Path, options: OpenOptions) -> Sequence:
         issues=issues,
         options=options,
         gt_heightmap=load_gt_heightmap(folder, issues),
+        # The ground truth is the reference; a trajectory of the user's (trajectory=) is not.
+        reference=None if options.trajectory is not None else trajectory,
+        reference_offset=T_bs,
     )
 
 

@@ -36,6 +36,7 @@ from .base import (
     configured_camera,
     find_trajectory_file,
     load_gt_heightmap,
+    load_reference,
     load_trajectory,
     sequence_name,
 )
@@ -146,6 +147,7 @@ def _sequence(
         options=options,
         gt_heightmap=load_gt_heightmap(folder, issues),
         video=video,
+        reference=load_reference(folder, issues, (trajectory_file, trajectory)),
     )
 
 

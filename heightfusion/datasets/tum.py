@@ -2,7 +2,8 @@
 
 Layout: ``rgb.txt`` and ``depth.txt`` (``timestamp file`` per line), 16-bit depth PNGs in units of
 1/``depth_scale`` metres (5000 unless ``camera.yaml`` says otherwise; 0 = no value), and a trajectory
-``groundtruth.txt`` (``t tx ty tz qx qy qz qw``, camera-to-world). Images are matched to depth images
+``groundtruth.txt`` (``t tx ty tz qx qy qz qw``, camera-to-world; the reference for estimated
+poses, unless a ``groundtruth_true.txt`` beside it holds the true ones). Images are matched to depth images
 with :func:`~heightfusion.datasets.trajectory.associate`. A folder with ``associations.txt``
 (``t file t file`` per line, as ``associate.py`` writes it; the ICL-NUIM release ships one) uses those
 pairs as they are, the file whose path names ``depth`` taken as the depth image. Without depth
@@ -41,6 +42,7 @@ from .base import (
     configured_camera,
     find_trajectory_file,
     load_gt_heightmap,
+    load_reference,
     load_trajectory,
     read_text_lines,
     sequence_name,
@@ -105,6 +107,7 @@ def load(folder: Path, options: OpenOptions) -> Sequence:
         options=options,
         depth_scale=(depth_scale or TUM_DEPTH_SCALE) if has_depth else None,
         gt_heightmap=load_gt_heightmap(folder, issues),
+        reference=load_reference(folder, issues, (trajectory_file, trajectory), (ICL_TRAJECTORY_PATTERN,)),
     )
 
 
