@@ -60,6 +60,15 @@ def check_same_grid(estimate: HeightMap, truth: HeightMap) -> None:
         )
 
 
+def same_grid(a: HeightMap, b: HeightMap) -> bool:
+    """Whether ``a`` and ``b`` lie on the same grid (what :func:`check_same_grid` checks)."""
+    try:
+        check_same_grid(a, b)
+    except ValueError:
+        return False
+    return True
+
+
 def height_error_stats(errors: np.ndarray) -> dict[str, float | int]:
     """count, rmse, mae, median |e|, bias and within_* shares of height errors ``errors`` (metres).
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from .fusion import FusionConfig, HeightMapFuser
 from .heightmap import HeightMap
-from .metrics import StageTimer, evaluate, smooth_mask_from_heights
+from .metrics import StageTimer, evaluate, same_grid, smooth_mask_from_heights
 from .outputs import run_metrics
 from .pipeline import FramePipeline, SkippedFrame, fusion_config, uses_stereo
 from .render import make_renderer
@@ -26,6 +26,7 @@ from .up_axis import UpAligned, default_up, up_rotation
 
 if TYPE_CHECKING:  # the stereo needs torch: imported when "mvs" is asked for
     from .depth import KeyframeConfig, StereoConfig
+    from .sinks import FrameSink
 
 
 @dataclass
@@ -38,7 +39,7 @@ class ReplayResult:
         skipped: reason -> count of frames (or lines) skipped, by the reader and by the fusion.
         seconds: wall-clock time of the fusion loop, reading frames included.
         ms_per_frame: mean milliseconds per fused frame, per fusion stage (and "read").
-        truth: the dataset's ground-truth height map, or None.
+        truth: the dataset's ground-truth height map, or None (also when the map is on another grid).
         evaluation: :func:`heightfusion.metrics.evaluate` against it, or None.
         messages: what the dataset reader had to say (skipped lines, assumed intrinsics...).
         config: the fusion settings used.
@@ -84,6 +85,7 @@ def replay(
     progress: bool = True,
     fusion_settings: dict | None = None,
     up: str | None = None,
+    sink: FrameSink | None = None,
 ) -> ReplayResult:
     """Fuse the sequence at ``path`` (default: the bundled sample) into a height map.
 
@@ -94,6 +96,8 @@ def replay(
     ``fusion_settings`` (with the stereo sigma floor when stereo gives the depth).
     ``up`` is the world axis that points up (:data:`heightfusion.up_axis.UP_AXES`; None: the reader's
     default, :func:`heightfusion.up_axis.default_up`): the poses are turned so that it becomes +Z.
+    ``sink`` (e.g. :class:`heightfusion.rerun_log.RerunLog`) gets every frame read, with the depth fused
+    (None when skipped) and the map (:class:`heightfusion.sinks.FrameSink`); the caller closes it.
     Raises ``DatasetError`` (a ValueError) for a path that is not a dataset.
 
     Example:
@@ -130,6 +134,8 @@ def replay(
                     break
                 bar.update()
                 result = pipeline.process(frame)
+                if sink is not None:
+                    sink.log_frame(frame, None if isinstance(result, SkippedFrame) else result.depth, grid)
                 if isinstance(result, SkippedFrame):
                     skipped[result.reason] += 1
                     if result.detail and skipped[result.reason] == 1:  # once per reason: long runs stay readable
@@ -142,16 +148,17 @@ def replay(
         renderer.release()
     seconds = time.perf_counter() - start
     skipped.update(sequence.skipped)
-    evaluation = None
-    if sequence.gt_heightmap is not None:
-        evaluation = evaluate(grid, sequence.gt_heightmap, smooth_mask_from_heights(sequence.gt_heightmap))
+    truth = sequence.gt_heightmap
+    if truth is not None and not same_grid(grid, truth):
+        truth = None  # a grid the user chose: no vertex-by-vertex comparison (the truth is not resampled)
+    evaluation = None if truth is None else evaluate(grid, truth, smooth_mask_from_heights(truth))
     return ReplayResult(
         grid=grid,
         frames_used=used,
         skipped=skipped,
         seconds=seconds,
         ms_per_frame=timer.mean_ms(frames=max(used, 1)),
-        truth=sequence.gt_heightmap,
+        truth=truth,
         evaluation=evaluation,
         messages=messages,
         config=config,
