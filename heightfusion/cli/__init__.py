@@ -38,8 +38,9 @@ class UserError(Exception):
 
 
 # Exceptions that are the user's input or machine, not a bug, by class name (no heavy imports here):
-# no OpenGL / no display (render.context, viewer.window), an optional extra not installed (baselines).
-_USER_ERROR_NAMES = frozenset({"GLUnavailableError", "WindowUnavailableError", "BaselineUnavailable"})
+# no OpenGL / no display (render.context, viewer.window), an optional extra not installed (baselines, rerun).
+_USER_ERROR_NAMES = frozenset({"GLUnavailableError", "WindowUnavailableError", "BaselineUnavailable",
+                               "RerunUnavailableError"})
 
 
 def check_output_folder(path, option: str = "--out") -> None:

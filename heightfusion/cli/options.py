@@ -124,6 +124,30 @@ def free_space_settings(args: argparse.Namespace) -> FreeSpaceSettings:
     return FreeSpaceSettings(args.max_step, math.radians(args.max_slope), args.robot_radius, args.max_sigma)
 
 
+# --- Rerun recording ------------------------------------------------------------------------------
+def add_rerun_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options --rerun, --rerun-spawn and --rerun-mesh-every (for :func:`rerun_log_from_args`)."""
+    from ..rerun_log import DEFAULT_MESH_EVERY
+
+    group = parser.add_argument_group("Rerun recording (needs the rerun extra: pip install 'heightfusion[rerun]')")
+    group.add_argument("--rerun", metavar="FILE.rrd", help="record frames, depth, poses and the map mesh to FILE.rrd")
+    group.add_argument("--rerun-spawn", action="store_true", help="stream them to a Rerun viewer started for the run")
+    group.add_argument("--rerun-mesh-every", type=int, default=DEFAULT_MESH_EVERY, metavar="N",
+                       help=f"log the map mesh every N fused frames and at the end (default {DEFAULT_MESH_EVERY})")
+
+
+def rerun_log_from_args(args: argparse.Namespace, name: str):
+    """A :class:`heightfusion.rerun_log.RerunLog` named ``name`` for the Rerun options, or a null context when
+    none is given (either way usable in ``with``). Made before the run, so a missing SDK fails at once."""
+    import contextlib
+
+    if args.rerun is None and not args.rerun_spawn:
+        return contextlib.nullcontext()
+    from ..rerun_log import RerunLog
+
+    return RerunLog(args.rerun, spawn=args.rerun_spawn, mesh_every=args.rerun_mesh_every, name=name)
+
+
 # --- marker board ---------------------------------------------------------------------------------
 def add_board_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options that describe the printed board (defaults: the board ``heightfusion board`` prints)."""

@@ -5,6 +5,7 @@ Depth from the dataset's depth images, or with ``--depth mvs`` from monocular mo
 PNGs of height, colour, uncertainty, free space (settings ``--max-step``, ``--max-slope``,
 ``--robot-radius``, ``--max-sigma``) and, with ground truth, error, and ``metrics.json`` (evaluation, ms
 per stage, frames used and skipped by reason, free-space settings and vertex counts per label).
+``--rerun FILE.rrd`` / ``--rerun-spawn`` record the run for the Rerun viewer (:mod:`heightfusion.rerun_log`).
 """
 
 from __future__ import annotations
@@ -21,16 +22,27 @@ from .options import (
     add_depth_arguments,
     add_free_space_arguments,
     add_grid_arguments,
+    add_rerun_arguments,
     add_up_argument,
     free_space_settings,
     grid_args,
     keyframe_config_from_args,
+    rerun_log_from_args,
     stereo_config_from_args,
 )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", nargs="?", help="dataset folder or video (default: the bundled sample)")
+    add_replay_arguments(parser)
+    parser.add_argument("--out", default="replay_out", help="output folder (default replay_out)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_rerun_arguments(parser)
+
+
+def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
+    """How a sequence is fused (``replay`` and ``batch``): depth, backend, grid, up axis, frames, solver,
+    free space; :func:`replay_options` and :func:`~heightfusion.cli.options.free_space_settings` read them."""
     add_depth_arguments(parser, default="sensor")
     parser.add_argument("--backend", default="gl", choices=BACKENDS, help="renderer backend (default gl)")
     add_grid_arguments(parser)
@@ -38,36 +50,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-frames", type=int, help="fuse at most this many frames")
     parser.add_argument("--solver", default=FusionConfig.solver, choices=SOLVERS, help="Gauss-Newton solve")
     parser.add_argument("--iterations", type=int, default=FusionConfig.iterations, help="Gauss-Newton iterations per frame")
-    parser.add_argument("--out", default="replay_out", help="output folder (default replay_out)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_free_space_arguments(parser)
+
+
+def replay_options(args: argparse.Namespace) -> dict:
+    """Keyword arguments of :func:`heightfusion.replay.replay` (all but path, progress and sink) of
+    :func:`add_replay_arguments`' options, checked."""
+    if args.max_frames is not None and args.max_frames < 1:
+        raise UserError(f"--max-frames must be a positive number, got {args.max_frames}")
+    settings = {"solver": args.solver, "iterations": args.iterations, "sigma_floor": args.sigma_floor,
+                "pyramid_level": args.fusion_level}
+    return {"depth": args.depth, "backend": args.backend, **grid_args(args), "max_frames": args.max_frames,
+            "stereo": stereo_config_from_args(args), "keyframes": keyframe_config_from_args(args),
+            "fusion_settings": settings, "up": args.up}
+
+
+def write_replay_outputs(out, path, options: dict, result, robot) -> dict:
+    """Write ``result`` (of ``replay(path, **options)``) to the folder ``out`` as ``heightfusion replay`` does,
+    free space for ``robot``; returns what metrics.json holds."""
+    from ..outputs import write_map_outputs
+
+    extra = {"dataset": str(path), "depth": options["depth"], "backend": options["backend"],
+             "config": _config_dict(result.config)}
+    if options["stereo"] is not None:
+        extra["stereo"] = asdict(options["stereo"])
+    return write_map_outputs(out, result.grid, {**extra, **result.metrics()}, result.truth, robot)
 
 
 def run(args: argparse.Namespace) -> int:
     from .. import datasets
-    from ..outputs import write_map_outputs
     from ..replay import replay
 
-    settings = {"solver": args.solver, "iterations": args.iterations, "sigma_floor": args.sigma_floor,
-                "pyramid_level": args.fusion_level}
     robot = free_space_settings(args)  # checked before the fusion, not after
-    if args.max_frames is not None and args.max_frames < 1:
-        raise UserError(f"--max-frames must be a positive number, got {args.max_frames}")
+    options = replay_options(args)
     check_output_folder(args.out)
-    stereo = stereo_config_from_args(args)
-    result = replay(
-        args.path, depth=args.depth, backend=args.backend, **grid_args(args),
-        max_frames=args.max_frames, stereo=stereo, keyframes=keyframe_config_from_args(args),
-        progress=not args.quiet, fusion_settings=settings, up=args.up,
-    )
     path = args.path if args.path is not None else datasets.sample_path()
-    extra = {"dataset": str(path), "depth": args.depth, "backend": args.backend, "config": _config_dict(result.config)}
-    if stereo is not None:
-        extra["stereo"] = asdict(stereo)
-    metrics = write_map_outputs(args.out, result.grid, {**extra, **result.metrics()}, result.truth, robot)
+    with rerun_log_from_args(args, f"replay {Path(path).name}") as rerun:
+        result = replay(args.path, **options, progress=not args.quiet, sink=rerun)
+        if rerun is not None:
+            rerun.log_map(result.grid)
+    metrics = write_replay_outputs(args.out, path, options, result, robot)
     for message in result.messages:  # what the reader noted (assumed intrinsics, an unreadable ground truth...)
         print(f"replay: {message}", file=sys.stderr)
     print(_summary(result, Path(args.out), metrics["free_space"]["vertices"]))
+    if args.rerun is not None:
+        print(f"wrote {args.rerun}: the run for the Rerun viewer (rerun {args.rerun})")
     return 0
 
 
