@@ -19,12 +19,14 @@ from .options import (
     add_depth_arguments,
     add_free_space_arguments,
     add_grid_arguments,
+    add_rerun_arguments,
     add_up_argument,
     board_spec_from_args,
     check_positive,
     free_space_settings,
     grid_args,
     keyframe_config_from_args,
+    rerun_log_from_args,
     stereo_config_from_args,
 )
 
@@ -59,6 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hidden", action="store_true", help="open no visible window (scripted runs)")
     add_free_space_arguments(parser)
     add_board_arguments(parser)
+    add_rerun_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -106,13 +109,14 @@ def run(args: argparse.Namespace) -> int:
     board_poses = BoardPoses(board_spec) if args.camera is not None or not frames.has_poses else None
     source = LatestFrameSource(frames, pace=pace, drop=not args.every_frame, prepare=board_poses)
     scripted = args.max_frames is not None or args.screenshot is not None
+    rerun = rerun_log_from_args(args, f"live {name}")
     settings = LiveSettings(
         out=Path(args.out), depth=args.depth, config=fusion_config(stereo_depth, sigma_floor=args.sigma_floor,
                                                                    pyramid_level=args.fusion_level),
         stereo=stereo_config_from_args(args), keyframes=keyframe_config_from_args(args),
         autosave_s=args.autosave,
         exit_at_end=args.exit_at_end or scripted, mode=args.mode, truth=truth, end_message=end_message,
-        pose_problem=None if board_poses is None else (lambda: board_poses.reason),
+        pose_problem=None if board_poses is None else (lambda: board_poses.reason), sink=rerun,
     )
     grid = grid_args(args)
     try:
@@ -125,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
                       lambda frame: grid_around_view(frame.T_wc, args.extent, truth=truth, **grid),
                       robot.labels, settings)
         result = app.run()
+        if rerun is not None and result.grid is not None:
+            rerun.log_map(result.grid)
         if args.screenshot:
             from ..visualize import write_png
 
@@ -134,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
         renderer.release()
     finally:
         window.destroy()
+        if rerun is not None:
+            rerun.close()
     print(_summary(result, evaluation))
     if result.grid is not None:
         source_name = args.source or (f"camera {args.camera}" if args.camera is not None else "bundled sample")

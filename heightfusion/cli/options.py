@@ -137,12 +137,10 @@ def add_rerun_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def rerun_log_from_args(args: argparse.Namespace, name: str):
-    """A :class:`heightfusion.rerun_log.RerunLog` named ``name`` for the Rerun options, or a null context when
-    none is given (either way usable in ``with``). Made before the run, so a missing SDK fails at once."""
-    import contextlib
-
+    """A :class:`heightfusion.rerun_log.RerunLog` named ``name`` for the Rerun options, or None when none is
+    given. Made before the run, so that a missing SDK or folder fails at once; the caller closes it."""
     if args.rerun is None and not args.rerun_spawn:
-        return contextlib.nullcontext()
+        return None
     from ..rerun_log import RerunLog
 
     return RerunLog(args.rerun, spawn=args.rerun_spawn, mesh_every=args.rerun_mesh_every, name=name)

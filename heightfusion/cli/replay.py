@@ -11,6 +11,7 @@ per stage, frames used and skipped by reason, free-space settings and vertex cou
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -85,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
     options = replay_options(args)
     check_output_folder(args.out)
     path = args.path if args.path is not None else datasets.sample_path()
-    with rerun_log_from_args(args, f"replay {Path(path).name}") as rerun:
+    rerun = rerun_log_from_args(args, f"replay {Path(path).name}")
+    with rerun or contextlib.nullcontext():  # closed (the file completed) however the run ends
         result = replay(args.path, **options, progress=not args.quiet, sink=rerun)
         if rerun is not None:
             rerun.log_map(result.grid)

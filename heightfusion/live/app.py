@@ -25,6 +25,7 @@ from ..metrics import StageTimer, check_same_grid, evaluate, smooth_mask_from_he
 from ..outputs import run_metrics
 from ..pipeline import FramePipeline, SkippedFrame
 from ..render.base import Renderer
+from ..sinks import FrameSink
 from ..viewer.layout import Rect, grid_cells, span
 from ..viewer.map_view import MODES, frustum_segments
 from ..viewer.orbit_view import OrbitView
@@ -59,6 +60,7 @@ class LiveSettings:
         truth: ground-truth map to evaluate against at the end, or None.
         end_message: what to say when the source ends (a video's end, a camera that disconnected).
         pose_problem: why the latest frame without a pose has none (e.g. the marker board's reason), or None.
+        sink: gets every frame processed, the depth fused (None: not fused) and the map (e.g. a Rerun log).
     """
 
     out: Path
@@ -72,6 +74,7 @@ class LiveSettings:
     truth: HeightMap | None = None
     end_message: str = "source ended"
     pose_problem: Callable[[], str | None] | None = None
+    sink: FrameSink | None = None
 
 
 @dataclass
@@ -186,7 +189,8 @@ class LiveApp:
         return path
 
     # --- one frame --------------------------------------------------------------------------------
-    def _process(self, frame: Frame) -> None:
+    def _process(self, frame: Frame) -> np.ndarray | None:
+        """Fuse ``frame`` (and show it); returns the depth fused, None when the frame was not."""
         if frame.image is not None:
             self.panels["camera"].set_image(frame.image)
         if frame.T_wc is None:
@@ -217,6 +221,7 @@ class LiveApp:
         self._timed("free space", lambda: self.panels["free"].set_image(visualize.render_free_space(self.free_space(self.grid))))
         self._timed("pictures", lambda: (self.panels["depth"].set_image(visualize.render_depth(result.depth)),
                                          self.view.show(self.grid, self.mode)))
+        return result.depth
 
     def _timed(self, stage: str, work: Callable[[], object]) -> None:
         """Run ``work``, timing it for the run's totals and the status line."""
@@ -295,7 +300,9 @@ class LiveApp:
             with self.timer("wait"):
                 frame = self.source.next(timeout=0.03)
             if frame is not None:
-                self._process(frame)
+                depth = self._process(frame)
+                if self.settings.sink is not None:
+                    self.settings.sink.log_frame(frame, depth, self.grid)
             elif self.source.exhausted:
                 self._finish(self._end_reason())
                 if self.settings.exit_at_end:
