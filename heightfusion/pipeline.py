@@ -7,6 +7,8 @@ that ends the run.
 
 from __future__ import annotations
 
+import dataclasses
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,7 +53,15 @@ class FramePipeline:
         fuser: the fusion of the map.
         depth: the depth source.
         stereo, keyframes: settings of :class:`heightfusion.depth.MotionStereo` (when stereo is used).
-        timer: stages are timed into it ("stereo", and the fusion's own stages).
+        timer: stages are timed into it ("track", "stereo", and the fusion's own stages).
+        tracker: a :class:`heightfusion.tracking.Tracker` that gives each frame its pose (refined or
+            estimated), or None to use the frames' poses as they are.
+
+    Attributes:
+        poses: (timestamp, T_wc) of every frame whose pose was settled (fused, or passed to stereo),
+            in order: what ``trajectory.txt`` holds.
+        tracking: counts of how frames got their poses ("tracked", "given": used as given, e.g. before
+            the map exists) when a tracker is used.
 
     Example:
         >>> import heightfusion as hf
@@ -62,12 +72,16 @@ class FramePipeline:
         'FusedFrame'
     """
 
-    def __init__(self, fuser: HeightMapFuser, depth: str = "sensor", stereo=None, keyframes=None, timer: StageTimer | None = None) -> None:
+    def __init__(self, fuser: HeightMapFuser, depth: str = "sensor", stereo=None, keyframes=None,
+                 timer: StageTimer | None = None, tracker=None) -> None:
         if depth not in DEPTH_SOURCES:
             raise ValueError(f"depth source must be one of {', '.join(DEPTH_SOURCES)}, got {depth!r}")
         self.fuser = fuser
         self.depth = depth
         self.timer = timer if timer is not None else StageTimer()
+        self.tracker = tracker
+        self.poses: list[tuple[float, np.ndarray]] = []
+        self.tracking: Counter = Counter()
         self._stereo_settings = (stereo, keyframes)
         self._motion = None  # created on first use: it needs torch
 
@@ -80,8 +94,22 @@ class FramePipeline:
 
     def process(self, frame: Frame) -> FusedFrame | SkippedFrame:
         """Fuse ``frame``, or say why it was skipped."""
-        if frame.T_wc is None:
+        if self.tracker is not None:
+            with self.timer("track"):
+                tracked = self.tracker.track(frame, self.fuser.grid)
+            if not tracked.ok:
+                return SkippedFrame(f"tracking: {tracked.reason}")
+            self.tracking["tracked" if tracked.tracked else "given"] += 1
+            frame = dataclasses.replace(frame, T_wc=tracked.T_wc)
+        elif frame.T_wc is None:
             return SkippedFrame("no pose")
+        result = self._fuse(frame)
+        if self.tracker is not None:
+            self.tracker.accept(frame, frame.T_wc, self.fuser.grid)
+        self.poses.append((frame.timestamp, frame.T_wc))
+        return result
+
+    def _fuse(self, frame: Frame) -> FusedFrame | SkippedFrame:
         sigma = None
         if self.depth == "sensor" or (self.depth == "auto" and frame.depth is not None):
             if frame.depth is None:

@@ -1,0 +1,282 @@
+"""Dense direct alignment: the camera pose that best explains a frame's image (and depth) given references.
+
+Residuals (Kerl, Sturm, Cremers, "Dense Visual SLAM for RGB-D Cameras", IROS 2013, in world-point form):
+
+- photometric, per reference point X (world) with grey value g in its reference view:
+  ``r = I(pi(T_cw X)) - (a_k g + b_k)``, with an affine brightness (a_k, b_k) per reference, so exposure
+  changes between the frame, a keyframe and the map's colours do not pull the pose;
+- geometric, where the frame has depth D: ``r = D(pi(T_cw X)) - z(T_cw X)``, divided by the depth's sigma
+  (``depth_sigma_m`` + ``depth_sigma_rel`` z^2, a Kinect-like model).
+
+The pose is perturbed on the left, ``T_cw <- exp(xi) T_cw``; with X_c = T_cw X and the image gradient
+dI/dX_c = grad I . dpi/dX_c, the Jacobian row is (dI/dX_c, X_c x dI/dX_c). Each kind of residual is
+scaled by its own robust spread (1.4826 MAD, floored) and weighted by Huber's weight; Levenberg-Marquardt
+steps are accepted only when the robust cost falls. Levels run coarse to fine. The pose covariance is
+the inverse of the final Gauss-Newton Hessian's pose block (brightness marginalised), in the units of
+the normalised residuals: it is the Cramer-Rao bound of the model, honest for independent pixel noise
+and optimistic for correlated errors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from .se3 import exp_se3
+from .views import Reference, TrackedImage
+
+#: Huber threshold in robust spreads.
+HUBER_K = 1.345
+#: Smallest robust spread of photometric residuals (grey levels 0-1): sensor noise of about 1/255.
+MIN_PHOTOMETRIC_SPREAD = 2.0 / 255.0
+#: Prior on each reference's brightness: (a - 1) and b have this sigma (a weak pull, so a reference with
+#: few points cannot trade its pose for brightness).
+BRIGHTNESS_PRIOR_SIGMA = 0.3
+#: Photometric points whose predicted pixel is less than this many pixels from the border are dropped
+#: (the gradient image is unreliable there).
+BORDER_PX = 2
+
+
+@dataclass
+class AlignmentSettings:
+    """How :func:`align` iterates.
+
+    Attributes:
+        iterations: most Levenberg-Marquardt iterations per level.
+        min_step: a level ends when the step moves less than this (metres, and radians).
+        depth_sigma_m, depth_sigma_rel: sigma of the frame's depth, ``depth_sigma_m + depth_sigma_rel z^2``.
+        geometric_weight: multiplies the geometric residuals' weights (0: photometric only).
+        max_depth_gradient: geometric residuals where the frame's depth changes by more than this share of
+            the depth per pixel are dropped (depth edges: the depth there is not a surface).
+    """
+
+    iterations: int = 10
+    min_step: float = 5e-5
+    depth_sigma_m: float = 0.002
+    depth_sigma_rel: float = 0.0015
+    geometric_weight: float = 1.0
+    max_depth_gradient: float = 0.05
+
+
+@dataclass
+class Alignment:
+    """What :func:`align` found.
+
+    Attributes:
+        T_wc: the camera-to-world pose.
+        brightness: per reference, (a, b): the frame's grey values are a * reference + b.
+        covariance: 6x6 covariance of the pose's twist (camera frame; metres and radians), or None when the
+            Hessian is singular.
+        points: residuals used at the finest level, per kind ("photometric", "geometric").
+        inliers: share of them within the Huber threshold.
+        rms: robust spread of the residuals at the finest level, per kind (grey levels; normalised depth).
+        iterations: Levenberg-Marquardt iterations in all.
+        converged: the finest level ended by a small step, not by the iteration limit.
+    """
+
+    T_wc: np.ndarray
+    brightness: list[tuple[float, float]]
+    covariance: np.ndarray | None
+    points: dict[str, int] = field(default_factory=dict)
+    inliers: float = 0.0
+    rms: dict[str, float] = field(default_factory=dict)
+    iterations: int = 0
+    converged: bool = False
+
+
+def _sample(image: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Bilinear samples of ``image`` at pixels (u, v) (NaN where a neighbour is NaN)."""
+    if len(u) == 0:
+        return np.zeros(0, dtype=image.dtype)
+    return cv2.remap(image, u.astype(np.float32)[None], v.astype(np.float32)[None], cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REPLICATE)[0]
+
+
+@dataclass
+class _Residuals:
+    """One kind of residual at the current pose: values, Jacobian rows (pose 6 + brightness 2K), sigma."""
+
+    r: np.ndarray
+    J: np.ndarray
+    floor: float
+    weight: float = 1.0
+    spread: float = 1.0
+
+    def estimate_spread(self) -> None:
+        mad = float(np.median(np.abs(self.r))) if len(self.r) else 0.0
+        self.spread = max(1.4826 * mad, self.floor)
+
+    def weights(self) -> np.ndarray:
+        a = np.abs(self.r) / self.spread
+        return self.weight * np.where(a <= HUBER_K, 1.0, HUBER_K / np.maximum(a, 1e-12)) / self.spread**2
+
+    def cost(self) -> float:
+        a = np.abs(self.r) / self.spread
+        return self.weight * float(np.where(a <= HUBER_K, 0.5 * a * a, HUBER_K * (a - 0.5 * HUBER_K)).sum())
+
+
+def _project(level: TrackedImage, T_cw: np.ndarray, points_w: np.ndarray):
+    """Camera points, pixels and the mask of points in front that land inside the image."""
+    X = points_w @ T_cw[:3, :3].T + T_cw[:3, 3]
+    cam = level.camera
+    z = X[:, 2]
+    ok = z > 1e-3
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = cam.fx * X[:, 0] / z + cam.cx
+        v = cam.fy * X[:, 1] / z + cam.cy
+    H, W = level.gray.shape
+    ok &= (u >= BORDER_PX) & (u <= W - 1 - BORDER_PX) & (v >= BORDER_PX) & (v <= H - 1 - BORDER_PX)
+    return X[ok], u[ok], v[ok], ok
+
+
+def _point_jacobian(level: TrackedImage, X: np.ndarray, gu: np.ndarray, gv: np.ndarray) -> np.ndarray:
+    """(N, 6) d value / d xi of a value with image gradient (gu, gv) sampled at the projection of X (camera)."""
+    cam = level.camera
+    inv_z = 1.0 / X[:, 2]
+    dX = np.empty_like(X)
+    dX[:, 0] = gu * cam.fx * inv_z
+    dX[:, 1] = gv * cam.fy * inv_z
+    dX[:, 2] = -(dX[:, 0] * X[:, 0] + dX[:, 1] * X[:, 1]) * inv_z
+    return np.concatenate([dX, np.cross(X, dX)], axis=1)
+
+
+def _residuals(level: TrackedImage, refs: list, level_index: int, T_cw: np.ndarray, brightness: np.ndarray,
+               settings: AlignmentSettings) -> list[_Residuals]:
+    n = 6 + 2 * len(refs)
+    out = []
+    rows_r, rows_J = [], []
+    for k, ref in enumerate(refs):
+        points = ref.levels[level_index]
+        X, u, v, ok = _project(level, T_cw, points.photometric)
+        values = _sample(level.gray, u, v)
+        gu, gv = _sample(level.gx, u, v), _sample(level.gy, u, v)
+        g = points.intensity[ok].astype(np.float64)
+        finite = np.isfinite(values) & np.isfinite(gu) & np.isfinite(gv)
+        X, values, gu, gv, g = X[finite], values[finite], gu[finite], gv[finite], g[finite]
+        J = np.zeros((len(X), n))
+        J[:, :6] = _point_jacobian(level, X, gu, gv)
+        J[:, 6 + 2 * k] = -g
+        J[:, 7 + 2 * k] = -1.0
+        rows_r.append(values - (brightness[k, 0] * g + brightness[k, 1]))
+        rows_J.append(J)
+    out.append(_Residuals(np.concatenate(rows_r), np.concatenate(rows_J), MIN_PHOTOMETRIC_SPREAD))
+    if level.depth is not None and settings.geometric_weight > 0:
+        rows_r, rows_J = [], []
+        for ref in refs:
+            X, u, v, _ = _project(level, T_cw, ref.levels[level_index].geometric)
+            d, gu, gv = _sample(level.depth, u, v), _sample(level.dgx, u, v), _sample(level.dgy, u, v)
+            z = X[:, 2]
+            finite = np.isfinite(d) & np.isfinite(gu) & np.isfinite(gv)
+            finite &= np.hypot(gu, gv) <= settings.max_depth_gradient * np.where(finite, d, 0.0)
+            X, d, gu, gv, z = X[finite], d[finite], gu[finite], gv[finite], z[finite]
+            sigma = settings.depth_sigma_m + settings.depth_sigma_rel * z * z
+            J = np.zeros((len(X), n))
+            J[:, :6] = _point_jacobian(level, X, gu, gv)
+            J[:, 2] -= 1.0  # d z / d X_c
+            J[:, 3] -= X[:, 1]  # the rotation part of dz: (X x e_z) = (y, -x, 0)
+            J[:, 4] += X[:, 0]
+            rows_r.append((d - z) / sigma)
+            rows_J.append(J / sigma[:, None])
+        if rows_r:
+            out.append(_Residuals(np.concatenate(rows_r), np.concatenate(rows_J), 1.0, settings.geometric_weight))
+    return out
+
+
+def _normal_equations(kinds: list[_Residuals], brightness: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    n = kinds[0].J.shape[1]
+    H, g, cost = np.zeros((n, n)), np.zeros(n), 0.0
+    for kind in kinds:
+        w = kind.weights()
+        H += (kind.J * w[:, None]).T @ kind.J
+        g += kind.J.T @ (w * kind.r)
+        cost += kind.cost()
+    prior = 1.0 / BRIGHTNESS_PRIOR_SIGMA**2
+    for k in range(len(brightness)):
+        for j, target in ((0, 1.0), (1, 0.0)):
+            index = 6 + 2 * k + j
+            H[index, index] += prior
+            g[index] += prior * (brightness[k, j] - target)
+            cost += 0.5 * prior * (brightness[k, j] - target) ** 2
+    return H, g, cost
+
+
+def _robust_cost(kinds: list[_Residuals], spreads: list[float]) -> tuple[float, int]:
+    """Mean Huber cost of ``kinds`` with the given spreads, and the number of residuals."""
+    total, count = 0.0, 0
+    for kind, spread in zip(kinds, spreads):
+        kind.spread = spread
+        total += kind.cost()
+        count += len(kind.r)
+    return total / max(count, 1), count
+
+
+def align(pyramid: list[TrackedImage], references: list[Reference], T_wc: np.ndarray,
+          settings: AlignmentSettings | None = None) -> Alignment:
+    """Align the frame of ``pyramid`` (finest level first) to ``references`` starting from pose ``T_wc``.
+
+    Every reference must have as many levels as the pyramid. Returns an :class:`Alignment`; its verdict
+    (enough points, inliers, a bounded covariance) is the caller's to judge.
+    """
+    settings = settings or AlignmentSettings()
+    T_cw = np.linalg.inv(np.asarray(T_wc, dtype=np.float64))
+    brightness = np.tile([1.0, 0.0], (len(references), 1))
+    iterations, converged = 0, False
+    kinds: list[_Residuals] = []
+    H = None
+    for level_index in range(len(pyramid) - 1, -1, -1):
+        level = pyramid[level_index]
+        kinds = _residuals(level, references, level_index, T_cw, brightness, settings)
+        if sum(len(k.r) for k in kinds) < 8 + 2 * len(references):
+            continue
+        for kind in kinds:
+            kind.estimate_spread()
+        H, g, cost = _normal_equations(kinds, brightness)
+        damping = 1e-4
+        converged = False
+        for _ in range(settings.iterations):
+            iterations += 1
+            try:
+                step = np.linalg.solve(H + damping * np.diag(np.diag(H) + 1e-9), -g)
+            except np.linalg.LinAlgError:
+                break
+            new_T_cw = exp_se3(step[:6]) @ T_cw
+            new_brightness = brightness + step[6:].reshape(-1, 2)
+            trial = _residuals(level, references, level_index, new_T_cw, new_brightness, settings)
+            old_mean, old_count = _robust_cost(kinds, [k.spread for k in kinds])
+            new_mean, new_count = _robust_cost(trial, [k.spread for k in kinds]) if len(trial) == len(kinds) else (np.inf, 0)
+            # Fewer residuals at the new pose can also mean points leaving the view: the mean cost compares
+            # like with like only while most points stay.
+            if new_mean <= old_mean and new_count >= 0.8 * old_count:
+                T_cw, brightness, kinds = new_T_cw, new_brightness, trial
+                for kind in kinds:
+                    kind.estimate_spread()
+                H, g, cost = _normal_equations(kinds, brightness)
+                damping = max(damping * 0.3, 1e-6)
+                if np.linalg.norm(step[:3]) < settings.min_step and np.linalg.norm(step[3:6]) < settings.min_step:
+                    converged = True
+                    break
+            else:
+                damping *= 10.0
+                if damping > 1e4:
+                    converged = True  # no step lowers the cost: at the minimum within the model
+                    break
+    covariance = None
+    if H is not None:
+        try:
+            covariance = np.linalg.inv(H)[:6, :6]
+        except np.linalg.LinAlgError:
+            covariance = None
+    names = ["photometric", "geometric"]
+    inliers = np.concatenate([np.abs(k.r) / k.spread <= HUBER_K for k in kinds]) if kinds else np.zeros(0, bool)
+    return Alignment(
+        T_wc=np.linalg.inv(T_cw),
+        brightness=[(float(a), float(b)) for a, b in brightness],
+        covariance=covariance,
+        points={names[i]: len(k.r) for i, k in enumerate(kinds)},
+        inliers=float(inliers.mean()) if len(inliers) else 0.0,
+        rms={names[i]: k.spread for i, k in enumerate(kinds)},
+        iterations=iterations,
+        converged=converged,
+    )

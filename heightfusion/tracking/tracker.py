@@ -1,0 +1,272 @@
+"""Camera tracking for the mapping loop: a pose per frame, refined from a given one or estimated alone.
+
+Modes (:data:`TRACK_MODES`):
+
+- ``"off"``: frames keep the pose they come with.
+- ``"refine"``: the frame's given pose (trajectory, motion capture, marker board) is corrected by dense
+  alignment. The prediction keeps the given poses' frame-to-frame motion, which drift does not spoil,
+  and carries the correction found for the previous frame: ``T_pred = T_prev @ inv(G_prev) @ G``.
+- ``"odometry"``: only a starting pose is needed (the first frame's, or ``start_pose``); later frames are
+  predicted by constant velocity and tracked from the images alone. Without depth from a sensor, frames
+  keep their given poses until the map (built by stereo on them) covers the view: that bootstrap sets
+  the scale.
+
+What a frame is aligned to (:func:`heightfusion.tracking.alignment.align`): the map rendered at the
+predicted pose (depth and vertex colours, where the vertices are observed) once it covers
+``min_map_coverage`` of the view — it anchors the pose to the map, so errors do not accumulate — and
+the latest keyframe (its image, with the sensor's depth or the map's), which still has the detail
+and the exposure of a real image where the map is thin or blurred. A frame whose alignment fails the
+verdict (too few points, too few inliers, an unbounded covariance, a jump away from the prediction) is
+not used: the pipeline skips and counts it, and never fuses at a bad pose.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..camera import PinholeCamera
+from ..datasets.frame import Frame
+from ..heightmap import HeightMap
+from .alignment import Alignment, AlignmentSettings, align
+from .se3 import motion_size
+from .views import Reference, TrackedImage, level_range, make_reference, tracked_pyramid
+
+#: "off": the given poses; "refine": given poses corrected; "odometry": from a starting pose alone.
+TRACK_MODES = ("off", "refine", "odometry")
+
+
+@dataclass
+class TrackingConfig:
+    """Settings of :class:`Tracker`.
+
+    Attributes:
+        max_side: the finest pyramid level tracked has at most this many pixels along its shorter side
+            (640x480 frames are tracked up to 320x240: the finer level costs four times as much and moved
+            the synthetic floor's poses by under 0.1 mm).
+        min_side: the coarsest level keeps at least this many.
+        max_points: photometric (and geometric) points per reference and level.
+        min_gradient: a photometric point needs at least this image gradient, grey levels (0-1) per pixel.
+        use_map: align to the map rendered at the predicted pose where it covers the view.
+        min_map_coverage: share of the tracked image that must see observed map for the map reference.
+        keyframe_overlap: a new keyframe is taken when fewer of the keyframe's points stay in view.
+        keyframe_motion: ... or when the camera moved this far from it (metres, degrees).
+        min_points: the alignment needs at least this many residuals at the finest level.
+        min_inliers: ... and this share of them within the robust threshold.
+        max_sigma: largest pose standard deviation accepted (metres, degrees).
+        max_correction: largest correction of the prediction accepted (metres, degrees).
+        alignment: the Gauss-Newton settings.
+    """
+
+    max_side: int = 240
+    min_side: int = 30
+    max_points: int = 3000
+    min_gradient: float = 0.01
+    use_map: bool = True
+    min_map_coverage: float = 0.3
+    keyframe_overlap: float = 0.7
+    keyframe_motion: tuple[float, float] = (0.15, 10.0)
+    min_points: int = 150
+    min_inliers: float = 0.5
+    max_sigma: tuple[float, float] = (0.02, 1.0)
+    max_correction: tuple[float, float] = (0.15, 10.0)
+    alignment: AlignmentSettings = field(default_factory=AlignmentSettings)
+
+
+@dataclass
+class TrackingResult:
+    """The pose a frame is to be used at, or why it cannot be.
+
+    Attributes:
+        T_wc: the pose (None when the frame cannot be used).
+        reason: None when ``T_wc`` may be used; else why not (what the pipeline counts).
+        tracked: the pose came from alignment (False: a given pose used as it is, e.g. before the map
+            exists, or a starting pose).
+        alignment: the alignment's details, or None.
+        references: names of the references aligned to.
+        ms: milliseconds spent.
+    """
+
+    T_wc: np.ndarray | None
+    reason: str | None = None
+    tracked: bool = False
+    alignment: Alignment | None = None
+    references: list[str] = field(default_factory=list)
+    ms: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+    @property
+    def covariance(self) -> np.ndarray | None:
+        return self.alignment.covariance if self.tracked and self.alignment is not None else None
+
+
+@dataclass
+class _State:
+    given: np.ndarray | None
+    estimate: np.ndarray
+
+
+class Tracker:
+    """Tracks frames for the mapping loop (module docstring): :meth:`track` before fusion, :meth:`accept` after.
+
+    Args:
+        mode: one of :data:`TRACK_MODES` other than "off".
+        renderer: renders the map for the map reference and monocular keyframes (the fuser's), or None.
+        config: settings.
+        start_pose: odometry's starting pose; default the first frame's given pose.
+
+    Example:
+        >>> import heightfusion as hf
+        >>> from heightfusion.tracking import Tracker
+        >>> frames = list(hf.datasets.open(hf.datasets.sample_path(), max_frames=2))
+        >>> tracker = Tracker("refine")
+        >>> first = tracker.track(frames[0]); tracker.accept(frames[0], first.T_wc)
+        >>> tracker.track(frames[1]).ok  # aligned to the first frame (a keyframe with depth)
+        True
+    """
+
+    def __init__(self, mode: str, renderer=None, config: TrackingConfig | None = None,
+                 start_pose: np.ndarray | None = None) -> None:
+        if mode not in TRACK_MODES or mode == "off":
+            raise ValueError(f"tracking mode must be 'refine' or 'odometry', got {mode!r}")
+        self.mode = mode
+        self.renderer = renderer
+        self.config = config or TrackingConfig()
+        self.start_pose = None if start_pose is None else np.asarray(start_pose, dtype=np.float64)
+        self.keyframe: Reference | None = None
+        self._previous: list[_State] = []  # the last two accepted frames
+        self._pyramid: tuple[int, list[TrackedImage]] | None = None  # (frame index, pyramid) of the last track
+
+    def reset(self) -> None:
+        """Forget the keyframe and the motion (a new map, or a lost track)."""
+        self.keyframe, self._previous, self._pyramid = None, [], None
+
+    def _levels(self, camera: PinholeCamera) -> tuple[int, int]:
+        return level_range(camera, self.config.max_side, self.config.min_side)
+
+    def _frame_pyramid(self, frame: Frame) -> list[TrackedImage]:
+        if self._pyramid is None or self._pyramid[0] != frame.index:
+            self._pyramid = (frame.index, tracked_pyramid(frame.camera, frame.image, frame.depth, *self._levels(frame.camera)))
+        return self._pyramid[1]
+
+    def _prediction(self, frame: Frame) -> np.ndarray | None:
+        if self.mode == "refine":
+            if frame.T_wc is None:
+                return None
+            last = self._previous[-1] if self._previous else None
+            if last is None or last.given is None:
+                return frame.T_wc
+            return last.estimate @ np.linalg.inv(last.given) @ frame.T_wc
+        if not self._previous:
+            return frame.T_wc if self.start_pose is None else self.start_pose
+        last = self._previous[-1].estimate
+        if len(self._previous) < 2:
+            return last
+        return last @ (np.linalg.inv(self._previous[-2].estimate) @ last)
+
+    def map_view(self, grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """(colours, depth, coverage) of ``grid`` rendered at ``T_wc``: NaN where no observed vertex is seen;
+        coverage is the share of pixels with a value."""
+        frag = self.renderer.render(grid, camera, T_wc)
+        seen = np.isfinite(frag.depth)
+        ids = np.where(seen[..., None], frag.vertex_ids, 0)
+        seen &= grid.observed.ravel()[ids].all(axis=-1)
+        depth = np.where(seen, frag.depth, np.nan).astype(np.float32)
+        colors = np.where(seen[..., None], frag.color, np.nan).astype(np.float32)
+        return colors, depth, float(seen.mean())
+
+    def _references(self, pyramid: list[TrackedImage], T_pred: np.ndarray, grid: HeightMap | None) -> list[Reference]:
+        refs = []
+        cfg = self.config
+        levels = (0, len(pyramid) - 1)
+        if cfg.use_map and grid is not None and self.renderer is not None and grid.observed.any():
+            camera = pyramid[0].camera
+            colors, depth, coverage = self.map_view(grid, camera, T_pred)
+            if coverage >= cfg.min_map_coverage:
+                refs.append(make_reference("map", camera, T_pred, colors, depth, *levels, cfg.max_points, cfg.min_gradient))
+        if self.keyframe is not None and len(self.keyframe.levels) == len(pyramid):
+            refs.append(self.keyframe)
+        return refs
+
+    def track(self, frame: Frame, grid: HeightMap | None = None) -> TrackingResult:
+        """The pose ``frame`` is to be used at (``grid``: the map so far, for the map reference)."""
+        start = time.perf_counter()
+        result = self._track(frame, grid)
+        result.ms = (time.perf_counter() - start) * 1e3
+        return result
+
+    def _track(self, frame: Frame, grid: HeightMap | None) -> TrackingResult:
+        T_pred = self._prediction(frame)
+        if T_pred is None:
+            return TrackingResult(None, "no pose to start from")
+        if frame.image is None:
+            return TrackingResult(None, "no image")
+        if not self._previous:  # the first frame: the starting pose, nothing to align to yet
+            return TrackingResult(T_pred)
+        pyramid = self._frame_pyramid(frame)
+        refs = self._references(pyramid, T_pred, grid)
+        if not refs:
+            if self.mode == "refine" or frame.T_wc is not None:  # before the map: the given pose as it is
+                return TrackingResult(T_pred if self.mode == "refine" else frame.T_wc)
+            return TrackingResult(None, "nothing to track against")
+        alignment = align(pyramid, refs, T_pred, self.config.alignment)
+        names = [ref.name for ref in refs]
+        reason = self._verdict(alignment, T_pred)
+        return TrackingResult(None if reason else alignment.T_wc, reason, True, alignment, names)
+
+    def _verdict(self, alignment: Alignment, T_pred: np.ndarray) -> str | None:
+        cfg = self.config
+        if sum(alignment.points.values()) < cfg.min_points:
+            return "too few points"
+        if alignment.inliers < cfg.min_inliers:
+            return "too few inliers"
+        cov = alignment.covariance
+        if cov is None or not np.isfinite(cov).all():
+            return "unconstrained"
+        sd = np.sqrt(np.clip(np.diag(cov), 0, None))
+        if sd[:3].max() > cfg.max_sigma[0] or math.degrees(sd[3:].max()) > cfg.max_sigma[1]:
+            return "poorly constrained"
+        moved, turned = motion_size(np.linalg.inv(T_pred) @ alignment.T_wc)
+        if moved > cfg.max_correction[0] or turned > cfg.max_correction[1]:
+            return "jumped from the prediction"
+        return None
+
+    def accept(self, frame: Frame, T_wc: np.ndarray, grid: HeightMap | None = None) -> None:
+        """Record that ``frame`` was used at ``T_wc`` (after fusing it into ``grid``): motion and keyframe."""
+        self._previous = (self._previous + [_State(frame.T_wc, np.asarray(T_wc, dtype=np.float64))])[-2:]
+        if frame.image is None:
+            return
+        pyramid = self._frame_pyramid(frame)
+        if self.keyframe is not None and not self._keyframe_stale(pyramid[0].camera, T_wc):
+            return
+        camera = pyramid[0].camera
+        depth = pyramid[0].depth
+        if depth is None:  # monocular: the map's depth at this pose, where it has any
+            if grid is None or self.renderer is None or not grid.observed.any():
+                return
+            _, depth, coverage = self.map_view(grid, camera, T_wc)
+            if coverage < self.config.min_map_coverage:
+                return
+        self.keyframe = make_reference("keyframe", camera, T_wc, pyramid[0].gray, depth, 0, len(pyramid) - 1,
+                                       self.config.max_points, self.config.min_gradient)
+
+    def _keyframe_stale(self, camera: PinholeCamera, T_wc: np.ndarray) -> bool:
+        keyframe = self.keyframe
+        moved, turned = motion_size(np.linalg.inv(keyframe.T_wr) @ T_wc)
+        if moved > self.config.keyframe_motion[0] or turned > self.config.keyframe_motion[1]:
+            return True
+        points = keyframe.levels[0].photometric
+        if len(points) == 0:
+            return True
+        T_cw = np.linalg.inv(T_wc)
+        X = points @ T_cw[:3, :3].T + T_cw[:3, 3]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            uv = camera.project(X)
+        inside = (uv[:, 0] >= 0) & (uv[:, 0] <= camera.width - 1) & (uv[:, 1] >= 0) & (uv[:, 1] <= camera.height - 1)
+        return float(inside.mean()) < self.config.keyframe_overlap
