@@ -22,6 +22,7 @@ from .outputs import run_metrics
 from .pipeline import FramePipeline, SkippedFrame, fusion_config, uses_stereo
 from .render import make_renderer
 from .sizing import grid_for_sequence
+from .tiles import window_for_run
 from .up_axis import UpAligned, default_up, up_rotation
 
 if TYPE_CHECKING:  # the stereo needs torch: imported when "mvs" is asked for
@@ -86,6 +87,7 @@ def replay(
     fusion_settings: dict | None = None,
     up: str | None = None,
     sink: FrameSink | None = None,
+    tiles: str | Path | None = None,
 ) -> ReplayResult:
     """Fuse the sequence at ``path`` (default: the bundled sample) into a height map.
 
@@ -98,6 +100,10 @@ def replay(
     default, :func:`heightfusion.up_axis.default_up`): the poses are turned so that it becomes +Z.
     ``sink`` (e.g. :class:`heightfusion.rerun_log.RerunLog`) gets every frame read, with the depth fused
     (None when skipped) and the map (:class:`heightfusion.sinks.FrameSink`); the caller closes it.
+    With ``tiles`` (a folder) the map is a window that follows the camera over the tiled map there
+    (:func:`heightfusion.tiles.window_for_run`; ``shape`` is not used), extended and saved per tile; the
+    result's ``grid`` is :meth:`heightfusion.tiles.TileWindow.result` and the evaluation is made on the
+    ground truth's grid of the tiled map.
     Raises ``DatasetError`` (a ValueError) for a path that is not a dataset.
 
     Example:
@@ -114,7 +120,9 @@ def replay(
                              require_depth=depth == "sensor")
     sequence = UpAligned(sequence, up_rotation(default_up(sequence.format) if up is None else up, sequence))
     messages = list(sequence.messages) + ([] if sequence.identity else [sequence.describe()])
-    grid = grid_for_sequence(sequence, cell_size, origin, shape)
+    window = None if tiles is None else window_for_run(tiles, up or default_up(sequence.format), cell_size, origin,
+                                                         sequence.gt_heightmap)
+    grid = grid_for_sequence(sequence, cell_size, origin, shape) if window is None else window.grid
     timer = StageTimer()
     if config is None:
         config = fusion_config(uses_stereo(depth, sequence), **(fusion_settings or {}))
@@ -133,6 +141,8 @@ def replay(
                 if frame is None:
                     break
                 bar.update()
+                if window is not None:
+                    window.follow(frame.T_wc)
                 result = pipeline.process(frame)
                 if sink is not None:
                     sink.log_frame(frame, None if isinstance(result, SkippedFrame) else result.depth, grid)
@@ -149,16 +159,21 @@ def replay(
     seconds = time.perf_counter() - start
     skipped.update(sequence.skipped)
     truth = sequence.gt_heightmap
-    if truth is not None and not same_grid(grid, truth):
+    scored = grid
+    if window is not None:  # the saved tiled map is the run's map, scored on the truth's grid
+        window.save()
+        grid = window.result()
+        scored = None if truth is None else window.region_like(truth)
+    if truth is not None and (scored is None or not same_grid(scored, truth)):
         truth = None  # a grid the user chose: no vertex-by-vertex comparison (the truth is not resampled)
-    evaluation = None if truth is None else evaluate(grid, truth, smooth_mask_from_heights(truth))
+    evaluation = None if truth is None else evaluate(scored, truth, smooth_mask_from_heights(truth))
     return ReplayResult(
         grid=grid,
         frames_used=used,
         skipped=skipped,
         seconds=seconds,
         ms_per_frame=timer.mean_ms(frames=max(used, 1)),
-        truth=truth,
+        truth=truth if truth is not None and same_grid(grid, truth) else None,
         evaluation=evaluation,
         messages=messages,
         config=config,

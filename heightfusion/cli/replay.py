@@ -38,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_replay_arguments(parser)
     parser.add_argument("--out", default="replay_out", help="output folder (default replay_out)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--tiles", metavar="DIR", help="map without edges: a window that follows the camera over the "
+                        "tiled map in DIR (Zarr, created or extended, saved per tile); --shape is not used")
     add_rerun_arguments(parser)
 
 
@@ -85,10 +87,12 @@ def run(args: argparse.Namespace) -> int:
     robot = free_space_settings(args)  # checked before the fusion, not after
     options = replay_options(args)
     check_output_folder(args.out)
+    if args.tiles is not None and args.shape is not None:
+        raise UserError("--shape has no meaning with --tiles (the window's size is fixed)")
     path = args.path if args.path is not None else datasets.sample_path()
     rerun = rerun_log_from_args(args, f"replay {Path(path).name}")
     with rerun or contextlib.nullcontext():  # closed (the file completed) however the run ends
-        result = replay(args.path, **options, progress=not args.quiet, sink=rerun)
+        result = replay(args.path, **options, progress=not args.quiet, sink=rerun, tiles=args.tiles)
         if rerun is not None:
             rerun.log_map(result.grid)
     metrics = write_replay_outputs(args.out, path, options, result, robot)
@@ -122,5 +126,5 @@ def _summary(result, out: Path, free_counts: dict[str, int]) -> str:
         )
     lines.append("free space: " + ", ".join(f"{n} {name}" for name, n in free_counts.items()) + " vertices")
     lines.append(f"wrote {out}/: heightmap.npz mesh.ply height.png color.png uncertainty.png free_space.png"
-                 + (" error.png" if e is not None else "") + " metrics.json")
+                 + (" error.png" if result.truth is not None else "") + " metrics.json")
     return "\n".join(lines)
