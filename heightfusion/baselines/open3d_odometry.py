@@ -3,8 +3,11 @@
 Each frame is aligned to the last tracked frame with ``open3d.pipelines.odometry.compute_rgbd_odometry``
 (dense photometric and geometric alignment, ``RGBDOdometryJacobianFromHybridTerm``, Open3D's default
 options, identity as the initial motion); its pose is the last tracked pose times that motion. A frame
-Open3D cannot align (or without depth) is skipped and counted, and the next frame is aligned to the
-last tracked one. The frames are taken as ideal pinhole images: open the dataset with
+Open3D cannot align is skipped and counted, and the next frame is aligned to the last tracked one.
+Open3D reports success even where no pixel found a correspondence (it then returns the initial
+motion) or too few did to mean anything, so a frame also counts as not tracked when fewer than
+``min_overlap`` of its pixels have one (the count is the translation diagonal of the information
+matrix Open3D returns). Frames without valid depth are skipped before alignment. The frames are taken as ideal pinhole images: open the dataset with
 ``undistort=True``.
 
 Open3D is an optional dependency (``pip install -e ".[baselines]"``); without it
@@ -39,15 +42,17 @@ NOT_TRACKED = "not tracked"  # Open3D's odometry reported failure
 @dataclass(frozen=True)
 class Open3DOdometryConfig:
     """Open3D's ``OdometryOption`` (its defaults): depth range used, metres; largest depth difference
-    of a correspondence, metres; Gauss-Newton iterations per pyramid level, finest level first."""
+    of a correspondence, metres; Gauss-Newton iterations per pyramid level, finest level first. And
+    ``min_overlap``: the least share of a frame's pixels with a correspondence for it to count as tracked."""
 
     depth_min: float = 0.0
     depth_max: float = 4.0
     depth_diff_max: float = 0.03
     iterations: tuple[int, ...] = (20, 10, 5)
+    min_overlap: float = 0.05
 
     def __post_init__(self) -> None:
-        for name in ("depth_min", "depth_max", "depth_diff_max"):
+        for name in ("depth_min", "depth_max", "depth_diff_max", "min_overlap"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"Open3DOdometryConfig.{name} must be a non-negative number, got {value!r}")
@@ -66,7 +71,7 @@ class OdometryRun:
         ms_per_frame: mean wall time of one alignment (image conversion included), milliseconds;
             NaN when no frame was aligned.
         attempted: frames after the start frame that had depth (and so were aligned).
-        skipped: reason (NO_DEPTH, NOT_TRACKED) -> frames.
+        skipped: reason (NO_DEPTH: none or no valid pixel, NOT_TRACKED) -> frames.
     """
 
     poses: list[tuple[float, np.ndarray]] = field(default_factory=list)
@@ -121,7 +126,7 @@ def open3d_rgbd_odometry(
     run, seconds = OdometryRun(), 0.0
     previous = intrinsic = None  # the last tracked frame's RGB-D image; the frames' intrinsics
     for frame in frames:
-        if frame.depth is None or frame.image is None:
+        if frame.depth is None or frame.image is None or not np.isfinite(frame.depth).any():
             run.skipped[NO_DEPTH] += 1
             continue
         if previous is None:
@@ -135,10 +140,11 @@ def open3d_rgbd_odometry(
         start = time.perf_counter()
         current = _rgbd(o3d, frame, config.depth_max)
         # Aligns the current frame (source) to the last tracked one (target): T_target_source.
-        ok, T_prev_cur, _ = odometry.compute_rgbd_odometry(current, previous, intrinsic, np.eye(4), jacobian, option)
+        ok, T_prev_cur, information = odometry.compute_rgbd_odometry(current, previous, intrinsic, np.eye(4),
+                                                                     jacobian, option)
         seconds += time.perf_counter() - start
         run.attempted += 1
-        if not ok:
+        if not ok or np.asarray(information)[5, 5] < config.min_overlap * frame.depth.size:
             run.skipped[NOT_TRACKED] += 1
             continue
         run.poses.append((frame.timestamp, run.poses[-1][1] @ np.asarray(T_prev_cur)))
