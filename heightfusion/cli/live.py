@@ -62,6 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_free_space_arguments(parser)
     add_board_arguments(parser)
     add_rerun_arguments(parser)
+    parser.add_argument("--tiles", metavar="DIR", help="map without edges: a window that follows the camera over the "
+                        "tiled map in DIR (Zarr, created or extended, saved per tile with the map); not with --shape")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
     from ..outputs import write_map_outputs
     from ..pipeline import fusion_config, uses_stereo
     from ..render import make_renderer
+    from ..metrics import same_grid
     from ..sizing import grid_around_view
+    from ..tiles import CHECKPOINT_S, window_for_run
     from ..up_axis import UpAligned, default_up, up_rotation
     from ..viewer.window import Window, WindowUnavailableError
 
@@ -84,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     if args.calibration is not None:
         camera, _ = load_camera_yaml(args.calibration)
     truth = None
+    up = args.up or "z"  # the marker board's; a dataset's reader says its own
     if args.camera is not None:
         if args.source is not None:
             raise UserError("give either SOURCE or --camera N, not both")
@@ -99,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         sequence = datasets.open(path, trajectory=args.poses, camera=camera, max_frames=args.max_frames,
                                  undistort=True, require_depth=args.depth == "sensor")
         sequence = UpAligned(sequence, up_rotation(default_up(sequence.format) if args.up is None else args.up, sequence))
+        up = args.up or default_up(sequence.format)
         if not sequence.identity:
             print(f"live: {sequence.describe()}", file=sys.stderr)
         for message in sequence.messages:
@@ -117,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
         autosave_s=args.autosave,
         exit_at_end=args.exit_at_end or scripted, mode=args.mode, truth=truth, end_message=end_message,
         pose_problem=None if board_poses is None else (lambda: board_poses.reason), sink=rerun,
+        tiles=None if args.tiles is None else window_for_run(args.tiles, up, args.cell_size, args.origin, truth,
+                                                             checkpoint_s=args.autosave or CHECKPOINT_S),
     )
     grid = grid_args(args)
     try:
@@ -143,10 +151,12 @@ def run(args: argparse.Namespace) -> int:
         if rerun is not None:
             rerun.close()
     print(_summary(result, evaluation))
+    if settings.tiles is not None and result.grid is not None:  # the tiled map (saved at the end) is the run's
+        result.grid = settings.tiles.result()
     if result.grid is not None:
         source_name = args.source or (f"camera {args.camera}" if args.camera is not None else "bundled sample")
         write_map_outputs(args.out, result.grid, {"source": source_name, "mode": "live", **result.metrics(evaluation)},
-                          truth if evaluation is not None else None, robot)
+                          truth if evaluation is not None and same_grid(result.grid, truth) else None, robot)
         print(f"wrote {args.out}/: heightmap.npz, mesh, pictures (height, colour, uncertainty, free space) and metrics.json")
     return 0
 
@@ -160,6 +170,8 @@ def _check_args(args: argparse.Namespace) -> None:
     check_window_size(args.size)
     if (args.origin is None) != (args.shape is None):
         raise UserError("--origin and --shape go together")
+    if args.tiles is not None and args.shape is not None:
+        raise UserError("--shape has no meaning with --tiles (the window's size is fixed)")
 
 
 def _summary(result, evaluation) -> str:

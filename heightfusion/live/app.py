@@ -21,11 +21,12 @@ from .. import visualize
 from ..datasets.frame import Frame
 from ..fusion import FusionConfig, HeightMapFuser
 from ..heightmap import HeightMap, save_heightmap
-from ..metrics import StageTimer, check_same_grid, evaluate, smooth_mask_from_heights
+from ..metrics import StageTimer, evaluate, same_grid, smooth_mask_from_heights
 from ..outputs import run_metrics
 from ..pipeline import FramePipeline, SkippedFrame
 from ..render.base import Renderer
 from ..sinks import FrameSink
+from ..tiles import TileWindow
 from ..viewer.layout import Rect, grid_cells, span
 from ..viewer.map_view import MODES, frustum_segments
 from ..viewer.orbit_view import OrbitView
@@ -61,6 +62,8 @@ class LiveSettings:
         end_message: what to say when the source ends (a video's end, a camera that disconnected).
         pose_problem: why the latest frame without a pose has none (e.g. the marker board's reason), or None.
         sink: gets every frame processed, the depth fused (None: not fused) and the map (e.g. a Rerun log).
+        tiles: a window over a tiled map (:class:`heightfusion.tiles.TileWindow`) that is the map and follows
+            the camera, saved with the map; None: one fixed grid from ``make_grid``.
     """
 
     out: Path
@@ -75,6 +78,7 @@ class LiveSettings:
     end_message: str = "source ended"
     pose_problem: Callable[[], str | None] | None = None
     sink: FrameSink | None = None
+    tiles: TileWindow | None = None
 
 
 @dataclass
@@ -171,7 +175,13 @@ class LiveApp:
     # --- the map ----------------------------------------------------------------------------------
     def _reset_map(self, like: HeightMap) -> None:
         """A new, empty map on ``like``'s grid, and a new pipeline (its stereo keyframes forgotten too)."""
-        self.grid = HeightMap(tuple(like.origin), like.cell_size, like.shape)
+        tiles = self.settings.tiles
+        if tiles is None:
+            self.grid = HeightMap(tuple(like.origin), like.cell_size, like.shape)
+        else:  # the window stays the map; a reset empties it (the tiles under it are replaced when saved)
+            if self.grid is not None:
+                tiles.clear()
+            self.grid = tiles.grid
         if self.pipeline is not None:
             self.pipeline.fuser.release()
         fuser = HeightMapFuser(self.grid, self.renderer, self.settings.config)
@@ -182,7 +192,9 @@ class LiveApp:
         self._trajectory.clear()
 
     def save_map(self) -> Path:
-        """Write the map to ``out/heightmap.npz`` atomically; returns the path."""
+        """Write the map to ``out/heightmap.npz`` atomically (and the window's tiles, with ``tiles``); returns the path."""
+        if self.settings.tiles is not None:
+            self.settings.tiles.save()
         self.settings.out.mkdir(parents=True, exist_ok=True)
         path = self.settings.out / "heightmap.npz"
         save_heightmap(path, self.grid)
@@ -200,6 +212,8 @@ class LiveApp:
             return
         if self.grid is None:
             self._reset_map(self.make_grid(frame))
+        if self.settings.tiles is not None:
+            self.settings.tiles.follow(frame.T_wc)
         self._last_view = (frame.camera, frame.T_wc)
         position = frame.T_wc[:3, 3].copy()
         if not self._trajectory or np.linalg.norm(position - self._trajectory[-1]) >= _TRAJECTORY_STEP_M:
@@ -345,14 +359,14 @@ class LiveApp:
 
     def evaluation(self) -> dict | None:
         """The map against the settings' ground truth, or None (no truth, no map, or another grid)."""
-        truth = self.settings.truth
-        if truth is None or self.grid is None:
+        truth, grid = self.settings.truth, self.grid
+        if truth is None or grid is None:
             return None
-        try:
-            check_same_grid(self.grid, truth)
-        except ValueError:  # a user-given grid: nothing to compare vertex by vertex
+        if self.settings.tiles is not None:  # the saved tiled map on the truth's grid (None: another lattice)
+            grid = self.settings.tiles.region_like(truth)
+        if grid is None or not same_grid(grid, truth):  # a user-given grid: nothing to compare vertex by vertex
             return None
-        return evaluate(self.grid, truth, smooth_mask_from_heights(truth))
+        return evaluate(grid, truth, smooth_mask_from_heights(truth))
 
     def release(self) -> None:
         if self.pipeline is not None:
