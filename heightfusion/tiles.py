@@ -427,19 +427,37 @@ def window_for_run(
     return TileWindow(tiled, ((x0 + x1) / 2, (y0 + y1) / 2), tiles, checkpoint_s)
 
 
+def load_map(path: str | os.PathLike) -> HeightMap:
+    """The map at ``path``: a height map file (:func:`heightfusion.load_heightmap`) or a tiled map folder, whole
+    (:meth:`TiledMap.whole`); ValueError naming it when it is neither, or a tiled map without tiles."""
+    from .heightmap import load_heightmap
+
+    if not is_tiled_map(path):
+        return load_heightmap(path)
+    grid = TiledMap.open(path, writable=False).whole()
+    if grid is None:
+        raise ValueError(f"{path}: the tiled map has no tiles yet")
+    return grid
+
+
 def merge_tiled(sources: list, out: str | os.PathLike, tile_size: int = TILE_SIZE) -> TiledMap:
     """A new tiled map at ``out``: the sum of ``sources`` (tiled maps and height maps, same cell size, one lattice).
 
-    The lattice, prior and up axis are the first source's (a height map's up axis: "z").
+    The lattice, tile size, prior and up axis are the first source's (a height map's: ``tile_size`` and "z").
+    The map is built in a temporary folder beside ``out`` and renamed to it when complete.
     """
     if not sources:
         raise ValueError("merge needs at least one map")
+    out = Path(out)
+    if out.exists():
+        raise ValueError(f"{out}: exists: the merged map goes to a new folder")
     first = sources[0]
-    if isinstance(first, TiledMap):
-        like = first.empty_grid(0, 0, (2, 2))
-        merged = TiledMap.create(out, like, first.tile_size, first.up)
+    scratch = out.parent / f".{out.name}.partial-{os.getpid()}"
+    if isinstance(first, TiledMap):  # the same array layout as the first map's
+        centre = TILES_PER_SIDE * first.tile_size // 2
+        merged = TiledMap.create(scratch, first.empty_grid(centre, centre, (2, 2)), first.tile_size, first.up)
     else:
-        merged = TiledMap.create(out, first, tile_size)
+        merged = TiledMap.create(scratch, first, tile_size)
     for source in sources:
         if isinstance(source, TiledMap):
             check_cell_size(source.cell_size, merged.cell_size, str(source.path))
@@ -448,7 +466,8 @@ def merge_tiled(sources: list, out: str | os.PathLike, tile_size: int = TILE_SIZ
                 merged.add_evidence(source.read(tile[0] * t, tile[1] * t, (t, t)), source.tile_origin(tile))
         else:
             merged.add(source)
-    return merged
+    os.rename(scratch, out)
+    return TiledMap.open(out)
 
 
-__all__ = ["CHANNELS", "TILE_SIZE", "WINDOW_TILES", "TiledMap", "TileWindow", "is_tiled_map", "merge_tiled", "window_for_run"]
+__all__ = ["CHANNELS", "TILE_SIZE", "WINDOW_TILES", "TiledMap", "TileWindow", "is_tiled_map", "load_map", "merge_tiled", "window_for_run"]

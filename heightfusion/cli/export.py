@@ -1,4 +1,5 @@
-"""``heightfusion export MAP``: a saved map (``heightmap.npz``) as GeoTIFF / COG, PLY with sigma, or grid_map YAML."""
+"""``heightfusion export MAP``: a saved map (``heightmap.npz``, or a tiled map folder, whole) as GeoTIFF / COG, PLY
+with sigma, or grid_map YAML."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from . import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("map", help="height map file (heightmap.npz, as replay and live write it)")
+    parser.add_argument("map", help="height map file (heightmap.npz, as replay and live write it) or tiled map folder (--tiles)")
     parser.add_argument("--geotiff", metavar="F.tif", help="GeoTIFF: bands height, sigma, observed; north-up")
     parser.add_argument("--cog", metavar="F.tif", help="the same as a Cloud-Optimised GeoTIFF")
     parser.add_argument("--ply", metavar="F.ply", help="coloured mesh of the observed triangles, per-vertex sigma")
@@ -18,12 +19,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..export import export_geotiff, export_gridmap
-    from ..heightmap import export_ply, load_heightmap
+    from ..heightmap import export_ply
+    from ..tiles import load_map
 
     targets = {"geotiff": args.geotiff, "cog": args.cog, "ply": args.ply, "gridmap": args.gridmap}
     if not any(targets.values()):
         raise UserError("nothing to write: give --geotiff, --cog, --ply and/or --gridmap")
-    grid = load_heightmap(args.map)
+    grid = load_map(args.map)
     try:
         if args.geotiff:
             export_geotiff(args.geotiff, grid)
