@@ -10,6 +10,7 @@ import json
 import math
 import os
 from collections.abc import Mapping
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 from . import visualize
@@ -85,3 +86,21 @@ def write_map_outputs(
     with atomic_write(out / "metrics.json") as f:
         f.write(json.dumps(written, indent=2).encode("utf-8"))
     return written
+
+
+def write_replay_outputs(
+    out: str | os.PathLike,
+    path: str | os.PathLike,
+    result,
+    options: Mapping,
+    free_space: FreeSpaceSettings = FreeSpaceSettings(),
+) -> dict:
+    """Write ``result`` of ``heightfusion.replay.replay(path, **options)`` to the folder ``out`` as
+    ``heightfusion replay`` does: :func:`write_map_outputs` with the dataset, depth source, backend and the
+    fusion and stereo settings in ``metrics.json``; returns what metrics.json holds."""
+    stereo = options.get("stereo")
+    extra = {"dataset": str(path), "depth": options.get("depth", "sensor"), "backend": options.get("backend", "gl"),
+             "config": {k: asdict(v) if is_dataclass(v) else v for k, v in result.config.__dict__.items()}}
+    if stereo is not None:
+        extra["stereo"] = asdict(stereo)
+    return write_map_outputs(out, result.grid, {**extra, **result.metrics()}, result.truth, free_space)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 from ..fusion import SOLVERS, FusionConfig
@@ -68,20 +67,9 @@ def replay_options(args: argparse.Namespace) -> dict:
             "fusion_settings": settings, "up": args.up}
 
 
-def write_replay_outputs(out, path, options: dict, result, robot) -> dict:
-    """Write ``result`` (of ``replay(path, **options)``) to the folder ``out`` as ``heightfusion replay`` does,
-    free space for ``robot``; returns what metrics.json holds."""
-    from ..outputs import write_map_outputs
-
-    extra = {"dataset": str(path), "depth": options["depth"], "backend": options["backend"],
-             "config": _config_dict(result.config)}
-    if options["stereo"] is not None:
-        extra["stereo"] = asdict(options["stereo"])
-    return write_map_outputs(out, result.grid, {**extra, **result.metrics()}, result.truth, robot)
-
-
 def run(args: argparse.Namespace) -> int:
     from .. import datasets
+    from ..outputs import write_replay_outputs
     from ..replay import replay
 
     robot = free_space_settings(args)  # checked before the fusion, not after
@@ -95,17 +83,13 @@ def run(args: argparse.Namespace) -> int:
         result = replay(args.path, **options, progress=not args.quiet, sink=rerun, tiles=args.tiles)
         if rerun is not None:
             rerun.log_map(result.grid)
-    metrics = write_replay_outputs(args.out, path, options, result, robot)
+    metrics = write_replay_outputs(args.out, path, result, options, robot)
     for message in result.messages:  # what the reader noted (assumed intrinsics, an unreadable ground truth...)
         print(f"replay: {message}", file=sys.stderr)
     print(_summary(result, Path(args.out), metrics["free_space"]["vertices"]))
     if args.rerun is not None:
         print(f"wrote {args.rerun}: the run for the Rerun viewer (rerun {args.rerun})")
     return 0
-
-
-def _config_dict(config: FusionConfig) -> dict:
-    return {k: (asdict(v) if hasattr(v, "__dataclass_fields__") else v) for k, v in config.__dict__.items()}
 
 
 def _summary(result, out: Path, free_counts: dict[str, int]) -> str:
