@@ -23,9 +23,10 @@ def real():
     return list(sequence), sequence.reference_trajectory()
 
 
-def test_tracks_real_frames_from_the_first_pose(real):
+@pytest.mark.parametrize("constant_velocity", [False, True])
+def test_tracks_real_frames_from_the_first_pose(real, constant_velocity):
     frames, reference = real
-    run = open3d_rgbd_odometry(frames)
+    run = open3d_rgbd_odometry(frames, config=Open3DOdometryConfig(constant_velocity=constant_velocity))
     assert run.tracked == run.attempted == 3 and not run.skipped and run.ms_per_frame > 0
     np.testing.assert_array_equal(run.poses[0][1], frames[0].T_wc)
     errors = trajectory_errors(run.poses, reference)

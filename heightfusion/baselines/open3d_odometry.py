@@ -2,7 +2,8 @@
 
 Each frame is aligned to the last tracked frame with ``open3d.pipelines.odometry.compute_rgbd_odometry``
 (dense photometric and geometric alignment, ``RGBDOdometryJacobianFromHybridTerm``, Open3D's default
-options, identity as the initial motion); its pose is the last tracked pose times that motion. A frame
+options, identity as the initial motion, or with ``constant_velocity`` the previous frame's motion);
+its pose is the last tracked pose times that motion. A frame
 Open3D cannot align is skipped and counted, and the next frame is aligned to the last tracked one.
 Open3D reports success even where no pixel found a correspondence (it then returns the initial
 motion) or too few did to mean anything, so a frame also counts as not tracked when fewer than
@@ -43,13 +44,15 @@ NOT_TRACKED = "not tracked"  # Open3D's odometry reported failure
 class Open3DOdometryConfig:
     """Open3D's ``OdometryOption`` (its defaults): depth range used, metres; largest depth difference
     of a correspondence, metres; Gauss-Newton iterations per pyramid level, finest level first. And
-    ``min_overlap``: the least share of a frame's pixels with a correspondence for it to count as tracked."""
+    ``min_overlap``: the least share of a frame's pixels with a correspondence for it to count as tracked;
+    ``constant_velocity``: start each alignment from the previous frame's motion instead of identity."""
 
     depth_min: float = 0.0
     depth_max: float = 4.0
     depth_diff_max: float = 0.03
     iterations: tuple[int, ...] = (20, 10, 5)
     min_overlap: float = 0.05
+    constant_velocity: bool = False
 
     def __post_init__(self) -> None:
         for name in ("depth_min", "depth_max", "depth_diff_max", "min_overlap"):
@@ -125,6 +128,7 @@ def open3d_rgbd_odometry(
     jacobian = odometry.RGBDOdometryJacobianFromHybridTerm()
     run, seconds = OdometryRun(), 0.0
     previous = intrinsic = None  # the last tracked frame's RGB-D image; the frames' intrinsics
+    motion = np.eye(4)  # the last tracked frame's motion, T_previous_current
     for frame in frames:
         if frame.depth is None or frame.image is None or not np.isfinite(frame.depth).any():
             run.skipped[NO_DEPTH] += 1
@@ -140,14 +144,16 @@ def open3d_rgbd_odometry(
         start = time.perf_counter()
         current = _rgbd(o3d, frame, config.depth_max)
         # Aligns the current frame (source) to the last tracked one (target): T_target_source.
-        ok, T_prev_cur, information = odometry.compute_rgbd_odometry(current, previous, intrinsic, np.eye(4),
-                                                                     jacobian, option)
+        guess = motion if config.constant_velocity else np.eye(4)
+        ok, T_prev_cur, information = odometry.compute_rgbd_odometry(current, previous, intrinsic, guess, jacobian,
+                                                                     option)
         seconds += time.perf_counter() - start
         run.attempted += 1
         if not ok or np.asarray(information)[5, 5] < config.min_overlap * frame.depth.size:
             run.skipped[NOT_TRACKED] += 1
             continue
-        run.poses.append((frame.timestamp, run.poses[-1][1] @ np.asarray(T_prev_cur)))
+        motion = np.asarray(T_prev_cur)
+        run.poses.append((frame.timestamp, run.poses[-1][1] @ motion))
         previous = current
     run.ms_per_frame = 1e3 * seconds / run.attempted if run.attempted else math.nan
     return run
