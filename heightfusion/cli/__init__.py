@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "live": ("heightfusion.cli.live", "map live from a camera, video or dataset in a window (marker-board poses)"),
     "view": ("heightfusion.cli.view", "show a saved height map in 3D with its free-space map"),
     "export": ("heightfusion.cli.export", "write a saved map as GeoTIFF/COG, PLY with sigma, or a grid_map message"),
+    "batch": ("heightfusion.cli.batch", "map many recordings at once on Ray (local or a cluster) and merge them into one map"),
     "merge": ("heightfusion.cli.merge", "merge maps of the same place into one (information-weighted)"),
     "info": ("heightfusion.cli.info", "print the OpenGL renderer heightfusion would use"),
     "board": ("heightfusion.cli.board", "write a printable ChArUco marker board (PNG) for metric camera poses"),
@@ -38,9 +39,9 @@ class UserError(Exception):
 
 
 # Exceptions that are the user's input or machine, not a bug, by class name (no heavy imports here):
-# no OpenGL / no display (render.context, viewer.window), an optional extra not installed (baselines, rerun).
+# no OpenGL / no display (render.context, viewer.window), an optional extra not installed (baselines, rerun, batch).
 _USER_ERROR_NAMES = frozenset({"GLUnavailableError", "WindowUnavailableError", "BaselineUnavailable",
-                               "RerunUnavailableError"})
+                               "RerunUnavailableError", "RayUnavailableError"})
 
 
 def check_output_folder(path, option: str = "--out") -> None:
