@@ -94,7 +94,7 @@ def sequence_names(paths: Sequence[str | os.PathLike]) -> list[str]:
     """A folder name per sequence: the recording's name, made unique with ``-2``, ``-3``... in order."""
     names: list[str] = []
     for path in paths:
-        base = Path(path).resolve().stem or "sequence"
+        base = Path(os.path.abspath(path)).stem or "sequence"  # abspath: "." has a name; a link keeps its own
         name, k = base, 1
         while name in names:
             k += 1
