@@ -1,0 +1,227 @@
+"""Camera tracking (issue 12): the map with and without tracking, odometry against the reference, Open3D's peer.
+
+    python benchmarks/bench_tracking.py [--frames 60] [--real PATH] [--real-frames N] [--skip-mono] [--out DIR]
+
+Scenes:
+
+a. ``floor-rgbd``: the synthetic floor, 320x240, Kinect-like depth noise, the written poses with a drifting
+   error (``heightfusion synth --pose-noise``, 0.4 deg / 6 mm RMS), sensor depth.
+b. ``floor-mono``: the same scene monocular (``--depth mvs``) with pose drift and ``--photometric``
+   (exposure gain 1 +- 0.15, bias +- 8 levels, image noise 2 levels).
+c. ``tum_fr1_rpy_first180``: the real sequence (640x480, 6 s, motion-capture poses), sensor depth. It has no
+   ground-truth map: its map is scored held-out (every 5th frame left out of fusion, the map compared with
+   those frames' depth on upward-facing surfaces, :mod:`heightfusion.heldout`).
+
+Columns, per scene: the map fused at the poses as given (``--track off``): RMSE, completeness, within 1
+sigma (ground-truth map) or held-out median |dh| and coverage (real); for the synthetic scenes also the
+map fused at the true poses (the ceiling tracking can reach); the given poses' ATE against the reference
+(the error tracking has to remove); ``--track refine``: the same map columns and ms per tracked frame;
+``--track odometry``: ATE (as given and SE(3)-aligned) and RPE against the reference (refine's too); Open3D's RGB-D
+odometry (``open3d.pipelines.odometry.compute_rgbd_odometry``, frame to frame from the first pose; as
+shipped, from identity, and from the previous frame's motion) on the same frames in the same run: ATE,
+RPE, ms per frame, frames it could not track. Open3D needs depth: on the
+monocular scene it is given the depth images the monocular run does not use (a stronger input than the
+tracker's there).
+
+The tracked columns run only once the tracker exists (``heightfusion.tracking`` and a ``track`` keyword of
+:func:`heightfusion.replay`); until then they read "tracker not built yet", never a made-up figure. The
+tracked runs' poses are ``ReplayResult.poses``; frames skipped for a "tracking: ..." reason count as lost.
+
+Times are of the machine this runs on (printed first): a shared 2-core CPU with Mesa llvmpipe is slow and
+noisy; Open3D runs its own threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import inspect
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import heightfusion as hf
+from heightfusion.baselines import BaselineUnavailable
+from heightfusion.baselines.open3d_odometry import Open3DOdometryConfig, open3d_rgbd_odometry
+from heightfusion.datasets.base import REFERENCE_FILES
+from heightfusion.heldout import DEFAULT_EVERY, score_heldout, split_heldout
+from heightfusion.render import context
+from heightfusion.synthetic import generate, write_tum
+from heightfusion.trajectory_eval import plot_trajectories, trajectory_errors
+
+REAL_SAMPLE = Path("/work/shared/data/tum_fr1_rpy_first180")
+POSE_NOISE = (0.4, 6.0)  # degrees, millimetres RMS: the issue's "what mocap sync or odometry gives"
+PHOTOMETRIC = (0.15, 8.0, 2.0)  # gain, bias levels, noise levels
+NOT_BUILT = "tracker not built yet"
+# The peer as Open3D ships it (identity start), and started from the previous frame's motion, which on
+# fast hand-held rotation is much the stronger of the two: the goal is judged against the better one.
+PEERS = {"Open3D odometry": Open3DOdometryConfig(),
+         "Open3D odometry, const. velocity": Open3DOdometryConfig(constant_velocity=True)}
+
+
+@dataclass
+class Scene:
+    """A benchmark scene: its folder, depth source, and (synthetic) the folder with exact poses."""
+
+    name: str
+    path: Path
+    depth: str
+    exact: Path | None = None  # the same frames with the true poses in groundtruth.txt
+    rows: dict = field(default_factory=dict)  # column -> figures
+
+
+def tracker_available() -> bool:
+    """Whether the tracker has landed: ``heightfusion.tracking`` and ``replay(..., track=...)``."""
+    return importlib.util.find_spec("heightfusion.tracking") is not None and "track" in inspect.signature(
+        hf.replay).parameters
+
+
+def synthetic_scenes(folder: Path, frames: int, mono: bool) -> list[Scene]:
+    """Write the synthetic scenes (a, b), each also with exact poses; the scenes."""
+    scenes = []
+    variants = [("floor-rgbd", "sensor", None)] + ([("floor-mono", "mvs", PHOTOMETRIC)] if mono else [])
+    for name, depth, photometric in variants:
+        common = {"frames": frames, "width": 320, "height": 240, "noise": True, "seed": 0, "photometric": photometric}
+        noisy = write_tum(generate("floor", pose_noise=POSE_NOISE, progress=True, **common), folder / name)
+        exact = write_tum(generate("floor", **common), folder / f"{name}-exact")  # same images, true poses
+        scenes.append(Scene(name, noisy, depth, exact))
+    return scenes
+
+
+def heldout_split(path: Path, folder: Path, every: int = DEFAULT_EVERY, max_frames: int | None = None) -> tuple[Path, list]:
+    """(a TUM folder listing only the frames to fuse, the held-out frames) of the TUM sequence at ``path``.
+
+    The folder's ``rgb.txt`` keeps the fused frames' lines, its ``depth.txt`` all lines, both naming the
+    original files by absolute path; camera and trajectories are copied.
+    """
+    fuse, held_out = split_heldout(hf.datasets.open(path, undistort=True, max_frames=max_frames), every)
+    keep = {f.timestamp for f in fuse}
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("camera.yaml", *REFERENCE_FILES):
+        if (path / name).is_file():
+            shutil.copy(path / name, folder / name)
+    for name, wanted in (("rgb.txt", keep), ("depth.txt", None)):
+        lines = [line.split() for line in (path / name).read_text().splitlines() if line.strip() and line[0] != "#"]
+        (folder / name).write_text("".join(f"{t} {(path / file).resolve()}\n" for t, file, *_ in lines
+                                           if wanted is None or float(t) in wanted))
+    return folder, held_out
+
+
+def map_figures(result, held_out: list | None) -> dict:
+    """RMSE / completeness / within 1 sigma (ground-truth map) or held-out median |dh| / coverage, ms per frame."""
+    figures = {"frames": result.frames_used, "ms_per_frame": sum(result.ms_per_frame.values())}
+    if result.evaluation is not None:
+        e = result.evaluation
+        figures.update(rmse_mm=1e3 * e["rmse"], completeness=e["completeness"], within_1sigma=e["calib_1sigma"])
+    if held_out is not None:
+        h = score_heldout(result.grid, held_out)
+        figures.update(heldout_median_mm=1e3 * h["median"], heldout_coverage=h["coverage"])
+    if "track" in result.ms_per_frame:
+        figures["ms_per_tracked_frame"] = result.ms_per_frame["track"]
+    return figures
+
+
+def pose_figures(poses: list, reference: list) -> dict:
+    """ATE (as given, aligned) and RPE against ``reference``, in mm and degrees."""
+    e = trajectory_errors(poses, reference)
+    return {"matched": e["matched"], "ate_mm": 1e3 * e["ate_unaligned_m"]["rmse"],
+            "ate_aligned_mm": 1e3 * e["ate_aligned_m"]["rmse"], "rpe_mm": 1e3 * e["rpe_translation_m"]["rmse"],
+            "rpe_deg": e["rpe_rotation_deg"]["rmse"]}
+
+
+def run_scene(scene: Scene, fuse_path: Path, held_out: list | None, max_frames: int | None, plots: Path | None) -> None:
+    """Fill ``scene.rows``: every column of the module docstring, in one run."""
+    sequence = hf.datasets.open(scene.path, undistort=True, max_frames=max_frames,
+                                require_depth=scene.depth == "sensor")
+    reference = sequence.reference_trajectory()
+    given = [(f.timestamp, f.T_wc) for f in sequence]
+    rows, trajectories = scene.rows, {"given poses": given}
+    replay = {"depth": scene.depth, "max_frames": max_frames, "progress": False}
+    rows["given poses"] = pose_figures(given, reference)
+    rows["track off"] = map_figures(hf.replay(fuse_path, **replay), held_out)
+    if scene.exact is not None:
+        rows["track off, true poses"] = map_figures(hf.replay(scene.exact, **replay), held_out)
+    if tracker_available():
+        for mode, path, scored in (("refine", fuse_path, held_out), ("odometry", scene.path, None)):
+            result = hf.replay(path, track=mode, **replay)
+            trajectories[f"track {mode}"] = result.poses
+            lost = sum(n for reason, n in result.skipped.items() if reason.startswith("tracking"))
+            rows[f"track {mode}"] = {**map_figures(result, scored), **pose_figures(result.poses, reference),
+                                     "not_tracked": lost}
+    else:
+        rows["track refine"] = rows["track odometry"] = {"note": NOT_BUILT}
+    for name, config in PEERS.items():
+        try:
+            peer = open3d_rgbd_odometry(hf.datasets.open(scene.path, undistort=True, max_frames=max_frames),
+                                        config=config)
+        except BaselineUnavailable as exc:
+            rows[name] = {"note": str(exc)}
+            continue
+        trajectories[name] = peer.poses
+        rows[name] = {**pose_figures(peer.poses, reference), "ms_per_frame": peer.ms_per_frame,
+                      "not_tracked": sum(peer.skipped.values())}
+    if plots is not None:
+        plot_trajectories(plots / f"{scene.name}.png", trajectories, reference, title=scene.name)
+
+
+def _cell(row: dict, key: str, digits: int) -> str:
+    value = row.get(key)
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+COLUMNS = [("rmse_mm", "RMSE mm", 2), ("completeness", "compl.", 3), ("within_1sigma", "in 1 sigma", 2),
+           ("heldout_median_mm", "held-out med mm", 2), ("heldout_coverage", "held-out cov.", 3),
+           ("ate_mm", "ATE mm", 2), ("ate_aligned_mm", "ATE aligned mm", 2), ("rpe_mm", "RPE mm", 2),
+           ("rpe_deg", "RPE deg", 3), ("ms_per_frame", "ms/frame", 0), ("ms_per_tracked_frame", "ms/track", 0),
+           ("not_tracked", "lost", 0)]
+
+
+def markdown(scene: Scene) -> str:
+    """The scene's table: a row per column of the module docstring."""
+    lines = [f"### {scene.name} ({scene.depth} depth)", "",
+             "| run | " + " | ".join(title for _, title, _ in COLUMNS) + " | note |",
+             "|---|" + "---|" * (len(COLUMNS) + 1)]
+    for name, row in scene.rows.items():
+        cells = [_cell(row, key, digits) for key, _, digits in COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {row.get('note', '')} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--frames", type=int, default=60, help="frames of each synthetic sequence (default 60)")
+    parser.add_argument("--real", type=Path, default=REAL_SAMPLE, help=f"real TUM sequence (default {REAL_SAMPLE})")
+    parser.add_argument("--real-frames", type=int, help="use only the first N frames of the real sequence")
+    parser.add_argument("--skip-mono", action="store_true", help="leave out the monocular scene (b): stereo is slow")
+    parser.add_argument("--out", type=Path, help="write bench_tracking.json, .md and a trajectory PNG per scene here")
+    args = parser.parse_args()
+    print(f"machine: {os.cpu_count()} CPU cores; OpenGL: {context.describe()}; tracker: "
+          f"{'yes' if tracker_available() else NOT_BUILT}", flush=True)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        scenes = synthetic_scenes(Path(tmp), args.frames, not args.skip_mono)
+        runs = [(scene, scene.path, None, None) for scene in scenes]
+        if args.real.is_dir():
+            real = Scene(args.real.name, args.real, "sensor")
+            fuse_path, held_out = heldout_split(args.real, Path(tmp) / "real-fused", max_frames=args.real_frames)
+            scenes.append(real)
+            runs.append((real, fuse_path, held_out, args.real_frames))
+        else:
+            print(f"(no real sequence at {args.real}: scene c left out)")
+        for scene, fuse_path, held_out, max_frames in runs:
+            start = time.perf_counter()
+            run_scene(scene, fuse_path, held_out, max_frames, args.out)
+            print(f"\n{markdown(scene)}({time.perf_counter() - start:.0f} s)", flush=True)
+    if args.out is not None:
+        (args.out / "bench_tracking.json").write_text(json.dumps({s.name: s.rows for s in scenes}, indent=1))
+        (args.out / "bench_tracking.md").write_text("\n".join(markdown(s) for s in scenes))
+
+
+if __name__ == "__main__":
+    main()
