@@ -128,3 +128,15 @@ def test_cli_synth_perturbations(tmp_path, capsys):
     assert cli_main(args + ["--photometric", "2", "0", "0"]) == 2
     assert "Photometric.gain must be below 1" in capsys.readouterr().err
     assert PoseNoise() == PoseNoise(0.4, 6.0)
+
+
+def test_euroc_reference_is_its_camera_ground_truth(tmp_path):
+    from test_datasets import make_euroc
+
+    folder = make_euroc(tmp_path)
+    sequence = hf.datasets.open(folder)
+    frames = list(sequence)
+    np.testing.assert_allclose([T for _, T in sequence.reference_trajectory()], [f.T_wc for f in frames], atol=1e-12)
+    own = tmp_path / "mine.txt"
+    own.write_text("".join(f"{f.timestamp:.9f} 0 0 1 0 0 0 1\n" for f in frames))
+    assert hf.datasets.open(folder, trajectory=own).reference_trajectory() is None  # the user's poses are no reference
