@@ -184,9 +184,14 @@ def _residuals(level: TrackedImage, refs: list, level_index: int, T_cw: np.ndarr
     return out
 
 
-def _normal_equations(kinds: list[_Residuals], brightness: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+def _normal_equations(kinds: list[_Residuals], brightness: np.ndarray, correction: np.ndarray,
+                      prior: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, float]:
     n = kinds[0].J.shape[1]
     H, g, cost = np.zeros((n, n)), np.zeros(n), 0.0
+    if prior is not None:  # the prediction as a measurement of the pose: information ``prior`` (6x6)
+        H[:6, :6] += prior
+        g[:6] += prior @ correction
+        cost += 0.5 * correction @ prior @ correction
     for kind in kinds:
         w = kind.weights()
         H += (kind.J * w[:, None]).T @ kind.J
@@ -202,26 +207,32 @@ def _normal_equations(kinds: list[_Residuals], brightness: np.ndarray) -> tuple[
     return H, g, cost
 
 
-def _robust_cost(kinds: list[_Residuals], spreads: list[float]) -> tuple[float, int]:
-    """Mean Huber cost of ``kinds`` with the given spreads, and the number of residuals."""
+def _robust_cost(kinds: list[_Residuals], spreads: list[float], correction: np.ndarray,
+                 prior: np.ndarray | None) -> tuple[float, int]:
+    """Mean Huber cost of ``kinds`` with the given spreads (and the prior's), and the number of residuals."""
     total, count = 0.0, 0
     for kind, spread in zip(kinds, spreads):
         kind.spread = spread
         total += kind.cost()
         count += len(kind.r)
+    if prior is not None:
+        total += 0.5 * correction @ prior @ correction
     return total / max(count, 1), count
 
 
 def align(pyramid: list[TrackedImage], references: list[Reference], T_wc: np.ndarray,
-          settings: AlignmentSettings | None = None) -> Alignment:
+          settings: AlignmentSettings | None = None, prior: np.ndarray | None = None) -> Alignment:
     """Align the frame of ``pyramid`` (finest level first) to ``references`` starting from pose ``T_wc``.
 
-    Every reference must have as many levels as the pyramid. Returns an :class:`Alignment`; its verdict
-    (enough points, inliers, a bounded covariance) is the caller's to judge.
+    Every reference must have as many levels as the pyramid. ``prior``: 6x6 information (inverse
+    covariance, camera-frame twist) of ``T_wc`` as a measurement of the pose (e.g. a given pose known to
+    drift slowly), or None. Returns an :class:`Alignment`; its verdict (enough points, inliers, a bounded
+    covariance) is the caller's to judge.
     """
     settings = settings or AlignmentSettings()
     T_cw = np.linalg.inv(np.asarray(T_wc, dtype=np.float64))
     brightness = np.tile([1.0, 0.0], (len(references), 1))
+    correction = np.zeros(6)  # the twist from the starting pose so far (first order: steps summed)
     iterations, converged = 0, False
     kinds: list[_Residuals] = []
     H = None
@@ -232,7 +243,7 @@ def align(pyramid: list[TrackedImage], references: list[Reference], T_wc: np.nda
             continue
         for kind in kinds:
             kind.estimate_spread()
-        H, g, cost = _normal_equations(kinds, brightness)
+        H, g, cost = _normal_equations(kinds, brightness, correction, prior)
         damping = 1e-4
         converged = False
         for _ in range(settings.iterations):
@@ -244,15 +255,17 @@ def align(pyramid: list[TrackedImage], references: list[Reference], T_wc: np.nda
             new_T_cw = exp_se3(step[:6]) @ T_cw
             new_brightness = brightness + step[6:].reshape(-1, 2)
             trial = _residuals(level, references, level_index, new_T_cw, new_brightness, settings)
-            old_mean, old_count = _robust_cost(kinds, [k.spread for k in kinds])
-            new_mean, new_count = _robust_cost(trial, [k.spread for k in kinds]) if len(trial) == len(kinds) else (np.inf, 0)
+            old_mean, old_count = _robust_cost(kinds, [k.spread for k in kinds], correction, prior)
+            new_mean, new_count = (_robust_cost(trial, [k.spread for k in kinds], correction + step[:6], prior)
+                                   if len(trial) == len(kinds) else (np.inf, 0))
             # Fewer residuals at the new pose can also mean points leaving the view: the mean cost compares
             # like with like only while most points stay.
             if new_mean <= old_mean and new_count >= 0.8 * old_count:
                 T_cw, brightness, kinds = new_T_cw, new_brightness, trial
+                correction = correction + step[:6]
                 for kind in kinds:
                     kind.estimate_spread()
-                H, g, cost = _normal_equations(kinds, brightness)
+                H, g, cost = _normal_equations(kinds, brightness, correction, prior)
                 damping = max(damping * 0.3, 1e-6)
                 if np.linalg.norm(step[:3]) < settings.min_step and np.linalg.norm(step[3:6]) < settings.min_step:
                     converged = True
