@@ -23,6 +23,8 @@ from .pipeline import FramePipeline, SkippedFrame, fusion_config, uses_stereo
 from .render import make_renderer
 from .sizing import grid_for_sequence
 from .tiles import window_for_run
+from .tracking import TRACK_MODES, Tracker, TrackingConfig
+from .trajectory_eval import MIN_MATCHED, trajectory_errors
 from .up_axis import UpAligned, default_up, up_rotation
 
 if TYPE_CHECKING:  # the stereo needs torch: imported when "mvs" is asked for
@@ -44,6 +46,10 @@ class ReplayResult:
         evaluation: :func:`heightfusion.metrics.evaluate` against it, or None.
         messages: what the dataset reader had to say (skipped lines, assumed intrinsics...).
         config: the fusion settings used.
+        poses: (timestamp, T_wc) of every frame whose pose was settled, in order (``trajectory.txt``).
+        tracking: with a tracker, how frames got their poses ("tracked", "given") and the mode.
+        trajectory: :func:`heightfusion.trajectory_eval.trajectory_errors` of ``poses`` against the
+            dataset's reference trajectory, or None when it has none.
 
     Example:
         >>> import heightfusion as hf
@@ -61,6 +67,9 @@ class ReplayResult:
     evaluation: dict | None = None
     messages: list[str] = field(default_factory=list)
     config: FusionConfig | None = None
+    poses: list = field(default_factory=list)
+    tracking: dict | None = None
+    trajectory: dict | None = None
 
     @property
     def fps(self) -> float:
@@ -68,7 +77,12 @@ class ReplayResult:
 
     def metrics(self) -> dict:
         """This run's entries of ``metrics.json`` (:func:`heightfusion.outputs.run_metrics`)."""
-        return run_metrics(self.frames_used, self.skipped, self.seconds, self.ms_per_frame, self.evaluation, self.messages)
+        metrics = run_metrics(self.frames_used, self.skipped, self.seconds, self.ms_per_frame, self.evaluation, self.messages)
+        if self.tracking is not None:
+            metrics["tracking"] = self.tracking
+        if self.trajectory is not None:
+            metrics["trajectory"] = self.trajectory
+        return metrics
 
 
 def replay(
@@ -88,6 +102,9 @@ def replay(
     up: str | None = None,
     sink: FrameSink | None = None,
     tiles: str | Path | None = None,
+    track: str = "off",
+    tracking: TrackingConfig | None = None,
+    start_pose: np.ndarray | None = None,
 ) -> ReplayResult:
     """Fuse the sequence at ``path`` (default: the bundled sample) into a height map.
 
@@ -104,6 +121,10 @@ def replay(
     (:func:`heightfusion.tiles.window_for_run`; ``shape`` is not used), extended and saved per tile; the
     result's ``grid`` is :meth:`heightfusion.tiles.TileWindow.result` and the evaluation is made on the
     ground truth's grid of the tiled map.
+    ``track`` (:data:`heightfusion.tracking.TRACK_MODES`): "refine" corrects the dataset's poses by dense
+    alignment against the map and the latest keyframe, "odometry" tracks from the first pose (or
+    ``start_pose``) alone (:class:`heightfusion.tracking.Tracker`, settings ``tracking``); a frame that
+    cannot be tracked is skipped with a "tracking: ..." reason. The poses used are ``result.poses``.
     Raises ``DatasetError`` (a ValueError) for a path that is not a dataset.
 
     Example:
@@ -116,6 +137,8 @@ def replay(
 
     from . import datasets
 
+    if track not in TRACK_MODES:
+        raise ValueError(f"track must be one of {', '.join(TRACK_MODES)}, got {track!r}")
     sequence = datasets.open(path if path is not None else datasets.sample_path(), max_frames=max_frames, undistort=True,
                              require_depth=depth == "sensor")
     sequence = UpAligned(sequence, up_rotation(default_up(sequence.format) if up is None else up, sequence))
@@ -129,7 +152,8 @@ def replay(
     renderer = make_renderer(backend)
     fuser = HeightMapFuser(grid, renderer, config)
     try:
-        pipeline = FramePipeline(fuser, depth, stereo, keyframes, timer=timer)
+        tracker = None if track == "off" else Tracker(track, renderer, tracking, start_pose)
+        pipeline = FramePipeline(fuser, depth, stereo, keyframes, timer=timer, tracker=tracker)
         skipped: Counter = Counter()
         used = 0
         start = time.perf_counter()
@@ -167,6 +191,13 @@ def replay(
     if truth is not None and (scored is None or not same_grid(scored, truth)):
         truth = None  # a grid the user chose: no vertex-by-vertex comparison (the truth is not resampled)
     evaluation = None if truth is None else evaluate(scored, truth, smooth_mask_from_heights(truth))
+    reference = sequence.reference_trajectory()
+    trajectory = None
+    if reference and len(pipeline.poses) >= MIN_MATCHED:
+        try:
+            trajectory = trajectory_errors(pipeline.poses, reference)
+        except ValueError as exc:  # too few poses matched in time: said, not fatal
+            messages.append(f"no trajectory errors: {exc}")
     return ReplayResult(
         grid=grid,
         frames_used=used,
@@ -177,4 +208,7 @@ def replay(
         evaluation=evaluation,
         messages=messages,
         config=config,
+        poses=pipeline.poses,
+        tracking=None if tracker is None else {"mode": track, **pipeline.tracking},
+        trajectory=trajectory,
     )
