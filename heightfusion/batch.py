@@ -108,10 +108,13 @@ def common_lattice(paths: Sequence[str | os.PathLike], cell_size: float | None =
     """``cell_size`` and ``origin`` that put every sequence's map on one lattice (module docstring).
 
     Without ``origin`` the first sequence that opens with a ground truth (of ``cell_size``, when given)
-    gives its grid's; a sequence that does not open here is left to its task to report.
+    gives its grid's; a sequence that does not open here is left to its task to report. Raises ValueError
+    for a cell size that is not a positive length.
     """
     from . import datasets
 
+    if cell_size is not None and not (math.isfinite(cell_size) and cell_size > 0):
+        raise ValueError(f"--cell-size must be a positive length in metres, got {cell_size!r}")
     if origin is None:
         for path in paths:
             try:
@@ -178,11 +181,11 @@ def run_batch(
         raise ValueError(f"--cpus-per-task must be a positive integer, got {cpus_per_task!r}")
     if not paths:
         raise ValueError("batch needs at least one sequence")
-    ray = _import_ray()
-    out = Path(out)
     started = time.perf_counter()
     lattice = common_lattice(paths, options.get("cell_size"), options.get("origin"))
     options.update(lattice)
+    ray = _import_ray()
+    out = Path(out)
     if options.get("stereo") is not None:
         options["stereo"] = replace(options["stereo"], threads=cpus_per_task)
     names = sequence_names(paths)

@@ -143,6 +143,15 @@ IN_PROCESS = {
         (["export", "{map}", "--ply", "{text}/x.ply"], "{text}"),
         (["export", "{map}", "--ply", "{empty}"], "{empty}"),
     ],
+    "batch": [  # refused before Ray starts (a sequence that fails is reported, exit status 3: test_batch.py)
+        (["batch", "{ds}", "--out", "{text}", "--quiet"], "{text}"),
+        (["batch", "{ds}", "--out", "{out}/b", "--quiet", "--max-frames", "0"], "--max-frames"),
+        (["batch", "{ds}", "--out", "{out}/b", "--quiet", "--shape", "5", "5"], "--shape"),
+        (["batch", "{ds}", "--out", "{out}/b", "--quiet", "--cell-size", "nan"], "--cell-size"),
+        (["batch", "{ds}", "--out", "{out}/b", "--quiet", "--cpus-per-task", "0"], "--cpus-per-task"),
+        (["batch", "{ds}", "--out", "{out}/b", "--quiet", "--num-cpus", "-2"], "--num-cpus"),
+        (["batch", "{ds}", "--out", "{out}/b", "--quiet", "--max-slope", "nan"], "--max-slope"),
+    ],
     "merge": [
         (["merge", "{text}", "--out", "{out}/m.npz"], "{text}"),
         (["merge", "{map}", "{truncated}", "--out", "{out}/m.npz"], "{truncated}"),
