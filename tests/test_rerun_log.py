@@ -1,5 +1,7 @@
 """Rerun recordings of a run (heightfusion.rerun_log): what a .rrd holds, read back with the SDK."""
 
+import os
+import subprocess
 import sys
 from collections import defaultdict
 
@@ -44,6 +46,20 @@ def test_replay_records_frames_depth_poses_and_the_map(tmp_path):
     T_wc = np.array(logged[CAMERA]["Transform3D:translation"][0]).reshape(3)
     first = next(iter(hf.datasets.open(hf.datasets.sample_path(), max_frames=1)))
     np.testing.assert_allclose(T_wc, first.T_wc[:3, 3], atol=1e-6)
+
+
+@pytest.mark.skipif(not os.environ.get("DISPLAY"), reason="the live app needs X: run under xvfb-run -a")
+def test_live_records_every_frame_and_the_final_map(tmp_path):
+    pytest.importorskip("rerun")
+    rrd = tmp_path / "live.rrd"
+    done = subprocess.run([sys.executable, "-m", "heightfusion", "live", "--hidden", "--every-frame", "--max-frames", "3",
+                           "--size", "480", "270", "--out", str(tmp_path / "out"), "--rerun", str(rrd)],
+                          capture_output=True, text=True, timeout=240, check=False)
+    assert done.returncode == 0, done.stderr
+    logged = _read_rrd(rrd)
+    assert sorted(set(logged[CAMERA]["frame"])) == [0, 1, 2] and len(logged[DEPTH]["DepthImage:buffer"]) == 3
+    final = np.array(logged[MAP]["Mesh3D:vertex_positions"][-1])
+    assert len(final) == hf.load_heightmap(tmp_path / "out" / "heightmap.npz").observed.sum()
 
 
 def test_observed_mesh_keeps_whole_observed_triangles():
