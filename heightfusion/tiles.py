@@ -57,9 +57,23 @@ CHECKPOINT_S = 60.0
 _FORMAT = "heightfusion tiled map"
 
 
+class TilesUnavailable(ImportError):
+    """zarr, which tiled maps are stored with, is not installed."""
+
+
+def _zarr():
+    """The zarr module; TilesUnavailable with the install hint when it is missing."""
+    try:
+        import zarr
+        import zarr.storage
+    except ImportError:
+        raise TilesUnavailable("tiled maps need zarr 3: pip install 'heightfusion[tiles]'") from None
+    return zarr
+
+
 def _store(path: Path, read_only: bool = False):
     """A Zarr store on the folder ``path`` whose files are written through :func:`heightfusion.atomic.atomic_write`."""
-    from zarr.storage import LocalStore
+    LocalStore = _zarr().storage.LocalStore
 
     class DurableStore(LocalStore):
         """zarr's LocalStore, every file written atomically and durably (fsync before and after the rename)."""
@@ -115,7 +129,7 @@ class TiledMap:
     @classmethod
     def create(cls, path: str | os.PathLike, like: HeightMap, tile_size: int = TILE_SIZE, up: str = "z") -> "TiledMap":
         """A new, empty tiled map at ``path`` on ``like``'s lattice, cell size and prior, centred on its origin."""
-        import zarr
+        zarr = _zarr()
 
         if isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 2:
             raise ValueError(f"tile_size must be an integer >= 2 (vertices), got {tile_size!r}")
@@ -137,7 +151,7 @@ class TiledMap:
     @classmethod
     def open(cls, path: str | os.PathLike, writable: bool = True) -> "TiledMap":
         """The tiled map at ``path``; ValueError naming it when it is not one."""
-        import zarr
+        zarr = _zarr()
 
         path = Path(path)
         if not is_tiled_map(path):

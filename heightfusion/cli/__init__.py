@@ -39,9 +39,10 @@ class UserError(Exception):
 
 
 # Exceptions that are the user's input or machine, not a bug, by class name (no heavy imports here):
-# no OpenGL / no display (render.context, viewer.window), an optional extra not installed (baselines, rerun, batch).
+# no OpenGL / no display (render.context, viewer.window), an optional extra not installed (baselines, rerun, batch,
+# tiles).
 _USER_ERROR_NAMES = frozenset({"GLUnavailableError", "WindowUnavailableError", "BaselineUnavailable",
-                               "RerunUnavailableError", "RayUnavailableError"})
+                               "RerunUnavailableError", "RayUnavailableError", "TilesUnavailable"})
 
 
 def check_output_folder(path, option: str = "--out") -> None:
