@@ -162,7 +162,7 @@ def run_batch(
 
     Args:
         paths: the recordings (as the workers see them).
-        out: the batch's folder (created).
+        out: the batch's folder (created; on a cluster, a folder the workers and this process share).
         options: keyword arguments of :func:`heightfusion.replay.replay` (``cli.replay.replay_options``);
             ``cell_size`` and ``origin`` are replaced by :func:`common_lattice` of them, ``shape`` must be None.
         free_space: settings of each map's (and the merged map's) free-space picture.
@@ -206,8 +206,7 @@ def run_batch(
             ray.shutdown()
     ordered = [outcomes[name] for name in names]
     merged = merge_finished(out, ordered, free_space)
-    result = BatchResult(ordered, merged, out, {k: lattice[k] for k in ("cell_size", "origin")},
-                         time.perf_counter() - started)
+    result = BatchResult(ordered, merged, out, lattice, time.perf_counter() - started)
     _write_summary(result)
     return result
 
