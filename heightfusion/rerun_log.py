@@ -4,14 +4,12 @@
 to :data:`RERUN_VERSION`) is imported when one is made, never with ``heightfusion``. Entities, in the map's
 world frame (Z up):
 
-=====================  =============================================================================
-``world``              view coordinates (right-handed, Z up), static
-``world/camera``       ``Transform3D``: the frame's pose T_wc (camera to world)
-``world/camera/image`` ``Pinhole`` (OpenCV axes, so the viewer draws the frustum) and the image (JPEG)
-``world/camera/depth`` ``Pinhole`` at the depth's resolution and the depth fused (``DepthImage``, mm)
-``world/map``          ``Mesh3D`` of the observed triangles: vertices (x, y, height), vertex colours;
-                       every ``mesh_every`` fused frames and at the end (it is the largest entity)
-=====================  =============================================================================
+- ``world``: view coordinates (right-handed, Z up), static;
+- ``world/camera``: ``Transform3D``, the frame's pose T_wc (camera to world);
+- ``world/camera/image``: ``Pinhole`` (OpenCV axes, so the viewer draws the frustum) and the image (JPEG);
+- ``world/camera/depth``: ``Pinhole`` at the depth's resolution and the depth fused (``DepthImage``, mm);
+- ``world/map``: ``Mesh3D`` of the observed triangles, vertices (x, y, height) with their colours, every
+  ``mesh_every`` fused frames and at the end (it is the largest entity).
 
 Timelines: ``frame`` (the frame's index in its sequence) and ``time`` (its timestamp, seconds).
 """
@@ -19,6 +17,7 @@ Timelines: ``frame`` (the frame's index in its sequence) and ``time`` (its times
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -123,8 +122,13 @@ class RerunLog:
             self.rec.log(MAP, self._rr.Mesh3D(vertex_positions=positions, triangle_indices=triangles, vertex_colors=colors))
 
     def close(self) -> None:
-        """Write what is buffered and close the file (or the viewer connection)."""
-        self.rec.flush()
+        """Write what is buffered and close the file and the viewer connection. A viewer that could not be
+        reached (closed, or none could start: no display) is a warning, not an error: the run and the file
+        are kept."""
+        try:
+            self.rec.flush()
+        except RuntimeError as exc:  # the SDK's gRPC sink gave up; the file sink has flushed all the same
+            warnings.warn(f"Rerun viewer: {' '.join(str(exc).split())}", RuntimeWarning, stacklevel=2)
         self.rec.disconnect()
 
     def __enter__(self) -> RerunLog:
