@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -108,9 +109,15 @@ def _associated(estimated: Poses, reference: Poses, max_difference: float):
 
 
 def _aligned(estimate, reference):
-    """A copy of ``estimate`` moved by the SE(3) Umeyama alignment onto ``reference`` (no scale)."""
+    """A copy of ``estimate`` moved by the SE(3) Umeyama alignment onto ``reference`` (no scale), or None
+    where the alignment is undefined (the positions of one of them all equal or on a line)."""
+    from evo.core.geometry import GeometryException
+
     aligned = copy.deepcopy(estimate)
-    aligned.align(reference, correct_scale=False)
+    try:
+        aligned.align(reference, correct_scale=False)
+    except GeometryException:
+        return None
     return aligned
 
 
@@ -125,7 +132,9 @@ def trajectory_errors(estimated: Poses, reference: Poses, max_difference: float 
 
     Returns ``{"matched": n, "max_difference_s": ..., "ate_aligned_m": S, "ate_unaligned_m": S,
     "rpe_translation_m": S, "rpe_rotation_deg": S}`` with each S ``{"rmse", "mean", "median", "max"}``.
-    Raises ValueError when fewer than :data:`MIN_MATCHED` poses match or a pose is not rigid.
+    The aligned statistics are NaN where the alignment is undefined (a camera standing still or
+    moving on an exact line). Raises ValueError when fewer than :data:`MIN_MATCHED` poses match or a
+    pose is not rigid.
     """
     from evo.core import metrics
     from evo.core.units import Unit
@@ -133,10 +142,12 @@ def trajectory_errors(estimated: Poses, reference: Poses, max_difference: float 
     ref, est = _associated(estimated, reference, max_difference)
     translation, rotation = metrics.PoseRelation.translation_part, metrics.PoseRelation.rotation_angle_deg
     rpe = {"delta": 1, "delta_unit": Unit.frames, "all_pairs": False}
+    aligned = _aligned(est, ref)
     return {
         "matched": int(ref.num_poses),
         "max_difference_s": float(max_difference),
-        "ate_aligned_m": _statistics(metrics.APE(translation), ref, _aligned(est, ref)),
+        "ate_aligned_m": (dict.fromkeys(_STATISTICS, math.nan) if aligned is None
+                          else _statistics(metrics.APE(translation), ref, aligned)),
         "ate_unaligned_m": _statistics(metrics.APE(translation), ref, est),
         "rpe_translation_m": _statistics(metrics.RPE(translation, **rpe), ref, est),
         "rpe_rotation_deg": _statistics(metrics.RPE(rotation, **rpe), ref, est),
@@ -173,8 +184,9 @@ def plot_trajectories(
         aligned = _aligned(est, ref)
         t = est.timestamps - start_time
         errors.plot(t, 1000 * np.linalg.norm(xyz - ref.positions_xyz, axis=1), color=colour, label=f"{label}, as given")
-        errors.plot(t, 1000 * np.linalg.norm(aligned.positions_xyz - ref.positions_xyz, axis=1), color=colour,
-                    ls="--", label=f"{label}, SE(3)-aligned")
+        if aligned is not None:
+            errors.plot(t, 1000 * np.linalg.norm(aligned.positions_xyz - ref.positions_xyz, axis=1), color=colour,
+                        ls="--", label=f"{label}, SE(3)-aligned")
     top.set(xlabel="x [m]", ylabel="y [m]", title="top view", aspect="equal")
     top.legend(fontsize="small")
     errors.set(xlabel="time [s]", ylabel="translation error [mm]", title="error against the reference")

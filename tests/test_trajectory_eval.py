@@ -57,6 +57,14 @@ def test_rigidly_turned_trajectory_aligns_to_zero():
     assert errors["ate_unaligned_m"]["rmse"] == pytest.approx(2 * math.sin(math.radians(2.5)), rel=1e-3)
 
 
+def test_a_camera_standing_still_has_no_alignment():
+    still = [(0.1 * i, np.eye(4)) for i in range(5)]
+    moved = _moved(still, offset=np.array([0.0, 0.0, 0.02]))
+    errors = trajectory_errors(moved, still)
+    assert errors["ate_unaligned_m"]["rmse"] == pytest.approx(0.02)
+    assert all(math.isnan(v) for v in errors["ate_aligned_m"].values())
+
+
 def test_one_jump_shows_in_the_relative_error():
     reference = _circle()
     jumped = [(t, T.copy()) for t, T in reference]
