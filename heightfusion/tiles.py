@@ -29,7 +29,7 @@ costs one copy of the window's arrays plus ``tiles`` tile writes and reads, boun
 from __future__ import annotations
 
 import asyncio
-import math
+import functools
 import os
 import time
 from pathlib import Path
@@ -73,11 +73,14 @@ def _zarr():
 
 def _store(path: Path, read_only: bool = False):
     """A Zarr store on the folder ``path`` whose files are written through :func:`heightfusion.atomic.atomic_write`."""
-    LocalStore = _zarr().storage.LocalStore
+    return _durable_store_class()(path, read_only=read_only)
 
-    class DurableStore(LocalStore):
-        """zarr's LocalStore, every file written atomically and durably (fsync before and after the rename)."""
 
+@functools.cache
+def _durable_store_class() -> type:
+    """zarr's LocalStore, every file written atomically and durably (zarr's own renames skip the fsyncs)."""
+
+    class DurableStore(_zarr().storage.LocalStore):
         async def _set(self, key, value, exclusive: bool = False) -> None:
             if exclusive:  # create-only metadata: zarr's own link-based path
                 return await super()._set(key, value, exclusive=True)
@@ -86,7 +89,7 @@ def _store(path: Path, read_only: bool = False):
             self._check_writable()
             await asyncio.to_thread(_write_file, self.root / key, value.as_buffer_like())
 
-    return DurableStore(path, read_only=read_only)
+    return DurableStore
 
 
 def _write_file(path: Path, data) -> None:
@@ -130,7 +133,6 @@ class TiledMap:
     def create(cls, path: str | os.PathLike, like: HeightMap, tile_size: int = TILE_SIZE, up: str = "z") -> "TiledMap":
         """A new, empty tiled map at ``path`` on ``like``'s lattice, cell size and prior, centred on its origin."""
         zarr = _zarr()
-
         if isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 2:
             raise ValueError(f"tile_size must be an integer >= 2 (vertices), got {tile_size!r}")
         path = Path(path)
@@ -182,7 +184,7 @@ class TiledMap:
         return self.origin + np.array([tile[1], tile[0]]) * self.tile_size * self.cell_size
 
     def tiles(self) -> list[tuple[int, int]]:
-        """(row, col) of every tile on disk, sorted."""
+        """(row, col) of every tile on disk, sorted (zarr's default chunk keys: a tile's file is ``c/ROW/COL/0``)."""
         chunks = self.path / "c"
         found = []
         for row in chunks.iterdir() if chunks.is_dir() else ():
