@@ -103,4 +103,19 @@ def write_replay_outputs(
              "config": {k: asdict(v) if is_dataclass(v) else v for k, v in result.config.__dict__.items()}}
     if stereo is not None:
         extra["stereo"] = asdict(stereo)
-    return write_map_outputs(out, result.grid, {**extra, **result.metrics()}, result.truth, free_space)
+    metrics = write_map_outputs(out, result.grid, {**extra, **result.metrics()}, result.truth, free_space)
+    write_trajectory_outputs(out, result.poses, result.reference_poses)
+    return metrics
+
+
+def write_trajectory_outputs(out: str | os.PathLike, poses, reference=None) -> None:
+    """``trajectory.txt`` (TUM format: the poses a run used) in the folder ``out``, and with a ``reference``
+    trajectory ``trajectory.png`` (:func:`heightfusion.trajectory_eval.plot_trajectories`)."""
+    from .trajectory_eval import MIN_MATCHED, plot_trajectories, write_tum_trajectory
+
+    write_tum_trajectory(Path(out) / "trajectory.txt", poses, comment="poses used by heightfusion (camera to world)")
+    if reference and len(poses) >= MIN_MATCHED:
+        try:
+            plot_trajectories(Path(out) / "trajectory.png", {"used": poses}, reference, title="camera trajectory")
+        except ValueError:  # too few poses matched in time: the errors in metrics.json say so too
+            pass

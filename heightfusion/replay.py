@@ -50,6 +50,7 @@ class ReplayResult:
         tracking: with a tracker, how frames got their poses ("tracked", "given") and the mode.
         trajectory: :func:`heightfusion.trajectory_eval.trajectory_errors` of ``poses`` against the
             dataset's reference trajectory, or None when it has none.
+        reference_poses: that reference trajectory (:meth:`Sequence.reference_trajectory`), or None.
 
     Example:
         >>> import heightfusion as hf
@@ -70,6 +71,7 @@ class ReplayResult:
     poses: list = field(default_factory=list)
     tracking: dict | None = None
     trajectory: dict | None = None
+    reference_poses: list | None = None
 
     @property
     def fps(self) -> float:
@@ -211,4 +213,5 @@ def replay(
         poses=pipeline.poses,
         tracking=None if tracker is None else {"mode": track, **pipeline.tracking},
         trajectory=trajectory,
+        reference_poses=reference,
     )

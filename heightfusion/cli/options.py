@@ -146,6 +146,32 @@ def rerun_log_from_args(args: argparse.Namespace, name: str):
     return RerunLog(args.rerun, spawn=args.rerun_spawn, mesh_every=args.rerun_mesh_every, name=name)
 
 
+# --- camera tracking ------------------------------------------------------------------------------
+def add_track_arguments(parser: argparse.ArgumentParser, default: str = "off") -> None:
+    """Options --track and --start-pose (for :func:`track_options`)."""
+    from ..tracking import TRACK_MODES
+
+    parser.add_argument("--track", choices=TRACK_MODES, default=default,
+                        help="camera tracking against the map: 'refine' corrects the given poses, 'odometry' needs "
+                             f"only a starting pose, 'off' uses the poses as given (default {default})")
+    parser.add_argument("--start-pose", type=float, nargs=7, metavar=("TX", "TY", "TZ", "QX", "QY", "QZ", "QW"),
+                        help="odometry's starting pose (camera to world, TUM order); default the first frame's pose")
+
+
+def track_options(args: argparse.Namespace) -> dict:
+    """``track`` and ``start_pose`` keyword arguments of the tracking options, checked."""
+    from ..poses import pose_from_tum, validate_pose
+
+    start_pose = None
+    if args.start_pose is not None:
+        if args.track != "odometry":
+            from . import UserError
+
+            raise UserError("--start-pose is odometry's starting pose: use it with --track odometry")
+        start_pose = validate_pose(pose_from_tum(*args.start_pose), "--start-pose")
+    return {"track": args.track, "start_pose": start_pose}
+
+
 # --- marker board ---------------------------------------------------------------------------------
 def add_board_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options that describe the printed board (defaults: the board ``heightfusion board`` prints)."""

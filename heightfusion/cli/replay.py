@@ -23,12 +23,14 @@ from .options import (
     add_free_space_arguments,
     add_grid_arguments,
     add_rerun_arguments,
+    add_track_arguments,
     add_up_argument,
     free_space_settings,
     grid_args,
     keyframe_config_from_args,
     rerun_log_from_args,
     stereo_config_from_args,
+    track_options,
 )
 
 
@@ -49,6 +51,7 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="gl", choices=BACKENDS, help="renderer backend (default gl)")
     add_grid_arguments(parser)
     add_up_argument(parser)
+    add_track_arguments(parser)
     parser.add_argument("--max-frames", type=int, help="fuse at most this many frames")
     parser.add_argument("--solver", default=FusionConfig.solver, choices=SOLVERS, help="Gauss-Newton solve")
     parser.add_argument("--iterations", type=int, default=FusionConfig.iterations, help="Gauss-Newton iterations per frame")
@@ -64,7 +67,7 @@ def replay_options(args: argparse.Namespace) -> dict:
                 "pyramid_level": args.fusion_level}
     return {"depth": args.depth, "backend": args.backend, **grid_args(args), "max_frames": args.max_frames,
             "stereo": stereo_config_from_args(args), "keyframes": keyframe_config_from_args(args),
-            "fusion_settings": settings, "up": args.up}
+            "fusion_settings": settings, "up": args.up, **track_options(args)}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -109,6 +112,15 @@ def _summary(result, out: Path, free_counts: dict[str, int]) -> str:
             f"within 1/2 sigma {e['calib_1sigma']:.2f}/{e['calib_2sigma']:.2f}"
         )
     lines.append("free space: " + ", ".join(f"{n} {name}" for name, n in free_counts.items()) + " vertices")
+    t = result.trajectory
+    if t is not None:
+        lines.append(
+            f"poses vs the reference ({t['matched']} matched): ATE {t['ate_unaligned_m']['rmse'] * 1e3:.1f} mm as used, "
+            f"{t['ate_aligned_m']['rmse'] * 1e3:.1f} mm SE(3)-aligned; RPE {t['rpe_translation_m']['rmse'] * 1e3:.2f} mm, "
+            f"{t['rpe_rotation_deg']['rmse']:.3f} deg per frame"
+            + (f"; tracked {result.tracking.get('tracked', 0)} frames" if result.tracking else "")
+        )
     lines.append(f"wrote {out}/: heightmap.npz mesh.ply height.png color.png uncertainty.png free_space.png"
-                 + (" error.png" if result.truth is not None else "") + " metrics.json")
+                 + (" error.png" if result.truth is not None else "") + " metrics.json trajectory.txt"
+                 + (" trajectory.png" if t is not None else ""))
     return "\n".join(lines)

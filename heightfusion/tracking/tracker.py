@@ -51,6 +51,7 @@ class TrackingConfig:
         max_points: photometric (and geometric) points per reference and level.
         min_gradient: a photometric point needs at least this image gradient, grey levels (0-1) per pixel.
         use_map: align to the map rendered at the predicted pose where it covers the view.
+        use_keyframe: align to the latest keyframe too (it has the image's detail where the map is thin).
         min_map_coverage: share of the tracked image that must see observed map for the map reference.
         keyframe_overlap: a new keyframe is taken when fewer of the keyframe's points stay in view.
         keyframe_motion: ... or when the camera moved this far from it (metres, degrees).
@@ -73,6 +74,7 @@ class TrackingConfig:
     max_points: int = 3000
     min_gradient: float = 0.01
     use_map: bool = True
+    use_keyframe: bool = True
     min_map_coverage: float = 0.3
     keyframe_overlap: float = 0.7
     keyframe_motion: tuple[float, float] = (0.15, 10.0)
@@ -80,7 +82,7 @@ class TrackingConfig:
     min_inliers: float = 0.5
     max_sigma: tuple[float, float] = (0.02, 1.0)
     max_correction: tuple[float, float] = (0.15, 10.0)
-    refine_prior: tuple[float, float] | None = (0.001, 0.1)
+    refine_prior: tuple[float, float] | None = (0.0005, 0.05)
     map_pixels_per_cell: float = 2.0
     alignment: AlignmentSettings = field(default_factory=AlignmentSettings)
 
@@ -205,7 +207,7 @@ class Tracker:
                         level.photometric, level.intensity = level.photometric[:0], level.intensity[:0]
                     pixels_per_cell /= 2
                 refs.append(ref)
-        if self.keyframe is not None and len(self.keyframe.levels) == len(pyramid):
+        if cfg.use_keyframe and self.keyframe is not None and len(self.keyframe.levels) == len(pyramid):
             refs.append(self.keyframe)
         return refs
 
