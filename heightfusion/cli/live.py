@@ -20,6 +20,7 @@ from .options import (
     add_free_space_arguments,
     add_grid_arguments,
     add_rerun_arguments,
+    add_track_arguments,
     add_up_argument,
     board_spec_from_args,
     check_positive,
@@ -28,6 +29,7 @@ from .options import (
     keyframe_config_from_args,
     rerun_log_from_args,
     stereo_config_from_args,
+    track_options,
 )
 
 DEFAULT_EXTENT_M = 4.0
@@ -54,6 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="live_out", help="folder for the saved map and pictures (default live_out)")
     add_grid_arguments(parser)
     add_up_argument(parser)
+    add_track_arguments(parser)
     parser.add_argument("--extent", type=float, default=DEFAULT_EXTENT_M,
                         help="side in metres of a map centred where the first frame looks (default 4)")
     parser.add_argument("--mode", choices=MODES, default="color", help="colouring of the 3D views")
@@ -71,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from ..datasets.camera_yaml import load_camera_yaml
     from ..live.app import LiveApp, LiveSettings
     from ..live.sources import BoardPoses, LatestFrameSource, open_camera
-    from ..outputs import write_map_outputs
+    from ..outputs import write_map_outputs, write_trajectory_outputs
     from ..pipeline import fusion_config, uses_stereo
     from ..render import make_renderer
     from ..metrics import same_grid
@@ -87,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     camera = None
     if args.calibration is not None:
         camera, _ = load_camera_yaml(args.calibration)
-    truth = None
+    truth = reference = None
     up = args.up or "z"  # the marker board's; a dataset's reader says its own
     if args.camera is not None:
         if args.source is not None:
@@ -110,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         for message in sequence.messages:
             print(f"live: {message}", file=sys.stderr)
         frames, truth, pace, name = sequence, sequence.gt_heightmap, not args.every_frame, sequence.name
+        reference = sequence.reference_trajectory()
         end_message = f"{'video' if sequence.format == 'video' else 'sequence'} {name} ended"
         stereo_depth = uses_stereo(args.depth, sequence)
     board_poses = BoardPoses(board_spec) if args.camera is not None or not frames.has_poses else None
@@ -123,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
         autosave_s=args.autosave,
         exit_at_end=args.exit_at_end or scripted, mode=args.mode, truth=truth, end_message=end_message,
         pose_problem=None if board_poses is None else (lambda: board_poses.reason), sink=rerun,
+        **track_options(args),
         tiles=None if args.tiles is None else window_for_run(args.tiles, up, args.cell_size, args.origin, truth,
                                                              checkpoint_s=args.autosave or CHECKPOINT_S),
     )
@@ -137,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
                       lambda frame: grid_around_view(frame.T_wc, args.extent, truth=truth, **grid),
                       robot.labels, settings)
         result = app.run()
+        poses = list(app.pipeline.poses) if app.pipeline is not None else []
         if rerun is not None and result.grid is not None:
             rerun.log_map(result.grid)
         if args.screenshot:
@@ -157,7 +163,9 @@ def run(args: argparse.Namespace) -> int:
         source_name = args.source or (f"camera {args.camera}" if args.camera is not None else "bundled sample")
         write_map_outputs(args.out, result.grid, {"source": source_name, "mode": "live", **result.metrics(evaluation)},
                           truth if evaluation is not None and same_grid(result.grid, truth) else None, robot)
-        print(f"wrote {args.out}/: heightmap.npz, mesh, pictures (height, colour, uncertainty, free space) and metrics.json")
+        write_trajectory_outputs(args.out, poses, reference)
+        print(f"wrote {args.out}/: heightmap.npz, mesh, pictures (height, colour, uncertainty, free space), metrics.json "
+              "and trajectory.txt")
     return 0
 
 

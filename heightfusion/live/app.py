@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ from ..pipeline import FramePipeline, SkippedFrame
 from ..render.base import Renderer
 from ..sinks import FrameSink
 from ..tiles import TileWindow
+from ..tracking import Tracker, TrackingConfig
 from ..viewer.layout import Rect, grid_cells, span
 from ..viewer.map_view import MODES, frustum_segments
 from ..viewer.orbit_view import OrbitView
@@ -64,6 +65,8 @@ class LiveSettings:
         sink: gets every frame processed, the depth fused (None: not fused) and the map (e.g. a Rerun log).
         tiles: a window over a tiled map (:class:`heightfusion.tiles.TileWindow`) that is the map and follows
             the camera, saved with the map; None: one fixed grid from ``make_grid``.
+        track: camera tracking (:data:`heightfusion.tracking.TRACK_MODES`), with settings ``tracking`` and
+            odometry's ``start_pose`` (None: the first frame's pose).
     """
 
     out: Path
@@ -79,6 +82,9 @@ class LiveSettings:
     pose_problem: Callable[[], str | None] | None = None
     sink: FrameSink | None = None
     tiles: TileWindow | None = None
+    track: str = "off"
+    tracking: TrackingConfig | None = None
+    start_pose: np.ndarray | None = None
 
 
 @dataclass
@@ -186,7 +192,8 @@ class LiveApp:
             self.pipeline.fuser.release()
         fuser = HeightMapFuser(self.grid, self.renderer, self.settings.config)
         s = self.settings
-        self.pipeline = FramePipeline(fuser, s.depth, s.stereo, s.keyframes, timer=self.timer)
+        tracker = None if s.track == "off" else Tracker(s.track, self.renderer, s.tracking, s.start_pose)
+        self.pipeline = FramePipeline(fuser, s.depth, s.stereo, s.keyframes, timer=self.timer, tracker=tracker)
         self.view.show(self.grid, self.mode)
         self.panels["free"].set_image(visualize.render_free_space(self.free_space(self.grid)))
         self._trajectory.clear()
@@ -205,21 +212,27 @@ class LiveApp:
         """Fuse ``frame`` (and show it); returns the depth fused, None when the frame was not."""
         if frame.image is not None:
             self.panels["camera"].set_image(frame.image)
-        if frame.T_wc is None:
+        # Odometry needs a pose for its first frame only (or none, given a start pose).
+        tracking_alone = self.settings.track == "odometry" and (
+            self.settings.start_pose is not None or (self.pipeline is not None and self.pipeline.poses))
+        if frame.T_wc is None and not tracking_alone:
             self.skipped["no pose"] += 1
             problem = self.settings.pose_problem() if self.settings.pose_problem is not None else None
             self.message = f"frame {frame.index}: no pose" + (f" ({problem})" if problem else "")
             return
         if self.grid is None:
-            self._reset_map(self.make_grid(frame))
-        if self.settings.tiles is not None:
+            self._reset_map(self.make_grid(frame if frame.T_wc is not None else replace(frame, T_wc=self.settings.start_pose)))
+        if self.settings.tiles is not None and frame.T_wc is not None:
             self.settings.tiles.follow(frame.T_wc)
-        self._last_view = (frame.camera, frame.T_wc)
-        position = frame.T_wc[:3, 3].copy()
-        if not self._trajectory or np.linalg.norm(position - self._trajectory[-1]) >= _TRAJECTORY_STEP_M:
-            self._trajectory.append(position)
         start = time.perf_counter()
+        settled = len(self.pipeline.poses)
         result = self.pipeline.process(frame)
+        if len(self.pipeline.poses) > settled:  # the pose the frame was used at (tracked, or as given)
+            T_wc = self.pipeline.poses[-1][1]
+            self._last_view = (frame.camera, T_wc)
+            position = T_wc[:3, 3].copy()
+            if not self._trajectory or np.linalg.norm(position - self._trajectory[-1]) >= _TRAJECTORY_STEP_M:
+                self._trajectory.append(position)
         if isinstance(result, SkippedFrame):
             self.skipped[result.reason] += 1
             if result.detail:
