@@ -153,11 +153,12 @@ def run_scene(scene: Scene, fuse_path: Path, held_out: list | None, max_frames: 
                                 require_depth=scene.depth == "sensor")
     reference = sequence.reference_trajectory()
     given = [(f.timestamp, f.T_wc) for f in sequence]
-    rows, trajectories = scene.rows, {"given poses": given}
+    rows, trajectories = scene.rows, {}
     scene.motion = motion_per_frame(reference)
     replay = {"depth": scene.depth, "max_frames": max_frames, "progress": False}
     if (scene.path / TRUE_TRAJECTORY_FILE).is_file():  # else the given poses are the reference
         rows["given poses"] = pose_figures(given, reference)
+        trajectories["given poses"] = given
     rows["track off"] = map_figures(hf.replay(fuse_path, **replay), held_out)
     if scene.exact is not None:
         rows["track off, true poses"] = map_figures(hf.replay(scene.exact, **replay), held_out)

@@ -162,7 +162,8 @@ def plot_trajectories(
     max_difference: float = DEFAULT_MAX_DIFFERENCE,
 ) -> Path:
     """A PNG (written atomically) with the top view (x-y) of the reference and the estimate(s), and each
-    estimate's translation error over time, as given (solid) and after SE(3) alignment (dashed).
+    estimate's translation error over time, as given (solid) and after SE(3) alignment (dashed; on a log
+    scale when the estimates' largest errors differ more than tenfold, so that a lost one hides no other).
 
     ``estimated``: one trajectory, or several as ``{label: poses}``. Returns the path.
     """
@@ -170,28 +171,35 @@ def plot_trajectories(
     from matplotlib.figure import Figure
 
     estimates = dict(estimated) if isinstance(estimated, Mapping) else {"estimate": estimated}
-    figure = Figure(figsize=(11, 4.5), layout="constrained")
+    figure = Figure(figsize=(12, 4.8), layout="constrained")
     FigureCanvasAgg(figure)
     top, errors = figure.subplots(1, 2, width_ratios=(1, 1.4))
     ref_xyz = np.array([T[:3, 3] for _, T in sorted(reference, key=lambda pose: pose[0])])
-    top.plot(ref_xyz[:, 0], ref_xyz[:, 1], color="black", lw=2, label="reference")
+    top.plot(ref_xyz[:, 0], ref_xyz[:, 1], color="black", lw=2.5, alpha=0.6, label="reference", zorder=0)
     top.plot(*ref_xyz[0, :2], "ko", ms=5)
     start_time = min(t for t, _ in reference)
+    peaks = []
     for (label, poses), colour in zip(estimates.items(), _colours(len(estimates))):
         ref, est = _associated(poses, reference, max_difference)
         xyz = est.positions_xyz
         top.plot(xyz[:, 0], xyz[:, 1], color=colour, lw=1.2, label=label)
         aligned = _aligned(est, ref)
         t = est.timestamps - start_time
-        errors.plot(t, 1000 * np.linalg.norm(xyz - ref.positions_xyz, axis=1), color=colour, label=f"{label}, as given")
+        given = 1000 * np.linalg.norm(xyz - ref.positions_xyz, axis=1)
+        peaks.append(given.max())
+        errors.plot(t, given, color=colour, label=f"{label}, as given")
         if aligned is not None:
             errors.plot(t, 1000 * np.linalg.norm(aligned.positions_xyz - ref.positions_xyz, axis=1), color=colour,
                         ls="--", label=f"{label}, SE(3)-aligned")
     top.set(xlabel="x [m]", ylabel="y [m]", title="top view", aspect="equal")
-    top.legend(fontsize="small")
     errors.set(xlabel="time [s]", ylabel="translation error [mm]", title="error against the reference")
-    errors.set_ylim(bottom=0)
-    errors.legend(fontsize="small")
+    if max(peaks) > 10 * max(min(peaks), 1e-3):
+        errors.set_yscale("log")
+        errors.set_ylim(bottom=0.1)
+        errors.set_ylabel("translation error [mm], log scale")
+    else:
+        errors.set_ylim(bottom=0)
+    errors.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     errors.grid(alpha=0.3)
     if title:
         figure.suptitle(title)
