@@ -75,6 +75,8 @@ class Alignment:
         brightness: per reference, (a, b): the frame's grey values are a * reference + b.
         covariance: 6x6 covariance of the pose's twist (camera frame; metres and radians), or None when the
             Hessian is singular.
+        data_covariance: the same from the images (and depth) alone, without the prior: how well the data
+            pin the pose down (None: they do not, e.g. a featureless image).
         points: residuals used at the finest level, per kind ("photometric", "geometric").
         inliers: share of them within the Huber threshold.
         rms: robust spread of the residuals at the finest level, per kind (grey levels; normalised depth).
@@ -85,6 +87,7 @@ class Alignment:
     T_wc: np.ndarray
     brightness: list[tuple[float, float]]
     covariance: np.ndarray | None
+    data_covariance: np.ndarray | None = None
     points: dict[str, int] = field(default_factory=dict)
     inliers: float = 0.0
     rms: dict[str, float] = field(default_factory=dict)
@@ -226,6 +229,13 @@ def _robust_cost(kinds: list[_Residuals], spreads: list[float], correction: np.n
     return total / max(count, 1), count
 
 
+def _pose_covariance(H: np.ndarray) -> np.ndarray | None:
+    """The pose block of H's inverse (brightness marginalised), or None when H is (nearly) singular."""
+    if np.linalg.cond(H) > 1e12:
+        return None
+    return np.linalg.inv(H)[:6, :6]
+
+
 def align(pyramid: list[TrackedImage], references: list[Reference], T_wc: np.ndarray,
           settings: AlignmentSettings | None = None, prior: np.ndarray | None = None) -> Alignment:
     """Align the frame of ``pyramid`` (finest level first) to ``references`` starting from pose ``T_wc``.
@@ -282,18 +292,17 @@ def align(pyramid: list[TrackedImage], references: list[Reference], T_wc: np.nda
                 if damping > 1e4:
                     converged = True  # no step lowers the cost: at the minimum within the model
                     break
-    covariance = None
+    covariance = data_covariance = None
     if H is not None:
-        try:
-            covariance = np.linalg.inv(H)[:6, :6]
-        except np.linalg.LinAlgError:
-            covariance = None
+        covariance = _pose_covariance(H)
+        data_covariance = covariance if prior is None else _pose_covariance(H - np.pad(prior, (0, len(H) - 6)))
     names = ["photometric", "geometric"]
     inliers = np.concatenate([np.abs(k.r) / k.spread <= HUBER_K for k in kinds]) if kinds else np.zeros(0, bool)
     return Alignment(
         T_wc=np.linalg.inv(T_cw),
         brightness=[(float(a), float(b)) for a, b in brightness],
         covariance=covariance,
+        data_covariance=data_covariance,
         points={names[i]: len(k.r) for i, k in enumerate(kinds)},
         inliers=float(inliers.mean()) if len(inliers) else 0.0,
         rms={names[i]: k.spread for i, k in enumerate(kinds)},

@@ -35,6 +35,9 @@ from .alignment import Alignment, AlignmentSettings, align
 from .se3 import motion_size
 from .views import Reference, TrackedImage, level_range, make_reference, tracked_pyramid
 
+#: A reference whose grey values explain the frame's only with a gain below this has lost its contrast
+#: (a black or washed-out frame), whatever the residuals say.
+MIN_GAIN = 0.2
 #: "off": the given poses; "refine": given poses corrected; "odometry": from a starting pose alone.
 TRACK_MODES = ("off", "refine", "odometry")
 
@@ -152,7 +155,7 @@ class Tracker:
         self.start_pose = None if start_pose is None else np.asarray(start_pose, dtype=np.float64)
         self.keyframe: Reference | None = None
         self._previous: list[_State] = []  # the last two accepted frames
-        self._pyramid: tuple[int, list[TrackedImage]] | None = None  # (frame index, pyramid) of the last track
+        self._pyramid: tuple[np.ndarray, list[TrackedImage]] | None = None  # (image, pyramid) of the last frame
 
     def reset(self) -> None:
         """Forget the keyframe and the motion (a new map, or a lost track)."""
@@ -162,8 +165,8 @@ class Tracker:
         return level_range(camera, self.config.max_side, self.config.min_side)
 
     def _frame_pyramid(self, frame: Frame) -> list[TrackedImage]:
-        if self._pyramid is None or self._pyramid[0] != frame.index:
-            self._pyramid = (frame.index, tracked_pyramid(frame.camera, frame.image, frame.depth, *self._levels(frame.camera)))
+        if self._pyramid is None or self._pyramid[0] is not frame.image:  # track and accept share it
+            self._pyramid = (frame.image, tracked_pyramid(frame.camera, frame.image, frame.depth, *self._levels(frame.camera)))
         return self._pyramid[1]
 
     def _prediction(self, frame: Frame) -> np.ndarray | None:
@@ -247,7 +250,9 @@ class Tracker:
             return "too few points"
         if alignment.inliers < cfg.min_inliers:
             return "too few inliers"
-        cov = alignment.covariance
+        if min(gain for gain, _ in alignment.brightness) < MIN_GAIN:
+            return "no contrast"
+        cov = alignment.data_covariance  # the images' own say: a prior alone must not pass a frame
         if cov is None or not np.isfinite(cov).all():
             return "unconstrained"
         sd = np.sqrt(np.clip(np.diag(cov), 0, None))
