@@ -133,8 +133,11 @@ def map_figures(result, held_out: list | None) -> dict:
 
 
 def pose_figures(poses: list, reference: list) -> dict:
-    """ATE (as given, aligned) and RPE against ``reference``, in mm and degrees."""
-    e = trajectory_errors(poses, reference)
+    """ATE (as given, aligned) and RPE against ``reference``, in mm and degrees; a note when they cannot be had."""
+    try:
+        e = trajectory_errors(poses, reference)
+    except ValueError as exc:  # e.g. a tracker that lost every frame: too few poses to match
+        return {"note": f"no trajectory errors: {exc}"}
     return {"matched": e["matched"], "ate_mm": 1e3 * e["ate_unaligned_m"]["rmse"],
             "ate_aligned_mm": 1e3 * e["ate_aligned_m"]["rmse"], "rpe_mm": 1e3 * e["rpe_translation_m"]["rmse"],
             "rpe_deg": e["rpe_rotation_deg"]["rmse"]}
