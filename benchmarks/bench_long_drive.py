@@ -11,7 +11,8 @@
    tiles of 2 cm cells; at 2 cm the GL backend on llvmpipe spends 4x longer per frame drawing the
    triangles within 4 m, which would make the drive an hour on this machine) over a tiled map in a
    scratch folder. Printed:
-   ms per frame (window following + fusion; frame making excluded) and resident memory around frame 500
+   ms per frame (window following + fusion; frame making excluded), wall-clock and CPU (this process,
+   all threads: less moved by the other work of a shared machine), and resident memory around frame 500
    (frames 250-749; memory at frame 500) and after frame 5,000 (frames 5000 to the end; memory at the
    end), their ratios (goal <= 1.1), window moves, tiles on disk, and coverage: the share of the
    camera's ground track (after its first 2 m, which the forward-looking camera never sees) whose
@@ -94,7 +95,7 @@ class Frames:
 
 
 def fuse_drive(frames: Frames, poses: np.ndarray, folder: Path, args, probe=None) -> TileWindow:
-    """Fuse ``poses``' frames into a new tiled map in ``folder``; ``probe(k, ms)`` after each frame k."""
+    """Fuse ``poses``' frames into a new tiled map in ``folder``; ``probe(k, ms, cpu_ms)`` after each frame k."""
     like = hf.HeightMap((0.0, 0.0), args.cell_size, (2, 2))
     window = TileWindow(TiledMap.create(folder, like, args.tile_size), tuple(poses[0][:2, 3]))
     renderer = hf.make_renderer("gl")
@@ -102,11 +103,11 @@ def fuse_drive(frames: Frames, poses: np.ndarray, folder: Path, args, probe=None
     try:
         for k, T_wc in enumerate(poses):
             depth, image, sigma = frames.frame(T_wc)
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             window.follow(T_wc)
             fuser.fuse(frames.camera, T_wc, depth, image, sigma)
             if probe is not None:
-                probe(k, (time.perf_counter() - start) * 1e3)
+                probe(k, (time.perf_counter() - start) * 1e3, (time.process_time() - cpu) * 1e3)
     finally:
         fuser.release()
         renderer.release()
@@ -129,21 +130,22 @@ def coverage(tiled: TiledMap, poses: np.ndarray) -> float:
 
 def long_drive(args, scene: TerrainScene, frames: Frames, scratch: Path) -> None:
     poses = drive_poses(scene, args.frames)
-    ms = np.zeros(len(poses))
+    ms, cpu_ms = np.zeros(len(poses)), np.zeros(len(poses))
     rss = {}
     process = psutil.Process()
 
-    def probe(k: int, elapsed: float) -> None:
-        ms[k] = elapsed
+    def probe(k: int, elapsed: float, cpu: float) -> None:
+        ms[k], cpu_ms[k] = elapsed, cpu
         if k in (500, len(poses) - 1):
             rss[k] = process.memory_info().rss / 2**20
         if k % 500 == 0:
-            print(f"  frame {k}: {elapsed:.1f} ms, RSS {process.memory_info().rss / 2**20:.0f} MiB", flush=True)
+            print(f"  frame {k}: {elapsed:.1f} ms ({cpu:.1f} CPU), RSS {process.memory_info().rss / 2**20:.0f} MiB", flush=True)
 
     start = time.perf_counter()
     window = fuse_drive(frames, poses, scratch / "drive.zarr", args, probe)
     seconds = time.perf_counter() - start
     early, late = ms[250:750], ms[args.late_from:]
+    early_cpu, late_cpu = cpu_ms[250:750], cpu_ms[args.late_from:]
     length = float(np.linalg.norm(np.diff(poses[:, :2, 3], axis=0), axis=1).sum())
     tiles = window.tiled.tiles()
     size_mib = sum(f.stat().st_size for f in (scratch / "drive.zarr").rglob("*") if f.is_file()) / 2**20
@@ -153,9 +155,12 @@ def long_drive(args, scene: TerrainScene, frames: Frames, scratch: Path) -> None
     print(f"| | around frame 500 | after frame {args.late_from} | ratio |\n| --- | --- | --- | --- |")
     print(f"| ms per frame, mean | {early.mean():.1f} | {late.mean():.1f} | {late.mean() / early.mean():.2f} |")
     print(f"| ms per frame, median | {np.median(early):.1f} | {np.median(late):.1f} | {np.median(late) / np.median(early):.2f} |")
+    print(f"| CPU ms per frame, mean | {early_cpu.mean():.1f} | {late_cpu.mean():.1f} | {late_cpu.mean() / early_cpu.mean():.2f} |")
+    print(f"| CPU ms per frame, median | {np.median(early_cpu):.1f} | {np.median(late_cpu):.1f} | "
+          f"{np.median(late_cpu) / np.median(early_cpu):.2f} |")
     print(f"| resident memory, MiB | {rss[500]:.0f} | {rss[len(poses) - 1]:.0f} | {rss[len(poses) - 1] / rss[500]:.3f} |")
     print(f"slowest frame {ms.max():.0f} ms (a move: tiles written and read); coverage of the drive's ground track: "
-          f"{coverage(window.tiled, poses):.3f}")
+          f"{coverage(window.tiled, poses):.3f}; load average at the end {psutil.getloadavg()}")
 
 
 def merge_check(args, scene: TerrainScene, frames: Frames, scratch: Path) -> None:
