@@ -325,19 +325,19 @@ class TileWindow:
         centre = look_point(T_wc, max_range=half)
         tile_m = self.tiled.tile_size * self.tiled.cell_size
         where = (centre - self.grid.origin) / tile_m  # (x, y) in tiles from the window's corner
-        moved = bool(((where < self.tiles / 4) | (where > 3 * self.tiles / 4)).any())
-        if moved:
-            self.move_to(self._corner_for(centre))
+        outside = bool(((where < self.tiles / 4) | (where > 3 * self.tiles / 4)).any())
+        moved = outside and self.move_to(self._corner_for(centre))
         if self.checkpoint_s is not None and time.perf_counter() - self._saved_at >= self.checkpoint_s:
             self.save()
         return moved
 
-    def move_to(self, corner: np.ndarray) -> None:
-        """Put the window's first tile at array tile ``corner`` (row, col): write what leaves, read what enters."""
+    def move_to(self, corner: np.ndarray) -> bool:
+        """Put the window's first tile at array tile ``corner`` (row, col): write what leaves, read what enters.
+        False if it is there already (at the array's border the window stops)."""
         corner = np.asarray(corner, dtype=np.int64)
         shift = corner - self.corner
         if not shift.any():
-            return
+            return False
         old = set(self._window_tiles())
         new_tiles = [tuple(int(v) for v in corner + (a, b)) for a in range(self.tiles) for b in range(self.tiles)]
         self._store([tile for tile in old if tile not in set(new_tiles)])
@@ -348,6 +348,7 @@ class TileWindow:
         self.grid.origin = self.tiled.tile_origin(tuple(corner))
         self._load([tile for tile in new_tiles if tile not in old])
         self.moves += 1
+        return True
 
     def save(self) -> None:
         """Write every tile of the window (those with evidence, or already on disk) to the tiled map."""
