@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,3 +141,20 @@ def test_euroc_reference_is_its_camera_ground_truth(tmp_path):
     own = tmp_path / "mine.txt"
     own.write_text("".join(f"{f.timestamp:.9f} 0 0 1 0 0 0 1\n" for f in frames))
     assert hf.datasets.open(folder, trajectory=own).reference_trajectory() is None  # the user's poses are no reference
+
+
+def test_unreadable_reference_is_noted_not_fatal(tmp_path, monkeypatch):
+    from heightfusion.datasets import base
+
+    out = write_tum(generate("flat", frames=3, width=16, height=12, pose_noise=(0.1, 1.0)), tmp_path / "s")
+    real_read = base.read_tum_trajectory
+
+    def read(path):
+        if Path(path).name == "groundtruth_true.txt":
+            raise PermissionError(13, "Permission denied")
+        return real_read(path)
+
+    monkeypatch.setattr(base, "read_tum_trajectory", read)
+    sequence = hf.datasets.open(out)
+    assert sequence.reference_trajectory() is None and len(list(sequence)) == 3
+    assert any("no reference trajectory" in m and "groundtruth_true.txt" in m for m in sequence.messages)

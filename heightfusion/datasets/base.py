@@ -362,11 +362,18 @@ def load_reference(
     folder: Path, issues: Issues, loaded: tuple[Path | None, Trajectory | None], extra_patterns: tuple[str, ...] = ()
 ) -> Trajectory | None:
     """The folder's reference trajectory (:func:`find_reference_file`), or None; ``loaded`` is the
-    (file, trajectory) the frames' poses came from, reused when it is the same file."""
+    (file, trajectory) the frames' poses came from, reused when it is the same file. The reference only
+    serves evaluation: an unreadable one is noted, not an error."""
     path = find_reference_file(folder, extra_patterns)
     if path is None:
         return None
-    return loaded[1] if loaded[0] is not None and path == loaded[0] else load_trajectory(path, issues)
+    if loaded[0] is not None and path == loaded[0]:
+        return loaded[1]
+    try:
+        return load_trajectory(path, issues)
+    except DatasetError as exc:
+        issues.note(f"no reference trajectory: {exc}")
+        return None
 
 
 def load_trajectory(path: Path, issues: Issues) -> Trajectory:
