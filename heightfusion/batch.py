@@ -12,7 +12,7 @@ sequence did. Ray (the optional extra ``batch``) is imported when a batch runs, 
   truth's grid, else 2 cm cells through (0, 0). ``heightfusion replay`` with these options gives the same
   map as the batch task does.
 - **Threads.** A task reserves ``cpus_per_task`` of Ray's CPUs and keeps Mesa's llvmpipe
-  (``LP_NUM_THREADS``), OpenMP/BLAS and torch (the stereo's thread budget) to as many threads, so that
+  (``LP_NUM_THREADS``), OpenMP and torch (the stereo's thread budget) to as many threads, so that
   concurrent tasks share the cores instead of oversubscribing them. Each worker process has its own
   headless EGL context (:mod:`heightfusion.render.context`), made by its first task.
 - **Failures.** An error in a sequence (a bad path, a garbled file, a bug) ends its task with the message;
@@ -26,6 +26,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -40,8 +41,8 @@ from .sizing import DEFAULT_CELL_SIZE
 INSTALL_HINT = "pip install 'heightfusion[batch]' (ray==2.60.0)"
 # Seconds between two progress reports of a task, and between two looks of the driver at them.
 _REPORT_S = 0.5
-# Environment variables that set the thread count of llvmpipe, OpenMP and the BLAS libraries.
-_THREAD_VARIABLES = ("LP_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+# Environment variables that set the thread counts of Mesa's llvmpipe and OpenMP (torch).
+_THREAD_VARIABLES = ("LP_NUM_THREADS", "OMP_NUM_THREADS")
 
 
 class RayUnavailableError(RuntimeError):
@@ -195,10 +196,10 @@ def run_batch(
                  include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     try:
         board = ray.remote(num_cpus=0)(_Board).remote()
-        task = ray.remote(_run_task).options(
-            num_cpus=cpus_per_task, max_retries=0,
-            runtime_env={"env_vars": {name: str(cpus_per_task) for name in _THREAD_VARIABLES}})
-        refs = {task.remote(path, out / "sequences" / name, options, free_space, board): (name, path)
+        # No runtime_env for the thread variables: it would start fresh workers instead of Ray's prestarted ones
+        # (seconds each, and CPU the tasks need on a small machine); the task sets them itself.
+        task = ray.remote(_run_task).options(num_cpus=cpus_per_task, max_retries=0)
+        refs = {task.remote(path, out / "sequences" / name, options, free_space, cpus_per_task, board): (name, path)
                 for name, path in zip(names, paths)}
         outcomes = _collect(ray, refs, board, _Bars(names, paths, options.get("max_frames"), progress), on_progress)
     finally:
@@ -237,9 +238,13 @@ def merge_finished(out: Path, outcomes: Sequence[SequenceOutcome], free_space: F
 
 
 # --- inside the workers ---------------------------------------------------------------------------
-def _run_task(path, out: Path, options: Mapping, free_space: FreeSpaceSettings, board) -> SequenceOutcome:
-    """One sequence in a Ray worker (whose thread variables the task's runtime environment set, so torch,
-    if imported, starts with as many threads): errors become a failed outcome with their message."""
+def _run_task(path, out: Path, options: Mapping, free_space: FreeSpaceSettings, threads: int, board) -> SequenceOutcome:
+    """One sequence in a Ray worker, on ``threads`` threads: errors become a failed outcome with their message."""
+    # Read when the worker's GL context is made (its first task; later ones reuse it, with the same count) and
+    # when torch is imported; a torch already imported gets the count directly.
+    os.environ.update({name: str(threads) for name in _THREAD_VARIABLES})
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
     reporter = _Reporter(board, Path(out).name)
     try:
         outcome = map_sequence(path, out, options, free_space, sink=reporter)
