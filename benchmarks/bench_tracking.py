@@ -184,7 +184,7 @@ def run_scene(scene: Scene, fuse_path: Path, held_out: list | None, max_frames: 
         trajectories[name] = peer.poses
         rows[name] = {**pose_figures(peer.poses, reference), "ms_per_frame": peer.ms_per_frame,
                       "not_tracked": sum(peer.skipped.values())}
-    if plots is not None:
+    if plots is not None and trajectories:
         plot_trajectories(plots / f"{scene.name}.png", trajectories, reference, title=scene.name)
 
 
@@ -193,7 +193,8 @@ def _cell(row: dict, key: str, digits: int) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
-COLUMNS = [("rmse_mm", "RMSE mm", 2), ("smooth_rmse_mm", "smooth RMSE mm", 2), ("completeness", "compl.", 3), ("within_1sigma", "in 1 sigma", 2),
+COLUMNS = [("rmse_mm", "RMSE mm", 2), ("smooth_rmse_mm", "smooth RMSE mm", 2), ("completeness", "compl.", 3),
+           ("within_1sigma", "in 1 sigma", 2),
            ("heldout_median_mm", "held-out med mm", 2), ("heldout_coverage", "held-out cov.", 3),
            ("ate_mm", "ATE mm", 2), ("ate_aligned_mm", "ATE aligned mm", 2), ("rpe_mm", "RPE mm", 2),
            ("rpe_deg", "RPE deg", 3), ("ms_per_frame", "ms/frame", 0), ("ms_per_tracked_frame", "ms/track", 0),

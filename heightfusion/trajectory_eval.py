@@ -165,12 +165,15 @@ def plot_trajectories(
     estimate's translation error over time, as given (solid) and after SE(3) alignment (dashed; on a log
     scale when the estimates' largest errors differ more than tenfold, so that a lost one hides no other).
 
-    ``estimated``: one trajectory, or several as ``{label: poses}``. Returns the path.
+    ``estimated``: one trajectory, or several as ``{label: poses}``; one with too few poses matching
+    the reference in time is drawn in the top view only. Returns the path.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     estimates = dict(estimated) if isinstance(estimated, Mapping) else {"estimate": estimated}
+    if not estimates or not reference:
+        raise ValueError("plot_trajectories needs a reference and at least one estimated trajectory")
     figure = Figure(figsize=(12, 4.8), layout="constrained")
     FigureCanvasAgg(figure)
     top, errors = figure.subplots(1, 2, width_ratios=(1, 1.4))
@@ -178,11 +181,15 @@ def plot_trajectories(
     top.plot(ref_xyz[:, 0], ref_xyz[:, 1], color="black", lw=2.5, alpha=0.6, label="reference", zorder=0)
     top.plot(*ref_xyz[0, :2], "ko", ms=5)
     start_time = min(t for t, _ in reference)
-    peaks = []
+    peaks = [0.0]
     for (label, poses), colour in zip(estimates.items(), _colours(len(estimates))):
-        ref, est = _associated(poses, reference, max_difference)
-        xyz = est.positions_xyz
+        xyz = np.array([T[:3, 3] for _, T in sorted(poses, key=lambda pose: pose[0])]).reshape(-1, 3)
         top.plot(xyz[:, 0], xyz[:, 1], color=colour, lw=1.2, label=label)
+        try:
+            ref, est = _associated(poses, reference, max_difference)
+        except ValueError:
+            continue
+        xyz = est.positions_xyz
         aligned = _aligned(est, ref)
         t = est.timestamps - start_time
         given = 1000 * np.linalg.norm(xyz - ref.positions_xyz, axis=1)
@@ -193,7 +200,7 @@ def plot_trajectories(
                         ls="--", label=f"{label}, SE(3)-aligned")
     top.set(xlabel="x [m]", ylabel="y [m]", title="top view", aspect="equal")
     errors.set(xlabel="time [s]", ylabel="translation error [mm]", title="error against the reference")
-    if max(peaks) > 10 * max(min(peaks), 1e-3):
+    if max(peaks) > 10 * max(min(peaks[1:], default=0.0), 1e-3):
         errors.set_yscale("log")
         errors.set_ylim(bottom=0.1)
         errors.set_ylabel("translation error [mm], log scale")

@@ -120,3 +120,11 @@ def test_import_heightfusion_loads_neither_evo_nor_open3d():
     code = ("import sys, heightfusion, heightfusion.trajectory_eval, heightfusion.baselines.open3d_odometry; "
             "assert not {'evo', 'open3d'} & set(sys.modules), sorted({'evo', 'open3d'} & set(sys.modules))")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_plot_draws_an_unmatched_estimate_in_the_top_view_only(tmp_path):
+    reference = _circle()
+    far_in_time = [(t + 100.0, T) for t, T in reference]
+    assert plot_trajectories(tmp_path / "p.png", {"late": far_in_time, "ok": reference}, reference).is_file()
+    with pytest.raises(ValueError, match="needs a reference and at least one"):
+        plot_trajectories(tmp_path / "q.png", {}, reference)
