@@ -153,8 +153,9 @@ class HeightMap:
         xy = np.asarray(xy, dtype=np.float64)
         return (xy[..., ::-1] - self.origin[::-1]) / self.cell_size
 
-    def sample(self, xy: np.ndarray) -> np.ndarray:
-        """Heights of the triangulated surface at world points (..., 2); NaN outside the grid."""
+    def triangle_at(self, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(vertex ids (..., 3), barycentric weights (..., 3), inside (...)) of the triangles under world
+        points (..., 2); points outside the grid get the nearest border cell's (``inside`` False)."""
         rc = self.world_to_grid(xy)
         r, c = rc[..., 0], rc[..., 1]
         inside = (r >= 0) & (r <= self.ny - 1) & (c >= 0) & (c <= self.nx - 1)
@@ -163,7 +164,11 @@ class HeightMap:
         rr, ss = r - i, c - j
         k = (rr > ss).astype(np.int64)
         ids = (i * self.nx + j)[..., None] + triangle_vertex_offsets(self.nx)[k]
-        b = cell_barycentric(ss, rr, k)
+        return ids, cell_barycentric(ss, rr, k), inside
+
+    def sample(self, xy: np.ndarray) -> np.ndarray:
+        """Heights of the triangulated surface at world points (..., 2); NaN outside the grid."""
+        ids, b, inside = self.triangle_at(xy)
         h = (self.heights.reshape(-1)[ids] * b).sum(-1)
         return np.where(inside, h, np.nan)
 

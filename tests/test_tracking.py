@@ -59,16 +59,13 @@ def test_exp_se3_matches_rodrigues_and_inverts():
 def test_residual_jacobians_match_finite_differences(with_depth):
     """Smooth images (where the Sobel gradient is the true one) and central differences of steps of a
     few tenths of a pixel (OpenCV's remap resolves 1/32 pixel)."""
-    from heightfusion.tracking.views import ReferenceLevel, Reference, TrackedImage, _gradients
+    from heightfusion.tracking.views import Reference, ReferenceLevel, tracked_image
 
     camera = hf.PinholeCamera(160, 120, 128.0, 128.0, 79.5, 59.5)
     v, u = np.mgrid[0:120, 0:160].astype(np.float32)
     gray = (0.5 + 0.2 * np.sin(u / 9.0) * np.cos(v / 11.0) + 0.001 * u).astype(np.float32)
     depth = (1.0 + 0.002 * u + 0.001 * v).astype(np.float32)  # a tilted plane
-    level = TrackedImage(camera, gray, *_gradients(gray))
-    if with_depth:
-        level.depth = depth
-        level.dgx, level.dgy = _gradients(depth)
+    level = tracked_image(camera, gray, depth if with_depth else None)
     rng = np.random.default_rng(3)
     uv = np.stack([rng.uniform(20, 140, 400), rng.uniform(20, 100, 400)], -1)
     T_wc = hf.look_at((0.0, 0.0, 1.0), (0.0, 0.01, 0.0), up=(0.0, 1.0, 0.0))

@@ -26,16 +26,27 @@ _DEPTH_AGREEMENT = 0.01
 
 @dataclass
 class TrackedImage:
-    """One pyramid level of a frame: ``gray`` (H, W) float32 in [0, 1], its gradients ``gx``, ``gy`` (per
-    pixel), and ``depth`` (metres, NaN where none) with gradients ``dgx``, ``dgy``, or None without depth."""
+    """One pyramid level of a frame: ``intensity`` (H, W, 3) float32, the grey value in [0, 1] and its
+    gradient along u and v (per pixel), and ``geometry`` (H, W, 3), the depth (metres, NaN where none) and
+    its gradient, or None without depth. Stacked so that one bilinear lookup samples value and gradient."""
 
     camera: PinholeCamera
-    gray: np.ndarray
-    gx: np.ndarray
-    gy: np.ndarray
-    depth: np.ndarray | None = None
-    dgx: np.ndarray | None = None
-    dgy: np.ndarray | None = None
+    intensity: np.ndarray
+    geometry: np.ndarray | None = None
+
+    @property
+    def gray(self) -> np.ndarray:
+        return self.intensity[..., 0]
+
+    @property
+    def depth(self) -> np.ndarray | None:
+        return None if self.geometry is None else self.geometry[..., 0]
+
+
+def tracked_image(camera: PinholeCamera, gray: np.ndarray, depth: np.ndarray | None = None) -> TrackedImage:
+    """The :class:`TrackedImage` of a grey image (and depth) seen by ``camera``."""
+    geometry = None if depth is None else np.dstack([depth, *_gradients(depth)])
+    return TrackedImage(camera, np.dstack([gray, *_gradients(gray)]), geometry)
 
 
 @dataclass
@@ -108,15 +119,7 @@ def _levels(camera: PinholeCamera, gray: np.ndarray, depth: np.ndarray | None, f
 def tracked_pyramid(camera: PinholeCamera, image: np.ndarray, depth: np.ndarray | None, finest: int,
                     coarsest: int) -> list[TrackedImage]:
     """The frame's :class:`TrackedImage` levels from ``finest`` to ``coarsest`` (``image`` RGB or grey)."""
-    pyramid = []
-    for level_camera, gray, level_depth in _levels(camera, to_gray(image), depth, finest, coarsest):
-        gx, gy = _gradients(gray)
-        level = TrackedImage(level_camera, gray, gx, gy)
-        if level_depth is not None:
-            level.depth = level_depth
-            level.dgx, level.dgy = _gradients(level_depth)
-        pyramid.append(level)
-    return pyramid
+    return [tracked_image(*level) for level in _levels(camera, to_gray(image), depth, finest, coarsest)]
 
 
 def _strongest_per_block(magnitude: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
