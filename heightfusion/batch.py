@@ -60,6 +60,7 @@ class SequenceOutcome:
         error: why not (one line), or None.
         frames_used, frames_skipped: frames fused and skipped (by the reader or the fusion).
         seconds: wall-clock time of its fusion loop.
+        cpu_seconds: CPU time its process spent mapping it (all threads; outputs written included).
     """
 
     name: str
@@ -69,6 +70,7 @@ class SequenceOutcome:
     frames_used: int = 0
     frames_skipped: int = 0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
 
     @property
     def fps(self) -> float:
@@ -137,6 +139,7 @@ def map_sequence(path: str | os.PathLike, out: str | os.PathLike, options: Mappi
     from .replay import replay
     from .tiles import is_tiled_map
 
+    cpu = time.process_time()
     out = Path(out)
     tiles = out / "tiles"
     if is_tiled_map(tiles):  # an earlier run's: a run extends a tiled map, a batch starts from nothing
@@ -144,7 +147,8 @@ def map_sequence(path: str | os.PathLike, out: str | os.PathLike, options: Mappi
     result = replay(path, **options, tiles=tiles, progress=False, sink=sink)
     write_replay_outputs(out, path, result, options, free_space)
     return SequenceOutcome(out.name, str(path), True, frames_used=result.frames_used,
-                           frames_skipped=sum(result.skipped.values()), seconds=result.seconds)
+                           frames_skipped=sum(result.skipped.values()), seconds=result.seconds,
+                           cpu_seconds=time.process_time() - cpu)
 
 
 def run_batch(
