@@ -101,15 +101,18 @@ class FramePipeline:
                 return SkippedFrame(f"tracking: {tracked.reason}")
             self.tracking["tracked" if tracked.tracked else "given"] += 1
             frame = dataclasses.replace(frame, T_wc=tracked.T_wc)
+            pose_covariance = tracked.covariance
         elif frame.T_wc is None:
             return SkippedFrame("no pose")
-        result = self._fuse(frame)
+        else:
+            pose_covariance = None
+        result = self._fuse(frame, pose_covariance)
         if self.tracker is not None:
             self.tracker.accept(frame, frame.T_wc, self.fuser.grid)
         self.poses.append((frame.timestamp, frame.T_wc))
         return result
 
-    def _fuse(self, frame: Frame) -> FusedFrame | SkippedFrame:
+    def _fuse(self, frame: Frame, pose_covariance: np.ndarray | None = None) -> FusedFrame | SkippedFrame:
         sigma = None
         if self.depth == "sensor" or (self.depth == "auto" and frame.depth is not None):
             if frame.depth is None:
@@ -126,6 +129,10 @@ class FramePipeline:
             if result.estimate is None:
                 return SkippedFrame(f"stereo: {result.reason}", result.detail)
             measured, sigma = result.estimate.depth, result.estimate.sigma
+        if pose_covariance is not None:  # the pose's own uncertainty, in quadrature with the depth's
+            if sigma is None:
+                sigma = self.fuser.config.noise.sigma(measured)
+            sigma = np.hypot(sigma, pose_depth_sigma(frame.camera, frame.T_wc, measured, pose_covariance))
         try:
             stats = self.fuser.fuse(frame.camera, frame.T_wc, measured, frame.image, sigma=sigma)
         except FrameError as exc:  # a bad frame is skipped and counted; other errors are real failures
@@ -133,6 +140,25 @@ class FramePipeline:
         for stage, ms in stats.ms.items():
             self.timer.add(stage, ms)
         return FusedFrame(measured, sigma, stats)
+
+
+def pose_depth_sigma(camera, T_wc: np.ndarray, depth: np.ndarray, covariance: np.ndarray) -> np.ndarray:
+    """(H, W) float32 standard deviation (metres) of each pixel's depth that the pose's uncertainty causes.
+
+    ``covariance`` is the 6x6 covariance of the camera-frame twist ``xi = (v, w)`` (the tracker's). A pose
+    error moves a surface point X (camera frame) by v + w x X; along the pixel's ray r (z-component 1)
+    the depth of a surface with normal n then changes by n . (v + w x X) / (n . r), so the row
+    (n, X x n) / (n . r) maps the twist to depth. The normal is taken as the map's up axis: a height map's
+    surface is mostly near level, and its heights are what the error lands in.
+    """
+    n = T_wc[:3, :3].T @ np.array([0.0, 0.0, 1.0])  # world up in the camera frame
+    rays = camera.pixel_rays()
+    X = rays * np.nan_to_num(depth)[..., None]
+    facing = rays @ n
+    facing = np.where(np.abs(facing) < 0.05, np.copysign(0.05, facing), facing)  # grazing rays: bounded
+    rows = np.concatenate([np.broadcast_to(n, X.shape), np.cross(X, n)], axis=-1) / facing[..., None]
+    variance = np.einsum("hwi,ij,hwj->hw", rows, covariance, rows)
+    return np.sqrt(np.maximum(variance, 0.0)).astype(np.float32)
 
 
 def uses_stereo(depth: str, sequence) -> bool:

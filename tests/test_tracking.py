@@ -203,3 +203,32 @@ def test_replay_cli_writes_the_trajectory(tmp_path):
 def test_start_pose_needs_odometry(tmp_path, capsys):
     assert main(["replay", "--start-pose", "0", "0", "0", "0", "0", "0", "1", "--out", str(tmp_path / "o")]) == 2
     assert "--track odometry" in capsys.readouterr().err
+
+
+def test_pose_depth_sigma_is_the_depth_derivative_of_the_pose():
+    """A level floor seen from 1.2 m: each twist component's change of every pixel's depth, by finite
+    differences of the exact ray-plane depth, against the rows pose_depth_sigma propagates."""
+    from heightfusion.pipeline import pose_depth_sigma
+
+    camera = hf.PinholeCamera(40, 30, 32.0, 32.0, 19.5, 14.5)
+    T_wc = hf.look_at((0.3, -1.0, 1.2), (0.0, 0.2, 0.0))
+
+    def floor_depth(T):
+        rays = camera.pixel_rays() @ T[:3, :3].T
+        return -T[2, 3] / rays[..., 2]
+
+    depth = floor_depth(T_wc)
+    T_cw = np.linalg.inv(T_wc)
+    eps = 1e-6
+    columns = []
+    for k in range(6):
+        step = np.zeros(6)
+        step[k] = eps
+        columns.append((floor_depth(np.linalg.inv(exp_se3(step) @ T_cw)) - depth) / eps)
+    J = np.stack(columns, axis=-1)
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(6, 6)) * np.r_[[1e-3] * 3, [1e-3] * 3]
+    covariance = A @ A.T
+    expected = np.sqrt(np.einsum("hwi,ij,hwj->hw", J, covariance, J))
+    np.testing.assert_allclose(pose_depth_sigma(camera, T_wc, depth.astype(np.float32), covariance), expected,
+                               rtol=1e-3)
