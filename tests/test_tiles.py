@@ -212,3 +212,13 @@ def test_replay_with_tiles_then_export_and_merge(tmp_path, capsys):
     np.testing.assert_allclose(Evidence.of(twice).evidence[seen], 2 * Evidence.of(second).evidence[seen], rtol=1e-5)
     assert main(["replay", "--max-frames", "1", "--tiles", str(tiles), "--shape", "10", "10", "--out", str(out)]) == 2
     assert "--shape" in capsys.readouterr().err
+
+
+def test_live_with_tiles_saves_the_tiled_map(tmp_path):
+    tiles, out = tmp_path / "tiles", tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "heightfusion", "live", "--max-frames", "4", "--every-frame", "--hidden",
+                           "--size", "640", "360", "--tiles", str(tiles), "--out", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["frames"]["used"] == 4 and metrics["evaluation"]["completeness"] > 0.05
+    assert TiledMap.open(tiles).tiles() and hf.load_heightmap(out / "heightmap.npz").shape == load_map(tiles).shape
