@@ -27,7 +27,7 @@ def test_replay_writes_every_output(small_dataset, tmp_path, capsys):
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(
         ["heightmap.npz", "mesh.ply", "height.png", "color.png", "uncertainty.png", "free_space.png", "error.png",
-         "metrics.json"]
+         "metrics.json", "trajectory.txt", "trajectory.png"]
     )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["frames"]["used"] == 8 and metrics["frames"]["skipped"] == {}
