@@ -235,8 +235,7 @@ def merge_finished(out: Path, outcomes: Sequence[SequenceOutcome], free_space: F
     if bounds is None or max(bounds[1] - bounds[0], bounds[3] - bounds[2]) > RESULT_MAX_SIDE:
         return None  # nothing fused anywhere, or too large for one array: the tiled map is the result
     merged = tiled.whole()
-    skipped: dict[str, int] = {}
-    metrics = run_metrics(sum(s.frames_used for s in finished), skipped, sum(s.seconds for s in finished), {})
+    metrics = run_metrics(sum(s.frames_used for s in finished), {}, sum(s.seconds for s in finished), {})
     write_map_outputs(out / "merged", merged, {"sequences": [s.name for s in finished], **metrics}, None, free_space)
     return merged
 
