@@ -45,6 +45,8 @@ class AlignmentSettings:
 
     Attributes:
         iterations: most Levenberg-Marquardt iterations per level.
+        finest_iterations: ... at the finest level, where each costs the most and the coarser levels have
+            already brought the pose close.
         min_step: a level ends when the step moves less than this (metres, and radians).
         depth_sigma_m, depth_sigma_rel: sigma of the frame's depth, ``depth_sigma_m + depth_sigma_rel z^2``.
         geometric_weight: multiplies the geometric residuals' weights (0: photometric only).
@@ -60,6 +62,7 @@ class AlignmentSettings:
     """
 
     iterations: int = 10
+    finest_iterations: int = 10
     min_step: float = 5e-5
     depth_sigma_m: float = 0.002
     depth_sigma_rel: float = 0.0015
@@ -271,7 +274,7 @@ def align(pyramid: list[TrackedImage], references: list[Reference], T_wc: np.nda
         H, g, cost = _normal_equations(kinds, brightness, correction, prior)
         damping = 1e-4
         converged = False
-        for _ in range(settings.iterations):
+        for _ in range(settings.iterations if level_index else settings.finest_iterations):
             iterations += 1
             try:
                 step = np.linalg.solve(H + damping * np.diag(np.diag(H) + 1e-9), -g)
