@@ -16,7 +16,8 @@
 Issue 15's goal: the batch >= 1.6x faster than one after another on this 2-core machine. Times are of the
 machine this runs on (printed with the results; a shared CPU is noisy: the load average is printed too).
 The CPU time each sequence took (its process, all threads) shows whether the batch does more work than
-one after another, apart from how much of the machine other programs left it.
+one after another, apart from how much of the machine other programs left it; and the cores busy
+processes get at the start and the end (:func:`cores_available`) say how much of it they left.
 """
 
 from __future__ import annotations
@@ -36,6 +37,24 @@ from heightfusion.navigation import FreeSpaceSettings
 from heightfusion.synthetic import generate, write_tum
 
 SPEED_GOAL = 1.6
+
+
+def _spin(seconds: float) -> float:
+    """Busy for ``seconds`` of wall-clock time; the CPU seconds it got."""
+    start, cpu = time.perf_counter(), time.process_time()
+    while time.perf_counter() - start < seconds:
+        pass
+    return time.process_time() - cpu
+
+
+def cores_available(seconds: float = 2.0) -> float:
+    """Cores this machine gives a process per core right now: the CPU seconds that as many busy processes as
+    it has CPUs get in ``seconds``, over ``seconds`` (other programs' load takes the rest)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    n = os.cpu_count() or 1
+    with ProcessPoolExecutor(n) as pool:
+        return sum(pool.map(_spin, [seconds] * n)) / seconds
 
 
 def recordings(folder: Path, count: int, frames: int) -> list[Path]:
@@ -115,7 +134,8 @@ def main() -> None:
     args = parser.parse_args()
 
     root = args.out or Path(tempfile.mkdtemp(prefix="bench_batch_"))
-    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; {args.sequences} sequences of "
+    print(f"machine: {os.cpu_count()} CPUs ({cores_available():.2f} available to busy processes now), load average "
+          f"{os.getloadavg()[0]:.2f}; {args.sequences} sequences of "
           f"{args.frames} frames at 320x240, depth {args.depth}; in {root}", flush=True)
     paths = recordings(root / "data", args.sequences, args.frames)
     options = {"depth": args.depth, **common_lattice(paths)}
@@ -145,7 +165,8 @@ def main() -> None:
 
     print("\nbatch with the first sequence's worker killed mid-run:", flush=True)
     killed_run(paths, root / "killed", options, max(1, args.frames // 10))
-    print(f"load average at the end {os.getloadavg()[0]:.2f}")
+    print(f"load average at the end {os.getloadavg()[0]:.2f}; {cores_available():.2f} of {os.cpu_count()} CPUs available "
+          "to busy processes")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ sequence did. Ray (the optional extra ``batch``) is imported when a batch runs, 
 - **One lattice.** Maps merge only on one lattice of one cell size, so every sequence gets the same
   ``cell_size`` and ``origin`` (:func:`common_lattice`): the given ones, else the first sequence's ground
   truth's grid, else 2 cm cells through (0, 0). ``heightfusion replay`` with these options gives the same
-  map as the batch task does.
+  map as the batch task does: bit for bit with the task's thread count (``LP_NUM_THREADS=1``); with
+  llvmpipe's default threads the GL sums add in another order, and a few vertices differ (motion stereo,
+  120 frames: median 0, 0.4 % over 0.01 mm, at most 2.8 mm).
 - **Threads.** A task reserves ``cpus_per_task`` of Ray's CPUs and keeps Mesa's llvmpipe
   (``LP_NUM_THREADS``), OpenMP and torch (the stereo's thread budget) to as many threads, so that
   concurrent tasks share the cores instead of oversubscribing them. Each worker process has its own
