@@ -129,12 +129,19 @@ class FramePipeline:
             if result.estimate is None:
                 return SkippedFrame(f"stereo: {result.reason}", result.detail)
             measured, sigma = result.estimate.depth, result.estimate.sigma
-        if pose_covariance is not None:  # the pose's own uncertainty, in quadrature with the depth's
+        min_sigma = None
+        if pose_covariance is not None:
+            # The pose's uncertainty: in quadrature with each pixel's depth sigma, and, since it is one error
+            # for the whole frame (and drifts slowly across frames), as the least sigma the frame may bring
+            # a vertex to: averaging pixels and frames does not remove it.
             if sigma is None:
                 sigma = self.fuser.config.noise.sigma(measured)
-            sigma = np.hypot(sigma, pose_depth_sigma(frame.camera, frame.T_wc, measured, pose_covariance))
+            from_pose = pose_depth_sigma(frame.camera, frame.T_wc, measured, pose_covariance)
+            sigma = np.hypot(sigma, from_pose)
+            seen = np.isfinite(measured)
+            min_sigma = float(np.median(from_pose[seen])) if seen.any() else None
         try:
-            stats = self.fuser.fuse(frame.camera, frame.T_wc, measured, frame.image, sigma=sigma)
+            stats = self.fuser.fuse(frame.camera, frame.T_wc, measured, frame.image, sigma=sigma, min_sigma=min_sigma)
         except FrameError as exc:  # a bad frame is skipped and counted; other errors are real failures
             return SkippedFrame("fusion error", str(exc))
         for stage, ms in stats.ms.items():

@@ -113,6 +113,8 @@ class TrackingResult:
             exists, or a starting pose).
         alignment: the alignment's details, or None.
         references: names of the references aligned to.
+        covariance: 6x6 covariance of the pose (camera-frame twist; metres, radians) with respect to the map
+            (:meth:`Tracker.track`), or None for a pose used as given.
         ms: milliseconds spent.
     """
 
@@ -121,15 +123,12 @@ class TrackingResult:
     tracked: bool = False
     alignment: Alignment | None = None
     references: list[str] = field(default_factory=list)
+    covariance: np.ndarray | None = None
     ms: float = 0.0
 
     @property
     def ok(self) -> bool:
         return self.reason is None
-
-    @property
-    def covariance(self) -> np.ndarray | None:
-        return self.alignment.covariance if self.tracked and self.alignment is not None else None
 
 
 @dataclass
@@ -166,12 +165,19 @@ class Tracker:
         self.config = config or TrackingConfig()
         self.start_pose = None if start_pose is None else np.asarray(start_pose, dtype=np.float64)
         self.keyframe: Reference | None = None
+        # The pose's covariance with respect to the map (the first pose defines the map's frame: zero),
+        # and that of the keyframe's pose; the latest result's, until accepted.
+        self._covariance = np.zeros((6, 6))
+        self._keyframe_covariance = np.zeros((6, 6))
+        self._pending: tuple[np.ndarray, np.ndarray] | None = None
         self._previous: list[_State] = []  # the last two accepted frames
         self._pyramid: tuple[np.ndarray, list[TrackedImage]] | None = None  # (image, pyramid) of the last frame
 
     def reset(self) -> None:
         """Forget the keyframe and the motion (a new map, or a lost track)."""
-        self.keyframe, self._previous, self._pyramid = None, [], None
+        self.keyframe, self._previous, self._pyramid, self._pending = None, [], None, None
+        self._covariance = np.zeros((6, 6))
+        self._keyframe_covariance = np.zeros((6, 6))
 
     def _levels(self, camera: PinholeCamera) -> tuple[int, int]:
         return level_range(camera, self.config.max_side, self.config.min_side)
@@ -263,7 +269,30 @@ class Tracker:
         alignment = align(pyramid, refs, T_pred, self.config.alignment, prior)
         names = [ref.name for ref in refs]
         reason = self._verdict(alignment, T_pred)
-        return TrackingResult(None if reason else alignment.T_wc, reason, True, alignment, names)
+        if reason:
+            return TrackingResult(None, reason, True, alignment, names)
+        covariance = self._propagated(alignment, names)
+        self._pending = (frame.image, covariance)
+        return TrackingResult(alignment.T_wc, None, True, alignment, names, covariance)
+
+    def _propagated(self, alignment: Alignment, references: list[str]) -> np.ndarray:
+        """The pose's covariance with respect to the map after this alignment.
+
+        In "refine" a Kalman step: the last pose's covariance grown by the prediction's (``refine_prior``),
+        combined with what the images measured (the alignment's data covariance, which counts only the
+        share of independent residuals); where the images pin the pose weakly, the covariance grows frame
+        by frame as a drifting pose's error does. Aligned to a keyframe alone, the keyframe's pose
+        covariance plus the alignment's. (The twist's frame moves with the camera; for the small motion
+        between frames its change is neglected.)
+        """
+        data = alignment.data_covariance
+        if self.mode == "refine" and self.config.refine_prior is not None:
+            metres, degrees = self.config.refine_prior
+            predicted = self._covariance + np.diag([metres**2] * 3 + [math.radians(degrees) ** 2] * 3)
+            return np.linalg.inv(np.linalg.inv(data) + np.linalg.inv(predicted))
+        if references == ["keyframe"]:
+            return self._keyframe_covariance + data
+        return data
 
     def _verdict(self, alignment: Alignment, T_pred: np.ndarray) -> str | None:
         cfg = self.config
@@ -289,6 +318,9 @@ class Tracker:
     def accept(self, frame: Frame, T_wc: np.ndarray, grid: HeightMap | None = None) -> None:
         """Record that ``frame`` was used at ``T_wc`` (after fusing it into ``grid``): motion and keyframe."""
         self._previous = (self._previous + [_State(frame.T_wc, np.asarray(T_wc, dtype=np.float64))])[-2:]
+        if self._pending is not None and self._pending[0] is frame.image:
+            self._covariance = self._pending[1]
+        self._pending = None
         if frame.image is None:
             return
         pyramid = self._frame_pyramid(frame)
@@ -304,6 +336,7 @@ class Tracker:
                 return
         self.keyframe = make_reference("keyframe", camera, T_wc, pyramid[0].gray, depth, 0, len(pyramid) - 1,
                                        self.config.max_points, self.config.min_gradient)
+        self._keyframe_covariance = self._covariance
 
     def _keyframe_stale(self, camera: PinholeCamera, T_wc: np.ndarray) -> bool:
         keyframe = self.keyframe
