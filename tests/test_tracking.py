@@ -232,3 +232,15 @@ def test_pose_depth_sigma_is_the_depth_derivative_of_the_pose():
     expected = np.sqrt(np.einsum("hwi,ij,hwj->hw", J, covariance, J))
     np.testing.assert_allclose(pose_depth_sigma(camera, T_wc, depth.astype(np.float32), covariance), expected,
                                rtol=1e-3)
+
+
+def test_pose_drift_sets_refines_prior_and_needs_refine(tmp_path, capsys):
+    from heightfusion.cli.options import add_track_arguments, track_options
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_track_arguments(parser)
+    options = track_options(parser.parse_args(["--track", "refine", "--pose-drift", "0.5", "0.05"]))
+    assert options["tracking"].refine_prior == pytest.approx((0.0005, 0.05))
+    assert main(["replay", "--pose-drift", "0.5", "0.05", "--out", str(tmp_path / "o")]) == 2
+    assert "--track refine" in capsys.readouterr().err

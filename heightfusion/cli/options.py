@@ -149,27 +149,38 @@ def rerun_log_from_args(args: argparse.Namespace, name: str):
 # --- camera tracking ------------------------------------------------------------------------------
 def add_track_arguments(parser: argparse.ArgumentParser, default: str = "off") -> None:
     """Options --track and --start-pose (for :func:`track_options`)."""
-    from ..tracking import TRACK_MODES
+    from ..tracking import TRACK_MODES, TrackingConfig
 
     parser.add_argument("--track", choices=TRACK_MODES, default=default,
                         help="camera tracking against the map: 'refine' corrects the given poses, 'odometry' needs "
                              f"only a starting pose, 'off' uses the poses as given (default {default})")
     parser.add_argument("--start-pose", type=float, nargs=7, metavar=("TX", "TY", "TZ", "QX", "QY", "QZ", "QW"),
                         help="odometry's starting pose (camera to world, TUM order); default the first frame's pose")
+    default_mm, default_deg = TrackingConfig.refine_prior
+    parser.add_argument("--pose-drift", type=float, nargs=2, metavar=("MM", "DEG"),
+                        help="refine: how far the given poses' frame-to-frame motion may err per frame (default "
+                             f"{default_mm * 1e3:g} mm, {default_deg:g} deg: motion capture at 30 Hz; raise it "
+                             "for poses from odometry)")
 
 
 def track_options(args: argparse.Namespace) -> dict:
-    """``track`` and ``start_pose`` keyword arguments of the tracking options, checked."""
+    """``track``, ``start_pose`` and ``tracking`` keyword arguments of the tracking options, checked."""
     from ..poses import pose_from_tum, validate_pose
+    from ..tracking import TrackingConfig
+    from . import UserError
 
+    tracking = None
+    if args.pose_drift is not None:
+        if args.track != "refine" or not all(math.isfinite(v) and v > 0 for v in args.pose_drift):
+            raise UserError(f"--pose-drift takes two positive numbers (mm, degrees) with --track refine, got "
+                            f"{' '.join(map(str, args.pose_drift))} with --track {args.track}")
+        tracking = TrackingConfig(refine_prior=(args.pose_drift[0] * 1e-3, args.pose_drift[1]))
     start_pose = None
     if args.start_pose is not None:
         if args.track != "odometry":
-            from . import UserError
-
             raise UserError("--start-pose is odometry's starting pose: use it with --track odometry")
         start_pose = validate_pose(pose_from_tum(*args.start_pose), "--start-pose")
-    return {"track": args.track, "start_pose": start_pose}
+    return {"track": args.track, "start_pose": start_pose, "tracking": tracking}
 
 
 # --- marker board ---------------------------------------------------------------------------------
