@@ -173,12 +173,6 @@ class Tracker:
         self._previous: list[_State] = []  # the last two accepted frames
         self._pyramid: tuple[np.ndarray, list[TrackedImage]] | None = None  # (image, pyramid) of the last frame
 
-    def reset(self) -> None:
-        """Forget the keyframe and the motion (a new map, or a lost track)."""
-        self.keyframe, self._previous, self._pyramid, self._pending = None, [], None, None
-        self._covariance = np.zeros((6, 6))
-        self._keyframe_covariance = np.zeros((6, 6))
-
     def _levels(self, camera: PinholeCamera) -> tuple[int, int]:
         return level_range(camera, self.config.max_side, self.config.min_side)
 

@@ -68,11 +68,6 @@ class Reference:
     T_wr: np.ndarray
     levels: list[ReferenceLevel]
 
-    @property
-    def size(self) -> int:
-        """Photometric points at the finest level."""
-        return len(self.levels[0].photometric)
-
 
 def to_gray(image: np.ndarray) -> np.ndarray:
     """(H, W) float32 grey values in [0, 1] of an RGB image (uint8, or float in [0, 1]; NaN stays NaN)."""
