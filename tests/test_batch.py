@@ -46,7 +46,8 @@ def test_batch_maps_as_one_by_one_reports_a_bad_path_and_merges_the_rest(local_r
         theirs = hf.load_heightmap(out / "sequences" / name / "heightmap.npz")
         np.testing.assert_array_equal(theirs.observed, mine.observed)
         np.testing.assert_allclose(theirs.heights, mine.heights, atol=1e-6)
-        np.testing.assert_allclose(theirs.information, mine.information, rtol=1e-5)
+        # float32 sums in llvmpipe's GL atomics: their order follows its thread count (one per task here)
+        np.testing.assert_allclose(theirs.information, mine.information, rtol=1e-4)
     # Two runs of the same frames merged: the same heights, twice the evidence.
     merged = hf.load_heightmap(out / "merged" / "heightmap.npz")
     assert merged.shape == mine.shape and np.allclose(merged.origin, mine.origin)
