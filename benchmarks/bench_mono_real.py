@@ -8,13 +8,18 @@ used), fused into a map as ``replay --depth mvs`` fuses it; every stereo estimat
 frame's Kinect depth (undistorted, registered to the colour image) on the pixels both have: median
 |relative error|, share within 5 %, density (share of the Kinect's pixels stereo gives a value), and the
 share of stereo's errors within its own 1 sigma. The tracking cost and the frames stereo or tracking
-skipped are printed too. Times are of this machine (printed first).
+skipped are printed too. Then the maps: every 5th frame held out (``heightfusion.heldout``), the rest fused
+from the Kinect depth and from monocular stereo (poses as given, and refined), each scored against the
+held-out frames' depth: median |dh| and coverage, and stereo's median as a multiple of the sensor map's.
+Times are of this machine (printed first).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -22,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 import heightfusion as hf
+from heightfusion.heldout import score_heldout
 from heightfusion.pipeline import FramePipeline, SkippedFrame, fusion_config
 from heightfusion.render import context
 from heightfusion.sizing import grid_for_sequence
@@ -72,6 +78,21 @@ def run(path: Path, frames: int, track: str) -> dict:
     }
 
 
+def heldout_maps(path: Path, frames: int) -> list[tuple[str, dict]]:
+    """(run, held-out score) of the maps fused from sensor depth and from stereo (as given, refined)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_tracking import heldout_split
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        fuse, held_out = heldout_split(path, Path(tmp) / "fuse", max_frames=frames)
+        for name, depth, track in (("sensor depth", "sensor", "off"), ("stereo, poses as given", "mvs", "off"),
+                                   ("stereo, track refine", "mvs", "refine")):
+            result = hf.replay(fuse, depth=depth, track=track, progress=False)
+            rows.append((name, score_heldout(result.grid, held_out)))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--path", type=Path, default=DEFAULT_PATH, help="a TUM RGB-D sequence with depth")
@@ -85,6 +106,12 @@ def main() -> None:
         print(f"| {'as given' if track == 'off' else 'track refine'} | {r['frames estimated']} | "
               f"{r['median relative error %']:.1f} | {r['within 5 %']:.2f} | {r['density']:.2f} | "
               f"{r['within 1 sigma']:.2f} | {r['ms stereo']:.0f} | {r['ms track']:.0f} | {r['skipped']} |", flush=True)
+    print("\n| map (every 5th frame held out) | held-out median mm | coverage | vs sensor map |\n|---|---|---|---|")
+    sensor = None
+    for name, score in heldout_maps(args.path, args.frames):
+        sensor = score["median"] if sensor is None else sensor
+        print(f"| {name} | {score['median'] * 1e3:.1f} | {score['coverage']:.3f} | {score['median'] / sensor:.2f}x |",
+              flush=True)
 
 
 if __name__ == "__main__":
