@@ -205,7 +205,6 @@ class HeightMapFuser:
         depth: np.ndarray,
         image: np.ndarray | None = None,
         sigma: np.ndarray | None = None,
-        min_sigma: float | None = None,
     ) -> FusionStats:
         """Fuse one depth image taken by ``camera`` at pose ``T_wc`` into the map.
 
@@ -215,10 +214,6 @@ class HeightMapFuser:
             depth: (H, W) z-depth, metres; NaN, 0 or negative = no value.
             image: (H, W, 3) RGB, uint8 or float in [0, 1], for the vertex colours.
             sigma: (H, W) per-pixel depth standard deviation, metres; default ``config.noise``.
-            min_sigma: the smallest sigma this frame may bring a vertex to, metres (a vertex already surer
-                keeps what it had), e.g. the height error its pose's uncertainty leaves: that error is
-                shared by every pixel of the frame and largely by the frames around it, so averaging
-                pixels and frames does not remove it. None: only ``config.sigma_floor``.
 
         Example (the ray marcher needs no OpenGL):
             >>> import numpy as np, heightfusion as hf
@@ -262,7 +257,7 @@ class HeightMapFuser:
         # hidden by what the update raised, must not become confident.
         system = self._normal_equations(timer, depth, sigma, T_wc, camera, None, colors, reach)
         with timer("update"):
-            changed = _union(changed, self._update_map(system, min_sigma))
+            changed = _union(changed, self._update_map(system))
         stats.pixels_used = system.pixels_used
         stats.pixels_unseen = system.pixels_unseen
         stats.pixels_grazing = system.pixels_grazing
@@ -371,7 +366,7 @@ class HeightMapFuser:
         grid.heights[window.slices][seeded.reshape(window.shape)] = seed.astype(np.float32)
         return window
 
-    def _update_map(self, system: NormalEquations, min_sigma: float | None = None) -> MapWindow | None:
+    def _update_map(self, system: NormalEquations) -> MapWindow | None:
         """Information, colours and ``observed`` from the frame's final sums; the window it changed, or None."""
         cfg, grid = self.config, self.grid
         threshold = 1.0 / cfg.observed_sigma**2
@@ -381,8 +376,6 @@ class HeightMapFuser:
             system = system.restricted(touched)
             prior = grid.information[window].astype(np.float64)
             information = np.minimum(prior + system.diagonal, 1.0 / cfg.sigma_floor**2)
-            if min_sigma is not None:  # this frame's own limit, below which it lowers nothing it did not raise
-                information = np.minimum(information, np.maximum(prior, 1.0 / min_sigma**2))
             if system.color_sums is not None:
                 seen = system.diagonal > 0
                 colors = grid.colors[window]
