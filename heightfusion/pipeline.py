@@ -31,19 +31,23 @@ STEREO_SIGMA_FLOOR = 0.002
 
 @dataclass
 class FusedFrame:
-    """A frame that was fused: the depth used (metres, NaN where none), its sigma or None, fusion stats."""
+    """A frame that was fused: the depth used (metres, NaN where none), its sigma or None, fusion stats, and
+    the pose it was fused at (tracked, or as given)."""
 
     depth: np.ndarray
     sigma: np.ndarray | None
     stats: FusionStats
+    T_wc: np.ndarray | None = None
 
 
 @dataclass
 class SkippedFrame:
-    """A frame that was not fused; ``reason`` is what callers count; ``detail`` says more (or None)."""
+    """A frame that was not fused; ``reason`` is what callers count; ``detail`` says more (or None);
+    ``T_wc`` is the pose it got when one was settled (e.g. stereo had no sources yet), else None."""
 
     reason: str
     detail: str | None = None
+    T_wc: np.ndarray | None = None
 
 
 class FramePipeline:
@@ -110,6 +114,7 @@ class FramePipeline:
         if self.tracker is not None:
             self.tracker.accept(frame, frame.T_wc, self.fuser.grid)
         self.poses.append((frame.timestamp, frame.T_wc))
+        result.T_wc = frame.T_wc
         return result
 
     def _fuse(self, frame: Frame, pose_covariance: np.ndarray | None = None) -> FusedFrame | SkippedFrame:
@@ -156,12 +161,19 @@ def pose_depth_sigma(camera, T_wc: np.ndarray, depth: np.ndarray, covariance: np
     surface is mostly near level, and its heights are what the error lands in.
     """
     n = T_wc[:3, :3].T @ np.array([0.0, 0.0, 1.0])  # world up in the camera frame
-    rays = camera.pixel_rays()
-    X = rays * np.nan_to_num(depth)[..., None]
-    facing = rays @ n
-    facing = np.where(np.abs(facing) < 0.05, np.copysign(0.05, facing), facing)  # grazing rays: bounded
-    rows = np.concatenate([np.broadcast_to(n, X.shape), np.cross(X, n)], axis=-1) / facing[..., None]
-    variance = np.einsum("hwi,ij,hwj->hw", rows, covariance, rows)
+    # With X = t r and r = (x, y, 1), the row is (n, t (r x n)) / (n . r), and its quadratic form is
+    # c + 2 t L + t^2 Q with L and Q functions of the pixel alone: computed on broadcast rows and columns.
+    x = ((np.arange(camera.width, dtype=np.float32) - camera.cx) / camera.fx)[None, :]
+    y = ((np.arange(camera.height, dtype=np.float32) - camera.cy) / camera.fy)[:, None]
+    t = np.nan_to_num(depth).astype(np.float32)
+    facing = x * n[0] + y * n[1] + n[2]
+    facing = np.where(np.abs(facing) < 0.05, np.copysign(0.05, facing), facing).astype(np.float32)  # grazing
+    a = (y * n[2] - n[1], n[0] - x * n[2], x * n[1] - y * n[0])  # r x n, component by component
+    vv, wv, ww = covariance[:3, :3], covariance[3:, :3], covariance[3:, 3:]
+    cross = wv @ n
+    linear = a[0] * cross[0] + a[1] * cross[1] + a[2] * cross[2]
+    quadratic = sum(a[i] * a[j] * (ww[i, j] if i == j else 2 * ww[i, j]) for i in range(3) for j in range(i, 3))
+    variance = (float(n @ vv @ n) + t * (2 * linear + t * quadratic)) / (facing * facing)
     return np.sqrt(np.maximum(variance, 0.0)).astype(np.float32)
 
 

@@ -8,6 +8,7 @@ writes it as ``heightfusion replay`` does.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections import Counter
@@ -170,8 +171,9 @@ def replay(
                 if window is not None:
                     window.follow(frame.T_wc)
                 result = pipeline.process(frame)
-                if sink is not None:
-                    sink.log_frame(frame, None if isinstance(result, SkippedFrame) else result.depth, grid)
+                if sink is not None:  # the frame at the pose it was used at
+                    at_pose = frame if result.T_wc is None else dataclasses.replace(frame, T_wc=result.T_wc)
+                    sink.log_frame(at_pose, None if isinstance(result, SkippedFrame) else result.depth, grid)
                 if isinstance(result, SkippedFrame):
                     skipped[result.reason] += 1
                     if result.detail and skipped[result.reason] == 1:  # once per reason: long runs stay readable

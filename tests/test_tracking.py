@@ -244,3 +244,22 @@ def test_pose_drift_sets_refines_prior_and_needs_refine(tmp_path, capsys):
     assert options["tracking"].refine_prior == pytest.approx((0.0005, 0.05))
     assert main(["replay", "--pose-drift", "0.5", "0.05", "--out", str(tmp_path / "o")]) == 2
     assert "--track refine" in capsys.readouterr().err
+
+
+def test_a_sink_sees_each_frame_at_the_pose_it_was_used_at():
+    """With tracking, a run's watchers (a Rerun log) get the tracked pose, not the one the frame came with."""
+
+    class Recorder:
+        def __init__(self):
+            self.poses = []
+
+        def log_frame(self, frame, depth, grid):
+            self.poses.append((frame.timestamp, frame.T_wc))
+
+    given = {f.timestamp: f.T_wc for f in hf.datasets.open(hf.datasets.sample_path(), max_frames=4)}
+    recorder = Recorder()
+    result = hf.replay(max_frames=4, progress=False, track="refine", sink=recorder)
+    assert [t for t, _ in recorder.poses] == [t for t, _ in result.poses]
+    for (_, seen), (t, used) in zip(recorder.poses, result.poses):
+        np.testing.assert_array_equal(seen, used)
+    assert any(not np.array_equal(used, given[t]) for t, used in result.poses)  # tracking moved some

@@ -23,7 +23,7 @@ from ..fusion import FusionConfig, HeightMapFuser
 from ..heightmap import HeightMap, save_heightmap
 from ..metrics import StageTimer, evaluate, same_grid, smooth_mask_from_heights
 from ..outputs import run_metrics
-from ..pipeline import FramePipeline, SkippedFrame
+from ..pipeline import FramePipeline, FusedFrame, SkippedFrame
 from ..render.base import Renderer
 from ..sinks import FrameSink
 from ..tiles import TileWindow
@@ -208,8 +208,8 @@ class LiveApp:
         return path
 
     # --- one frame --------------------------------------------------------------------------------
-    def _process(self, frame: Frame) -> np.ndarray | None:
-        """Fuse ``frame`` (and show it); returns the depth fused, None when the frame was not."""
+    def _process(self, frame: Frame) -> FusedFrame | SkippedFrame:
+        """Fuse ``frame`` (and show it); what the pipeline made of it."""
         if frame.image is not None:
             self.panels["camera"].set_image(frame.image)
         # Odometry needs a pose for its first frame only (or none, given a start pose).
@@ -219,25 +219,23 @@ class LiveApp:
             self.skipped["no pose"] += 1
             problem = self.settings.pose_problem() if self.settings.pose_problem is not None else None
             self.message = f"frame {frame.index}: no pose" + (f" ({problem})" if problem else "")
-            return
+            return SkippedFrame("no pose")
         if self.grid is None:
             self._reset_map(self.make_grid(frame if frame.T_wc is not None else replace(frame, T_wc=self.settings.start_pose)))
-        if self.settings.tiles is not None and frame.T_wc is not None:
+        if self.settings.tiles is not None:
             self.settings.tiles.follow(frame.T_wc)
         start = time.perf_counter()
-        settled = len(self.pipeline.poses)
         result = self.pipeline.process(frame)
-        if len(self.pipeline.poses) > settled:  # the pose the frame was used at (tracked, or as given)
-            T_wc = self.pipeline.poses[-1][1]
-            self._last_view = (frame.camera, T_wc)
-            position = T_wc[:3, 3].copy()
+        if result.T_wc is not None:  # the pose the frame was used at (tracked, or as given)
+            self._last_view = (frame.camera, result.T_wc)
+            position = result.T_wc[:3, 3].copy()
             if not self._trajectory or np.linalg.norm(position - self._trajectory[-1]) >= _TRAJECTORY_STEP_M:
                 self._trajectory.append(position)
         if isinstance(result, SkippedFrame):
             self.skipped[result.reason] += 1
             if result.detail:
                 self.message = f"frame {frame.index} skipped: {result.detail}"
-            return
+            return result
         self._note("fusion", sum(result.stats.ms.values()))
         self._note("depth", (time.perf_counter() - start) * 1e3 - sum(result.stats.ms.values()))
         self.fused += 1
@@ -248,7 +246,7 @@ class LiveApp:
         self._timed("free space", lambda: self.panels["free"].set_image(visualize.render_free_space(self.free_space(self.grid))))
         self._timed("pictures", lambda: (self.panels["depth"].set_image(visualize.render_depth(result.depth)),
                                          self.view.show(self.grid, self.mode)))
-        return result.depth
+        return result
 
     def _timed(self, stage: str, work: Callable[[], object]) -> None:
         """Run ``work``, timing it for the run's totals and the status line."""
@@ -327,9 +325,11 @@ class LiveApp:
             with self.timer("wait"):
                 frame = self.source.next(timeout=0.03)
             if frame is not None:
-                depth = self._process(frame)
-                if self.settings.sink is not None:
-                    self.settings.sink.log_frame(frame, depth, self.grid)
+                result = self._process(frame)
+                if self.settings.sink is not None:  # the frame at the pose it was used at
+                    at_pose = frame if result.T_wc is None else replace(frame, T_wc=result.T_wc)
+                    self.settings.sink.log_frame(at_pose, None if isinstance(result, SkippedFrame) else result.depth,
+                                                 self.grid)
             elif self.source.exhausted:
                 self._finish(self._end_reason())
                 if self.settings.exit_at_end:
