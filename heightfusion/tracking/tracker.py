@@ -203,8 +203,8 @@ class Tracker:
         Only the depth is rendered (one target read back, not the full fragments); the triangle under each
         pixel's surface point and its colour follow from the grid (:meth:`HeightMap.triangle_at`)."""
         depth = self.renderer.render_depth(grid, camera, T_wc)
-        rows, cols = np.nonzero(np.isfinite(depth))
-        points = camera.unproject(np.stack([cols, rows], axis=-1), depth[rows, cols]) @ T_wc[:3, :3].T + T_wc[:3, 3]
+        rows, cols = np.nonzero(np.isfinite(depth) & (depth > 0))  # the pixels world_points returns, in its order
+        points = camera.world_points(depth, T_wc)
         ids, weights, inside = grid.triangle_at(points[:, :2])
         keep = inside & grid.observed.ravel()[ids].all(axis=-1)
         rows, cols, ids, weights = rows[keep], cols[keep], ids[keep], weights[keep]
@@ -256,10 +256,8 @@ class Tracker:
             if self.mode == "refine" or frame.T_wc is not None:  # before the map: the given pose as it is
                 return TrackingResult(T_pred if self.mode == "refine" else frame.T_wc)
             return TrackingResult(None, "nothing to track against")
-        prior = None
-        if self.mode == "refine" and self.config.refine_prior is not None:
-            metres, degrees = self.config.refine_prior
-            prior = np.diag([metres**-2] * 3 + [math.radians(degrees) ** -2] * 3)
+        step = self._prediction_covariance()
+        prior = None if step is None else np.linalg.inv(step)
         alignment = align(pyramid, refs, T_pred, self.config.alignment, prior)
         names = [ref.name for ref in refs]
         reason = self._verdict(alignment, T_pred)
@@ -268,6 +266,13 @@ class Tracker:
         covariance = self._propagated(alignment, names)
         self._pending = (frame.image, covariance)
         return TrackingResult(alignment.T_wc, None, True, alignment, names, covariance)
+
+    def _prediction_covariance(self) -> np.ndarray | None:
+        """In "refine", the 6x6 covariance of one frame's prediction (``refine_prior``); else None."""
+        if self.mode != "refine" or self.config.refine_prior is None:
+            return None
+        metres, degrees = self.config.refine_prior
+        return np.diag([metres**2] * 3 + [math.radians(degrees) ** 2] * 3)
 
     def _propagated(self, alignment: Alignment, references: list[str]) -> np.ndarray:
         """The pose's covariance with respect to the map after this alignment.
@@ -280,10 +285,9 @@ class Tracker:
         between frames its change is neglected.)
         """
         data = alignment.data_covariance
-        if self.mode == "refine" and self.config.refine_prior is not None:
-            metres, degrees = self.config.refine_prior
-            predicted = self._covariance + np.diag([metres**2] * 3 + [math.radians(degrees) ** 2] * 3)
-            return np.linalg.inv(np.linalg.inv(data) + np.linalg.inv(predicted))
+        step = self._prediction_covariance()
+        if step is not None:
+            return np.linalg.inv(np.linalg.inv(data) + np.linalg.inv(self._covariance + step))
         if references == ["keyframe"]:
             return self._keyframe_covariance + data
         return data
