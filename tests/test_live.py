@@ -375,3 +375,17 @@ def test_live_on_a_grid_other_than_the_truths_still_saves(floor_dataset, tmp_pat
     assert done.returncode == 0, done.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["evaluation"] is None and metrics["frames"]["used"] == 5
+
+
+@needs_display
+def test_live_tracks_and_writes_the_poses_it_used(floor_dataset, tmp_path):
+    """live --track refine: frames tracked against the map, the poses used in trajectory.txt (with a
+    reference, trajectory.png) and the tracking counts in metrics.json."""
+    out = tmp_path / "out"
+    done = run_cli("live", floor_dataset, "--max-frames", 6, "--every-frame", "--out", out, "--hidden",
+                   "--size", *SIZE, "--track", "refine")
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in (out / "trajectory.txt").read_text().splitlines() if not line.startswith("#")]
+    assert len(lines) == 6
+    assert (out / "trajectory.png").is_file()
+    assert "track" in json.loads((out / "metrics.json").read_text())["ms_per_frame"]
