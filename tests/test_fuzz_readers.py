@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, note, settings
+from hypothesis import example as known_input
 from hypothesis import strategies as st
 
 from heightfusion import datasets, load_heightmap
@@ -493,6 +494,7 @@ def tum_files(fuzz: Fuzz) -> dict[str, bytes | None]:
 
 @FUZZ
 @given(seed=SEED)
+@known_input(seed=1_939_034_460)  # a principal point far off the image: undistortion leaves no valid depth
 def fuzz_tum(seed: int) -> None:
     fuzz = Fuzz(seed)
     with example("tum", tum_files(fuzz)) as root:

@@ -270,7 +270,12 @@ class Sequence:
                 return None
         if self._undistort:
             bgr = self._source_camera.undistort_image(bgr)
-            depth = None if depth is None else undistort_depth(depth, self._source_camera)
+            if depth is not None:
+                depth = undistort_depth(depth, self._source_camera)
+                # A lens model far off the image (a wild principal point) can map every valid pixel out.
+                if not np.isfinite(depth).any():
+                    self._issues.skip(DEPTH_INVALID, f"{record.depth}: no valid depth pixel after undistortion")
+                    return None
         image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         T_wc = None if record.T_wc is None else record.T_wc.copy()
         return Frame(record.timestamp, image, depth, T_wc, self.camera, record.index)
