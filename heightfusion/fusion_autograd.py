@@ -47,7 +47,6 @@ ray marcher (``make_renderer("raymarch", dtype=torch.float64)``); the GL backend
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
@@ -73,8 +72,6 @@ __all__ = ["Hits", "fuse_depth", "ray_hits", "solve_grid", "visible_triangles"]
 _EDGES = ((0, 1), (1, 0), (1, 1))
 # Huber threshold of the smoothness prior, in its sigmas (SmoothnessPrior.robust's default).
 _SMOOTHNESS_HUBER_K = 2.0
-# Index of the (vertex ids, triangle id) texture in GLRenderer.fragment_textures.
-_GL_IDS_TEXTURE = 2
 
 
 def fuse_depth(
@@ -229,56 +226,44 @@ class _View:
         self.centre = torch.as_tensor(centre, dtype=dtype, device=device)
         self.directions = pixel_directions(camera, matrix, dtype, device)
         scale = torch.tensor([grid.cell_size, grid.cell_size, 1.0], dtype=dtype, device=device)
-        self.ray_norm_sq = ((self.directions * scale) ** 2).sum(dim=1)  # |d|^2 in metres
+        ray_norm_sq = ((self.directions * scale) ** 2).sum(dim=1, keepdim=True)  # |d|^2 in metres
+        self.rays = torch.cat([self.directions, ray_norm_sq], dim=1)  # one gather per step fetches both
         self.shape, self.nx, self.cell_size = camera.shape, grid.nx, grid.cell_size
-        self.tables = _TriangleTables.of(grid.nx, dtype, torch.device(device))
 
     def hits(self, heights: torch.Tensor, triangle_ids: torch.Tensor, among: torch.Tensor | None = None) -> Hits:
-        """:func:`ray_hits` of this view, for the pixels that see a triangle (and are True in ``among``)."""
+        """:func:`ray_hits` of this view, for the pixels that see a triangle (and are True in ``among``).
+
+        Per triangle kind k (heightfusion/heightmap.py; k = 0: vertices v, v+1, v+nx+1; k = 1: v, v+nx+1,
+        v+nx) the height differences per cell G = (G_x, G_y) and the barycentric weights b of the in-cell
+        point (s, r) are closed forms in the three heights h: k = 0: G = (h1 - h0, h2 - h1),
+        b = (1 - s, s - r, r); k = 1: G = (h1 - h2, h2 - h0), b = (1 - r, s, r - s). Element-wise selects
+        rather than per-pixel gathered tables: this runs every Gauss-Newton step.
+        """
         tri = triangle_ids.reshape(-1).to(heights.device)
         chosen = tri >= 0 if among is None else (tri >= 0) & among
         pixels = torch.nonzero(chosen).squeeze(1)
-        tri = tri[pixels].long()
-        cell, upper = tri // 2, tri % 2
+        tri = tri.index_select(0, pixels)
+        cell, kind = tri >> 1, tri & 1
+        upper = kind.bool()
         i = cell // (self.nx - 1)
-        j = cell - i * (self.nx - 1)
-        vertex_ids = (i * self.nx + j)[:, None] + self.tables.offsets[upper]
-        h = heights.reshape(-1)[vertex_ids]
-        # (G_x, G_y): the triangle's height differences per cell, linear in its three heights.
-        G = (h[:, :, None] * self.tables.gradient[upper]).sum(dim=1)
-        d = self.directions[pixels]
-        d_xy, d_z = d[:, :2], d[:, 2]
-        o = self.centre[:2] - torch.stack([j, i], dim=1).to(heights.dtype)  # camera minus vertex (i, j), cells
-        den = d_z - (G * d_xy).sum(dim=1)
-        t = (h[:, 0] - self.centre[2] + (G * o).sum(dim=1)) / den
-        sr = o + t[:, None] * d_xy  # the hit's in-cell coordinates (s, r)
-        B = self.tables.barycentric[upper]
-        b = B[:, :, 0] + (B[:, :, 1:] * sr[:, None, :]).sum(dim=-1)
+        v = cell + i  # the cell's first vertex, i * nx + j
+        vertex_ids = torch.stack([v, v + 1 + self.nx * kind, v + self.nx + 1 - kind], dim=1)
+        h0, h1, h2 = heights.reshape(-1).index_select(0, vertex_ids.reshape(-1)).view(-1, 3).unbind(1)
+        g_x = h1 - torch.where(upper, h2, h0)
+        g_y = h2 - torch.where(upper, h0, h1)
+        ray = self.rays.index_select(0, pixels)  # d_x, d_y, d_z, |d|^2 in metres
+        d_x, d_y, d_z = ray.unbind(1)[:3]
+        o_x = self.centre[0] - (v - i * self.nx).to(heights.dtype)  # camera minus vertex (i, j), cells
+        o_y = self.centre[1] - i.to(heights.dtype)
+        den = d_z - g_x * d_x - g_y * d_y
+        t = (h0 - self.centre[2] + g_x * o_x + g_y * o_y) / den
+        s, r = o_x + t * d_x, o_y + t * d_y  # the hit's in-cell coordinates
+        b = torch.stack([1 - torch.where(upper, r, s), torch.where(upper, s, s - r), torch.where(upper, r - s, r)], dim=1)
         with torch.no_grad():
             # cos(incidence) = |d . n| / (|d| |n|) with the unnormalised normal (-g, 1), in metres.
-            normal_sq = 1 + (G**2).sum(dim=1) / self.cell_size**2
-            cos = den.abs() / torch.sqrt(self.ray_norm_sq[pixels] * normal_sq)
-        return Hits(pixels, vertex_ids, t, b / den[:, None], cos, upper.bool())
-
-
-class _TriangleTables:
-    """Per triangle kind k (0, 1; heightfusion/heightmap.py): vertex-id offsets from the cell's vertex v
-    (k = 0: v, v+1, v+nx+1; k = 1: v, v+nx+1, v+nx), the (3, 2) matrix taking the three heights to the
-    height differences per cell (G_x, G_y), and the (3, 3) matrix taking (1, s, r) to the barycentric
-    weights ((1-s, s-r, r) and (1-r, s, r-s))."""
-
-    def __init__(self, offsets: torch.Tensor, gradient: torch.Tensor, barycentric: torch.Tensor) -> None:
-        self.offsets, self.gradient, self.barycentric = offsets, gradient, barycentric
-
-    @staticmethod
-    @functools.lru_cache(maxsize=8)
-    def of(nx: int, dtype: torch.dtype, device) -> "_TriangleTables":
-        return _TriangleTables(
-            torch.tensor([[0, 1, nx + 1], [0, nx + 1, nx]], device=device),
-            torch.tensor([[[-1, 0], [1, -1], [0, 1]], [[0, -1], [1, 0], [-1, 1]]], dtype=dtype, device=device),
-            torch.tensor([[[1, -1, 0], [0, 1, -1], [0, 0, 1]], [[1, 0, -1], [0, 1, 0], [0, -1, 1]]], dtype=dtype,
-                         device=device),
-        )
+            normal_sq = 1 + (g_x**2 + g_y**2) / self.cell_size**2
+            cos = den.abs() / torch.sqrt(ray[:, 3] * normal_sq)
+        return Hits(pixels, vertex_ids, t, b / den[:, None], cos, upper)
 
 
 def solve_grid(
@@ -368,7 +353,7 @@ def _fuse_frame(
     # As the fuser: the information the frame adds is measured at the new estimate, gated on sigma alone,
     # and set (capped) in the window of the vertices it touched.
     hits = view.hits(h, _triangle_ids_at(renderer, work, camera, T_wc, frame.reach, h), frame.valid)
-    diagonal = _normal_equations(hits, frame, h.shape, None, config)[0]
+    diagonal = _information_gain(hits, frame, h.shape, config)
     touched = _window(diagonal)
     if touched is None:
         return h, prior_information
@@ -472,7 +457,7 @@ class _Frame:
 
     def at(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(depth, sigma) at flat ``pixels`` (all valid)."""
-        return self.depth[pixels], self.sigma[pixels]
+        return self.depth.index_select(0, pixels), self.sigma.index_select(0, pixels)
 
 
 def _halve(
@@ -537,52 +522,69 @@ def _seed(
     return heights.reshape(-1).scatter(0, seeded, seed).reshape(heights.shape)
 
 
-def _normal_equations(
-    hits: Hits, frame: _Frame, shape: tuple[int, int], information: torch.Tensor | None, config: FusionConfig
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(A_jj, g, A's edges) on the (ny, nx) grid, the edges (3, ny, nx) right, down, diagonal at their
-    first vertex: the fuser's per-pixel rules (``heightfusion.fusion.normal_equations.accumulate``) on
-    ``hits`` (measured pixels that see the map).
-
-    ``information`` (the prior) widens the outlier gate by what the map does not know; None gates on
-    sigma alone.
-    """
+def _pixel_weights(
+    hits: Hits, frame: _Frame, information: torch.Tensor | None, config: FusionConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(w, r) per hit: the robust weight (Huber over the predicted sigma, 0 for outliers and grazing
+    pixels, over the variance) and the residual measured - rendered depth. ``information`` (the prior)
+    widens the outlier gate by what the map does not know; None gates on sigma alone."""
     z, s = frame.at(hits.pixels)
     ids, J = hits.vertex_ids, hits.depth_grad
     r = z - hits.depth
     var = s * s
-    predicted = var if information is None else var + (J * J / information.reshape(-1)[ids]).sum(dim=1)
+    if information is None:
+        predicted = var
+    else:
+        prior_variance = 1.0 / information.reshape(-1).index_select(0, ids.reshape(-1)).view(ids.shape)
+        predicted = var + (J * J * prior_variance).sum(dim=1)
     e = r.abs() / predicted.sqrt()
     with torch.no_grad():
         facing = hits.cos_incidence >= math.cos(math.radians(config.max_incidence_deg))
         # A measurement behind the rendered surface is evidence against the map: never gated.
         inlier = facing & ((e <= config.gate_k) | (r > 0))
     if math.isinf(config.huber_k):  # plain least squares (k / e would give 0 * inf = NaN gradients)
-        w = inlier / var
-    else:
-        w = torch.clamp_max(config.huber_k / e.clamp_min(1e-12), 1.0) * inlier / var
+        return inlier / var, r
+    return torch.clamp_max(config.huber_k / e.clamp_min(1e-12), 1.0) * inlier / var, r
+
+
+def _information_gain(hits: Hits, frame: _Frame, shape: tuple[int, int], config: FusionConfig) -> torch.Tensor:
+    """(ny, nx) A_jj = sum over pixels of w J_j^2, gated on sigma alone: the information a frame adds."""
+    w, _ = _pixel_weights(hits, frame, None, config)
+    J = hits.depth_grad
+    terms = (w[:, None] * J * J).reshape(-1)
+    n = shape[0] * shape[1]
+    return torch.zeros(n, dtype=terms.dtype, device=terms.device).index_add(0, hits.vertex_ids.reshape(-1), terms).reshape(shape)
+
+
+def _normal_equations(
+    hits: Hits, frame: _Frame, shape: tuple[int, int], information: torch.Tensor, config: FusionConfig
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(A_jj, g, A's edges) on the (ny, nx) grid, the edges (3, ny, nx) right, down, diagonal at their
+    first vertex: the fuser's per-pixel rules (``heightfusion.fusion.normal_equations.accumulate``) on
+    ``hits`` (measured pixels that see the map), the outlier gate widened by what the prior
+    ``information`` does not know.
+    """
+    w, r = _pixel_weights(hits, frame, information, config)
+    ids, J = hits.vertex_ids, hits.depth_grad
     wJ = w[:, None] * J
-    pairs = wJ[:, _PAIR_FIRST] * J[:, _PAIR_SECOND]
+    # A pixel's vertex pairs, and which of them is its triangle's right, down and diagonal mesh edge:
+    # kind 0 (v, v+1, v+nx+1) has right (v, v+1), down (v+1, v+nx+1), diagonal (v, v+nx+1); kind 1
+    # (v, v+nx+1, v+nx) has right (v+nx, v+nx+1), down (v, v+nx), diagonal (v, v+nx+1).
+    p01, p02, p12 = wJ[:, 0] * J[:, 1], wJ[:, 0] * J[:, 2], wJ[:, 1] * J[:, 2]
+    upper = hits.upper
+    edges = torch.stack([torch.where(upper, p12, p01), torch.where(upper, p02, p12), torch.where(upper, p01, p02)], dim=1)
     n = shape[0] * shape[1]
     with torch.no_grad():
         # Where each pixel's nine terms go in the (5, ny, nx) sums: A_jj and g at its three vertices,
-        # then its three vertex pairs at the first vertex of the mesh edge each pair is.
-        kind = hits.upper.long()
-        edge_first = ids.gather(1, _EDGE_SLOT.to(ids.device)[kind]) + n * torch.arange(2, 5, device=ids.device)
-        index = torch.cat([ids, ids + n, edge_first], dim=1)
-    values = torch.cat([wJ * J, wJ * r[:, None], pairs.gather(1, _EDGE_PAIR.to(ids.device)[kind])], dim=1)
+        # then its three edges at their first vertex (v + nx for kind 1's right edge, v + 1 for kind 0's down).
+        v = ids[:, 0]
+        nx = shape[1]
+        index = torch.cat([ids, ids + n, torch.stack([v + nx * upper + 2 * n, v + (~upper).long() + 3 * n, v + 4 * n],
+                                                     dim=1)], dim=1)
+    values = torch.cat([wJ * J, wJ * r[:, None], edges], dim=1)
     sums = torch.zeros(5 * n, dtype=values.dtype, device=values.device).index_add(0, index.reshape(-1), values.reshape(-1))
     sums = sums.reshape(5, *shape)
     return sums[0], sums[1], sums[2:]
-
-
-# A pixel's vertex pairs (0, 1), (0, 2), (1, 2) and, per triangle kind, which slot holds the first vertex
-# of the right, down and diagonal edge and which pair that edge is: triangle k = 0 (v, v+1, v+nx+1) has
-# right (v, v+1), down (v+1, v+nx+1), diagonal (v, v+nx+1); k = 1 (v, v+nx+1, v+nx) has right
-# (v+nx, v+nx+1), down (v, v+nx), diagonal (v, v+nx+1).
-_PAIR_FIRST, _PAIR_SECOND = torch.tensor([0, 0, 1]), torch.tensor([1, 2, 2])
-_EDGE_SLOT = torch.tensor([[0, 1, 0], [2, 0, 0]])
-_EDGE_PAIR = torch.tensor([[0, 2, 1], [2, 1, 0]])
 
 
 def _smoothness(heights: torch.Tensor, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -644,17 +646,11 @@ def _triangle_ids(
     device: torch.device,
 ) -> torch.Tensor:
     if renderer.capabilities.gl_fragments:
-        # Only the triangle ids are needed: read back the one texture that holds them (a fifth of a
-        # full render's read-back), laid out as documented by GLRenderer.fragment_textures. Surface
-        # beyond max_depth is not drawn at all.
-        if not renderer.draw_fragments(grid, camera, T_wc, max_depth):
-            return torch.full(camera.shape, -1, dtype=torch.int64, device=device)
-        ids = np.frombuffer(renderer.fragment_textures[_GL_IDS_TEXTURE].read(), dtype=np.int32)
-        ids = ids.reshape(camera.shape + (4,))[..., 3]
+        ids = renderer.triangle_ids(grid, camera, T_wc, max_depth)  # only the ids cross from the GPU
     else:
         frag = renderer.render(grid, camera, T_wc)
         ids = np.where(frag.depth <= max_depth, frag.triangle_ids, -1) if math.isfinite(max_depth) else frag.triangle_ids
-    return torch.from_numpy(ids.astype(np.int64)).to(device)
+    return torch.from_numpy(ids.astype(np.int64, copy=False)).to(device)
 
 
 def _poses(T_wc: np.ndarray | torch.Tensor) -> np.ndarray:

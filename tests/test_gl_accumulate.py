@@ -136,6 +136,20 @@ def test_draw_fragments_fills_the_textures_render_reads(gl_renderer):
     assert not gl_renderer.draw_fragments(grid, CAM, hf.look_at([-0.5, 0.4, 0.3], [-1.5, 0.4, 0.3]))
 
 
+def test_triangle_ids_are_the_full_renders(gl_renderer):
+    """GLRenderer.triangle_ids (the fusion pass, two channels read back) against the full render's ids,
+    with both triangle kinds, pixels that see no map, and surface beyond max_depth left out."""
+    grid = bumpy_grid()
+    full = gl_renderer.render(grid, CAM, T_OBLIQUE)
+    ids = gl_renderer.triangle_ids(grid, CAM, T_OBLIQUE)
+    assert ids.dtype == np.int64 and (ids == -1).any() and {0, 1} <= set(np.unique(ids[ids >= 0] % 2))
+    np.testing.assert_array_equal(ids, full.triangle_ids)
+    cut = float(np.nanmedian(full.depth))
+    near = gl_renderer.triangle_ids(grid, CAM, T_OBLIQUE, max_depth=cut)
+    np.testing.assert_array_equal(near, np.where(full.depth <= cut, full.triangle_ids, -1))
+    assert (gl_renderer.triangle_ids(grid, CAM, hf.look_at([-0.5, 0.4, 0.3], [-1.5, 0.4, 0.3])) == -1).all()
+
+
 def test_shapes_are_checked(gl_renderer, frame):
     grid, depth, sigma, ray_norm, information, _ = frame
     acc = GLAccumulator(gl_renderer)

@@ -240,6 +240,7 @@ class GLRenderer(context.UsesContext, Renderer):
         self._bitwise_clear: bool | None = None
         self._full_pool = _ReadbackPool()
         self._depth_pool = _ReadbackPool()
+        self._ids_pool = _ReadbackPool()
 
     # --- public API -----------------------------------------------------------------------------
     def render(self, grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray) -> Fragments:
@@ -266,6 +267,27 @@ class GLRenderer(context.UsesContext, Renderer):
             return depth
         self._targets.depth.read_into(depth, components=1, dtype="f4")  # type: ignore[union-attr]
         return depth
+
+    def triangle_ids(self, grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray,
+                     max_depth: float = math.inf) -> np.ndarray:
+        """(H, W) int64 id of the triangle each pixel sees (-1: none), surface deeper than ``max_depth``
+        left out as in :meth:`draw_fragments`.
+
+        Drawn by the fusion pass (two targets, not five) and read back as two channels of one target:
+        the vertex ids v0, v1, which give the triangle (v0 is its cell's first vertex, v1 = v0 + 1 only
+        for kind 0), an eighth of what the full pass's read-back moves.
+        """
+        self.activate()
+        T_wc = check_inputs(grid, camera, T_wc)
+        if not self._draw(grid, camera, T_wc, "fusion", max_depth):
+            return np.full(camera.shape, -1, dtype=np.int64)
+        v01 = self._ids_pool.take(8 * camera.width * camera.height).view(np.int32).reshape(*camera.shape, 2)
+        self._targets.passes["fusion"].framebuffer.read_into(  # type: ignore[union-attr]
+            v01, components=2, attachment=1, dtype="i4")
+        v0 = v01[..., 0]
+        # Cell i * (nx - 1) + j of vertex v0 = i * nx + j is v0 - i.
+        ids = 2 * (v0 - v0 // grid.nx) + (v01[..., 1] != v0 + 1)
+        return np.where(v0 >= 0, ids, -1).astype(np.int64)
 
     def draw_fragments(self, grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray,
                        max_depth: float = math.inf) -> bool:

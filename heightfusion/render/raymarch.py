@@ -32,6 +32,8 @@ d depth / d h_k = b_k / (d_z - g . d_xy) = b_k / den.
 
 from __future__ import annotations
 
+import functools
+
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
@@ -309,13 +311,19 @@ def pixel_directions(camera: PinholeCamera, matrix: np.ndarray, dtype: torch.dty
 
     Components smaller than :data:`TINY` become TINY with their sign (see there).
     """
-    v, u = torch.meshgrid(
-        torch.arange(camera.height, dtype=dtype, device=device), torch.arange(camera.width, dtype=dtype, device=device),
-        indexing="ij",
-    )
-    ray_cam = torch.stack([(u - camera.cx) / camera.fx, (v - camera.cy) / camera.fy, torch.ones_like(u)], dim=-1).reshape(-1, 3)
+    ray_cam = _camera_rays(camera.width, camera.height, camera.fx, camera.fy, camera.cx, camera.cy, dtype, device)
     d = ray_cam @ torch.as_tensor(matrix, dtype=dtype, device=device).T
     return torch.where(d.abs() < TINY, torch.copysign(torch.full_like(d, TINY), d), d)
+
+
+@functools.lru_cache(maxsize=8)
+def _camera_rays(width: int, height: int, fx: float, fy: float, cx: float, cy: float, dtype: torch.dtype,
+                 device: torch.device) -> torch.Tensor:
+    """(H * W, 3) camera-frame rays of the pixel centres, z = 1: the same for every frame of a camera
+    (fusion builds a view per frame; never modified by the callers)."""
+    v, u = torch.meshgrid(torch.arange(height, dtype=dtype, device=device), torch.arange(width, dtype=dtype, device=device),
+                          indexing="ij")
+    return torch.stack([(u - cx) / fx, (v - cy) / fy, torch.ones_like(u)], dim=-1).reshape(-1, 3)
 
 
 @dataclass
