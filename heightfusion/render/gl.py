@@ -48,10 +48,13 @@ _MAX_TRIANGLES = 1 << 30  # gl_PrimitiveID and the id target are int32
 TARGETS = (("f4", 4), ("f4", 4), ("i4", 4), ("f4", 4), ("f4", 4))
 # ... and of the fusion pass's, in shaders/fusion_fragments.frag's order.
 FUSION_TARGETS = (("f4", 4), ("i4", 4))
+# ... and of the triangle-id pass's (shaders/triangle_ids.frag).
+TRIANGLE_ID_TARGETS = (("i4", 1),)
 # Passes that draw into textures: kind -> (fragment shader, the shader of its clearing draw, targets).
 _TEXTURE_PASSES = {
     "full": ("fragments.frag", "clear_fragments.frag", TARGETS),
     "fusion": ("fusion_fragments.frag", "clear_fusion.frag", FUSION_TARGETS),
+    "ids": ("triangle_ids.frag", "clear_triangle_ids.frag", TRIANGLE_ID_TARGETS),
 }
 _DEPTH_SHADER = "depth.frag"  # the depth-only pass, into a renderbuffer
 _COMMAND = 5  # uint32 fields of a DrawElementsIndirectCommand: count, instances, first index, base vertex, base instance
@@ -273,21 +276,16 @@ class GLRenderer(context.UsesContext, Renderer):
         """(H, W) int64 id of the triangle each pixel sees (-1: none), surface deeper than ``max_depth``
         left out as in :meth:`draw_fragments`.
 
-        Drawn by the fusion pass (two targets, not five) and read back as two channels of one target:
-        the vertex ids v0, v1, which give the triangle (v0 is its cell's first vertex, v1 = v0 + 1 only
-        for kind 0), an eighth of what the full pass's read-back moves.
+        Drawn by a pass of its own (shaders/triangle_ids.frag) into one int32 target: a sixteenth of the
+        bytes the full pass writes and reads back per pixel.
         """
         self.activate()
         T_wc = check_inputs(grid, camera, T_wc)
-        if not self._draw(grid, camera, T_wc, "fusion", max_depth):
+        if not self._draw(grid, camera, T_wc, "ids", max_depth):
             return np.full(camera.shape, -1, dtype=np.int64)
-        v01 = self._ids_pool.take(8 * camera.width * camera.height).view(np.int32).reshape(*camera.shape, 2)
-        self._targets.passes["fusion"].framebuffer.read_into(  # type: ignore[union-attr]
-            v01, components=2, attachment=1, dtype="i4")
-        v0 = v01[..., 0]
-        # Cell i * (nx - 1) + j of vertex v0 = i * nx + j is v0 - i.
-        ids = 2 * (v0 - v0 // grid.nx) + (v01[..., 1] != v0 + 1)
-        return np.where(v0 >= 0, ids, -1).astype(np.int64)
+        ids = self._ids_pool.take(4 * camera.width * camera.height).view(np.int32).reshape(camera.shape)
+        self._targets.passes["ids"].framebuffer.read_into(ids, components=1, dtype="i4")  # type: ignore[union-attr]
+        return ids.astype(np.int64)
 
     def draw_fragments(self, grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray,
                        max_depth: float = math.inf) -> bool:
@@ -348,7 +346,7 @@ class GLRenderer(context.UsesContext, Renderer):
 
     # --- internals ------------------------------------------------------------------------------
     def _draw(self, grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray, kind: str, max_depth: float) -> bool:
-        """Draw the pass ``kind`` ("full", "fusion", "depth"); False if the map is entirely behind the camera."""
+        """Draw the pass ``kind`` ("full", "fusion", "ids", "depth"); False if the map is entirely behind the camera."""
         import moderngl
 
         self._drawn = None
@@ -425,8 +423,8 @@ class GLRenderer(context.UsesContext, Renderer):
             self.ctx.depth_func = "<"
 
     def _program(self, kind: str):
-        """The program of a pass ("full", "fusion", "depth") or of a texture pass's clearing draw ("clear_full",
-        "clear_fusion")."""
+        """The program of a pass ("full", "fusion", "ids", "depth") or of a texture pass's clearing draw
+        ("clear_full", "clear_fusion", "clear_ids")."""
         if kind not in self._programs:
             if kind.startswith("clear_"):
                 vert, frag = "fullscreen.vert", _TEXTURE_PASSES[kind.removeprefix("clear_")][1]
@@ -456,7 +454,7 @@ class GLRenderer(context.UsesContext, Renderer):
         commands = ctx.buffer(reserve=4 * _COMMAND * len(tile_offsets))
         geometry = [(xy, "2f", "in_xy"), (heights, "1f", "in_height")]
         vaos = {}
-        for kind in ("full", "fusion", "depth"):
+        for kind in (*_TEXTURE_PASSES, "depth"):
             program = self._program(kind)
             content = [*geometry, (colors, "3f", "in_color")] if kind == "full" else geometry
             vao = ctx.vertex_array(program, content, index_buffer=indices, index_element_size=4)
