@@ -1,6 +1,7 @@
 """Differentiable fusion (issue 16): gradchecks, fuse_depth's cost against HeightMapFuser, and the depth refiner.
 
     python benchmarks/bench_autograd.py [--steps 300] [--repeats 25] [--out out/depth_refiner] [--skip-training]
+                                        [--depth sensor stereo]
 
 1. ``torch.autograd.gradcheck`` in float64 through the double-precision ray marcher, on a 6x6 vertex map
    and 16x12 images: the fusion layer alone (every Jacobian entry, in depth, prior heights and prior
@@ -10,7 +11,8 @@
    ``fuse_depth``'s forward (its inputs requiring gradients) and its backward, as medians of wall-clock
    and of process CPU time (the CPU time is steadier on a shared machine), at the fuser's default
    pyramid level ("auto": 80x60 here) and at full resolution (level 0).
-3. The depth refiner of ``apps/examples/train_depth_refiner.py``: trained, then the held-out table.
+3. The depth refiner of ``apps/examples/train_depth_refiner.py``: trained, then the held-out table, once
+   with Kinect-like sensor noise and once with monocular motion-stereo depth (``--depth``).
 4. The goals, met or not.
 
 Times are of the machine this runs on: a shared 2-core CPU with Mesa's llvmpipe is slow and noisy.
@@ -35,6 +37,7 @@ from heightfusion.synthetic import generate
 FORWARD_GOAL = 1.5  # fuse_depth's forward over HeightMapFuser.fuse, at most
 BACKWARD_GOAL = 3.0  # fuse_depth's backward over its forward, at most
 REFINER_GOAL = 0.30  # held-out fused-map RMSE reduction by the refiner, at least
+SOURCE_NAMES = {"sensor": "Kinect-like noise", "stereo": "monocular motion stereo"}
 
 
 def gradchecks() -> dict[str, bool]:
@@ -146,6 +149,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=25, help="timed runs of each stage")
     parser.add_argument("--out", default="out/depth_refiner", help="where the example writes its curve and table")
     parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--depth", nargs="+", default=list(SOURCE_NAMES), choices=list(SOURCE_NAMES),
+                        help="the refiner's input depth: one refiner is trained per source")
     args = parser.parse_args()
     torch.set_num_threads(1)  # small tensors: a second thread only waits on a busy machine
 
@@ -163,13 +168,16 @@ def main() -> None:
               f"{t['forward_wall'] / t['fuser_wall']:4.2f}/{t['forward_cpu'] / t['fuser_cpu']:4.2f} "
               f"{t['backward_wall'] / t['forward_wall']:3.2f}/{t['backward_cpu'] / t['forward_cpu']:3.2f}")
 
-    refiner = None
+    refiners = {}
     if not args.skip_training:
-        print(f"\n3. depth refiner ({args.steps} steps; apps/examples/train_depth_refiner.py)")
-        refiner = load_example().run(steps=args.steps, out=args.out)
-        print(f"   data {refiner['data_seconds']:.0f} s, training {refiner['train_seconds']:.0f} s; "
-              f"curve {refiner['curve_png']}")
-        print(refiner["text"])
+        example = load_example()
+        for source in args.depth:
+            print(f"\n3. depth refiner, {source} depth ({args.steps} steps; apps/examples/train_depth_refiner.py "
+                  f"--depth {source})")
+            refiner = refiners[source] = example.run(steps=args.steps, out=Path(args.out) / source, source=source)
+            print(f"   data {refiner['data_seconds']:.0f} s, training {refiner['train_seconds']:.0f} s; "
+                  f"curve {refiner['curve_png']}")
+            print(refiner["text"])
 
     print("\n4. issue 16 goals")
     t = times["auto"]
@@ -184,11 +192,11 @@ def main() -> None:
          f"{t['backward_cpu'] / t['forward_cpu']:.2f} x (level {t['level']}), "
          f"{times[0]['backward_cpu'] / times[0]['forward_cpu']:.2f} x (level 0)"),
     ]
-    if refiner is not None:
+    for source, refiner in refiners.items():
         table = refiner["table"]
         per_scene = ", ".join(f"{scene} {-100 * e['rmse_reduction']:+.0f}% (a perfect refiner: "
                               f"{-100 * e['oracle_reduction']:+.0f}%)" for scene, e in table.items() if scene != "all")
-        goals.append((f"refiner lowers the held-out fused-map RMSE by >= {100 * REFINER_GOAL:.0f}% (Kinect-like noise)",
+        goals.append((f"refiner lowers the held-out fused-map RMSE by >= {100 * REFINER_GOAL:.0f}% ({SOURCE_NAMES[source]})",
                       table["all"]["rmse_reduction"] >= REFINER_GOAL,
                       f"all windows pooled {-100 * table['all']['rmse_reduction']:+.1f}%; {per_scene}"))
     for goal, met, detail in goals:

@@ -255,3 +255,45 @@ def test_shapes_and_bad_input(scene, raymarch64):
         fuse_depth(grid, CAM, POSES[0], depth[0], heights=torch.zeros(3, 3), backend=raymarch64)
     with pytest.raises(ValueError, match="no mesh triangles"):
         fuse_depth(grid, CAM, POSES[0], depth[0], backend="points")
+
+
+# --- apps/examples/train_depth_refiner.py: the refiner's building blocks --------------------------------
+def _refiner_example():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "apps" / "examples" / "train_depth_refiner.py"
+    spec = importlib.util.spec_from_file_location("train_depth_refiner", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_refiner_plane_fits_are_exact_on_planes_at_borders_and_holes():
+    """The local plane fit reproduces a plane's inverse depth at every valid pixel, one-sided windows
+    (image borders, a hole, scattered missing pixels) included, where a plain mean would be off."""
+    example = _refiner_example()
+    v, u = torch.meshgrid(torch.arange(30, dtype=torch.float64), torch.arange(40, dtype=torch.float64), indexing="ij")
+    inverse_depth = (0.8 + 0.01 * u - 0.02 * v)[None, None]
+    mask = torch.ones_like(inverse_depth)
+    mask[..., 10:18, 12:25] = 0
+    mask[..., ::7, ::5] = 0
+    valid = mask.bool()
+    for size in example.DepthRefiner.SIZES:
+        fit = example._local_plane(inverse_depth, mask, size)
+        assert torch.allclose(fit[valid], inverse_depth[valid], atol=1e-5), size  # the ridge's 1e-4 of the slopes
+        # the ridge pulls a plane fit toward the mean only where there is nothing to fit
+        box = torch.nn.functional.avg_pool2d(inverse_depth * mask, size, 1, size // 2) / torch.nn.functional.avg_pool2d(
+            mask, size, 1, size // 2)
+        assert (box[valid] - inverse_depth[valid]).abs().max() > 1e-3
+
+
+def test_untrained_refiner_returns_the_depth_and_keeps_holes():
+    example = _refiner_example()
+    depth = 1.0 + 0.1 * torch.rand(2, 12, 16)
+    depth[0, 3:5, 4:9] = math.nan
+    refined = example.DepthRefiner()(depth, torch.full_like(depth, 0.002))
+    assert torch.equal(torch.isnan(refined), torch.isnan(depth))
+    torch.testing.assert_close(refined[~torch.isnan(depth)], depth[~torch.isnan(depth)])
