@@ -78,3 +78,16 @@ def assert_rejects_bad_input(renderer, grid, cam, T_wc) -> None:
         renderer.render(grid, cam, np.eye(3))
     with pytest.raises(TypeError, match="PinholeCamera"):
         renderer.render(grid, "camera", T_wc)
+
+
+def load_example(name: str, monkeypatch) -> object:
+    """apps/examples/``name``.py as a module (the examples are scripts, not a package), registered in
+    ``sys.modules`` for the test's duration (dataclasses look their module up there)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "apps" / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, module)
+    spec.loader.exec_module(module)
+    return module

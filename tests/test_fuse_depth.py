@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import load_example
 
 import heightfusion as hf
 from heightfusion.autograd import fuse_depth, render_depth, solve_grid, visible_triangles
@@ -258,23 +259,10 @@ def test_shapes_and_bad_input(scene, raymarch64):
 
 
 # --- apps/examples/train_depth_refiner.py: the refiner's building blocks --------------------------------
-def _refiner_example():
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "apps" / "examples" / "train_depth_refiner.py"
-    spec = importlib.util.spec_from_file_location("train_depth_refiner", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_refiner_plane_fits_are_exact_on_planes_at_borders_and_holes():
+def test_refiner_plane_fits_are_exact_on_planes_at_borders_and_holes(monkeypatch):
     """The local plane fit reproduces a plane's inverse depth at every valid pixel, one-sided windows
     (image borders, a hole, scattered missing pixels) included, where a plain mean would be off."""
-    example = _refiner_example()
+    example = load_example("train_depth_refiner", monkeypatch)
     v, u = torch.meshgrid(torch.arange(30, dtype=torch.float64), torch.arange(40, dtype=torch.float64), indexing="ij")
     inverse_depth = (0.8 + 0.01 * u - 0.02 * v)[None, None]
     mask = torch.ones_like(inverse_depth)
@@ -290,8 +278,8 @@ def test_refiner_plane_fits_are_exact_on_planes_at_borders_and_holes():
         assert (box[valid] - inverse_depth[valid]).abs().max() > 1e-3
 
 
-def test_untrained_refiner_returns_the_depth_and_keeps_holes():
-    example = _refiner_example()
+def test_untrained_refiner_returns_the_depth_and_keeps_holes(monkeypatch):
+    example = load_example("train_depth_refiner", monkeypatch)
     depth = 1.0 + 0.1 * torch.rand(2, 12, 16)
     depth[0, 3:5, 4:9] = math.nan
     refined = example.DepthRefiner()(depth, torch.full_like(depth, 0.002))

@@ -1,15 +1,12 @@
 """The "shaded" backend and its microfacet BRDF: torch against GLSL, a textbook formula and finite
 differences; energy bounds and degenerate angles; the renderer's Fragments; the SVBRDF example."""
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import bumpy_grid
+from conftest import bumpy_grid, load_example
 from reference import ray_directions
 
 import heightfusion as hf
@@ -26,7 +23,6 @@ LIGHTS = (
     Light.point((0.8, 0.3, 0.9), intensity=2.0),
     Light.point((1.4, 0.9, 0.4), color=(0.5, 1.0, 0.2), intensity=1.0),
 )
-EXAMPLE = Path(__file__).resolve().parents[1] / "apps" / "examples" / "fit_svbrdf.py"
 
 
 @pytest.fixture(scope="module")
@@ -424,10 +420,7 @@ def test_bad_arguments_are_named(gl_renderer):
 
 # --- the example ---------------------------------------------------------------------------------
 def test_svbrdf_example_loop_reduces_the_loss(monkeypatch):
-    spec = importlib.util.spec_from_file_location("fit_svbrdf", EXAMPLE)
-    example = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "fit_svbrdf", example)  # dataclasses look their module up there
-    spec.loader.exec_module(example)
+    example = load_example("fit_svbrdf", monkeypatch)
     scene = example.make_scene(size=12, light_grid=3)
     before = example.errors(scene, example.Material(scene.maps.shape))
     material, losses = example.fit(scene, steps=30)
