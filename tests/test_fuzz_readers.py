@@ -46,6 +46,10 @@ FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,
     database=None,  # no .hypothesis folder in the checkout
+    # CI (CI=true, as .ci/run sets) runs one fixed set of inputs, so that a rare input found by chance
+    # cannot fail one merge and pass the next; every other run draws new ones, and an input that ever
+    # failed stays as an explicit example (known_input below).
+    derandomize=os.environ.get("CI", "").lower() in ("1", "true"),
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
 )
 SEED = st.integers(0, 2**64 - 1)
