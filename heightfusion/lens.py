@@ -34,9 +34,13 @@ class Undistortion:
         if camera.distortion is None:
             raise ValueError("Undistortion needs a camera with distortion coefficients")
         self.camera = camera
-        self.map_x, self.map_y = cv2.initUndistortRectifyMap(
+        map_x, map_y = cv2.initUndistortRectifyMap(
             camera.K, np.asarray(camera.distortion), None, camera.K, (camera.width, camera.height), cv2.CV_32FC1
         )
+        # Wild coefficients give NaN or huge samples: any of them lands just outside the image (no value),
+        # never in an integer cast that overflows.
+        self.map_x, self.map_y = (np.clip(np.nan_to_num(m, nan=-2.0), -2.0, n + 1.0).astype(np.float32)
+                                  for m, n in ((map_x, camera.width), (map_y, camera.height)))
         x0, y0 = np.floor(self.map_x), np.floor(self.map_y)
         self._fx, self._fy = (self.map_x - x0).astype(np.float32), (self.map_y - y0).astype(np.float32)
         x0, y0 = x0.astype(np.int64), y0.astype(np.int64)

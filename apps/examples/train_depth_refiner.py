@@ -269,7 +269,9 @@ def held_out_loss(window: Window, heights: torch.Tensor, information: torch.Tens
 def train(windows: list[Window], steps: int, backend: hf.Renderer, lr: float = 3e-3, seed: int = 0):
     """The refiner trained on ``windows`` (one random window per step), and its curve: per step, the
     window's scene, its loss and that loss minus the same window's loss with the raw depth (the
-    loss itself mostly shows the held-out frames' own noise and which window was drawn)."""
+    loss itself mostly shows the held-out frames' own noise and which window was drawn). A step that
+    draws a window whose held-out frames see no observed triangle (stereo that found little depth)
+    is skipped: it has no curve point."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     with torch.no_grad():
@@ -282,6 +284,8 @@ def train(windows: list[Window], steps: int, backend: hf.Renderer, lr: float = 3
     for step in range(steps):
         # Which third of the window is held out is drawn too: three times the targets from the same frames.
         index, phase = int(rng.integers(len(windows))), int(rng.integers(3))
+        if not math.isfinite(raw[index, phase]):  # no held-out pixel sees an observed triangle: nothing to learn
+            continue
         window = windows[index]
         optimiser.zero_grad()
         heights, information = fused_map(window, refiner(window.depth, window.sigma), backend, phase)
