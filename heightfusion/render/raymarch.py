@@ -33,7 +33,6 @@ d depth / d h_k = b_k / (d_z - g . d_xy) = b_k / den.
 from __future__ import annotations
 
 import functools
-
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
