@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import load_example
 
 import heightfusion as hf
@@ -259,23 +260,28 @@ def test_shapes_and_bad_input(scene, raymarch64):
 
 
 # --- apps/examples/train_depth_refiner.py: the refiner's building blocks --------------------------------
-def test_refiner_plane_fits_are_exact_on_planes_at_borders_and_holes(monkeypatch):
-    """The local plane fit reproduces a plane's inverse depth at every valid pixel, one-sided windows
-    (image borders, a hole, scattered missing pixels) included, where a plain mean would be off."""
+def test_refiner_fits_are_exact_on_their_surfaces_at_borders_and_holes(monkeypatch):
+    """The local fits reproduce a plane's (degree 1) and a quadric's (degree 2) inverse depth at every
+    valid pixel, one-sided windows (image borders, a hole, scattered and whole missing rows) included,
+    where a plain mean is off."""
     example = load_example("train_depth_refiner", monkeypatch)
     v, u = torch.meshgrid(torch.arange(30, dtype=torch.float64), torch.arange(40, dtype=torch.float64), indexing="ij")
-    inverse_depth = (0.8 + 0.01 * u - 0.02 * v)[None, None]
-    mask = torch.ones_like(inverse_depth)
+    plane = 0.8 + 0.01 * u - 0.02 * v
+    surfaces = {1: plane, 2: plane + 1e-4 * u * u - 2e-4 * u * v + 3e-4 * v * v}
+    mask = torch.ones(1, 1, 30, 40, dtype=torch.float64)
     mask[..., 10:18, 12:25] = 0
     mask[..., ::7, ::5] = 0
+    mask[..., :3, :] = 0
     valid = mask.bool()
-    for size in example.DepthRefiner.SIZES:
-        fit = example._local_plane(inverse_depth, mask, size)
-        assert torch.allclose(fit[valid], inverse_depth[valid], atol=1e-5), size  # the ridge's 1e-4 of the slopes
-        # the ridge pulls a plane fit toward the mean only where there is nothing to fit
-        box = torch.nn.functional.avg_pool2d(inverse_depth * mask, size, 1, size // 2) / torch.nn.functional.avg_pool2d(
-            mask, size, 1, size // 2)
-        assert (box[valid] - inverse_depth[valid]).abs().max() > 1e-3
+    for degree, surface in surfaces.items():
+        inverse_depth = surface[None, None]
+        for size in (3, 5, 9, 15):
+            fit = example._local_fit(inverse_depth, mask, size, degree)
+            # the ridge (1e-4 of the slope and curvature terms) shifts one-sided fits by up to 4e-5 (planes)
+            # and 4e-4 (the 15x15 quadric) of inverse depth here: 0.04-0.4 mm at 1 m, under a sensor's noise
+            assert torch.allclose(fit[valid], inverse_depth[valid], atol=1e-4 if degree == 1 else 5e-4), (degree, size)
+            box = F.avg_pool2d(inverse_depth * mask, size, 1, size // 2) / F.avg_pool2d(mask, size, 1, size // 2)
+            assert (box[valid] - inverse_depth[valid]).abs().max() > 1e-3
 
 
 def test_untrained_refiner_returns_the_depth_and_keeps_holes(monkeypatch):
