@@ -183,12 +183,12 @@ class DepthRefiner(torch.nn.Module):
     a pixel by any multiple of its distance to a fit; the first version had neither and wrecked the
     held-out floor maps (RMSE x2.8).
 
-    a_k = tanh(CNN output) lies in (-1, 1), and each pull is damped by
-    a range kernel, as a bilateral filter's: refined = d + sum_k a_k g_k (p_k - d) with
-    g_k = exp(-(relief_k / RELIEF_SIGMAS)^2 / 2), so no pixel moves by more than about two sigmas per scale, whatever the CNN
-    says: noise is removed, a step edge is never smeared (without g_k the held-out floor maps, boxes on
-    a floor, came out 70 % worse). The last layer starts at zero, so the untrained refiner returns the
-    depth as it is. Pixels without depth stay without.
+    a_k = tanh(CNN output) lies in (-1, 1), and each pull is damped by a range kernel, as a bilateral
+    filter's: refined = d + sum_k a_k g_k (p_k - d) with g_k = exp(-(relief_k / RELIEF_SIGMAS)^2 / 2),
+    so no pixel moves by more than about two sigmas per scale, whatever the CNN says: noise is removed,
+    a step edge is never smeared (without g_k the held-out floor maps, boxes on a floor, came out 70 %
+    worse). The last layer starts at zero, so the untrained refiner returns the depth as it is. Pixels
+    without depth stay without.
     """
 
     FITS = ((3, 1), (5, 1), (9, 1), (15, 2))  # (size, degree): planes at three scales, a quadric at a wide one
