@@ -129,8 +129,10 @@ def test_a_scrolling_window_fuses_as_one_big_grid(tmp_path, drive):
     scrolled = tiled.region(tuple(static.origin), static.shape)
     assert (scrolled.observed == static.observed).all()
     seen = static.observed
-    dh = np.abs(scrolled.heights - static.heights)[seen]  # GL's float atomics sum in any order: not bit-exact
-    assert np.percentile(dh, 99) < 1e-5 and dh.max() < 5e-4
+    # GL's float atomics sum in any order: not bit-exact. Now and then the order flips one pixel's outlier
+    # gate and moves a vertex by up to half a millimetre (1 run in 6: 5.2e-4 m, else 6.4e-5 m at most).
+    dh = np.abs(scrolled.heights - static.heights)[seen]
+    assert np.percentile(dh, 99) < 1e-5 and (dh > 1e-4).mean() < 1e-3 and dh.max() < 2e-3
     ratio = scrolled.information[seen] / static.information[seen]  # the evidence kept, move after move
     assert np.percentile(np.abs(ratio - 1), 99) < 1e-3
 
