@@ -8,7 +8,6 @@ writes it as ``heightfusion replay`` does.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections import Counter
@@ -25,12 +24,12 @@ from .render import make_renderer
 from .sizing import grid_for_sequence
 from .tiles import window_for_run
 from .tracking import TRACK_MODES, Tracker, TrackingConfig
+from .sinks import FrameSink, log_processed
 from .trajectory_eval import MIN_MATCHED, trajectory_errors
 from .up_axis import UpAligned, default_up, up_rotation
 
 if TYPE_CHECKING:  # the stereo needs torch: imported when "mvs" is asked for
     from .depth import KeyframeConfig, StereoConfig
-    from .sinks import FrameSink
 
 
 @dataclass
@@ -171,9 +170,8 @@ def replay(
                 if window is not None:
                     window.follow(frame.T_wc)
                 result = pipeline.process(frame)
-                if sink is not None:  # the frame at the pose it was used at
-                    at_pose = frame if result.T_wc is None else dataclasses.replace(frame, T_wc=result.T_wc)
-                    sink.log_frame(at_pose, None if isinstance(result, SkippedFrame) else result.depth, grid)
+                if sink is not None:
+                    log_processed(sink, frame, result, grid)
                 if isinstance(result, SkippedFrame):
                     skipped[result.reason] += 1
                     if result.detail and skipped[result.reason] == 1:  # once per reason: long runs stay readable

@@ -6,12 +6,14 @@ sink sees the run as it happens without the loop knowing what it does with it.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Protocol
 
 import numpy as np
 
 from .datasets.frame import Frame
 from .heightmap import HeightMap
+from .pipeline import FusedFrame, SkippedFrame
 
 
 class FrameSink(Protocol):
@@ -23,3 +25,10 @@ class FrameSink(Protocol):
 
     def log_map(self, grid: HeightMap) -> None:
         """The map at the end of the run."""
+
+
+def log_processed(sink: FrameSink, frame: Frame, result: FusedFrame | SkippedFrame, grid: HeightMap | None) -> None:
+    """Hand ``sink`` what the pipeline made of ``frame``: the frame at the pose it was used at (tracked,
+    or as given; as read when none was settled) and the depth fused (None for a skipped frame)."""
+    at_pose = frame if result.T_wc is None else dataclasses.replace(frame, T_wc=result.T_wc)
+    sink.log_frame(at_pose, result.depth if isinstance(result, FusedFrame) else None, grid)

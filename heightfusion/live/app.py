@@ -25,7 +25,7 @@ from ..metrics import StageTimer, evaluate, same_grid, smooth_mask_from_heights
 from ..outputs import run_metrics
 from ..pipeline import FramePipeline, FusedFrame, SkippedFrame
 from ..render.base import Renderer
-from ..sinks import FrameSink
+from ..sinks import FrameSink, log_processed
 from ..tiles import TileWindow
 from ..tracking import Tracker, TrackingConfig
 from ..viewer.layout import Rect, grid_cells, span
@@ -326,10 +326,8 @@ class LiveApp:
                 frame = self.source.next(timeout=0.03)
             if frame is not None:
                 result = self._process(frame)
-                if self.settings.sink is not None:  # the frame at the pose it was used at
-                    at_pose = frame if result.T_wc is None else replace(frame, T_wc=result.T_wc)
-                    self.settings.sink.log_frame(at_pose, None if isinstance(result, SkippedFrame) else result.depth,
-                                                 self.grid)
+                if self.settings.sink is not None:
+                    log_processed(self.settings.sink, frame, result, self.grid)
             elif self.source.exhausted:
                 self._finish(self._end_reason())
                 if self.settings.exit_at_end:
