@@ -65,14 +65,15 @@ def run(path: Path, frames: int, track: str) -> dict:
     fuser.release()
     renderer.release()
     relative = np.concatenate(relative) if relative else np.zeros(0)
+    ms = pipeline.timer.mean_ms(frames=max(len(sequence), 1))
     return {
         "frames estimated": len(density),
         "median relative error %": 100 * float(np.median(relative)) if len(relative) else float("nan"),
         "within 5 %": float(np.mean(relative <= 0.05)) if len(relative) else float("nan"),
         "density": float(np.mean(density)) if density else float("nan"),
         "within 1 sigma": float(np.mean(np.concatenate(within_sigma))) if within_sigma else float("nan"),
-        "ms track": pipeline.timer.mean_ms(frames=max(len(sequence), 1)).get("track", 0.0),
-        "ms stereo": pipeline.timer.mean_ms(frames=max(len(sequence), 1)).get("stereo", 0.0),
+        "ms track": ms.get("track", 0.0),
+        "ms stereo": ms.get("stereo", 0.0),
         "seconds": seconds,
         "skipped": dict(skipped),
     }
