@@ -184,6 +184,28 @@ def test_texture_is_rich_and_filtered(floor):
     assert wall.std(axis=0).mean() > 0.02
 
 
+
+def test_texture_levels_line_up_so_a_point_keeps_its_colour_at_every_distance():
+    """A linear ramp survives cv2.pyrDown's symmetric filter, so every mip level must give the value of
+    level 0 at the same point. Levels misplaced by (2^L - 1) / 2 texels (the old lookup) shifted the
+    texture with the viewing distance, and biased motion stereo by +0.5 % of depth."""
+    from heightfusion.synthetic.scenes import Texture
+
+    texture = Texture((0.0, 2.56), (0.0, 2.56), texel=0.005, patch=0.05, seed=0)
+    rows, cols = texture.levels[0].shape[:2]
+    ramp = np.broadcast_to((0.3 * np.arange(cols, dtype=np.float32) + 0.1 * np.arange(rows)[:, None])[..., None],
+                           (rows, cols, 3)).copy()
+    texture.levels = [ramp]
+    while min(texture.levels[-1].shape[:2]) >= 16:
+        texture.levels.append(cv2.pyrDown(texture.levels[-1]))
+    u, v = np.meshgrid(np.linspace(0.8, 1.7, 40), np.linspace(0.8, 1.7, 40))  # away from the borders
+    fine = texture.sample(u, v, texture.texel)
+    for level in (1, 2, 3, 4):
+        coarse = texture.sample(u, v, texture.texel * 2**level)
+        # cv2.remap's bilinear weights are in 1/32 steps: 1/32 of a level-L texel moves the ramp by 0.4 * 2^L / 32.
+        # The old shift moved it by 0.2 * (2^L - 1), five times that bound.
+        assert np.abs(coarse - fine).max() < 0.04 * 2**level, level
+
 # --- trajectories --------------------------------------------------------------------------------
 def test_trajectories():
     robot = robot_loop(12)

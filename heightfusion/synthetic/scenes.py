@@ -132,17 +132,21 @@ class Texture:
         return out
 
     def _lookup(self, level: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-        """Bilinear lookup at one mip level; texel k of level L has its centre at (k + 0.5) * texel * 2^L."""
+        """Bilinear lookup at one mip level.
+
+        Texel k of level 0 has its centre at (k + 0.5) * texel. ``cv2.pyrDown`` centres texel i of level L on
+        texel 2i of level L - 1, so texel i of level L sits at (2^L i + 0.5) * texel: every level is aligned
+        with level 0, and a surface point keeps its colour whatever the distance it is seen from.
+        """
         import cv2
 
-        scale = self.texel * 2**level
         n = len(u)
         cols = 1024
         rows = -(-n // cols)
         mx = np.zeros(rows * cols, dtype=np.float32)
         my = np.zeros(rows * cols, dtype=np.float32)
-        mx[:n] = (u - self.u0) / scale - 0.5
-        my[:n] = (v - self.v0) / scale - 0.5
+        mx[:n] = ((u - self.u0) / self.texel - 0.5) / 2**level
+        my[:n] = ((v - self.v0) / self.texel - 0.5) / 2**level
         img = self.levels[level]
         sampled = cv2.remap(img, mx.reshape(rows, cols), my.reshape(rows, cols), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
         return sampled.reshape(-1, 3)[:n]
