@@ -5,7 +5,8 @@ elevation map on the same frames, with the accuracy of every setting (issue 13).
 
 1. Sensor depth, real frames (TUM fr1/rpy, first 180, undistorted): every 5th frame held out
    (:func:`heightfusion.heldout.split_heldout`), the rest fused at full resolution, at the automatic
-   pyramid level and at fixed levels. Per setting: ms per frame (mean and median) and by stage, the
+   pyramid level and at fixed levels, and at the automatic level with every render rasterized (the
+   default rasterizes once per frame: ``FusionConfig.rasterize_every_render``). Per setting: ms per frame (mean and median) and by stage, the
    Kalman elevation map's ms on the same frames (timed in turn with each fusion frame, so that both
    see the same machine load) and the ratio, held-out median |dh| and coverage, and the median |dh|
    on the held-out points that the full-resolution map also covers (coverage moves the median).
@@ -43,7 +44,15 @@ from heightfusion.synthetic import generate
 
 TUM = "/work/shared/data/tum_fr1_rpy_first180"
 HELD_OUT_EVERY = 5
-LEVELS = ("full (0)", "auto", "1", "2")
+# Fusion settings by name: pyramid levels with the default rendering (rasterized once per frame), and the
+# default level with every render rasterized (what the fuser did before refresh_fusion_fragments).
+SETTINGS = {
+    "full (0)": hf.FusionConfig(pyramid_level=0),
+    "auto": hf.FusionConfig(),
+    "1": hf.FusionConfig(pyramid_level=1),
+    "2": hf.FusionConfig(pyramid_level=2),
+    "auto, each render drawn": hf.FusionConfig(rasterize_every_render=True),
+}
 GOAL_KALMAN_RATIO = 2.0
 GOAL_ACCURACY_RATIO = 1.05
 GOAL_SIZE_RATIO = 1.2
@@ -71,10 +80,6 @@ class Run:
         return self.mean_ms / float(np.mean(self.kalman_ms))
 
 
-def level_setting(name: str) -> int | str:
-    return 0 if name.startswith("full") else (name if name == "auto" else int(name))
-
-
 def timed(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -82,14 +87,14 @@ def timed(fn) -> float:
 
 
 def fuse_sensor(frames, make_grid, sigmas=None) -> tuple[dict[str, Run], hf.HeightMap]:
-    """Every LEVELS setting and the Kalman map over ``frames``; each fusion frame is timed next to a Kalman
+    """Every SETTINGS setting and the Kalman map over ``frames``; each fusion frame is timed next to a Kalman
     frame (a Kalman map per setting: they see the same frames in the same order)."""
     renderer = hf.make_renderer("gl")
     runs = {}
     try:
-        for name in LEVELS:
+        for name, config in SETTINGS.items():
             run = Run(name, make_grid())
-            fuser = hf.HeightMapFuser(run.grid, renderer, hf.FusionConfig(pyramid_level=level_setting(name)))
+            fuser = hf.HeightMapFuser(run.grid, renderer, config)
             kalman_grid = make_grid()
             kalman = KalmanElevationMap(kalman_grid)
             for k, frame in enumerate(frames):
@@ -130,21 +135,21 @@ def sensor_real(frames_limit: int) -> dict:
     fuse_frames, held_out = split_heldout(list(sequence), HELD_OUT_EVERY)
     runs, kalman_grid = fuse_sensor(fuse_frames, lambda: grid_for_sequence(sequence))
     kalman_score = score_heldout(kalman_grid, held_out)
-    full = runs[LEVELS[0]]
+    full = runs["full (0)"]
     full_score = score_heldout(full.grid, held_out)
     print(f"   {len(fuse_frames)} frames fused, {len(held_out)} held out; map {full.grid.shape}")
-    print(f"{'setting':>9} {'levels used':>16} {'ms mean':>8} {'median':>7} {'Kalman ms':>9} {'ratio':>6} "
+    print(f"{'setting':>23} {'levels used':>16} {'ms mean':>8} {'median':>7} {'Kalman ms':>9} {'ratio':>6} "
           f"{'median |dh| mm':>14} {'coverage':>8} {'on full-res points mm':>21}")
     results = {}
     for name, run in runs.items():
         score = score_heldout(run.grid, held_out)
         common = score_heldout(covered_by(run.grid, full.grid), held_out)
         used = "/".join(f"L{lv}:{n}" for lv, n in enumerate(np.bincount(run.levels)) if n)
-        print(f"{name:>9} {used:>16} {run.mean_ms:8.1f} {statistics.median(run.ms):7.1f} "
+        print(f"{name:>23} {used:>16} {run.mean_ms:8.1f} {statistics.median(run.ms):7.1f} "
               f"{np.mean(run.kalman_ms):9.1f} {run.ratio:6.2f} {score['median'] * 1e3:14.2f} {score['coverage']:8.3f} "
               f"{common['median'] * 1e3:21.2f}")
         results[name] = (run, score)
-    print(f"{'Kalman':>9} {'':>16} {'':>8} {'':>7} {'':>9} {'':>6} {kalman_score['median'] * 1e3:14.2f} "
+    print(f"{'Kalman':>23} {'':>16} {'':>8} {'':>7} {'':>9} {'':>6} {kalman_score['median'] * 1e3:14.2f} "
           f"{kalman_score['coverage']:8.3f}")
     print("   ms per frame by stage: " + "; ".join(f"{n}: {stage_text(r)}" for n, (r, _) in results.items()))
     auto, auto_score = results["auto"]
@@ -162,14 +167,14 @@ def sensor_synthetic(sequence) -> None:
     smooth = smooth_mask_from_heights(truth)
     runs, kalman_grid = fuse_sensor(sequence.frames, lambda: hf.HeightMap(tuple(truth.origin), truth.cell_size,
                                                                           truth.shape), sequence.sigmas)
-    print(f"{'setting':>9} {'ms mean':>8} {'Kalman ms':>9} {'ratio':>6} {'smooth RMSE mm':>14} {'median mm':>9} "
+    print(f"{'setting':>23} {'ms mean':>8} {'Kalman ms':>9} {'ratio':>6} {'smooth RMSE mm':>14} {'median mm':>9} "
           f"{'complete':>8} {'1 sigma':>7}")
     for name, run in runs.items():
         m = evaluate(run.grid, truth, smooth)
-        print(f"{name:>9} {run.mean_ms:8.1f} {np.mean(run.kalman_ms):9.1f} {run.ratio:6.2f} {m['smooth_rmse'] * 1e3:14.2f} "
+        print(f"{name:>23} {run.mean_ms:8.1f} {np.mean(run.kalman_ms):9.1f} {run.ratio:6.2f} {m['smooth_rmse'] * 1e3:14.2f} "
               f"{m['median'] * 1e3:9.2f} {m['completeness']:8.3f} {m['calib_1sigma']:7.2f}")
     m = evaluate(kalman_grid, truth, smooth)
-    print(f"{'Kalman':>9} {'':>8} {'':>9} {'':>6} {m['smooth_rmse'] * 1e3:14.2f} {m['median'] * 1e3:9.2f} "
+    print(f"{'Kalman':>23} {'':>8} {'':>9} {'':>6} {m['smooth_rmse'] * 1e3:14.2f} {m['median'] * 1e3:9.2f} "
           f"{m['completeness']:8.3f} {m['calib_1sigma']:7.2f}")
 
 

@@ -18,7 +18,10 @@ prior map. Per frame, with the map before the frame as prior (h0, Lambda):
 3. information = min(Lambda + diag(A at the new heights), 1 / sigma_floor^2) where the frame touched.
 
 Several frames are fused in order, each one's posterior the next one's prior: the same map as one
-``HeightMapFuser.fuse`` call per frame.
+``HeightMapFuser.fuse`` call per frame with ``rasterize_every_render=True`` (the visible triangles are
+found again at every step and for the information, whatever ``config`` says; the fuser's default keeps
+the first draw's visibility and walks each ray from there, a faster way to the same triangles where
+the heights moved little).
 
 How it is differentiated: unrolled iterations, not implicit differentiation. The implicit function
 theorem gives d h* / d depth at a *fixed point* of the Gauss-Newton step, but the fuser stops after a

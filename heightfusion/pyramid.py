@@ -79,7 +79,8 @@ def frame_at_level(
 ) -> tuple[PinholeCamera, np.ndarray, np.ndarray, np.ndarray | None]:
     """(camera, depth, sigma, colors) halved ``level`` times (module docstring); level 0 returns them as given.
 
-    ``depth`` and ``sigma`` are (H, W) float32 with NaN for no value, ``colors`` (H, W, 3) float32 or None.
+    ``depth`` and ``sigma`` are (H, W) float32 with NaN for no value, ``colors`` (H, W, 3) uint8 or float32 (kept
+    as it is), or None.
     """
     for _ in range(level):
         camera, depth, sigma, colors = halve(camera, depth, sigma, colors)
@@ -107,20 +108,21 @@ def halve(
     height, width = camera.height // 2 * 2, camera.width // 2 * 2
     blocks = _blocks(depth, height, width)
     valid = np.isfinite(blocks)
-    count = valid.sum(axis=0)
+    count = valid.sum(axis=0, dtype=np.float32)  # float32 throughout: no float64 temporaries
+    zero = np.float32(0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(valid, blocks, 0).sum(axis=0) / count
-        block_sigma = np.where(valid, _blocks(sigma, height, width), 0).sum(axis=0) / count
+        mean = np.where(valid, blocks, zero).sum(axis=0) / count
+        block_sigma = np.where(valid, _blocks(sigma, height, width), zero).sum(axis=0) / count
         spread = np.fmax.reduce(blocks, axis=0) - np.fmin.reduce(blocks, axis=0)
         # Diagonal neighbours lie sqrt(2) pixels apart; a surface tilted t from the view changes depth by
         # about z tan(t) / f per pixel.
-        tilt = math.tan(math.radians(MAX_TILT_DEG)) * math.sqrt(2) / min(camera.fx, camera.fy)
-        agree = (count >= 2) & (spread <= AGREEMENT_SIGMAS * block_sigma + tilt * mean)
+        tilt = np.float32(math.tan(math.radians(MAX_TILT_DEG)) * math.sqrt(2) / min(camera.fx, camera.fy))
+        agree = (count >= 2) & (spread <= np.float32(AGREEMENT_SIGMAS) * block_sigma + tilt * mean)
     nan = np.float32(np.nan)
     return (
         half_camera(camera),
-        np.where(agree, mean, nan).astype(np.float32),
-        np.where(agree, block_sigma, nan).astype(np.float32),
+        np.where(agree, mean, nan),
+        np.where(agree, block_sigma, nan),
         None if colors is None else half_image(colors),
     )
 

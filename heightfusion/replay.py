@@ -141,13 +141,21 @@ def replay(
 
     if track not in TRACK_MODES:
         raise ValueError(f"track must be one of {', '.join(TRACK_MODES)}, got {track!r}")
-    sequence = datasets.open(path if path is not None else datasets.sample_path(), max_frames=max_frames, undistort=True,
-                             require_depth=depth == "sensor")
-    sequence = UpAligned(sequence, up_rotation(default_up(sequence.format) if up is None else up, sequence))
+    path = path if path is not None else datasets.sample_path()
+    sequence = datasets.open(path, max_frames=max_frames, undistort=True, require_depth=depth == "sensor",
+                             load_depth=depth != "mvs")
+    # Monocular stereo reads no depth images; where the dataset has them, they still find the floor (up axis
+    # "auto") and the map's extent, as before stereo ran.
+    with_depth = sequence if depth != "mvs" else datasets.open(path, max_frames=max_frames, undistort=True,
+                                                               require_depth=False)
+    up = default_up(sequence.format) if up is None else up
+    rotation = up_rotation(up, with_depth)
+    with_depth = UpAligned(with_depth, rotation)
+    sequence = with_depth if depth != "mvs" else UpAligned(sequence, rotation)
     messages = list(sequence.messages) + ([] if sequence.identity else [sequence.describe()])
-    window = None if tiles is None else window_for_run(tiles, up or default_up(sequence.format), cell_size, origin,
+    window = None if tiles is None else window_for_run(tiles, up, cell_size, origin,
                                                          sequence.gt_heightmap)
-    grid = grid_for_sequence(sequence, cell_size, origin, shape) if window is None else window.grid
+    grid = grid_for_sequence(with_depth, cell_size, origin, shape) if window is None else window.grid
     timer = StageTimer()
     if config is None:
         config = fusion_config(uses_stereo(depth, sequence), **(fusion_settings or {}))

@@ -253,6 +253,19 @@ def test_tum_monocular_without_depth(tmp_path):
     assert len(frames) == 3 and all(f.depth is None for f in frames)
 
 
+def test_depth_images_can_be_left_unread(tmp_path, monkeypatch):
+    """Monocular stereo reads the images of an RGB-D dataset alone: the same frames and poses, no depth,
+    and no depth image opened."""
+    folder = make_tum(tmp_path)
+    with_depth = frames_of(datasets.open(folder))
+    monkeypatch.setattr(type(datasets.open(folder)), "_read_depth", lambda self, path: pytest.fail(f"read {path}"))
+    without = frames_of(datasets.open(folder, load_depth=False))
+    assert len(without) == len(with_depth) and all(f.depth is None for f in without)
+    for a, b in zip(without, with_depth):
+        np.testing.assert_array_equal(a.image, b.image)
+        np.testing.assert_array_equal(a.T_wc, b.T_wc)
+
+
 def test_stride_and_max_frames(tmp_path):
     folder = make_tum(tmp_path, n=6)
     assert [f.index for f in datasets.open(folder, stride=2)] == [0, 2, 4]

@@ -146,7 +146,7 @@ def test_float32_forward_matches_height_map_fuser_on_a_synthetic_sequence(backen
     renderer = hf.make_renderer(backend)
     try:
         fused = grid.copy()
-        fuser = hf.HeightMapFuser(fused, renderer)
+        fuser = hf.HeightMapFuser(fused, renderer, hf.FusionConfig(rasterize_every_render=True))  # as fuse_depth
         for frame, sigma in zip(frames, sigmas):
             fuser.fuse(frame.camera, frame.T_wc, frame.depth, None, sigma)
         fuser.release()

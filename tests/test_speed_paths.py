@@ -89,6 +89,90 @@ def test_a_depth_cut_draws_the_nearer_fragments_alone(renderers, view):
     assert np.isnan(drawn[~near]).all()
 
 
+def fusion_textures(renderer: GLRenderer) -> tuple[np.ndarray, np.ndarray]:
+    """The fusion pass's (depth, d depth / d h) and (vertex ids, normal z bits), (H, W, 4) each."""
+    depth_grad, ids = renderer.fusion_textures
+    return (np.frombuffer(depth_grad.read(), np.float32).reshape(CAM.shape + (4,)).copy(),
+            np.frombuffer(ids.read(), np.int32).reshape(CAM.shape + (4,)).copy())
+
+
+@pytest.mark.parametrize("view", PARTIAL_VIEWS[:3])
+@pytest.mark.parametrize("change", ["noise", "raised"])
+def test_refreshed_fusion_fragments_are_a_new_draws(renderers, view, change):
+    """After the heights moved by millimetres (each vertex at random, or all raised by 1 cm, which moves
+    oblique hits by a cell or more: the walk to the neighbour triangles), re-intersecting each pixel's ray
+    near the triangle it saw gives what rasterizing again gives, but for pixels on a triangle's edge."""
+    culled, _ = renderers
+    grid = large_terrain()
+    T_wc = hf.look_at(*view)
+    assert culled.draw_fusion_fragments(grid, CAM, T_wc, 4.0)
+    if change == "noise":
+        grid.heights += np.random.default_rng(0).normal(0.0, 0.002, grid.shape).astype(np.float32)
+    else:
+        grid.heights += np.float32(0.01)
+    assert culled.refresh_fusion_fragments(grid, CAM, T_wc, 4.0)
+    refreshed, ids_a = fusion_textures(culled)
+    assert culled.draw_fusion_fragments(grid, CAM, T_wc, 4.0)
+    drawn, ids_b = fusion_textures(culled)
+    (depth_a, grad_a), (depth_b, grad_b) = [(t[..., 0], t[..., 1:]) for t in (refreshed, drawn)]
+    seen_a, seen_b = np.isfinite(depth_a), np.isfinite(depth_b)
+    assert seen_b.mean() > 0.3
+    # Rays the walk loses (far, grazing ones whose hit jumps cells; the window's edge) have no surface,
+    # never a wrong one: none gains a surface the draw does not show.
+    assert (seen_b & ~seen_a).mean() < 0.01
+    assert (seen_a & ~seen_b).sum() == 0
+    same = seen_a & seen_b & (ids_a[..., :3] == ids_b[..., :3]).all(axis=-1)
+    assert same.sum() > 0.99 * (seen_a & seen_b).sum()
+    np.testing.assert_allclose(depth_a[same], depth_b[same], rtol=2e-6)
+    # d depth / d h = b / den: float32 rounding of the hit's in-cell position, larger at grazing rays.
+    scale = np.abs(grad_b[same]).sum(axis=-1, keepdims=True)
+    assert (np.abs(grad_a[same] - grad_b[same]) <= 5e-3 * scale).all()
+    np.testing.assert_array_equal(ids_a[same, 3], ids_b[same, 3])  # the normal, bit for bit
+    # Elsewhere a pixel on an edge (either triangle, the same depth), or a grazing ray that crosses the
+    # noisy surface more than once, where the walk may stop at a crossing behind the first (never before it).
+    other = seen_a & seen_b & ~same
+    moved = np.abs(depth_a[other] / depth_b[other] - 1) > 1e-4
+    assert moved.sum() < 0.01 * seen_b.sum()
+    assert (depth_a[other] >= depth_b[other] * (1 - 1e-4)).all()
+
+
+def test_refresh_without_its_draw_draws(renderers):
+    """A refresh for another pose (or after another kind of draw) cannot reuse what was drawn: it draws."""
+    culled, _ = renderers
+    grid = large_terrain()
+    first, second = hf.look_at(*PARTIAL_VIEWS[0]), hf.look_at(*PARTIAL_VIEWS[1])
+    assert culled.draw_fusion_fragments(grid, CAM, first)
+    assert culled.refresh_fusion_fragments(grid, CAM, second)
+    refreshed = fusion_textures(culled)
+    culled.render(grid, CAM, second)
+    assert culled.refresh_fusion_fragments(grid, CAM, second)  # after a full draw, too
+    assert culled.draw_fusion_fragments(grid, CAM, second)
+    for a, b in zip(refreshed, fusion_textures(culled)):
+        np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+
+
+def test_rasterizing_once_per_frame_fuses_the_map_of_rasterizing_every_render(gl_renderer):
+    """The default keeps each frame's first draw's visibility for its later renders: against ground truth
+    as accurate as rasterizing every time, and the same map up to what noise in the gates moves."""
+    sequence = generate("floor", frames=8, width=160, height=120, noise=True, seed=4)
+    truth = sequence.gt_heightmap
+    frames = list(zip(sequence.frames, sequence.sigmas))
+    maps, stats = {}, {}
+    for every in (True, False):
+        maps[every] = hf.HeightMap(tuple(truth.origin), truth.cell_size, truth.shape)
+        stats[every] = fuse_frames(gl_renderer, maps[every], frames, hf.FusionConfig(rasterize_every_render=every))
+    smooth = hf.metrics.smooth_mask_from_heights(truth)
+    once, every = (hf.metrics.evaluate(maps[k], truth, smooth) for k in (False, True))
+    assert once["smooth_rmse"] < 1.15 * every["smooth_rmse"] + 2e-4
+    assert once["completeness"] > every["completeness"] - 0.01
+    both = maps[True].observed & maps[False].observed
+    assert np.median(np.abs(maps[True].heights - maps[False].heights)[both]) < 1e-4
+    used = [s.pixels_used for s in stats[False]], [s.pixels_used for s in stats[True]]
+    assert all(a > 0.95 * b for a, b in zip(*used))
+    with pytest.raises(ValueError, match="rasterize_every_render"):
+        hf.FusionConfig(rasterize_every_render="yes")
+
+
 def fuse_frames(renderer, grid: hf.HeightMap, frames, config: hf.FusionConfig | None = None) -> list[hf.FusionStats]:
     fuser = hf.HeightMapFuser(grid, renderer, config)
     try:

@@ -63,6 +63,7 @@ class OpenOptions:
     max_difference: float = 0.02
     fps: float | None = None
     require_depth: bool = True
+    load_depth: bool = True
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,7 @@ class Sequence:
         self.gt_heightmap = gt_heightmap
         self._source_camera = camera
         self._undistort = options.undistort and camera.distortion is not None
+        self._load_depth = options.load_depth
         self.camera = dataclasses.replace(camera, distortion=None) if self._undistort else camera
         self._records = records[:: options.stride][: options.max_frames]
         self._video = video
@@ -264,7 +266,7 @@ class Sequence:
                               f"differs from the camera's {self.camera.width}x{self.camera.height}")
             return None
         depth = None
-        if record.depth is not None:
+        if record.depth is not None and self._load_depth:
             depth = self._read_depth(record.depth)
             if depth is None:
                 return None

@@ -126,11 +126,17 @@ class GLAccumulator:
         information: np.ndarray | None = None,
         colors: np.ndarray | None = None,
         max_depth: float = math.inf,
+        refresh: bool = False,
     ) -> NormalEquations:
-        """:meth:`accumulate` with the sums on the window of the tiles drawn (``NormalEquations.window``)."""
+        """:meth:`accumulate` with the sums on the window of the tiles drawn (``NormalEquations.window``).
+
+        ``refresh``: the fragments come from :meth:`GLRenderer.refresh_fusion_fragments` (the last
+        draw's visibility, re-intersected at the current heights) rather than from a new draw.
+        """
         _check_shapes(grid, camera, depth, sigma, ray_norm, information, colors)
         self.renderer.activate()
-        if not self.renderer.draw_fusion_fragments(grid, camera, T_wc, max_depth) or self.renderer.drawn_window is None:
+        draw = self.renderer.refresh_fusion_fragments if refresh else self.renderer.draw_fusion_fragments
+        if not draw(grid, camera, T_wc, max_depth) or self.renderer.drawn_window is None:
             return _nothing_seen(depth, colors is not None)
         window = self.renderer.drawn_window
         buffers = self._buffers_for(camera, window.size)

@@ -58,6 +58,11 @@ _TEXTURE_PASSES = {
 }
 _DEPTH_SHADER = "depth.frag"  # the depth-only pass, into a renderbuffer
 _COMMAND = 5  # uint32 fields of a DrawElementsIndirectCommand: count, instances, first index, base vertex, base instance
+#: Share of an image's pixels whose walk in :meth:`GLRenderer.refresh_fusion_fragments` may end below the
+#: surface (it rose further than the walk follows) before it rasterizes instead. Measured: 0 % median and
+#: 0.03 % at the 90th percentile on real TUM fr1/rpy frames (100) and the synthetic floor (40, 160x120).
+REFRESH_MAX_LOST = 0.0025
+_REFRESH_GROUP = 16  # local_size_x and local_size_y of shaders/refresh_fusion_fragments.comp
 _ALL_ONES_NAN = float(np.array(0xFFFFFFFF, dtype=np.uint32).view(np.float32))  # int32 -1 as float bits
 
 
@@ -193,6 +198,11 @@ class _ReadbackPool:
         return lease
 
 
+def _draw_key(grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray, max_depth: float) -> tuple:
+    """What a fusion draw drew: the grid (shape, cell size, origin), camera, pose and depth cut."""
+    return (grid.shape, grid.cell_size, tuple(grid.origin), camera, T_wc.tobytes(), max_depth)
+
+
 def _provoking_last(triangles: np.ndarray) -> np.ndarray:
     """The triangles, each rotated so that its cell's first vertex v comes last.
 
@@ -237,6 +247,8 @@ class GLRenderer(context.UsesContext, Renderer):
         self._ctx = ctx
         self.cull = cull
         self._drawn: MapWindow | None = None
+        self._fusion_draw: tuple | None = None  # what the fusion targets were last drawn of (_draw_key)
+        self._lost = None  # the refresh's count of pixels that lost their surface
         self._programs: dict[str, object] = {}
         self._mesh: _Mesh | None = None
         self._targets: _Targets | None = None
@@ -307,6 +319,57 @@ class GLRenderer(context.UsesContext, Renderer):
         T_wc = check_inputs(grid, camera, T_wc)
         return self._draw(grid, camera, T_wc, "fusion", max_depth)
 
+    def refresh_fusion_fragments(self, grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray,
+                                 max_depth: float = math.inf, max_lost: float = REFRESH_MAX_LOST) -> bool:
+        """:meth:`draw_fusion_fragments` again after ``grid``'s heights moved a little, without rasterizing.
+
+        A compute pass (shaders/refresh_fusion_fragments.comp) walks each pixel's ray over the triangles
+        along its path, from the one it saw at the last fusion draw to where it crosses the surface from
+        above (over a ridge it now clears, on to what lies behind). Where the heights moved by little this
+        gives the rasterizer's fragments at a cost per pixel, not per triangle (at 160x120 about a
+        millisecond against 10-15 ms for tens of thousands of triangles on llvmpipe). It cannot see a
+        surface that rose in front of a ray away from its crossing; a pixel whose walk leaves the drawn
+        window or goes on too long becomes "no surface". Draws in full (:meth:`draw_fusion_fragments`) when the
+        last draw was not a fusion draw of this grid shape, camera and pose, and when the walks of more
+        than ``max_lost`` of the image's pixels ended below the surface (it rose further than they follow).
+        """
+        self.activate()
+        T_wc = check_inputs(grid, camera, T_wc)
+        if self._fusion_draw != _draw_key(grid, camera, T_wc, max_depth):
+            return self._draw(grid, camera, T_wc, "fusion", max_depth)
+        if self._drawn is None:
+            return True
+        import moderngl
+
+        self._upload(self._mesh, grid, self._drawn, colors=False)
+        cam_from_map = camera_from_map(grid, T_wc)
+        map_from_cam = invert_pose(cam_from_map)
+        program = self._program("refresh")
+        for unit, texture in enumerate(self._targets.passes["fusion"].textures):  # type: ignore[union-attr]
+            texture.bind_to_image(unit, read=True, write=True)
+        self._mesh.heights.bind_to_storage_buffer(0)  # type: ignore[union-attr]
+        if self._lost is None:
+            self._lost = self.ctx.buffer(reserve=4)
+        self._lost.clear()
+        self._lost.bind_to_storage_buffer(1)
+        window = self._drawn
+        set_uniforms(program, {
+            "image_size": (camera.width, camera.height),
+            "map_from_cam": map_from_cam[:3, :3].T.astype("f4").tobytes(),
+            "pixel_to_ray": (1.0 / camera.fx, 1.0 / camera.fy, camera.cx, camera.cy),
+            "cam_center": tuple(map_from_cam[:3, 3]),
+            "cell_size": grid.cell_size,
+            "nx": grid.nx,
+            "cells": (window.col0, window.row0, window.col1 - 1, window.row1 - 1),
+            "max_depth": max_depth,
+        })
+        program.run(group_x=-(-camera.width // _REFRESH_GROUP), group_y=-(-camera.height // _REFRESH_GROUP))
+        self.ctx.memory_barrier(moderngl.SHADER_IMAGE_ACCESS_BARRIER_BIT | moderngl.BUFFER_UPDATE_BARRIER_BIT)
+        lost = int(np.frombuffer(self._lost.read(), dtype=np.uint32)[0])
+        if lost > max_lost * camera.width * camera.height:
+            return self._draw(grid, camera, T_wc, "fusion", max_depth)
+        return True
+
     @property
     def drawn_window(self) -> MapWindow | None:
         """The vertices of the tiles the last draw drew (every fragment's vertices lie inside it); None when
@@ -339,10 +402,10 @@ class GLRenderer(context.UsesContext, Renderer):
         if self._ctx is None:
             return
         self.activate()
-        for res in (self._mesh, self._targets, *self._programs.values()):
+        for res in (self._mesh, self._targets, self._lost, *self._programs.values()):
             if res is not None:
                 res.release()
-        self._mesh, self._targets, self._programs = None, None, {}
+        self._mesh, self._targets, self._lost, self._programs = None, None, None, {}
 
     # --- internals ------------------------------------------------------------------------------
     def _draw(self, grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray, kind: str, max_depth: float) -> bool:
@@ -350,6 +413,7 @@ class GLRenderer(context.UsesContext, Renderer):
         import moderngl
 
         self._drawn = None
+        self._fusion_draw = _draw_key(grid, camera, T_wc, max_depth) if kind == "fusion" else None
         height_range = (float(grid.heights.min()), float(grid.heights.max()))
         ranges = depth_range(grid, T_wc, height_range)
         if ranges is None:
@@ -423,14 +487,19 @@ class GLRenderer(context.UsesContext, Renderer):
             self.ctx.depth_func = "<"
 
     def _program(self, kind: str):
-        """The program of a pass ("full", "fusion", "ids", "depth") or of a texture pass's clearing draw
-        ("clear_full", "clear_fusion", "clear_ids")."""
-        if kind not in self._programs:
-            if kind.startswith("clear_"):
-                vert, frag = "fullscreen.vert", _TEXTURE_PASSES[kind.removeprefix("clear_")][1]
-            else:
-                vert, frag = "heightmap.vert", _TEXTURE_PASSES[kind][0] if kind in _TEXTURE_PASSES else _DEPTH_SHADER
-            self._programs[kind] = self.ctx.program(vertex_shader=load_shader(vert), fragment_shader=load_shader(frag))
+        """The program of a pass ("full", "fusion", "ids", "depth"), of a texture pass's clearing draw
+        ("clear_full", "clear_fusion", "clear_ids"), or the compute program of :meth:`refresh_fusion_fragments`
+        ("refresh")."""
+        if kind in self._programs:
+            return self._programs[kind]
+        if kind == "refresh":
+            self._programs[kind] = self.ctx.compute_shader(load_shader("refresh_fusion_fragments.comp"))
+            return self._programs[kind]
+        if kind.startswith("clear_"):
+            vert, frag = "fullscreen.vert", _TEXTURE_PASSES[kind.removeprefix("clear_")][1]
+        else:
+            vert, frag = "heightmap.vert", _TEXTURE_PASSES[kind][0] if kind in _TEXTURE_PASSES else _DEPTH_SHADER
+        self._programs[kind] = self.ctx.program(vertex_shader=load_shader(vert), fragment_shader=load_shader(frag))
         return self._programs[kind]
 
     def _mesh_for(self, grid: HeightMap) -> _Mesh:

@@ -1,0 +1,118 @@
+#version 430
+// The fusion pass's targets (shaders/fusion_fragments.frag) again after the heights moved a little,
+// without rasterizing: each pixel's ray walks the triangles along its path, starting from the one it
+// saw at the last draw, to where it crosses the surface from above: across the edge it leaves a
+// triangle by while it is still above the triangle's plane, back across the edge it entered by while
+// it is below. Where the heights moved by little, that is the triangle the rasterizer finds; a ray
+// that now passes over a ridge walks on to what lies behind it. A pixel becomes "no surface" (its
+// measurement is then not used, never used wrongly) where the walk leaves the drawn window, goes
+// behind the camera or beyond max_depth, or takes more than MAX_STEPS; those that end walking back
+// towards the camera (the surface rose further than the walk follows) are counted in Lost, and the
+// caller rasterizes again when they are many (heightfusion/render/gl.py). A surface that rose in
+// front of a ray's crossing, away from it, is not seen.
+// Triangulation and hit as in shaders/triangle_hit.glsl: cell (i, j), v = i * nx + j,
+// k = 0: (v, v+1, v+nx+1) covers s >= r,  k = 1: (v, v+nx+1, v+nx); (s, r) in-cell coordinates.
+
+layout(local_size_x = 16, local_size_y = 16) in;
+
+layout(rgba32f, binding = 0) uniform image2D depth_grad;   // depth, d depth / d h0, h1, h2
+layout(rgba32i, binding = 1) uniform iimage2D ids_normal;  // v0, v1, v2, bits of the normal's z
+layout(std430, binding = 0) readonly buffer Heights { float heights[]; };  // (ny, nx), metres
+layout(std430, binding = 1) buffer Lost { uint lost; };  // walks that ended below the surface
+
+uniform ivec2 image_size;     // (W, H)
+uniform mat3 map_from_cam;    // rotation of T_wc
+uniform vec4 pixel_to_ray;    // (1/fx, 1/fy, cx, cy): OpenCV pixel -> camera ray with z = 1
+uniform vec3 cam_center;      // camera centre, map-local
+uniform float cell_size;      // metres
+uniform int nx;               // vertices per grid row
+uniform ivec4 cells;          // (j0, i0, j1, i1): the drawn window's cells, j0 <= j < j1, i0 <= i < i1
+uniform float max_depth;      // hits deeper than this (metres) are no surface
+
+const int MAX_STEPS = 32;
+
+void no_surface(ivec2 pixel) {
+    imageStore(depth_grad, pixel, vec4(uintBitsToFloat(0x7fc00000u)));
+    imageStore(ids_normal, pixel, ivec4(-1));
+}
+
+// The three edges of triangle k as constraints a + b t >= 0 on the ray's in-cell coordinates
+// (s, r) = p + t v, and the triangle across each: (dj, di, k of the neighbour).
+// k = 0 (0 <= r <= s <= 1): r >= 0 (below: triangle 1 of cell (i - 1, j)), 1 - s >= 0 (right: triangle 1
+// of (i, j + 1)), s - r >= 0 (the diagonal: triangle 1 of the same cell); k = 1 mirrored.
+void edges(int k, vec2 p, vec2 v, out vec3 a, out vec3 b, out ivec2 across[3]) {
+    if (k == 0) {
+        a = vec3(p.y, 1.0 - p.x, p.x - p.y);
+        b = vec3(v.y, -v.x, v.x - v.y);
+        across = ivec2[3](ivec2(0, -1), ivec2(1, 0), ivec2(0, 0));
+    } else {
+        a = vec3(p.x, 1.0 - p.y, p.y - p.x);
+        b = vec3(v.x, -v.y, v.y - v.x);
+        across = ivec2[3](ivec2(-1, 0), ivec2(0, 1), ivec2(0, 0));
+    }
+}
+
+void main() {
+    ivec2 pixel = ivec2(gl_GlobalInvocationID.xy);
+    if (any(greaterThanEqual(pixel, image_size))) return;
+    ivec4 seen = imageLoad(ids_normal, pixel);
+    if (seen.x < 0) return;  // no surface at the draw: stays so
+    ivec2 cell = ivec2(seen.x % nx, seen.x / nx);  // (j, i)
+    int k = seen.y == seen.x + 1 ? 0 : 1;
+    ivec3 came_from = ivec3(-1);  // (j, i, k) of the previous triangle of the walk
+    vec3 d = map_from_cam * vec3((vec2(pixel) - pixel_to_ray.zw) * pixel_to_ray.xy, 1.0);
+    vec2 v = d.xy / cell_size;  // the ray's in-cell velocity per metre of depth
+    bool backwards = false;  // the last step went towards the camera: the surface rose in front of the hit
+    for (int step = 0; step <= MAX_STEPS; ++step) {
+        if (any(lessThan(cell, cells.xy)) || any(greaterThanEqual(cell, cells.zw))) break;
+        int w = cell.y * nx + cell.x;
+        float h00 = heights[w], h01 = heights[w + 1], h10 = heights[w + nx], h11 = heights[w + nx + 1];
+        vec2 g = (k == 0 ? vec2(h01 - h00, h11 - h01) : vec2(h11 - h10, h10 - h00)) / cell_size;
+        vec2 offset = cam_center.xy - vec2(cell) * cell_size;  // camera minus vertex (i, j), metres
+        // Height of the ray above the triangle's plane at depth t: t den - q.
+        float den = d.z - dot(g, d.xy);
+        float q = h00 - cam_center.z + dot(g, offset);
+        // The stretch [t_in, t_out] of the ray over the triangle, and the edges it enters and leaves by.
+        vec3 a, b;
+        ivec2 across[3];
+        edges(k, offset / cell_size, v, a, b, across);
+        float t_in = -1e30, t_out = 1e30;
+        int enter = -1, leave = -1;
+        for (int e = 0; e < 3; ++e) {
+            if (b[e] > 0.0 && -a[e] / b[e] > t_in) { t_in = -a[e] / b[e]; enter = e; }
+            if (b[e] < 0.0 && -a[e] / b[e] < t_out) { t_out = -a[e] / b[e]; leave = e; }
+        }
+        int move;  // the edge to cross next; -1: the hit is on this triangle
+        if (enter >= 0 && t_in * den - q < 0.0) move = enter;          // below it on entry: the crossing lies before
+        else if (leave >= 0 && t_out * den - q > 0.0) move = leave;    // above it on leaving: the crossing lies beyond
+        else move = -1;
+        ivec3 next = move < 0 ? ivec3(-1) : ivec3(cell + across[move], 1 - k);
+        if (move < 0 || next == came_from) {  // back to where it came from: the crossing is on their shared edge
+            float depth = den != 0.0 ? clamp(q / den, t_in, t_out) : max(t_in, 0.0);
+            if (!(depth > 0.0) || depth > max_depth) break;
+            vec2 sr = (offset + depth * d.xy) / cell_size;
+            vec3 bary;
+            ivec3 ids;
+            if (k == 0) {
+                bary = vec3(1.0 - sr.x, sr.x - sr.y, sr.y);
+                ids = ivec3(w, w + 1, w + nx + 1);
+            } else {
+                bary = vec3(1.0 - sr.y, sr.x, sr.y - sr.x);
+                ids = ivec3(w, w + nx + 1, w + nx);
+            }
+            imageStore(depth_grad, pixel, vec4(depth, bary / den));
+            imageStore(ids_normal, pixel, ivec4(ids, floatBitsToInt(normalize(vec3(-g, 1.0)).z)));
+            return;
+        }
+        backwards = move == enter;
+        if (backwards && t_in <= 0.0) break;  // the crossing would lie behind the camera
+        came_from = ivec3(cell, k);
+        cell = next.xy;
+        k = next.z;
+    }
+    no_surface(pixel);
+    // A ray that walked on past a ridge towards what lies behind it (further than the walk goes) shows
+    // what the last draw could not; one still below the surface when the walk ends means the surface
+    // rose further than the walk follows: those are counted.
+    if (backwards) atomicAdd(lost, 1u);
+}
