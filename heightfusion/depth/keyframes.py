@@ -29,7 +29,11 @@ class KeyframeConfig:
         num_sources: most source frames given to the stereo per reference.
         min_parallax: a source must move the median match by at least this many pixels.
         max_parallax: ... and by at most this many.
-        min_overlap: share of the reference's pixels (at the nominal depth) a source must see.
+        min_overlap: share of the reference's pixels (at the nominal depth) a source must see. A source
+            gives depth only where it overlaps, but a turning camera leaves few sources with both parallax
+            and much overlap: on real TUM fr1/rpy frames (recorded poses) 0.5 gave 88 of 180 frames an
+            estimate, 0.3 gives 148 at the same median error (23 %), and the map fused from them a
+            held-out median |dh| of 40 mm at coverage 0.17 against 95 mm at 0.07.
         keyframe_parallax: a frame becomes a keyframe when its median parallax against the latest
             keyframe reaches this many pixels, or its overlap with it drops below ``min_overlap``;
             a camera that stands still does not fill the window with copies of one view.
@@ -39,7 +43,7 @@ class KeyframeConfig:
     num_sources: int = 4
     min_parallax: float = 6.0
     max_parallax: float = 40.0
-    min_overlap: float = 0.5
+    min_overlap: float = 0.3
     keyframe_parallax: float = 3.0
 
     def __post_init__(self) -> None:
