@@ -146,12 +146,12 @@ def replay(
                              load_depth=depth != "mvs")
     # Monocular stereo reads no depth images; where the dataset has them, they still find the floor (up axis
     # "auto") and the map's extent, as before stereo ran.
-    with_depth = sequence if depth != "mvs" else datasets.open(path, max_frames=max_frames, undistort=True,
-                                                               require_depth=False)
+    reopened = depth == "mvs" and sequence.has_depth_images
+    with_depth = datasets.open(path, max_frames=max_frames, undistort=True, require_depth=False) if reopened else sequence
     up = default_up(sequence.format) if up is None else up
     rotation = up_rotation(up, with_depth)
-    with_depth = UpAligned(with_depth, rotation)
-    sequence = with_depth if depth != "mvs" else UpAligned(sequence, rotation)
+    sequence = UpAligned(sequence, rotation)
+    with_depth = UpAligned(with_depth, rotation) if reopened else sequence
     messages = list(sequence.messages) + ([] if sequence.identity else [sequence.describe()])
     window = None if tiles is None else window_for_run(tiles, up, cell_size, origin,
                                                          sequence.gt_heightmap)

@@ -9,6 +9,8 @@
 // 2 * (i * (nx - 1) + j) + k,  k = 0: (v, v+1, v+nx+1) covers s >= r,  k = 1: (v, v+nx+1, v+nx).
 // Outputs are laid out as shaders/fragments.frag's, so the same read-back gives Fragments.
 
+#include "mesh_triangles.glsl"
+
 layout(std430, binding = 0) readonly buffer Heights { float heights[]; };  // (ny, nx), metres
 layout(std430, binding = 1) readonly buffer Colors { float colors[]; };    // (ny, nx, 3) rgb
 
@@ -31,8 +33,7 @@ layout(location = 4) out vec4 out_normal;       // world normal x, y, z, 0
 
 // Height differences per cell (G_x, G_y) of triangle k of the cell whose vertex (i, j) is v.
 vec2 cell_slope(int v, int k) {
-    float h00 = heights[v], h01 = heights[v + 1], h10 = heights[v + nx], h11 = heights[v + nx + 1];
-    return k == 0 ? vec2(h01 - h00, h11 - h01) : vec2(h11 - h10, h10 - h00);
+    return triangle_slope(k, heights[v], heights[v + 1], heights[v + nx], heights[v + nx + 1]);
 }
 
 // Ray parameter t where the ray meets the plane of triangle k of cell (i, j); in-cell coordinates
@@ -117,13 +118,7 @@ void main() {
     int v = ij.x * nx + ij.y;
     vec3 b;
     ivec3 ids;
-    if (k == 0) {
-        b = vec3(1.0 - sr.x, sr.x - sr.y, sr.y);
-        ids = ivec3(v, v + 1, v + nx + 1);
-    } else {
-        b = vec3(1.0 - sr.y, sr.x, sr.y - sr.x);
-        ids = ivec3(v, v + nx + 1, v + nx);
-    }
+    triangle_vertices(v, k, sr, nx, b, ids);
     vec3 rgb = vec3(0.0);
     for (int m = 0; m < 3; ++m) {
         rgb += b[m] * vec3(colors[3 * ids[m]], colors[3 * ids[m] + 1], colors[3 * ids[m] + 2]);

@@ -10,8 +10,8 @@
 // towards the camera (the surface rose further than the walk follows) are counted in Lost, and the
 // caller rasterizes again when they are many (heightfusion/render/gl.py). A surface that rose in
 // front of a ray's crossing, away from it, is not seen.
-// Triangulation and hit as in shaders/triangle_hit.glsl: cell (i, j), v = i * nx + j,
-// k = 0: (v, v+1, v+nx+1) covers s >= r,  k = 1: (v, v+nx+1, v+nx); (s, r) in-cell coordinates.
+// Triangulation and hit as in shaders/triangle_hit.glsl (shaders/mesh_triangles.glsl).
+#include "mesh_triangles.glsl"
 
 layout(local_size_x = 16, local_size_y = 16) in;
 
@@ -66,8 +66,8 @@ void main() {
     for (int step = 0; step <= MAX_STEPS; ++step) {
         if (any(lessThan(cell, cells.xy)) || any(greaterThanEqual(cell, cells.zw))) break;
         int w = cell.y * nx + cell.x;
-        float h00 = heights[w], h01 = heights[w + 1], h10 = heights[w + nx], h11 = heights[w + nx + 1];
-        vec2 g = (k == 0 ? vec2(h01 - h00, h11 - h01) : vec2(h11 - h10, h10 - h00)) / cell_size;
+        float h00 = heights[w];
+        vec2 g = triangle_slope(k, h00, heights[w + 1], heights[w + nx], heights[w + nx + 1]) / cell_size;
         vec2 offset = cam_center.xy - vec2(cell) * cell_size;  // camera minus vertex (i, j), metres
         // Height of the ray above the triangle's plane at depth t: t den - q.
         float den = d.z - dot(g, d.xy);
@@ -93,13 +93,7 @@ void main() {
             vec2 sr = (offset + depth * d.xy) / cell_size;
             vec3 bary;
             ivec3 ids;
-            if (k == 0) {
-                bary = vec3(1.0 - sr.x, sr.x - sr.y, sr.y);
-                ids = ivec3(w, w + 1, w + nx + 1);
-            } else {
-                bary = vec3(1.0 - sr.y, sr.x, sr.y - sr.x);
-                ids = ivec3(w, w + nx + 1, w + nx);
-            }
+            triangle_vertices(w, k, sr, nx, bary, ids);
             imageStore(depth_grad, pixel, vec4(depth, bary / den));
             imageStore(ids_normal, pixel, ivec4(ids, floatBitsToInt(normalize(vec3(-g, 1.0)).z)));
             return;

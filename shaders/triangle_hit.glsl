@@ -2,6 +2,7 @@
 // (included after #version). Inputs are the varyings of shaders/heightmap.vert. Which triangle of
 // the cell is being drawn comes from the interpolated grid position, not gl_PrimitiveID, which
 // sends llvmpipe's vertex stage down a slow path.
+#include "mesh_triangles.glsl"
 
 uniform mat3 map_from_cam;     // rotation of T_wc
 uniform vec4 pixel_to_ray;     // (1/fx, 1/fy, cx, cy): OpenCV pixel -> camera ray with z = 1
@@ -43,19 +44,9 @@ TriangleHit triangle_hit() {
     return hit;
 }
 
-// Barycentric weights of the hit in its triangle and the triangle's vertex ids, in the order of the
-// triangulation of heightfusion/heightmap.py: cell (i, j), v = i * nx + j,
-// k = 0: (v, v+1, v+nx+1),  k = 1: (v, v+nx+1, v+nx).
+// Barycentric weights of the hit in its triangle and the triangle's vertex ids (shaders/mesh_triangles.glsl).
 void hit_vertices(TriangleHit hit, out vec3 b, out ivec3 ids) {
-    int v = hit.cell.y * nx + hit.cell.x;
-    vec2 sr = hit.sr;
-    if (hit.k == 0) {
-        b = vec3(1.0 - sr.x, sr.x - sr.y, sr.y);
-        ids = ivec3(v, v + 1, v + nx + 1);
-    } else {
-        b = vec3(1.0 - sr.y, sr.x, sr.y - sr.x);
-        ids = ivec3(v, v + nx + 1, v + nx);
-    }
+    triangle_vertices(hit.cell.y * nx + hit.cell.x, hit.k, hit.sr, nx, b, ids);
 }
 
 // World normal of the hit's triangle.

@@ -248,7 +248,7 @@ def test_camera_option_and_wrong_size_frames(tmp_path):
 
 def test_tum_monocular_without_depth(tmp_path):
     seq = datasets.open(make_tum(tmp_path, n=3, depth=False))
-    assert seq.depth_scale is None
+    assert seq.depth_scale is None and not seq.has_depth_images
     frames = frames_of(seq)
     assert len(frames) == 3 and all(f.depth is None for f in frames)
 
@@ -259,7 +259,9 @@ def test_depth_images_can_be_left_unread(tmp_path, monkeypatch):
     folder = make_tum(tmp_path)
     with_depth = frames_of(datasets.open(folder))
     monkeypatch.setattr(type(datasets.open(folder)), "_read_depth", lambda self, path: pytest.fail(f"read {path}"))
-    without = frames_of(datasets.open(folder, load_depth=False))
+    unread = datasets.open(folder, load_depth=False)
+    assert unread.has_depth_images  # on disk, not read
+    without = frames_of(unread)
     assert len(without) == len(with_depth) and all(f.depth is None for f in without)
     for a, b in zip(without, with_depth):
         np.testing.assert_array_equal(a.image, b.image)

@@ -179,6 +179,11 @@ class Sequence:
         return self._issues.messages
 
     @property
+    def has_depth_images(self) -> bool:
+        """Whether the frames have depth images (read or not: ``load_depth``)."""
+        return any(record.depth is not None for record in self._records)
+
+    @property
     def has_poses(self) -> bool:
         """Whether the frames carry poses (the sequence has a trajectory)."""
         return any(record.T_wc is not None for record in self._records)
@@ -219,9 +224,12 @@ class Sequence:
         position = 0  # number of the frame the next grab() returns
         try:
             for record in self._records:
-                while position < record.image and capture.grab():
-                    position += 1
-                ok, image = capture.read() if position == record.image else (False, None)
+                try:
+                    while position < record.image and capture.grab():
+                        position += 1
+                    ok, image = capture.read() if position == record.image else (False, None)
+                except cv2.error:  # a garbled chunk: OpenCV's own AVI reader asserts on its size
+                    ok, image = False, None
                 if ok:
                     position += 1
                 else:

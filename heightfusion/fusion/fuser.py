@@ -259,12 +259,12 @@ class HeightMapFuser:
             changed = self._seed_unobserved(depth, T_wc, camera)
         start = _StartHeights(grid.heights)
         reach = DEPTH_REACH * float(np.max(depth, initial=0.0, where=np.isfinite(depth)))
+        refresh = not cfg.rasterize_every_render  # the renders after the first keep its visibility
         for iteration in range(cfg.iterations):
-            refresh = iteration > 0 and not cfg.rasterize_every_render
-            system = self._normal_equations(timer, depth, sigma, T_wc, camera, grid.information, None, reach, refresh)
+            system = self._normal_equations(timer, depth, sigma, T_wc, camera, grid.information, None, reach,
+                                            refresh and iteration > 0)
             with timer("solve"):
                 changed = _union(changed, self._step(system, start))
-        refresh = not cfg.rasterize_every_render
         # The information the frame adds is measured at the new estimate (the posterior mode), not at
         # a linearisation point the iterations left behind: vertices still far from their pixels must
         # not become confident. (Rays that what a step raised now hides still see the surface behind

@@ -248,7 +248,7 @@ class GLRenderer(context.UsesContext, Renderer):
         self.cull = cull
         self._drawn: MapWindow | None = None
         self._fusion_draw: tuple | None = None  # what the fusion targets were last drawn of (_draw_key)
-        self._lost = None  # the refresh's count of pixels that lost their surface
+        self._lost = None  # the refresh's count of walks that ended below the surface
         self._programs: dict[str, object] = {}
         self._mesh: _Mesh | None = None
         self._targets: _Targets | None = None
