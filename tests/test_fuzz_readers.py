@@ -633,6 +633,7 @@ def video_files(fuzz: Fuzz) -> tuple[str, dict[str, bytes | None]]:
 
 @FUZZ
 @given(seed=SEED)
+@known_input(seed=1_268_004_494_912_538_379)  # an AVI chunk of a garbled size: cv2.error from read()
 def fuzz_video(seed: int) -> None:
     fuzz = Fuzz(seed)
     name, files = video_files(fuzz)
