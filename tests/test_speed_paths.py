@@ -96,6 +96,24 @@ def fusion_textures(renderer: GLRenderer) -> tuple[np.ndarray, np.ndarray]:
             np.frombuffer(ids.read(), np.int32).reshape(CAM.shape + (4,)).copy())
 
 
+@pytest.mark.parametrize("view", PARTIAL_VIEWS + [((0.3, 0.2, -0.5), (0.5, 0.4, 0.1))], ids=str)
+def test_fusion_draw_is_the_full_draw_of_upward_faces(renderers, view):
+    """The fusion pass culls back faces: from a camera above the surface, the full pass's depth and
+    derivatives bit for bit; from one below it (the last view), none of the underside the full pass shows."""
+    culled, _ = renderers
+    grid = large_terrain()
+    T_wc = hf.look_at(*view)
+    full = culled.render(grid, CAM, T_wc)
+    assert culled.draw_fusion_fragments(grid, CAM, T_wc)
+    depth_grad, ids = fusion_textures(culled)
+    if view[0][2] < 0:
+        assert full.mask.mean() > 0.9 and np.isnan(depth_grad[..., 0]).all()
+        return
+    np.testing.assert_array_equal(depth_grad[..., 0], full.depth)
+    np.testing.assert_array_equal(depth_grad[..., 1:], full.depth_grad)
+    np.testing.assert_array_equal(ids[..., :3], full.vertex_ids)
+
+
 @pytest.mark.parametrize("view", PARTIAL_VIEWS[:3])
 @pytest.mark.parametrize("change", ["noise", "raised"])
 def test_refreshed_fusion_fragments_are_a_new_draws(renderers, view, change):

@@ -314,7 +314,17 @@ class GLRenderer(context.UsesContext, Renderer):
 
     def draw_fusion_fragments(self, grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray,
                               max_depth: float = math.inf) -> bool:
-        """:meth:`draw_fragments` of what fusion's sums read, into :attr:`fusion_textures`."""
+        """:meth:`draw_fragments` of what fusion's sums read, into :attr:`fusion_textures`, of the surface's
+        upward faces alone.
+
+        From a camera above the surface a ray's first hit is where it passes from above the surface to
+        below it, on a triangle whose upward side faces the camera, so back faces are culled: the same
+        fragments, and llvmpipe, which sets up every triangle on one thread, has about an eighth fewer to
+        set up on real scenes (the backs of slopes facing away; TUM fr1). (Upward faces wind counter-clockwise
+        seen from above, and clockwise in GL's window coordinates, whose y runs with the image rows:
+        render/projection.py.) A camera below the surface at its own position (inside the ground) sees
+        none of the undersides that :meth:`draw_fragments` shows it.
+        """
         self.activate()
         T_wc = check_inputs(grid, camera, T_wc)
         return self._draw(grid, camera, T_wc, "fusion", max_depth)
@@ -456,7 +466,14 @@ class GLRenderer(context.UsesContext, Renderer):
         else:
             self._clear_fragments(targets.passes[kind])
         if len(commands):
+            cull = kind == "fusion"
+            if cull:  # see draw_fusion_fragments; the context's state is left as found
+                self.ctx.front_face = "cw"
+                self.ctx.enable(moderngl.CULL_FACE)
             mesh.vaos[kind].render_indirect(mesh.commands, moderngl.TRIANGLES, count=len(commands))
+            if cull:
+                self.ctx.disable(moderngl.CULL_FACE)
+                self.ctx.front_face = "ccw"
         return True
 
     def _upload(self, mesh: _Mesh, grid: HeightMap, window: MapWindow, colors: bool) -> None:
