@@ -28,8 +28,9 @@ frame, frames it could not track. Open3D needs depth: on the monocular scene it 
 images the monocular run does not use (a stronger input than the tracker's there).
 
 ``--track refine`` runs twice: with its default prior (0.2 mm / 0.02 deg per frame, motion capture's) and
-with ``--pose-drift 0.5 0.05``. The tracked runs' poses are ``ReplayResult.poses``; frames skipped for a
-"tracking: ..." reason count as lost.
+with ``--pose-drift 0.5 0.05``. The tracked runs' poses are ``ReplayResult.poses``; "aligned" counts the
+frames whose pose came from an alignment (the others kept the given or predicted pose: nothing to align
+to yet), and frames skipped for a "tracking: ..." reason count as lost.
 
 Times are of the machine this runs on (printed first): a shared 2-core CPU with Mesa llvmpipe is slow and
 noisy; Open3D runs its own threads.
@@ -172,7 +173,8 @@ def run_scene(scene: Scene, fuse_path: Path, held_out: list | None, max_frames: 
         result = hf.replay(path, track=mode, tracking=tracking, **replay)
         trajectories[name] = result.poses
         lost = sum(n for reason, n in result.skipped.items() if reason.startswith("tracking"))
-        rows[name] = {**map_figures(result, scored), **pose_figures(result.poses, reference), "not_tracked": lost}
+        rows[name] = {**map_figures(result, scored), **pose_figures(result.poses, reference), "not_tracked": lost,
+                      "tracked": (result.tracking or {}).get("tracked")}
     for name, config in PEERS.items():
         try:
             peer = open3d_rgbd_odometry(hf.datasets.open(scene.path, undistort=True, max_frames=max_frames),
@@ -197,7 +199,7 @@ COLUMNS = [("rmse_mm", "RMSE mm", 2), ("smooth_rmse_mm", "smooth RMSE mm", 2), (
            ("heldout_median_mm", "held-out med mm", 2), ("heldout_coverage", "held-out cov.", 3),
            ("ate_mm", "ATE mm", 2), ("ate_aligned_mm", "ATE aligned mm", 2), ("rpe_mm", "RPE mm", 2),
            ("rpe_deg", "RPE deg", 3), ("ms_per_frame", "ms/frame", 0), ("ms_per_tracked_frame", "ms/track", 0),
-           ("not_tracked", "lost", 0)]
+           ("tracked", "aligned", 0), ("not_tracked", "lost", 0)]
 
 
 def markdown(scene: Scene) -> str:

@@ -153,6 +153,19 @@ def test_tracker_refine_keeps_exact_poses_and_skips_what_it_cannot_track(floor_f
     assert not failed.ok and failed.T_wc is None and failed.reason in ("no contrast", "unconstrained", "too few points")
 
 
+def test_refine_keeps_the_given_pose_where_the_keyframe_is_out_of_view(floor_frames):
+    """A keyframe the predicted view has left is nothing to align to: in refine the frame keeps its given
+    pose (as before the map exists) instead of being lost."""
+    f0, f1 = floor_frames[0], floor_frames[1]
+    away = hf.look_at((-0.6, 0.9, 1.2), (-1.4, 1.8, 0.0))  # looking at the floor's far corner, away from f0's view
+    tracker = Tracker("refine", config=TrackingConfig(use_map=False))
+    tracker.accept(f0, tracker.track(f0).T_wc)
+    result = tracker.track(hf.Frame(f1.timestamp, f1.image, None, away, f1.camera, f1.index))
+    assert result.ok and not result.tracked
+    np.testing.assert_allclose(result.T_wc, away, atol=1e-12)
+    assert tracker.track(f1).tracked  # the keyframe's own view still aligns to it
+
+
 def test_pipeline_counts_untrackable_frames_and_records_poses(floor_frames):
     grid = hf.HeightMap((-1.5, -1.5), 0.05, (61, 61))
     fuser = hf.HeightMapFuser(grid, hf.make_renderer("raymarch"))
