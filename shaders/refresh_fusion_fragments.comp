@@ -37,19 +37,30 @@ void no_surface(ivec2 pixel) {
 }
 
 // The three edges of triangle k as constraints a + b t >= 0 on the ray's in-cell coordinates
-// (s, r) = p + t v, and the triangle across each: (dj, di, k of the neighbour).
-// k = 0 (0 <= r <= s <= 1): r >= 0 (below: triangle 1 of cell (i - 1, j)), 1 - s >= 0 (right: triangle 1
-// of (i, j + 1)), s - r >= 0 (the diagonal: triangle 1 of the same cell); k = 1 mirrored.
-void edges(int k, vec2 p, vec2 v, out vec3 a, out vec3 b, out ivec2 across[3]) {
+// (s, r) = p + t v. k = 0 (0 <= r <= s <= 1): r >= 0 (below), 1 - s >= 0 (right), s - r >= 0 (the
+// diagonal); k = 1 mirrored (left, above, the diagonal).
+void edges(int k, vec2 p, vec2 v, out vec3 a, out vec3 b) {
     if (k == 0) {
         a = vec3(p.y, 1.0 - p.x, p.x - p.y);
         b = vec3(v.y, -v.x, v.x - v.y);
-        across = ivec2[3](ivec2(0, -1), ivec2(1, 0), ivec2(0, 0));
     } else {
         a = vec3(p.x, 1.0 - p.y, p.y - p.x);
         b = vec3(v.x, -v.y, v.y - v.x);
-        across = ivec2[3](ivec2(-1, 0), ivec2(0, 1), ivec2(0, 0));
     }
+}
+
+// The cell across edge e of triangle k (edges()), relative to its own: below (0, -1) or right (1, 0) for
+// k = 0, left (-1, 0) or above (0, 1) for k = 1, the same cell across the diagonal (e = 2). No arrays:
+// llvmpipe keeps dynamically indexed ones in memory (a refresh took a tenth longer with them).
+ivec2 across(int k, int e) {
+    if (e == 2) return ivec2(0);
+    return k == 0 ? (e == 0 ? ivec2(0, -1) : ivec2(1, 0)) : (e == 0 ? ivec2(-1, 0) : ivec2(0, 1));
+}
+
+// The largest of t (the first on ties) and its index.
+void first_max(vec3 t, out float value, out int index) {
+    index = t.x >= t.y && t.x >= t.z ? 0 : (t.y >= t.z ? 1 : 2);
+    value = max(max(t.x, t.y), t.z);
 }
 
 void main() {
@@ -74,19 +85,19 @@ void main() {
         float q = h00 - cam_center.z + dot(g, offset);
         // The stretch [t_in, t_out] of the ray over the triangle, and the edges it enters and leaves by.
         vec3 a, b;
-        ivec2 across[3];
-        edges(k, offset / cell_size, v, a, b, across);
-        float t_in = -1e30, t_out = 1e30;
-        int enter = -1, leave = -1;
-        for (int e = 0; e < 3; ++e) {
-            if (b[e] > 0.0 && -a[e] / b[e] > t_in) { t_in = -a[e] / b[e]; enter = e; }
-            if (b[e] < 0.0 && -a[e] / b[e] < t_out) { t_out = -a[e] / b[e]; leave = e; }
-        }
+        edges(k, offset / cell_size, v, a, b);
+        vec3 t = -a / b;
+        float t_in, t_out;
+        int enter, leave;
+        first_max(mix(vec3(-1e30), t, greaterThan(b, vec3(0.0))), t_in, enter);
+        first_max(mix(vec3(-1e30), -t, lessThan(b, vec3(0.0))), t_out, leave);
+        t_out = -t_out;
+        bool enters = t_in > -1e30, leaves = t_out < 1e30;
         int move;  // the edge to cross next; -1: the hit is on this triangle
-        if (enter >= 0 && t_in * den - q < 0.0) move = enter;          // below it on entry: the crossing lies before
-        else if (leave >= 0 && t_out * den - q > 0.0) move = leave;    // above it on leaving: the crossing lies beyond
+        if (enters && t_in * den - q < 0.0) move = enter;          // below it on entry: the crossing lies before
+        else if (leaves && t_out * den - q > 0.0) move = leave;    // above it on leaving: the crossing lies beyond
         else move = -1;
-        ivec3 next = move < 0 ? ivec3(-1) : ivec3(cell + across[move], 1 - k);
+        ivec3 next = move < 0 ? ivec3(-1) : ivec3(cell + across(k, move), 1 - k);
         if (move < 0 || next == came_from) {  // back to where it came from: the crossing is on their shared edge
             float depth = den != 0.0 ? clamp(q / den, t_in, t_out) : max(t_in, 0.0);
             if (!(depth > 0.0) || depth > max_depth) break;
@@ -98,7 +109,7 @@ void main() {
             imageStore(ids_normal, pixel, ivec4(ids, floatBitsToInt(normalize(vec3(-g, 1.0)).z)));
             return;
         }
-        backwards = move == enter;
+        backwards = enters && move == enter;
         if (backwards && t_in <= 0.0) break;  // the crossing would lie behind the camera
         came_from = ivec3(cell, k);
         cell = next.xy;
