@@ -106,15 +106,14 @@ def halve(
 ) -> tuple[PinholeCamera, np.ndarray, np.ndarray, np.ndarray | None]:
     """One level of :func:`frame_at_level`."""
     height, width = camera.height // 2 * 2, camera.width // 2 * 2
-    depth, sigma = depth[:height, :width], sigma[:height, :width]
-    # Whole-frame passes and sums of row pairs, then of column pairs: numpy on the four strided pixels of
-    # each block took twice as long, and halving a 640x480 frame is most of the pyramid's cost.
-    valid = np.isfinite(depth)
-    count = _block_sum(valid.view(np.uint8)).astype(np.float32)  # float32 throughout: no float64 temporaries
+    blocks = _blocks(depth, height, width)
+    valid = np.isfinite(blocks)
+    count = valid.sum(axis=0, dtype=np.float32)  # float32 throughout: no float64 temporaries
+    zero = np.float32(0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = _block_sum(_zero_where_not(depth, valid)) / count
-        block_sigma = _block_sum(_zero_where_not(sigma, valid)) / count
-        spread = _block_reduce(np.fmax, depth) - _block_reduce(np.fmin, depth)  # fmax, fmin: NaN left out
+        mean = np.where(valid, blocks, zero).sum(axis=0) / count
+        block_sigma = np.where(valid, _blocks(sigma, height, width), zero).sum(axis=0) / count
+        spread = np.fmax.reduce(blocks, axis=0) - np.fmin.reduce(blocks, axis=0)
         # Diagonal neighbours lie sqrt(2) pixels apart; a surface tilted t from the view changes depth by
         # about z tan(t) / f per pixel.
         tilt = np.float32(math.tan(math.radians(MAX_TILT_DEG)) * math.sqrt(2) / min(camera.fx, camera.fy))
@@ -128,22 +127,9 @@ def halve(
     )
 
 
-def _zero_where_not(image: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """``image`` (float32) with zeros where not ``valid``."""
-    out = np.zeros(image.shape, dtype=np.float32)
-    np.copyto(out, image, where=valid)
-    return out
-
-
-def _block_reduce(reduce: np.ufunc, image: np.ndarray) -> np.ndarray:
-    """``reduce`` over each 2x2 block of an image of even height and width."""
-    rows = reduce(image[0::2], image[1::2])
-    return reduce(rows[:, 0::2], rows[:, 1::2])
-
-
-def _block_sum(image: np.ndarray) -> np.ndarray:
-    """Sum of each 2x2 block of an image of even height and width (uint8 counts stay uint8: at most 4)."""
-    return _block_reduce(np.add, image)
+def _blocks(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(4, height / 2, width / 2): the four pixels of each 2x2 block of ``image``'s top-left height x width."""
+    return np.stack([image[i:height:2, j:width:2] for i in (0, 1) for j in (0, 1)])
 
 
 def expand(values: np.ndarray, level: int, shape: tuple[int, int], fill) -> np.ndarray:
