@@ -203,6 +203,19 @@ def _draw_key(grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray, max_dept
     return (grid.shape, grid.cell_size, tuple(grid.origin), camera, T_wc.tobytes(), max_depth)
 
 
+def _ray_uniforms(grid: HeightMap, camera: PinholeCamera, cam_from_map: np.ndarray) -> dict:
+    """What the shaders that intersect pixel rays with the mesh share (shaders/triangle_hit.glsl, the refresh):
+    the camera's rotation and centre in the map-local frame, its pixel-to-ray mapping, and the grid."""
+    map_from_cam = invert_pose(cam_from_map)
+    return {
+        "map_from_cam": map_from_cam[:3, :3].T.astype("f4").tobytes(),
+        "cam_center": tuple(map_from_cam[:3, 3]),
+        "pixel_to_ray": (1.0 / camera.fx, 1.0 / camera.fy, camera.cx, camera.cy),
+        "cell_size": grid.cell_size,
+        "nx": grid.nx,
+    }
+
+
 def _provoking_last(triangles: np.ndarray) -> np.ndarray:
     """The triangles, each rotated so that its cell's first vertex v comes last.
 
@@ -336,8 +349,8 @@ class GLRenderer(context.UsesContext, Renderer):
         A compute pass (shaders/refresh_fusion_fragments.comp) walks each pixel's ray over the triangles
         along its path, from the one it saw at the last fusion draw to where it crosses the surface from
         above (over a ridge it now clears, on to what lies behind). Where the heights moved by little this
-        gives the rasterizer's fragments at a cost per pixel, not per triangle (at 160x120 about a
-        millisecond against 10-15 ms for tens of thousands of triangles on llvmpipe). It cannot see a
+        gives the rasterizer's fragments at a cost per pixel, not per triangle (at 160x120 about 1.5 ms
+        against 10-15 ms for tens of thousands of triangles on llvmpipe). It cannot see a
         surface that rose in front of a ray away from its crossing; a pixel whose walk leaves the drawn
         window or goes on too long becomes "no surface". Draws in full (:meth:`draw_fusion_fragments`) when the
         last draw was not a fusion draw of this grid shape, camera and pose, and when the walks of more
@@ -352,8 +365,6 @@ class GLRenderer(context.UsesContext, Renderer):
         import moderngl
 
         self._upload(self._mesh, grid, self._drawn, colors=False)
-        cam_from_map = camera_from_map(grid, T_wc)
-        map_from_cam = invert_pose(cam_from_map)
         program = self._program("refresh")
         for unit, texture in enumerate(self._targets.passes["fusion"].textures):  # type: ignore[union-attr]
             texture.bind_to_image(unit, read=True, write=True)
@@ -364,12 +375,8 @@ class GLRenderer(context.UsesContext, Renderer):
         self._lost.bind_to_storage_buffer(1)
         window = self._drawn
         set_uniforms(program, {
+            **_ray_uniforms(grid, camera, camera_from_map(grid, T_wc)),
             "image_size": (camera.width, camera.height),
-            "map_from_cam": map_from_cam[:3, :3].T.astype("f4").tobytes(),
-            "pixel_to_ray": (1.0 / camera.fx, 1.0 / camera.fy, camera.cx, camera.cy),
-            "cam_center": tuple(map_from_cam[:3, 3]),
-            "cell_size": grid.cell_size,
-            "nx": grid.nx,
             "cells": (window.col0, window.row0, window.col1 - 1, window.row1 - 1),
             "max_depth": max_depth,
         })
@@ -443,19 +450,14 @@ class GLRenderer(context.UsesContext, Renderer):
             self._upload(mesh, grid, self._drawn, colors=kind == "full")
 
         cam_from_map = camera_from_map(grid, T_wc)
-        map_from_cam = invert_pose(cam_from_map)
         program = self._program(kind)
         uniforms = {
+            **_ray_uniforms(grid, camera, cam_from_map),
             # No far plane: float32 rounding clipped vertices up to ~0.1 m in front of one just behind
             # the map. Clip z - w is then -2 near at every depth; the depth test uses z / far.
             "clip_from_map": (clip_from_camera(camera, near, np.inf) @ cam_from_map).T.astype("f4").tobytes(),
-            "cam_center": tuple(map_from_cam[:3, 3]),
-            "map_from_cam": map_from_cam[:3, :3].T.astype("f4").tobytes(),
-            "pixel_to_ray": (1.0 / camera.fx, 1.0 / camera.fy, camera.cx, camera.cy),
             "depth_scale": 1.0 / far,
             "max_depth": max_depth,
-            "nx": grid.nx,
-            "cell_size": grid.cell_size,
         }
         set_uniforms(program, uniforms)
 
