@@ -40,3 +40,17 @@ def test_too_old_opengl_is_refused():
 
     with pytest.raises(hf.GLUnavailableError, match="3.3.*too old"):
         context.use_context(OldContext())
+
+
+def test_software_renderer_threads_default_and_override(monkeypatch):
+    monkeypatch.delenv("LP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(context.os, "cpu_count", lambda: 2)
+    context.software_renderer_threads()
+    assert context.os.environ["LP_NUM_THREADS"] == str(context.LLVMPIPE_MIN_THREADS)  # more than the 2 cores
+    monkeypatch.setattr(context.os, "cpu_count", lambda: 16)
+    monkeypatch.delenv("LP_NUM_THREADS")
+    context.software_renderer_threads()
+    assert context.os.environ["LP_NUM_THREADS"] == "16"  # one per core where there are more
+    monkeypatch.setenv("LP_NUM_THREADS", "1")
+    context.software_renderer_threads()
+    assert context.os.environ["LP_NUM_THREADS"] == "1"  # the user's choice stands

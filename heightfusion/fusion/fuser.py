@@ -469,11 +469,11 @@ def _check_frame(
 
     Depths that are NaN, infinite, not positive or beyond :data:`MAX_DEPTH` are no value.
     """
-    depth = np.asarray(depth, dtype=np.float32)
+    depth = np.array(depth, dtype=np.float32)  # a copy: no value becomes NaN in place
     if depth.shape != camera.shape:
         raise FrameError(f"depth has shape {depth.shape}, the camera's image is {camera.shape}")
     with np.errstate(invalid="ignore"):
-        depth = np.where((depth > 0) & (depth < MAX_DEPTH), depth, np.nan).astype(np.float32)
+        depth[~((depth > 0) & (depth < MAX_DEPTH))] = np.nan
     if sigma is None:
         sigma = noise.sigma(depth)
     else:

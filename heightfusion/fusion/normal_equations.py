@@ -212,8 +212,12 @@ class SmoothnessPrior:
         weights = []
         for far, near in _EDGE_SLICES:
             w = np.zeros_like(h)
-            dh = np.abs(h[far] - h[near])
-            w[near] = np.minimum(1.0, huber_k * sigma / np.maximum(dh, 1e-12)) / sigma**2
+            ratio = np.subtract(h[far], h[near])  # in place from here: this runs twice per fused frame
+            np.abs(ratio, out=ratio)
+            with np.errstate(divide="ignore"):  # dh = 0: an infinite ratio, capped at 1 below
+                np.divide(huber_k * sigma, ratio, out=ratio)
+            np.minimum(ratio, 1.0, out=ratio)
+            np.divide(ratio, sigma**2, out=w[near])
             weights.append(w)
         return cls(*weights)
 
@@ -295,12 +299,16 @@ def solve(
         diagonal = diagonal + system.lumped
     right, down, diag = system.right, system.down, system.diag
     if smoothness is not None:
-        diagonal = diagonal + _neighbour_sums(smoothness.right, smoothness.down, smoothness.diag)
         right, down, diag = right - smoothness.right, down - smoothness.down, diag - smoothness.diag
-    delta = rhs / (diagonal + _neighbour_sums(right, down, diag))
-    touched = np.argwhere(system.diagonal > 0)
-    if solver == "diagonal" or len(touched) == 0:
+    # S's diagonal (the sums of its weights) and the majorant's sum |A_jk - S_jk|, in one pass over the edges
+    delta = rhs / (diagonal + _neighbour_sums(right, down, diag, smoothness))
+    if solver == "diagonal":
         return delta
+    touched = np.argwhere(system.diagonal > 0)
+    if len(touched) == 0:
+        return delta
+    if smoothness is not None:
+        diagonal = diagonal + _neighbour_sums(smoothness.right, smoothness.down, smoothness.diag)
     margin = 2
     (r0, c0) = np.maximum(touched.min(axis=0) - margin, 0)
     (r1, c1) = np.minimum(touched.max(axis=0) + 1 + margin, system.diagonal.shape)
@@ -324,11 +332,17 @@ def _box_matrix(diagonal: np.ndarray, right: np.ndarray, down: np.ndarray, diag:
     return sp.diags(bands, offsets, shape=(rows * cols, rows * cols), format="csc")
 
 
-def _neighbour_sums(right: np.ndarray, down: np.ndarray, diag: np.ndarray) -> np.ndarray:
-    """sum_k |M_jk| over each vertex's mesh neighbours, from the per-direction edge arrays."""
+def _neighbour_sums(
+    right: np.ndarray, down: np.ndarray, diag: np.ndarray, plus: SmoothnessPrior | None = None
+) -> np.ndarray:
+    """sum_k |M_jk| over each vertex's mesh neighbours, from the per-direction edge arrays, plus the
+    edge weights of ``plus`` (non-negative) where given."""
     out = np.zeros(right.shape)
-    for edges, (far, near) in zip((right, down, diag), _EDGE_SLICES):
+    extra = (None, None, None) if plus is None else (plus.right, plus.down, plus.diag)
+    for edges, more, (far, near) in zip((right, down, diag), extra, _EDGE_SLICES):
         e = np.abs(edges[near])
+        if more is not None:
+            e += more[near]
         out[far] += e
         out[near] += e
     return out

@@ -16,6 +16,14 @@ import threading
 REQUIRED_GL_VERSION = 430
 #: Environment variable naming the EGL device (0, 1, ...) of the headless context.
 EGL_DEVICE_VARIABLE = "HEIGHTFUSION_EGL_DEVICE"
+#: Mesa's software renderer (llvmpipe) runs this many rasterizer threads at least where the environment
+#: does not say (``LP_NUM_THREADS``; its own default is one per core). The thread that issues a draw sets
+#: up every triangle alone, so with one rasterizer per core that core's rasterizer waits; with more
+#: threads than cores the others take its share. Measured on a shared 2-core CPU, real TUM 640x480
+#: frames (benchmarks/bench_realtime.py's sensor setting "auto", 144 frames, runs alternated): fusion
+#: took 1.74-1.96x the Kalman map's time with 3-8 threads against 2.03-2.12x with 2, the same map.
+#: GPU drivers ignore the variable.
+LLVMPIPE_MIN_THREADS = 4
 
 _lock = threading.Lock()
 _context = None
@@ -69,7 +77,18 @@ def release_context() -> None:
         _context = None
 
 
+def software_renderer_threads() -> None:
+    """Give llvmpipe :data:`LLVMPIPE_MIN_THREADS` threads at least, unless ``LP_NUM_THREADS`` is set.
+
+    Takes effect for GL contexts (or windows) created afterwards in this process: call it before the
+    first one. :func:`get_context` and the viewer's window do.
+    """
+    if "LP_NUM_THREADS" not in os.environ:
+        os.environ["LP_NUM_THREADS"] = str(max(os.cpu_count() or 1, LLVMPIPE_MIN_THREADS))
+
+
 def _create_headless():
+    software_renderer_threads()
     try:
         import moderngl
     except ImportError as exc:  # pragma: no cover - moderngl is a hard dependency

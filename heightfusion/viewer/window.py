@@ -55,6 +55,7 @@ class Window:
         import moderngl
 
         _check_display()
+        context.software_renderer_threads()
         if not glfw.init():
             raise WindowUnavailableError(f"glfw could not initialise: {glfw.get_error()}")
         glfw.window_hint(glfw.CONTEXT_VERSION_MAJOR, context.REQUIRED_GL_VERSION // 100)
