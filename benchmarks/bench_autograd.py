@@ -11,8 +11,9 @@
    ``fuse_depth``'s forward (its inputs requiring gradients) and its backward, as medians of wall-clock
    and of process CPU time (the CPU time is steadier on a shared machine), at the fuser's default
    pyramid level ("auto": 80x60 here) and at full resolution (level 0).
-3. The depth refiner of ``apps/examples/train_depth_refiner.py``: trained, then the held-out table, once
-   with Kinect-like sensor noise and once with monocular motion-stereo depth (``--depth``).
+3. The depth refiner of ``apps/examples/train_depth_refiner.py``: trained (on Kinect-like sensor depth), then
+   the held-out table, once with Kinect-like sensor noise and once with monocular motion-stereo depth
+   (``--depth``).
 4. The goals, met or not.
 
 Times are of the machine this runs on: a shared 2-core CPU with Mesa's llvmpipe is slow and noisy.
@@ -213,10 +214,13 @@ def main() -> None:
     refiners = {}
     if not args.skip_training:
         example = load_example()
+        trained = None  # one refiner, trained on sensor depth, refines both sources (the example's docstring)
         for source in args.depth:
-            print(f"\n3. depth refiner, {source} depth ({args.steps} steps; apps/examples/train_depth_refiner.py "
-                  f"--depth {source})")
-            refiner = refiners[source] = example.run(steps=args.steps, out=Path(args.out) / source, source=source)
+            print(f"\n3. depth refiner trained on sensor depth, held out with {source} depth ({args.steps} steps; "
+                  f"apps/examples/train_depth_refiner.py --depth {source})")
+            refiner = refiners[source] = example.run(steps=args.steps, out=Path(args.out) / source, source=source,
+                                                     trained=trained)
+            trained = refiner
             print(f"   data {refiner['data_seconds']:.0f} s, training {refiner['train_seconds']:.0f} s; "
                   f"curve {refiner['curve_png']}")
             print(refiner["text"])
