@@ -291,3 +291,26 @@ def test_untrained_refiner_returns_the_depth_and_keeps_holes(monkeypatch):
     refined = example.DepthRefiner()(depth, torch.full_like(depth, 0.002))
     assert torch.equal(torch.isnan(refined), torch.isnan(depth))
     torch.testing.assert_close(refined[~torch.isnan(depth)], depth[~torch.isnan(depth)])
+
+
+def test_refiner_trains_on_sensor_depth_and_a_trained_one_is_reused(monkeypatch, tmp_path):
+    """``run`` trains on ``train_source`` windows whatever depth it is scored on, and given an earlier result
+    evaluates that refiner without building training windows or training again."""
+    example = load_example("train_depth_refiner", monkeypatch)
+    monkeypatch.setattr(example, "TRAIN", (("ramp", lambda: hf.synthetic.robot_loop(120), (45,)),))
+    monkeypatch.setattr(example, "HELD_OUT", (("ramp", lambda: hf.synthetic.robot_loop(120), (60,)),))
+    built = []
+    make_windows = example.make_windows
+
+    def recording(split, seed, source="sensor", oracle=False):
+        built.append(("train" if split is example.TRAIN else "held out", source))
+        return make_windows(split, seed, source, oracle)
+
+    monkeypatch.setattr(example, "make_windows", recording)
+    first = example.run(steps=2, out=tmp_path / "stereo", source="stereo")
+    assert built == [("held out", "stereo"), ("train", "sensor")]
+    assert first["train_source"] == "sensor" and first["table"]["all"]["windows"] == 1
+    built.clear()
+    again = example.run(steps=2, out=tmp_path / "sensor", source="sensor", trained=first)
+    assert built == [("held out", "sensor")]
+    assert again["refiner"][0] is first["refiner"][0] and again["train_seconds"] == first["train_seconds"]

@@ -20,8 +20,9 @@ EGL_DEVICE_VARIABLE = "HEIGHTFUSION_EGL_DEVICE"
 #: does not say (``LP_NUM_THREADS``; its own default is one per core). The thread that issues a draw sets
 #: up every triangle alone, so with one rasterizer per core that core's rasterizer waits; with more
 #: threads than cores the others take its share. Measured on a shared 2-core CPU, real TUM 640x480
-#: frames (benchmarks/bench_realtime.py's sensor setting "auto", 144 frames, runs alternated): fusion
-#: took 1.74-1.96x the Kalman map's time with 3-8 threads against 2.03-2.12x with 2, the same map.
+#: frames (benchmarks/bench_threads.py: bench_realtime.py's sensor setting "auto", 144 frames, runs
+#: alternated): fusion took 1.74-1.96x the Kalman map's time with 3-8 threads against 2.02-2.12x with 2,
+#: the same map.
 #: GPU drivers ignore the variable.
 LLVMPIPE_MIN_THREADS = 4
 
