@@ -4,9 +4,11 @@ Ray's start-up is slow (seconds): one local instance for the module, few and sho
 """
 
 import json
+import multiprocessing
 import os
 import signal
 import sys
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pytest
@@ -27,6 +29,10 @@ def local_ray():
     ray.shutdown()
 
 
+def _llvmpipe_threads(count: str) -> None:
+    os.environ["LP_NUM_THREADS"] = count
+
+
 def test_batch_maps_as_one_by_one_reports_a_bad_path_and_merges_the_rest(local_ray, tmp_path, capsys):
     out = tmp_path / "batch"
     status = main(["batch", SAMPLE, SAMPLE, tmp_path / "missing", "--out", out, "--max-frames", "4", "--quiet"])
@@ -37,9 +43,12 @@ def test_batch_maps_as_one_by_one_reports_a_bad_path_and_merges_the_rest(local_r
     assert [s["name"] for s in summary["sequences"]] == ["sample_floor", "sample_floor-2", "missing"]
     assert [s["ok"] for s in summary["sequences"]] == [True, True, False]
     assert summary["lattice"] == {"cell_size": 0.02, "origin": [-1.49, -1.49]}  # the sample's ground-truth grid
-    # One by one, in this process, with the batch's options: the same map.
+    # One by one, with the batch's options and its tasks' llvmpipe thread count (in a process of its own: the
+    # count is read when the GL context is created, and this process's is the library's default): the same map.
     options = {"max_frames": 4, **summary["lattice"], "origin": tuple(summary["lattice"]["origin"])}
-    alone = map_sequence(SAMPLE, tmp_path / "alone", options, FreeSpaceSettings())
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=spawn, initializer=_llvmpipe_threads, initargs=("1",)) as pool:
+        alone = pool.submit(map_sequence, SAMPLE, tmp_path / "alone", options, FreeSpaceSettings()).result()
     assert alone.frames_used == summary["sequences"][0]["frames_used"] == 4
     mine = hf.load_heightmap(tmp_path / "alone" / "heightmap.npz")
     for name in ("sample_floor", "sample_floor-2"):
