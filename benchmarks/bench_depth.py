@@ -1,6 +1,9 @@
 """Monocular depth by plane-sweep stereo: accuracy and speed, next to OpenCV's StereoSGBM, as one table.
 
-    python benchmarks/bench_depth.py [--repeats 10] [--frames 120] [--threads N]
+    python benchmarks/bench_depth.py [--repeats 10] [--frames 120] [--threads N] [--single-level]
+
+``--single-level`` runs every check with ``StereoConfig(coarse_to_fine=False)``: the whole sweep at the
+image's resolution, as before the coarse-to-fine default.
 
 1. Middlebury 2014 "motorcycle" (``skimage.data.stereo_motorcycle``: 741x500, f = 994.978 px, baseline
    193.001 mm, disparity without doffs so both views share the intrinsics) as a two-view problem with
@@ -25,7 +28,7 @@ import shutil
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -46,6 +49,13 @@ MIDDLEBURY_FOCAL = 994.978
 MIDDLEBURY_CENTRE = (311.193, 254.877)
 MIDDLEBURY_BASELINE = 0.193001
 DISPARITIES = 64
+#: Settings every StereoConfig of the run gets (``--single-level``).
+OVERRIDES: dict = {}
+
+
+def configured(config: StereoConfig) -> StereoConfig:
+    """``config`` with the run's :data:`OVERRIDES`."""
+    return replace(config, **OVERRIDES)
 
 
 @dataclass
@@ -102,7 +112,7 @@ def middlebury_rows() -> list[Row]:
     fb = MIDDLEBURY_FOCAL * MIDDLEBURY_BASELINE
     # Disparities 1..63, one hypothesis per pixel of disparity, like SGBM's 64.
     config = StereoConfig(num_hypotheses=DISPARITIES, min_depth=fb / (DISPARITIES - 1), max_depth=fb / 1.0)
-    stereo = PlaneSweepStereo(config)
+    stereo = PlaneSweepStereo(configured(config))
     start = time.perf_counter()
     est = stereo.estimate(camera, np.eye(4), left, [right], [right_T_wc])
     ms = (time.perf_counter() - start) * 1e3
@@ -126,7 +136,7 @@ def synthetic_rows(sequences: dict) -> list[Row]:
     rows = []
     for scene, label, config in SYNTHETIC:
         seq = sequences[scene]
-        stereo = PlaneSweepStereo(config)
+        stereo = PlaneSweepStereo(configured(config))
         errors, within, valid_textured, textured_count = [], [], 0, 0
         for ref in range(20, 200, 20):
             reference = seq.frames[ref]
@@ -172,7 +182,7 @@ def replay_rows(frames: int) -> list[Row]:
         shutil.rmtree(folder / "depth")
         for label, config in (("fronto 0.3-10 m", StereoConfig()),
                               ("ground -0.05-0.3 m", StereoConfig(planes="ground", min_height=-0.05, max_height=0.3))):
-            result = replay(folder, depth="mvs", stereo=config, progress=False)
+            result = replay(folder, depth="mvs", stereo=configured(config), progress=False)
             e = result.evaluation
             cells = e["smooth_rmse"] / result.grid.cell_size
             skipped = sum(result.skipped.values())
@@ -188,7 +198,7 @@ def replay_rows(frames: int) -> list[Row]:
 def speed_rows(seq, repeats: int) -> list[Row]:
     reference = seq.frames[60]
     sources = [seq.frames[i] for i in (54, 57, 63, 66)]
-    stereo = PlaneSweepStereo(StereoConfig(num_hypotheses=64))
+    stereo = PlaneSweepStereo(configured(StereoConfig(num_hypotheses=64)))
     rows = []
     default_threads = torch.get_num_threads()
     for threads in sorted({1, default_threads}):
@@ -213,7 +223,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10, help="timed runs of the speed check")
     parser.add_argument("--frames", type=int, default=120, help="frames of the end-to-end floor sequence")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--single-level", action="store_true", help="StereoConfig(coarse_to_fine=False) throughout")
     args = parser.parse_args()
+    if args.single_level:
+        OVERRIDES["coarse_to_fine"] = False
     if args.threads:
         torch.set_num_threads(args.threads)
     sequences = {scene: generate(scene, frames=200) for scene in ("floor", "terrain")}
@@ -221,7 +234,8 @@ def main() -> None:
     rows += synthetic_rows(sequences)
     rows += replay_rows(args.frames)
     rows += speed_rows(sequences["floor"], args.repeats)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, device cpu\n")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, device cpu, "
+          f"{'single level' if args.single_level else 'coarse to fine'}\n")
     print_table(rows)
 
 

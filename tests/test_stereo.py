@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import math
 import shutil
+from dataclasses import replace
 
 import cv2
 import numpy as np
 import pytest
+import torch
 
 import heightfusion as hf
+from heightfusion.camera import PinholeCamera
 from heightfusion.cli import main as cli_main
 from heightfusion.depth import (
     NO_PARALLAX,
@@ -70,6 +73,36 @@ def test_depth_of_synthetic_terrain(terrain_views, config, sources, density):
     assert np.median(error / truth[valid]) < 0.02
     # Sigma means something; its calibration (55-80 % within 1 sigma) is checked at 320x240 by the benchmark.
     assert np.mean(error <= 3 * est.sigma[valid]) > 0.7 and np.mean(error <= est.sigma[valid]) < 0.95
+
+
+@pytest.mark.parametrize("config", [TERRAIN_FRONTO, TERRAIN_GROUND], ids=["fronto", "ground"])
+def test_coarse_to_fine_finds_the_full_sweeps_depth(terrain_views, config):
+    """The sweep at every other pixel plus a band of full-resolution hypotheses (the default) against the
+    whole sweep at every pixel: the same depths, nearly the same pixels."""
+    full = _estimate(PlaneSweepStereo(replace(config, coarse_to_fine=False)), terrain_views, 2, [0, 1, 3, 4])
+    fast = _estimate(PlaneSweepStereo(config), terrain_views, 2, [0, 1, 3, 4])
+    _check_consistent(fast, full.depth.shape)
+    odd = PinholeCamera(95, 71, *terrain_views.camera.K[[0, 1, 0, 1], [0, 1, 2, 2]])  # every other pixel: 48x36
+    frames = [terrain_views.frames[i] for i in (2, 1, 3)]
+    cropped = PlaneSweepStereo(config).estimate(odd, frames[0].T_wc, frames[0].image[:71, :95],
+                                               [f.image[:71, :95] for f in frames[1:]], [f.T_wc for f in frames[1:]])
+    _check_consistent(cropped, odd.shape)
+    assert cropped.valid.mean() > 0.3
+    both = full.valid & fast.valid
+    # At 96x72 the coarse sweep has 48x36 pixels; at 320x240 (bench_depth) the valid shares differ by 1-2 points.
+    assert both.sum() > 0.8 * full.valid.sum()
+    assert np.median(np.abs(fast.depth[both] - full.depth[both]) / full.depth[both]) < 0.005
+
+
+def test_band_smoothness_reads_each_pixels_block():
+    from heightfusion.depth.stereo import _band_smoothness
+
+    generator = torch.Generator().manual_seed(0)
+    smoothness = torch.rand(6, 3, 4, generator=generator)
+    labels = torch.randint(0, 6, (3, 7, 9), generator=generator)  # odd sizes: the last row and column reuse a block
+    got = _band_smoothness(smoothness, labels)
+    for b, y, x in np.ndindex(*labels.shape):
+        assert got[b, y, x] == smoothness[labels[b, y, x], min(y // 2, 2), min(x // 2, 3)]
 
 
 @pytest.fixture(scope="module")
