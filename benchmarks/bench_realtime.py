@@ -16,7 +16,8 @@ elevation map on the same frames, with the accuracy of every setting (issue 13).
    (2 cm cells, the same frames and view; a renderer per map, as an application holds): ms per frame.
 4. Monocular: ``heightfusion.replay(depth="mvs")`` of the real frames end to end (reading included),
    frames/s and ms per stage; held-out accuracy of the fused map (stereo sweep with and without the
-   predicted range); the synthetic floor against ground truth.
+   predicted range, and the single-level sweep that coarse to fine replaced); the synthetic floor
+   against ground truth.
 5. The goals, met or not.
 
 Times are wall-clock on whatever else the machine runs: the load average is printed; ratios are
@@ -227,7 +228,8 @@ def monocular(frames_limit: int, synthetic) -> tuple[float, float]:
     fuse_frames, held_out = split_heldout(list(sequence), HELD_OUT_EVERY)
     print(f"{'stereo':>24} {'fused':>6} {'ms/frame':>8} {'stereo ms':>9} {'median |dh| mm':>14} {'coverage':>8}")
     for name, stereo in (("320x240, predicted range", StereoConfig(predict_range=True)),
-                         ("320x240, full range", StereoConfig(predict_range=False))):
+                         ("320x240, full range", StereoConfig(predict_range=False)),
+                         ("320x240, single level", StereoConfig(coarse_to_fine=False))):
         grid = grid_for_sequence(sequence)
         fused, seconds, timer = mono_fuse(fuse_frames, grid, stereo)
         score = score_heldout(grid, held_out)

@@ -8,7 +8,9 @@ that ends the run.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,6 +90,10 @@ class FramePipeline:
         self.tracking: Counter = Counter()
         self._stereo_settings = (stereo, keyframes)
         self._motion = None  # created on first use: it needs torch
+        # Stereo of frames handed to prefetch, by frame identity; once there is a worker, every stereo
+        # estimate runs on it, in the order the frames came, as the keyframe window needs.
+        self._worker: ThreadPoolExecutor | None = None
+        self._ahead: dict[int, Future] = {}
 
     def _motion_stereo(self):
         if self._motion is None:
@@ -95,6 +101,49 @@ class FramePipeline:
 
             self._motion = MotionStereo(*self._stereo_settings)
         return self._motion
+
+    def prefetch(self, frame: Frame) -> bool:
+        """Start ``frame``'s stereo depth on a worker thread; :meth:`process` of the same frame object then
+        waits for it. The caller fuses (and draws) the frame before meanwhile: on a CPU the stereo's torch
+        thread and the fusion's GL work overlap. Only for a frame whose depth comes from stereo, with a pose
+        and without a tracker (tracking needs the map the frame before makes); False when not started.
+        Frames must then be processed in the order they were prefetched.
+        """
+        if self.tracker is not None or frame.T_wc is None or frame.image is None or not self._uses_stereo(frame):
+            return False
+        self._ahead[id(frame)] = self._stereo_worker().submit(self._timed_push, frame)
+        return True
+
+    def close(self) -> None:
+        """Wait for prefetched stereo and stop its worker thread (a pipeline that never prefetched has none)."""
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
+            self._worker = None
+        self._ahead.clear()
+
+    def _stereo_worker(self) -> ThreadPoolExecutor:
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="heightfusion-stereo")
+        return self._worker
+
+    def _uses_stereo(self, frame: Frame) -> bool:
+        return not (self.depth == "sensor" or (self.depth == "auto" and frame.depth is not None))
+
+    def _timed_push(self, frame: Frame):
+        """(MotionStereoResult, ms) of ``frame``'s stereo."""
+        start = time.perf_counter()
+        result = self._motion_stereo().push(frame.camera, frame.T_wc, frame.image)
+        return result, (time.perf_counter() - start) * 1e3
+
+    def _stereo(self, frame: Frame):
+        """``frame``'s MotionStereoResult: prefetched, or computed now (on the worker when there is one,
+        after the frames before it)."""
+        future = self._ahead.pop(id(frame), None)
+        if future is None:
+            future = self._worker.submit(self._timed_push, frame) if self._worker is not None else None
+        result, ms = future.result() if future is not None else self._timed_push(frame)
+        self.timer.add("stereo", ms)
+        return result
 
     def process(self, frame: Frame) -> FusedFrame | SkippedFrame:
         """Fuse ``frame``, or say why it was skipped."""
@@ -119,7 +168,7 @@ class FramePipeline:
 
     def _fuse(self, frame: Frame, pose_covariance: np.ndarray | None = None) -> FusedFrame | SkippedFrame:
         sigma = None
-        if self.depth == "sensor" or (self.depth == "auto" and frame.depth is not None):
+        if not self._uses_stereo(frame):
             if frame.depth is None:
                 return SkippedFrame("no depth")
             measured = frame.depth
@@ -127,8 +176,7 @@ class FramePipeline:
             if frame.image is None:
                 return SkippedFrame("no image")
             try:
-                with self.timer("stereo"):
-                    result = self._motion_stereo().push(frame.camera, frame.T_wc, frame.image)
+                result = self._stereo(frame)
             except ValueError as exc:
                 return SkippedFrame("stereo error", str(exc))
             if result.estimate is None:

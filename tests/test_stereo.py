@@ -278,6 +278,46 @@ def test_motion_stereo_waits_for_parallax(tiny_floor):
         motion.push(frames[0].camera, frames[0].T_wc, frames[0].image[:10])
 
 
+def test_prefetched_stereo_gives_what_stereo_in_turn_gives(tiny_floor):
+    """FramePipeline.prefetch runs stereo on a worker thread ahead of fusion: the same depth, in the same
+    order, whether frames are prefetched one ahead (as the live app does), not at all, or mixed."""
+    from dataclasses import replace as with_fields
+
+    from heightfusion.pipeline import FramePipeline, FusedFrame
+
+    frames = tiny_floor.frames[:10]
+    frames = frames[:6] + [with_fields(frames[6], T_wc=None)] + frames[7:]  # a frame without a pose: not prefetched
+
+    def depths(ahead: bool) -> list:
+        grid = hf.HeightMap((-1.5, -1.5), 0.05, (61, 61))
+        pipeline = FramePipeline(HeightMapFuser(grid, hf.make_renderer("raymarch")), "mvs", FLOOR_GROUND)
+        started, results, pending = [], [], None
+        for i, frame in enumerate(frames):  # as the live app: one frame pending while its stereo runs
+            ready = [pending] if pending is not None else []
+            pending = None
+            # Every fourth frame is processed without prefetch, after the pending one.
+            started.append(ahead and i % 4 != 3 and pipeline.prefetch(frame))
+            if started[-1]:
+                pending = frame
+            else:
+                ready.append(frame)
+            results += [pipeline.process(f) for f in ready]
+        if pending is not None:
+            results.append(pipeline.process(pending))
+        pipeline.close()
+        return started, [r.depth if isinstance(r, FusedFrame) else r.reason for r in results]
+
+    started, prefetched = depths(True)
+    _, in_turn = depths(False)
+    assert started == [True, True, True, False, True, True, False, False, True, True]
+    assert len(prefetched) == len(in_turn) == len(frames)
+    assert sum(isinstance(d, np.ndarray) for d in in_turn) >= 5
+    for a, b in zip(prefetched, in_turn):
+        assert (np.array_equal(a, b, equal_nan=True) if isinstance(b, np.ndarray) else a == b)
+    pipeline = FramePipeline(HeightMapFuser(hf.HeightMap((-1.5, -1.5), 0.05, (61, 61)), hf.make_renderer("raymarch")), "sensor")
+    assert not pipeline.prefetch(frames[0])  # sensor depth: nothing to run ahead
+
+
 def test_monocular_replay_of_a_tiny_floor_sequence(tiny_floor, tmp_path):
     folder = write_tum(tiny_floor, tmp_path / "floor")
     (folder / "depth.txt").unlink()  # images and poses only: the stereo must make the depth

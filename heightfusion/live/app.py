@@ -67,6 +67,10 @@ class LiveSettings:
             the camera, saved with the map; None: one fixed grid from ``make_grid``.
         track: camera tracking (:data:`heightfusion.tracking.TRACK_MODES`), with settings ``tracking`` and
             odometry's ``start_pose`` (None: the first frame's pose).
+        stereo_ahead: with stereo depth and no tracking, a frame's stereo runs on a worker thread while the
+            frame before is fused and drawn (:meth:`heightfusion.pipeline.FramePipeline.prefetch`): the map
+            lags one frame behind the camera. On real 640x480 TUM frames (2 CPU cores, llvmpipe) it took
+            the live loop from 3.4 to 4.3 frames/s.
     """
 
     out: Path
@@ -85,6 +89,7 @@ class LiveSettings:
     track: str = "off"
     tracking: TrackingConfig | None = None
     start_pose: np.ndarray | None = None
+    stereo_ahead: bool = True
 
 
 @dataclass
@@ -151,6 +156,7 @@ class LiveApp:
         self._recent_ms: dict[str, float] = {}
         self._fused_times: deque[float] = deque()
         self._last_view: tuple | None = None  # (camera, T_wc) of the last frame with a pose
+        self._pending: Frame | None = None  # read, its stereo prefetched, processed at the next step
         self._trajectory: deque[np.ndarray] = deque(maxlen=_TRAJECTORY_POINTS)
         self._last_autosave = self._started = time.perf_counter()
         ctx = window.ctx
@@ -189,6 +195,7 @@ class LiveApp:
                 tiles.clear()
             self.grid = tiles.grid
         if self.pipeline is not None:
+            self.pipeline.close()
             self.pipeline.fuser.release()
         fuser = HeightMapFuser(self.grid, self.renderer, self.settings.config)
         s = self.settings
@@ -324,10 +331,11 @@ class LiveApp:
         if self.ended is None and not self.paused:
             with self.timer("wait"):
                 frame = self.source.next(timeout=0.03)
-            if frame is not None:
-                result = self._process(frame)
-                if self.settings.sink is not None:
-                    log_processed(self.settings.sink, frame, result, self.grid)
+            if frame is not None or self._pending is not None:
+                for ready in self._ready(frame):
+                    result = self._process(ready)
+                    if self.settings.sink is not None:
+                        log_processed(self.settings.sink, ready, result, self.grid)
             elif self.source.exhausted:
                 self._finish(self._end_reason())
                 if self.settings.exit_at_end:
@@ -338,6 +346,19 @@ class LiveApp:
         if self.ended is not None or self.paused:
             self._glfw.wait_events_timeout(0.05)  # nothing to fuse: idle until input
         return True
+
+    def _ready(self, frame: Frame | None) -> list[Frame]:
+        """The frames to process now, in order: the pending one, then ``frame`` unless its stereo could be
+        prefetched (it then waits for the next step; None: the source had nothing, flush)."""
+        ready = [self._pending] if self._pending is not None else []
+        self._pending = None
+        if frame is not None:
+            ahead = self.settings.stereo_ahead and self.pipeline is not None and self.pipeline.prefetch(frame)
+            if ahead:
+                self._pending = frame
+            else:
+                ready.append(frame)
+        return ready
 
     def finish(self) -> LiveResult:
         """End the run (saving the map if that has not happened) and say what it did."""
@@ -381,6 +402,7 @@ class LiveApp:
 
     def release(self) -> None:
         if self.pipeline is not None:
+            self.pipeline.close()
             self.pipeline.fuser.release()
         self.view.release()
         for panel in self.panels.values():
