@@ -69,8 +69,10 @@ class LiveSettings:
             odometry's ``start_pose`` (None: the first frame's pose).
         stereo_ahead: with stereo depth and no tracking, a frame's stereo runs on a worker thread while the
             frame before is fused and drawn (:meth:`heightfusion.pipeline.FramePipeline.prefetch`): the map
-            lags one frame behind the camera. On real 640x480 TUM frames (2 CPU cores, llvmpipe) it took
-            the live loop from 3.4 to 4.3 frames/s.
+            lags one frame behind the camera. On real 640x480 TUM frames (2 shared CPU cores, llvmpipe, every
+            frame) it gave 3.78-3.99 against 3.30-3.68 frames/s in three alternated pairs of runs. The
+            threads take turns at the GIL (the stereo's many small torch calls): a worker process gave
+            21-25 % instead of 8-18 %, but spawning one needs the caller's main-module guard.
     """
 
     out: Path
