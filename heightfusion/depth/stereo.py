@@ -700,8 +700,8 @@ def _block_mean(x: torch.Tensor, scale: int) -> torch.Tensor:
 
 
 def _expand_blocks(x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    """(H, W) = ``shape`` values of the 2x2 blocks each pixel belongs to, from ``x`` (h, w) of the halved
-    image; pixels of a dropped odd last row or column take the nearest block's."""
+    """(H, W) = ``shape`` values of the 2x2 block each pixel belongs to: pixel (y, x) takes ``x[y // 2, x // 2]``
+    of ``x`` (h, w), sampled at every other pixel; rows or columns past ``x``'s take its last."""
     rows = (torch.arange(shape[0], device=x.device) // 2).clamp_max_(x.shape[0] - 1)
     columns = (torch.arange(shape[1], device=x.device) // 2).clamp_max_(x.shape[1] - 1)
     return x[rows[:, None], columns[None, :]]
