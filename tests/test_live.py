@@ -156,12 +156,13 @@ def test_live_on_a_dataset_folder(floor_dataset, tmp_path):
 
 
 @needs_display
-def test_live_on_a_video_with_poses_uses_motion_stereo(floor_video, tmp_path):
+@pytest.mark.parametrize("ahead", [[], ["--no-stereo-ahead"]], ids=["stereo-ahead", "in-turn"])
+def test_live_on_a_video_with_poses_uses_motion_stereo(floor_video, tmp_path, ahead):
     shot, out = tmp_path / "video.png", tmp_path / "out"
     folder = floor_video.parent
     done = run_cli("live", floor_video, "--poses", folder / "traj.txt", "--calibration", folder / "camera.yaml",
                    "--max-frames", 30, "--every-frame", "--screenshot", shot, "--out", out, "--hidden",
-                   "--size", *SIZE, "--origin", -1.5, -1.5, "--shape", 151, 151)
+                   "--size", *SIZE, "--origin", -1.5, -1.5, "--shape", 151, 151, *ahead)
     assert done.returncode == 0, done.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert "video floor ended" in done.stdout

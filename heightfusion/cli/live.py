@@ -53,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--every-frame", action="store_true",
                         help="fuse every frame of a recording, as fast as possible (no real-time pacing, no drops)")
     parser.add_argument("--exit-at-end", action="store_true", help="close when the source ends")
+    parser.add_argument("--no-stereo-ahead", dest="stereo_ahead", action="store_false",
+                        help="with stereo depth, estimate each frame's depth after the frame before is fused, "
+                             "not during it (default: during, on a worker thread; the map lags a frame)")
     parser.add_argument("--out", default="live_out", help="folder for the saved map and pictures (default live_out)")
     add_grid_arguments(parser)
     add_up_argument(parser)
@@ -124,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         out=Path(args.out), depth=args.depth, config=fusion_config(stereo_depth, sigma_floor=args.sigma_floor,
                                                                    pyramid_level=args.fusion_level),
         stereo=stereo_config_from_args(args), keyframes=keyframe_config_from_args(args),
-        autosave_s=args.autosave,
+        autosave_s=args.autosave, stereo_ahead=args.stereo_ahead,
         exit_at_end=args.exit_at_end or scripted, mode=args.mode, truth=truth, end_message=end_message,
         pose_problem=None if board_poses is None else (lambda: board_poses.reason), sink=rerun,
         **track_options(args),
