@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections import Counter
+from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -90,10 +90,10 @@ class FramePipeline:
         self.tracking: Counter = Counter()
         self._stereo_settings = (stereo, keyframes)
         self._motion = None  # created on first use: it needs torch
-        # Stereo of frames handed to prefetch, by frame identity; once there is a worker, every stereo
-        # estimate runs on it, in the order the frames came, as the keyframe window needs.
+        # (frame, its stereo) of the frames handed to prefetch, oldest first; once there is a worker, every
+        # stereo estimate runs on it, in the order the frames came, as the keyframe window needs.
         self._worker: ThreadPoolExecutor | None = None
-        self._ahead: dict[int, Future] = {}
+        self._ahead: deque[tuple[Frame, Future]] = deque()
 
     def _motion_stereo(self):
         if self._motion is None:
@@ -111,7 +111,7 @@ class FramePipeline:
         """
         if self.tracker is not None or frame.T_wc is None or frame.image is None or not self._uses_stereo(frame):
             return False
-        self._ahead[id(frame)] = self._stereo_worker().submit(self._timed_push, frame)
+        self._ahead.append((frame, self._stereo_worker().submit(self._timed_push, frame)))
         return True
 
     def close(self) -> None:
@@ -138,10 +138,15 @@ class FramePipeline:
     def _stereo(self, frame: Frame):
         """``frame``'s MotionStereoResult: prefetched, or computed now (on the worker when there is one,
         after the frames before it)."""
-        future = self._ahead.pop(id(frame), None)
-        if future is None:
-            future = self._worker.submit(self._timed_push, frame) if self._worker is not None else None
-        result, ms = future.result() if future is not None else self._timed_push(frame)
+        position = next((i for i, (ahead, _) in enumerate(self._ahead) if ahead is frame), None)
+        if position is not None:
+            for _ in range(position):  # prefetched before it but never processed: their stereo ran, unused
+                self._ahead.popleft()
+            result, ms = self._ahead.popleft()[1].result()
+        elif self._worker is not None:
+            result, ms = self._worker.submit(self._timed_push, frame).result()
+        else:
+            result, ms = self._timed_push(frame)
         self.timer.add("stereo", ms)
         return result
 

@@ -201,6 +201,7 @@ def test_bad_arguments_are_refused(terrain_views):
         ({"p1": 1.0, "p2": 0.5}, "p1"),
         ({"truncation": math.nan}, "truncation"),
         ({"consistency": -1.0}, "consistency"),
+        ({"refine_band": 0}, "refine_band"),
     ],
 )
 def test_config_rejects(kwargs, match):
@@ -314,6 +315,12 @@ def test_prefetched_stereo_gives_what_stereo_in_turn_gives(tiny_floor):
     assert sum(isinstance(d, np.ndarray) for d in in_turn) >= 5
     for a, b in zip(prefetched, in_turn):
         assert (np.array_equal(a, b, equal_nan=True) if isinstance(b, np.ndarray) else a == b)
+    # Frames prefetched but never processed (a caller that skips some) still entered the keyframe window.
+    pipeline = FramePipeline(HeightMapFuser(hf.HeightMap((-1.5, -1.5), 0.05, (61, 61)), hf.make_renderer("raymarch")),
+                             "mvs", FLOOR_GROUND)
+    assert all(pipeline.prefetch(frame) for frame in frames[:5])
+    assert np.array_equal(pipeline.process(frames[4]).depth, in_turn[4], equal_nan=True)
+    pipeline.close()
     pipeline = FramePipeline(HeightMapFuser(hf.HeightMap((-1.5, -1.5), 0.05, (61, 61)), hf.make_renderer("raymarch")), "sensor")
     assert not pipeline.prefetch(frames[0])  # sensor depth: nothing to run ahead
 

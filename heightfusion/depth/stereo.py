@@ -795,7 +795,7 @@ def _left_right_consistent(
     and ``t_k = s_k / (1 + s_k n'.f)``: the same form as the forward warp, one lookup per plane.
     """
     depth, height, width = padded.shape[0], camera.height, camera.width
-    rows, columns = padded.shape[2] - 2, padded.shape[3] - 2
+    volume_rows, volume_columns = padded.shape[2] - 2, padded.shape[3] - 2
     device = padded.device
     K = camera.K
     A_inv = np.linalg.inv(K @ source.T_sr[:3, :3] @ np.linalg.inv(K))
@@ -803,8 +803,8 @@ def _left_right_consistent(
     n_img = np.linalg.inv(K).T @ planes.normal
     # Reference pixel (x, y) is column x / scale + 1 of the inf-padded volume, at grid_sample coordinate
     # 2 (x / scale + 1) / (W' + 1) - 1; fold that into e and f as in _make_source.
-    to_grid = np.array([[2 / (scale * (columns + 1)), 0, 2 / (columns + 1) - 1],
-                        [0, 2 / (scale * (rows + 1)), 2 / (rows + 1) - 1], [0, 0, 1]])
+    to_grid = np.array([[2 / (scale * (volume_columns + 1)), 0, 2 / (volume_columns + 1) - 1],
+                        [0, 2 / (scale * (volume_rows + 1)), 2 / (volume_rows + 1) - 1], [0, 0, 1]])
     e_n = _homogeneous_map(n_img[None, :] @ A_inv, camera, device, _CHECK_STRIDE)[0]
     e = _homogeneous_map(to_grid @ A_inv, camera, device, _CHECK_STRIDE)
     f_grid = tuple(float(x) for x in -(to_grid @ f))
