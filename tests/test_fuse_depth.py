@@ -293,24 +293,33 @@ def test_untrained_refiner_returns_the_depth_and_keeps_holes(monkeypatch):
     torch.testing.assert_close(refined[~torch.isnan(depth)], depth[~torch.isnan(depth)])
 
 
-def test_refiner_trains_on_sensor_depth_and_a_trained_one_is_reused(monkeypatch, tmp_path):
-    """``run`` trains on ``train_source`` windows whatever depth it is scored on, and given an earlier result
-    evaluates that refiner without building training windows or training again."""
+def test_refiner_trains_on_its_input_depth_against_sensor_targets_and_a_trained_one_is_reused(monkeypatch, tmp_path):
+    """``run`` trains on windows with ``source``'s depth by default, whose loss targets are the sensor's depth
+    (for stereo windows not their input: stereo's errors are shared by the frames the loss compares), and
+    given an earlier result evaluates that refiner without building training windows or training again."""
     example = load_example("train_depth_refiner", monkeypatch)
     monkeypatch.setattr(example, "TRAIN", (("ramp", lambda: hf.synthetic.robot_loop(120), (45,)),))
     monkeypatch.setattr(example, "HELD_OUT", (("ramp", lambda: hf.synthetic.robot_loop(120), (60,)),))
-    built = []
+    built = {}
     make_windows = example.make_windows
 
     def recording(split, seed, source="sensor", oracle=False):
-        built.append(("train" if split is example.TRAIN else "held out", source))
-        return make_windows(split, seed, source, oracle)
+        windows = make_windows(split, seed, source, oracle)
+        built["train" if split is example.TRAIN else "held out", source] = windows
+        return windows
 
     monkeypatch.setattr(example, "make_windows", recording)
     first = example.run(steps=2, out=tmp_path / "stereo", source="stereo")
-    assert built == [("held out", "stereo"), ("train", "sensor")]
-    assert first["train_source"] == "sensor" and first["table"]["all"]["windows"] == 1
+    assert list(built) == [("held out", "stereo"), ("train", "stereo")]
+    assert first["train_source"] == "stereo" and first["table"]["all"]["windows"] == 1
+    (stereo,) = built["train", "stereo"]
+    sensor = make_windows(example.TRAIN, 1000, "sensor")[0]  # the same frames and noise seed with sensor depth
+    torch.testing.assert_close(stereo.target, sensor.depth, equal_nan=True)
+    torch.testing.assert_close(stereo.target_sigma, sensor.sigma)
+    assert sensor.target is sensor.depth
+    both = torch.isfinite(stereo.depth) & torch.isfinite(stereo.target)
+    assert both.float().mean() > 0.5 and (stereo.depth - stereo.target)[both].abs().median() > 1e-3
     built.clear()
-    again = example.run(steps=2, out=tmp_path / "sensor", source="sensor", trained=first)
-    assert built == [("held out", "sensor")]
+    again = example.run(steps=2, out=tmp_path / "sensor", source="sensor", train_source="stereo", trained=first)
+    assert list(built) == [("held out", "sensor")]
     assert again["refiner"][0] is first["refiner"][0] and again["train_seconds"] == first["train_seconds"]

@@ -9,22 +9,26 @@ map, the part of the scene's grid its frames see. The depth (``--depth``) is eit
 Kinect-like noise (2 m up: sigma about 7 mm; on the ground 1.3-2 mm), or monocular motion stereo's
 (:class:`heightfusion.MotionStereo` on the rendered images at 160x120, halved to the window's size,
 with the sigmas it estimates): errors of 7-30 mm median, outliers of decimetres, holes. The refiner is
-trained on windows with the depth of ``--train-depth`` (default: the sensor's, whatever ``--depth``
-is) and evaluated on held-out windows with the depth of ``--depth``.
+trained on windows with the depth of ``--train-depth`` (default: that of ``--depth``) and evaluated on
+held-out windows with the depth of ``--depth``.
 
-Why monocular depth is refined by a refiner trained on sensor depth: the loss below needs frames whose
-depth errors are independent of the fused frames'. A sensor's noise is; stereo's is not (neighbouring
-frames share their sources and their texture), so on stereo windows the loss prefers the raw depth to
-the truth. Measured on the seven held-out stereo windows with a map to score (mean loss, fusing the raw
-depth, the depth pulled fully towards the 15x15 quadric fit, and the noise-free depth): 1.69, 1.91 and
-2.14 sigmas, while the maps' RMSE falls from 5.7 to 4.3 and 1.8 mm. Trained on stereo windows, the refiner
-learned to leave the depth alone (held-out RMSE +0.7 %). Its input (the depth's relief against local
-fits, in units of the pixel's own sigma) means the same for both sources, so one trained where the
-loss can see noise refines stereo too: -23 % held-out RMSE (benchmarks/bench_autograd.py). A loss on
-the images instead (each frame not fused compared, through the map, with two fused frames) hardly
-ranks them at 80x60, where millimetres of height move a point by hundredths of a pixel between a
-window's frames: against the nearest frames the quadric-pulled map scored worse than the raw one
-(0.103 against 0.098), against the farthest better by 1 % (the noise-free map by 3 %).
+The loss compares the map with depth measured at frames that were not fused: a depth sensor's
+(Kinect-like noise), whatever the input depth. For sensor windows that is the input itself. A
+monocular refiner is trained as a depth network often is, with an RGB-D camera on the rig during
+training only: stereo is fused, the sensor's depth at the other frames is the target, and at run time
+the refiner needs only the images' stereo. Why not stereo's own depth as the target: the loss needs
+targets whose errors are independent of the fused frames'. A sensor's noise is; stereo's is not
+(neighbouring frames share their sources and their texture), so against stereo targets the loss
+prefers the raw depth to the truth. Measured on the seven held-out stereo windows with a map to score
+(mean loss, fusing the raw depth, the depth pulled fully towards the 15x15 quadric fit, and the
+noise-free depth): 1.69, 1.91 and 2.14 sigmas, while the maps' RMSE falls from 5.7 to 4.3 and 1.8 mm.
+Trained that way the refiner learned to leave the depth alone (held-out RMSE +0.7 %); trained on sensor
+windows and applied to stereo it removed 23 %; trained on stereo with sensor targets, 36 %
+(benchmarks/bench_autograd.py). A loss on the images instead (each frame not fused compared, through
+the map, with two fused frames) hardly ranks them at 80x60, where millimetres of height move a point
+by hundredths of a pixel between a window's frames: against the nearest frames the quadric-pulled map
+scored worse than the raw one (0.103 against 0.098), against the farthest better by 1 % (the
+noise-free map by 3 %).
 
 The refiner (:class:`DepthRefiner`) predicts per pixel how strongly to pull the depth towards local
 plane and quadric fits at four scales (kernel prediction, as in learned Monte Carlo denoisers):
@@ -34,9 +38,9 @@ Training (no ground-truth heights anywhere in the loss): the refiner refines eac
 every three frames are fused with ``heightfusion.autograd.fuse_depth`` (the fuser's Gauss-Newton model,
 differentiated; which third is left out is drawn per step); the fused map is rendered with
 ``render_depth`` at the window's other frames, which were not fused, and the loss is a robust norm of
-the difference to *their* measured depth, in units of its sigma, over pixels whose triangle the fusion
-observed. Their noise is independent of the fused frames', so the loss is lowest for the true surface:
-noisy targets, a clean optimum.
+the difference to the sensor depth measured there, in units of its sigma, over pixels whose triangle
+the fusion observed. That noise is independent of the fused frames', so the loss is lowest for the true
+surface: noisy targets, a clean optimum.
 
 Evaluation: on windows of other trajectories with other noise (never trained on), the same frames are
 fused with the raw depth, with the refined depth and with the noise-free depth (the ``oracle``: what a
@@ -55,7 +59,7 @@ what a refiner can change. (The coupled solver
 converges faster still, but at the floor scene's box edges its map jumps by centimetres for
 micrometre changes of one depth pixel, in HeightMapFuser as in fuse_depth: gradients of 1e5 and
 more, useless for training.) Raw and refined depth are fused with the same settings and
-the same sensor sigmas.
+the same sigmas (the sensor's, or those stereo estimated).
 """
 
 from __future__ import annotations
@@ -107,8 +111,10 @@ class Window:
     scene: str
     camera: hf.PinholeCamera
     poses: np.ndarray  # (N, 4, 4)
-    depth: torch.Tensor  # (N, H, W) float32 noisy depth, NaN = none
-    sigma: torch.Tensor  # (N, H, W) float32 sensor sigma
+    depth: torch.Tensor  # (N, H, W) float32 input depth (sensor or stereo), NaN = none
+    sigma: torch.Tensor  # (N, H, W) float32 its sigma
+    target: torch.Tensor  # (N, H, W) float32 the sensor's depth, which the loss compares the map with
+    target_sigma: torch.Tensor  # (N, H, W) float32 its sigma
     grid: hf.HeightMap  # empty map over what the frames see
     truth: hf.HeightMap  # the ground truth on that grid (``observed``: seen by the frames)
     clean: torch.Tensor | None = None  # (N, H, W) noise-free depth, for the evaluation's oracle only
@@ -120,25 +126,28 @@ class Window:
 
 
 def make_windows(split, seed: int, source: str = "sensor", oracle: bool = False) -> list[Window]:
-    """The windows of ``split`` (TRAIN or HELD_OUT) with depth from ``source`` (``SOURCES``), the sensor's
-    noise seeded from ``seed``; with ``oracle``, their noise-free depth too (for stereo: at the pixels
-    stereo gave)."""
+    """The windows of ``split`` (TRAIN or HELD_OUT) with input depth from ``source`` (``SOURCES``) and the
+    sensor's depth as the loss's target (for sensor windows the input itself), its noise seeded from
+    ``seed``; with ``oracle``, their noise-free depth too (at the pixels the input has depth)."""
     windows = []
     for scene, trajectory, starts in split:
         poses = trajectory()
         for start in starts:
-            seq = generate(scene, poses=poses[start : start + WINDOW], width=WIDTH, height=HEIGHT,
-                           noise=source == "sensor", seed=seed + start)
+            seq = generate(scene, poses=poses[start : start + WINDOW], width=WIDTH, height=HEIGHT, noise=True,
+                           seed=seed + start)
             grid, truth = _window_maps(seq.gt_heightmap)
+            # Sigma is NaN where there is no depth; 1 there keeps NaN out of the refiner's arithmetic.
+            target, target_sigma = _stack_depth(seq), torch.nan_to_num(torch.from_numpy(np.stack(seq.sigmas)), nan=1.0)
             if source == "sensor":
-                depth, sigma = _stack_depth(seq), torch.from_numpy(np.stack(seq.sigmas))
-                clean = _stack_depth(generate(scene, poses=seq.poses, width=WIDTH, height=HEIGHT)) if oracle else None
+                depth, sigma = target, target_sigma
             else:
                 depth, sigma = _stereo_depth(scene, poses, start)
-                clean = torch.where(torch.isfinite(depth), _stack_depth(seq), math.nan) if oracle else None
-            # Sigma is NaN where there is no depth; 1 there keeps NaN out of the refiner's arithmetic.
-            windows.append(Window(scene, seq.camera, seq.poses, depth, torch.nan_to_num(sigma, nan=1.0), grid, truth,
-                                  clean))
+                sigma = torch.nan_to_num(sigma, nan=1.0)
+            clean = None
+            if oracle:
+                clean = _stack_depth(generate(scene, poses=seq.poses, width=WIDTH, height=HEIGHT))
+                clean = torch.where(torch.isfinite(depth), clean, math.nan)
+            windows.append(Window(scene, seq.camera, seq.poses, depth, sigma, target, target_sigma, grid, truth, clean))
     return windows
 
 
@@ -268,7 +277,7 @@ def _local_fit(values: torch.Tensor, mask: torch.Tensor, size: int, degree: int)
 
 def fused_map(window: Window, depth: torch.Tensor, backend: hf.Renderer, phase: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     """(heights, information) of the window's map after fusing ``depth`` (N, H, W) of its fusion frames
-    (``window.fused(phase)``), with the sensor sigmas."""
+    (``window.fused(phase)``), with the input depth's sigmas."""
     fused = window.fused(phase)
     keep = torch.from_numpy(fused)
     return fuse_depth(window.grid, window.camera, window.poses[fused], depth[keep], window.sigma[keep],
@@ -277,9 +286,9 @@ def fused_map(window: Window, depth: torch.Tensor, backend: hf.Renderer, phase: 
 
 def held_out_loss(window: Window, heights: torch.Tensor, information: torch.Tensor, backend: hf.Renderer,
                   phase: int = 2) -> torch.Tensor:
-    """Robust mean of (rendered - measured) / sigma at the frames not fused (``~window.fused(phase)``),
-    over pixels whose triangle has three observed vertices (elsewhere the map shows its prior, which no
-    depth explains)."""
+    """Robust mean of (rendered - target) / target sigma at the frames not fused (``~window.fused(phase)``),
+    the sensor's depth there, over pixels whose triangle has three observed vertices (elsewhere the map
+    shows its prior, which no depth explains)."""
     held_out = ~window.fused(phase)
     keep = torch.from_numpy(held_out)
     poses = window.poses[held_out]
@@ -290,7 +299,7 @@ def held_out_loss(window: Window, heights: torch.Tensor, information: torch.Tens
         triangles = visible_triangles(heights.detach(), window.grid, window.camera, T, backend)
         ids = window.grid.triangle_vertex_ids(triangles.numpy())
         seen.append((ids >= 0).all(axis=-1) & observed[np.maximum(ids, 0)].all(axis=-1))
-    residual = (rendered - window.depth[keep]) / window.sigma[keep]
+    residual = (rendered - window.target[keep]) / window.target_sigma[keep]
     use = torch.from_numpy(np.stack(seen)) & torch.isfinite(residual)
     return F.huber_loss(residual[use], torch.zeros_like(residual[use]), delta=2.0)
 
@@ -422,9 +431,10 @@ def plot_curve(curve: list[tuple[int, str, float, float]], path: Path) -> None:
 
 
 def run(steps: int = 300, out: str | Path = "out/depth_refiner", backend_name: str = "gl", seed: int = 0,
-        source: str = "sensor", train_source: str = "sensor", trained: dict | None = None) -> dict:
-    """Train on windows with depth from ``train_source`` ("sensor" or "stereo"; module docstring), evaluate on
-    held-out windows with depth from ``source``; write the curve and the table to ``out``. ``trained``: the
+        source: str = "sensor", train_source: str | None = None, trained: dict | None = None) -> dict:
+    """Train on windows with input depth from ``train_source`` ("sensor" or "stereo", None: ``source``; the
+    targets are always the sensor's, module docstring), evaluate on held-out windows with depth from
+    ``source``; write the curve and the table to ``out``. ``trained``: the
     result of an earlier call with the same ``train_source``, ``steps`` and ``seed``, whose refiner is
     evaluated without training it again.
 
@@ -432,6 +442,7 @@ def run(steps: int = 300, out: str | Path = "out/depth_refiner", backend_name: s
     "refiner", not written to the JSON) the refiner and its curve.
     """
     torch.set_num_threads(1)  # small tensors: one thread avoids stalls on busy cores
+    train_source = train_source or source
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -451,8 +462,8 @@ def run(steps: int = 300, out: str | Path = "out/depth_refiner", backend_name: s
     finally:
         backend.release()
     plot_curve(curve, out / "training_curve.png")
-    result = {"source": source, "train_source": train_source, "table": summary, "train_seconds": train_seconds, "data_seconds": data_seconds, "steps": steps,
-              "curve_png": str(out / "training_curve.png"), "text": text}
+    result = {"source": source, "train_source": train_source, "table": summary, "train_seconds": train_seconds,
+              "data_seconds": data_seconds, "steps": steps, "curve_png": str(out / "training_curve.png"), "text": text}
     (out / "heldout.json").write_text(json.dumps(result, indent=2))
     return {**result, "refiner": (refiner, curve)}
 
@@ -465,11 +476,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--depth", default="sensor", choices=SOURCES,
                         help="the input depth: Kinect-like sensor noise, or monocular motion stereo")
-    parser.add_argument("--train-depth", default="sensor", choices=SOURCES,
-                        help="the training windows' depth (default sensor: see the module docstring)")
+    parser.add_argument("--train-depth", choices=SOURCES,
+                        help="the training windows' input depth (default: --depth's); the loss's targets are "
+                             "always a sensor's depth (see above)")
     args = parser.parse_args()
     result = run(args.steps, args.out, args.backend, args.seed, args.depth, args.train_depth)
-    print(f"data {result['data_seconds']:.0f} s, training {result['steps']} steps on {result['train_source']} depth in "
+    print(f"data {result['data_seconds']:.0f} s, training {result['steps']} steps on {result['train_source']} depth "
+          f"(sensor targets) in "
           f"{result['train_seconds']:.0f} s")
     print(result["text"])
     print(f"training curve: {result['curve_png']}")
