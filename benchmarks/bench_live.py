@@ -11,8 +11,9 @@ same frames:
   window costs;
 - played at the recording's own timestamps (the default for a recording): frames/s fused, and frames
   dropped because fusion had no time for them;
-- with ``--depth mvs``, every frame again with ``LiveSettings(stereo_ahead=False)``: stereo and fusion in
-  turn instead of overlapping.
+- with ``--depth mvs``, every frame again with the stereo ahead on a thread instead of the stereo process
+  (``LiveSettings(stereo_process=False)``), and with ``LiveSettings(stereo_ahead=False)``: stereo and
+  fusion in turn instead of overlapping.
 
 The goals: >= 10 frames/s fused at 320x240 with sensor depth on this CPU (issue 6); >= 5 frames/s live
 from monocular stereo on real 640x480 frames (issue 13: the second command).
@@ -40,7 +41,7 @@ from heightfusion.viewer.window import Window
 GOAL_FPS = {"sensor": 10.0, "mvs": 5.0}
 
 
-def live_run(window: Window, pace: bool, out: Path, path: Path, depth: str, ahead: bool = True):
+def live_run(window: Window, pace: bool, out: Path, path: Path, depth: str, ahead: bool = True, process: bool = True):
     """One live run over the recording at ``path``, opened as ``heightfusion live`` opens it; its LiveResult."""
     sequence = hf.datasets.open(path, undistort=True, require_depth=depth == "sensor")
     sequence = UpAligned(sequence, up_rotation(default_up(sequence.format), sequence))
@@ -48,7 +49,7 @@ def live_run(window: Window, pace: bool, out: Path, path: Path, depth: str, ahea
     app = LiveApp(window, LatestFrameSource(sequence, pace=pace, drop=pace), hf.make_renderer("gl"),
                   lambda frame: hf.HeightMap(tuple(grid.origin), grid.cell_size, grid.shape), free_space,
                   LiveSettings(out=out, exit_at_end=True, depth=depth, config=fusion_config(depth == "mvs"),
-                               stereo_ahead=ahead))
+                               stereo_ahead=ahead, stereo_process=process))
     result = app.run()
     app.release()
     return result
@@ -69,6 +70,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         every = [live_run(window, False, Path(tmp), args.dataset, args.depth) for _ in range(args.runs)]
         paced = [live_run(window, True, Path(tmp), args.dataset, args.depth) for _ in range(args.runs)]
+        threaded = [live_run(window, False, Path(tmp), args.dataset, args.depth, process=False)
+                    for _ in range(args.runs)] if args.depth == "mvs" else []
         in_turn = [live_run(window, False, Path(tmp), args.dataset, args.depth, ahead=False)
                    for _ in range(args.runs)] if args.depth == "mvs" else []
     window.destroy()
@@ -84,6 +87,9 @@ def main() -> None:
     print(f"{'replay (baseline, no window)':<38}{base:>10.1f}{1.0:>11.2f}")
     print(f"{'live, every frame':<38}{every_fps:>10.1f}{every_fps / base:>11.2f}")
     print(f"{'live, at the recording pace':<38}{paced_fps:>10.1f}{paced_fps / base:>11.2f}   dropped {dropped:.0f} frames")
+    if threaded:
+        fps = statistics.median(r.fps for r in threaded)
+        print(f"{'live, every frame, stereo on a thread':<38}{fps:>10.1f}{fps / base:>11.2f}")
     if in_turn:
         fps = statistics.median(r.fps for r in in_turn)
         print(f"{'live, every frame, no stereo ahead':<38}{fps:>10.1f}{fps / base:>11.2f}")

@@ -62,12 +62,17 @@ class FramePipeline:
         timer: stages are timed into it ("track", "stereo", and the fusion's own stages).
         tracker: a :class:`heightfusion.tracking.Tracker` that gives each frame its pose (refined or
             estimated), or None to use the frames' poses as they are.
+        stereo_process: once :meth:`prefetch` is used, run the stereo in a child process
+            (:class:`heightfusion.depth.worker.StereoProcess`) rather than in this one: a thread shares the
+            GIL with the caller's GL work and hardly overlaps it. Should the child fail, stereo goes on in
+            this process with a new keyframe window (``stereo_process_error`` says why).
 
     Attributes:
         poses: (timestamp, T_wc) of every frame whose pose was settled (fused, or passed to stereo),
             in order: what ``trajectory.txt`` holds.
         tracking: counts of how frames got their poses ("tracked", "given": used as given, e.g. before
             the map exists) when a tracker is used.
+        stereo_process_error: why the stereo process failed, or None.
 
     Example:
         >>> import heightfusion as hf
@@ -79,7 +84,7 @@ class FramePipeline:
     """
 
     def __init__(self, fuser: HeightMapFuser, depth: str = "sensor", stereo=None, keyframes=None,
-                 timer: StageTimer | None = None, tracker=None) -> None:
+                 timer: StageTimer | None = None, tracker=None, stereo_process: bool = False) -> None:
         if depth not in DEPTH_SOURCES:
             raise ValueError(f"depth source must be one of {', '.join(DEPTH_SOURCES)}, got {depth!r}")
         self.fuser = fuser
@@ -90,6 +95,9 @@ class FramePipeline:
         self.tracking: Counter = Counter()
         self._stereo_settings = (stereo, keyframes)
         self._motion = None  # created on first use: it needs torch
+        self._use_process = stereo_process
+        self._process = None  # the StereoProcess, started with the worker
+        self.stereo_process_error: str | None = None
         # (frame, its stereo) of the frames handed to prefetch, oldest first; once there is a worker, every
         # stereo estimate runs on it, in the order the frames came, as the keyframe window needs.
         self._worker: ThreadPoolExecutor | None = None
@@ -103,9 +111,9 @@ class FramePipeline:
         return self._motion
 
     def prefetch(self, frame: Frame) -> bool:
-        """Start ``frame``'s stereo depth on a worker thread; :meth:`process` of the same frame object then
-        waits for it. The caller fuses (and draws) the frame before meanwhile: on a CPU the stereo's torch
-        thread and the fusion's GL work overlap. Only for a frame whose depth comes from stereo, with a pose
+        """Start ``frame``'s stereo depth on a worker thread (which hands it to the stereo process with
+        ``stereo_process``); :meth:`process` of the same frame object then waits for it. The caller fuses
+        (and draws) the frame before meanwhile. Only for a frame whose depth comes from stereo, with a pose
         and without a tracker (tracking needs the map the frame before makes); False when not started.
         Frames must then be processed in the order they were prefetched.
         """
@@ -115,22 +123,46 @@ class FramePipeline:
         return True
 
     def close(self) -> None:
-        """Wait for prefetched stereo and stop its worker thread (a pipeline that never prefetched has none)."""
+        """Wait for prefetched stereo and stop its worker thread and process (a pipeline that never prefetched
+        has none)."""
         if self._worker is not None:
             self._worker.shutdown(wait=True)
             self._worker = None
+        if self._process is not None:
+            self._process.close()
+            self._process = None
         self._ahead.clear()
 
     def _stereo_worker(self) -> ThreadPoolExecutor:
         if self._worker is None:
             self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="heightfusion-stereo")
+            if self._use_process:
+                self._worker.submit(self._start_process)
         return self._worker
+
+    def _start_process(self) -> None:
+        """Start the stereo process (on the worker thread: it takes a second or two, importing torch)."""
+        from .depth.worker import StereoProcess, StereoWorkerError
+
+        try:
+            self._process = StereoProcess(*self._stereo_settings)
+        except StereoWorkerError as exc:
+            self.stereo_process_error = str(exc)
 
     def _uses_stereo(self, frame: Frame) -> bool:
         return not (self.depth == "sensor" or (self.depth == "auto" and frame.depth is not None))
 
     def _timed_push(self, frame: Frame):
-        """(MotionStereoResult, ms) of ``frame``'s stereo."""
+        """(MotionStereoResult, ms) of ``frame``'s stereo: in the stereo process while it runs."""
+        if self._process is not None:
+            from .depth.worker import StereoWorkerError
+
+            try:
+                return self._process.push(frame.camera, frame.T_wc, frame.image)
+            except StereoWorkerError as exc:
+                self.stereo_process_error = str(exc)
+                self._process.close()
+                self._process = None
         start = time.perf_counter()
         result = self._motion_stereo().push(frame.camera, frame.T_wc, frame.image)
         return result, (time.perf_counter() - start) * 1e3

@@ -279,9 +279,11 @@ def test_motion_stereo_waits_for_parallax(tiny_floor):
         motion.push(frames[0].camera, frames[0].T_wc, frames[0].image[:10])
 
 
-def test_prefetched_stereo_gives_what_stereo_in_turn_gives(tiny_floor):
-    """FramePipeline.prefetch runs stereo on a worker thread ahead of fusion: the same depth, in the same
-    order, whether frames are prefetched one ahead (as the live app does), not at all, or mixed."""
+@pytest.mark.parametrize("process", [False, True], ids=["thread", "process"])
+def test_prefetched_stereo_gives_what_stereo_in_turn_gives(tiny_floor, process):
+    """FramePipeline.prefetch runs stereo on a worker thread (or in a child process) ahead of fusion: the
+    same depth, in the same order, whether frames are prefetched one ahead (as the live app does), not at
+    all, or mixed."""
     from dataclasses import replace as with_fields
 
     from heightfusion.pipeline import FramePipeline, FusedFrame
@@ -291,7 +293,8 @@ def test_prefetched_stereo_gives_what_stereo_in_turn_gives(tiny_floor):
 
     def depths(ahead: bool) -> list:
         grid = hf.HeightMap((-1.5, -1.5), 0.05, (61, 61))
-        pipeline = FramePipeline(HeightMapFuser(grid, hf.make_renderer("raymarch")), "mvs", FLOOR_GROUND)
+        pipeline = FramePipeline(HeightMapFuser(grid, hf.make_renderer("raymarch")), "mvs", FLOOR_GROUND,
+                                 stereo_process=process)
         started, results, pending = [], [], None
         for i, frame in enumerate(frames):  # as the live app: one frame pending while its stereo runs
             ready = [pending] if pending is not None else []
@@ -305,6 +308,7 @@ def test_prefetched_stereo_gives_what_stereo_in_turn_gives(tiny_floor):
             results += [pipeline.process(f) for f in ready]
         if pending is not None:
             results.append(pipeline.process(pending))
+        assert (pipeline._process is not None) == (process and ahead) and pipeline.stereo_process_error is None
         pipeline.close()
         return started, [r.depth if isinstance(r, FusedFrame) else r.reason for r in results]
 
@@ -317,12 +321,41 @@ def test_prefetched_stereo_gives_what_stereo_in_turn_gives(tiny_floor):
         assert (np.array_equal(a, b, equal_nan=True) if isinstance(b, np.ndarray) else a == b)
     # Frames prefetched but never processed (a caller that skips some) still entered the keyframe window.
     pipeline = FramePipeline(HeightMapFuser(hf.HeightMap((-1.5, -1.5), 0.05, (61, 61)), hf.make_renderer("raymarch")),
-                             "mvs", FLOOR_GROUND)
+                             "mvs", FLOOR_GROUND, stereo_process=process)
     assert all(pipeline.prefetch(frame) for frame in frames[:5])
     assert np.array_equal(pipeline.process(frames[4]).depth, in_turn[4], equal_nan=True)
     pipeline.close()
     pipeline = FramePipeline(HeightMapFuser(hf.HeightMap((-1.5, -1.5), 0.05, (61, 61)), hf.make_renderer("raymarch")), "sensor")
     assert not pipeline.prefetch(frames[0])  # sensor depth: nothing to run ahead
+
+
+def test_stereo_process_errors_reach_the_caller_and_a_dead_one_is_replaced(tiny_floor):
+    """A bad frame's ValueError comes back from the stereo process as a skipped frame; when the process dies,
+    stereo goes on in this process (a new keyframe window), with the reason kept."""
+    from dataclasses import replace as with_fields
+
+    from heightfusion.pipeline import FramePipeline, FusedFrame
+
+    frames = tiny_floor.frames[:8]
+    pipeline = FramePipeline(HeightMapFuser(hf.HeightMap((-1.5, -1.5), 0.05, (61, 61)), hf.make_renderer("raymarch")),
+                             "mvs", FLOOR_GROUND, stereo_process=True)
+    bad = with_fields(frames[1], image=frames[1].image[:10])
+    results = []
+    for frame in [frames[0], bad, *frames[2:5]]:
+        assert pipeline.prefetch(frame)
+        results.append(pipeline.process(frame))
+    assert results[1].reason == "stereo error" and "image has shape" in results[1].detail
+    assert any(isinstance(r, FusedFrame) for r in results[2:])
+    pipeline._process._child.kill()
+    pipeline._process._child.wait()
+    after = []
+    for frame in frames[5:]:
+        assert pipeline.prefetch(frame)
+        after.append(pipeline.process(frame))
+    assert "stereo process ended" in pipeline.stereo_process_error and pipeline._process is None
+    assert after[0].reason.startswith("stereo: too little parallax")  # the new window starts empty
+    assert isinstance(after[-1], FusedFrame)
+    pipeline.close()
 
 
 def test_monocular_replay_of_a_tiny_floor_sequence(tiny_floor, tmp_path):

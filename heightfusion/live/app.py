@@ -67,12 +67,12 @@ class LiveSettings:
             the camera, saved with the map; None: one fixed grid from ``make_grid``.
         track: camera tracking (:data:`heightfusion.tracking.TRACK_MODES`), with settings ``tracking`` and
             odometry's ``start_pose`` (None: the first frame's pose).
-        stereo_ahead: with stereo depth and no tracking, a frame's stereo runs on a worker thread while the
-            frame before is fused and drawn (:meth:`heightfusion.pipeline.FramePipeline.prefetch`): the map
-            lags one frame behind the camera. On real 640x480 TUM frames (2 shared CPU cores, llvmpipe, every
-            frame) it gave 3.78-3.99 against 3.30-3.68 frames/s in three alternated pairs of runs. The
-            threads take turns at the GIL (the stereo's many small torch calls): a worker process gave
-            21-25 % instead of 8-18 %, but spawning one needs the caller's main-module guard.
+        stereo_ahead: with stereo depth and no tracking, a frame's stereo runs while the frame before is
+            fused and drawn (:meth:`heightfusion.pipeline.FramePipeline.prefetch`): the map lags one frame
+            behind the camera.
+        stereo_process: ... in a child process (:class:`heightfusion.depth.worker.StereoProcess`), else on
+            a thread of this one. A thread hardly overlaps: moderngl holds the GIL while llvmpipe renders.
+            Measured in ``benchmarks/bench_live.py`` (real 640x480 TUM frames, 2 shared CPU cores).
     """
 
     out: Path
@@ -92,6 +92,7 @@ class LiveSettings:
     tracking: TrackingConfig | None = None
     start_pose: np.ndarray | None = None
     stereo_ahead: bool = True
+    stereo_process: bool = True
 
 
 @dataclass
@@ -202,7 +203,8 @@ class LiveApp:
         fuser = HeightMapFuser(self.grid, self.renderer, self.settings.config)
         s = self.settings
         tracker = None if s.track == "off" else Tracker(s.track, self.renderer, s.tracking, s.start_pose)
-        self.pipeline = FramePipeline(fuser, s.depth, s.stereo, s.keyframes, timer=self.timer, tracker=tracker)
+        self.pipeline = FramePipeline(fuser, s.depth, s.stereo, s.keyframes, timer=self.timer, tracker=tracker,
+                                      stereo_process=s.stereo_process)
         self.view.show(self.grid, self.mode)
         self.panels["free"].set_image(visualize.render_free_space(self.free_space(self.grid)))
         self._trajectory.clear()
