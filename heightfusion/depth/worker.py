@@ -93,7 +93,10 @@ def serve(requests, replies) -> None:
     ("error", ValueError, 0.0), until ``requests`` ends."""
     from .motion import MotionStereo
 
-    motion = MotionStereo(*pickle.load(requests))
+    try:
+        motion = MotionStereo(*pickle.load(requests))
+    except EOFError:  # the caller went before it sent the settings
+        return
     while True:
         try:
             camera, T_wc, image = pickle.load(requests)
