@@ -22,6 +22,7 @@ from heightfusion.depth import (
     KeyframeWindow,
     MotionStereo,
     PlaneSweepStereo,
+    SourceFeatureCache,
     StereoConfig,
     nominal_depth,
     select_sources,
@@ -277,6 +278,31 @@ def test_motion_stereo_waits_for_parallax(tiny_floor):
             assert np.median(np.abs(result.estimate.depth[valid] - frame.depth[valid]) / frame.depth[valid]) < 0.03
     with pytest.raises(ValueError, match="shape"):
         motion.push(frames[0].camera, frames[0].T_wc, frames[0].image[:10])
+
+
+def test_source_feature_cache_gives_the_same_depth_and_is_bounded(tiny_floor):
+    """Cached source features (what MotionStereo keeps for its keyframes) give the estimate uncached ones
+    give; an entry is found by the image object (an equal copy is prepared again); the oldest goes first."""
+    cache = SourceFeatureCache(size=2)
+    cached, plain = PlaneSweepStereo(FLOOR_GROUND, cache), PlaneSweepStereo(FLOOR_GROUND)
+    ref, sources = tiny_floor.frames[8], tiny_floor.frames[:8:3]
+    arguments = (ref.camera, ref.T_wc, ref.image, [f.image for f in sources], [f.T_wc for f in sources])
+    expected = plain.estimate(*arguments)
+    for _ in range(2):  # the second estimate takes the first two sources' features from the cache
+        estimate = cached.estimate(*arguments)
+        np.testing.assert_array_equal(estimate.depth, expected.depth)
+        np.testing.assert_array_equal(estimate.sigma, expected.sigma)
+    assert len(cache._entries) == 2
+    made = []
+
+    def make(value):
+        return lambda: made.append(value) or torch.full((1,), value)
+
+    image = sources[0].image
+    first = cache.get(image, ("key",), make(1.0))
+    assert cache.get(image, ("key",), make(2.0)) is first and made == [1.0]
+    assert float(cache.get(image.copy(), ("key",), make(3.0))) == 3.0 and made == [1.0, 3.0]
+    assert float(cache.get(image, ("other key",), make(4.0))) == 4.0
 
 
 @pytest.mark.parametrize("process", [False, True], ids=["thread", "process"])

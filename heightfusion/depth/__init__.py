@@ -25,6 +25,7 @@ _LAZY = {
     "PLANE_FAMILIES": "stereo",
     "DepthEstimate": "stereo",
     "PlaneSweepStereo": "stereo",
+    "SourceFeatureCache": "stereo",
     "StereoConfig": "stereo",
     "nominal_depth": "stereo",
 }
@@ -40,6 +41,7 @@ __all__ = [
     "MotionStereoResult",
     "PlaneSweepStereo",
     "SensorNoise",
+    "SourceFeatureCache",
     "StereoConfig",
     "ViewChange",
     "nominal_depth",

@@ -21,7 +21,7 @@ from ..camera import PinholeCamera
 from ..poses import validate_pose
 from ..pyramid import expand, half_camera, half_image
 from .keyframes import TOO_LITTLE_PARALLAX, TOO_MUCH_PARALLAX, KeyframeConfig, KeyframeWindow
-from .stereo import DepthEstimate, PlaneSweepStereo, StereoConfig, nominal_depth
+from .stereo import DepthEstimate, PlaneSweepStereo, SourceFeatureCache, StereoConfig, nominal_depth
 
 #: Reasons :meth:`MotionStereo.push` gives for a frame without depth: no source (the keyframes moved
 #: too little or too much: :meth:`KeyframeWindow.no_source_reason` adds the setting to change), or
@@ -86,8 +86,10 @@ class MotionStereo:
     """
 
     def __init__(self, stereo: StereoConfig | None = None, keyframes: KeyframeConfig | None = None) -> None:
-        self.stereo = PlaneSweepStereo(stereo)
         self.window = KeyframeWindow(keyframes)
+        # The keyframes are sources for many frames in turn: their features are prepared once.
+        self._source_cache = SourceFeatureCache(self.window.config.window + 2)
+        self.stereo = PlaneSweepStereo(stereo, self._source_cache)
         self._scene_depth: float | None = None
         self._points: np.ndarray | None = None  # world points of the latest estimate, None after a frame without
         self._estimates = 0
@@ -136,7 +138,7 @@ class MotionStereo:
         if not self.stereo.config.predict_range or self._points is None or self._estimates % FULL_SWEEP_EVERY == 0:
             return self.stereo
         config = predicted_sweep(self.stereo.config, T_wc, self._points)
-        return self.stereo if config is self.stereo.config else PlaneSweepStereo(config)
+        return self.stereo if config is self.stereo.config else PlaneSweepStereo(config, self._source_cache)
 
 
 def predicted_sweep(config: StereoConfig, T_wc: np.ndarray, points: np.ndarray) -> StereoConfig:
