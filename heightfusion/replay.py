@@ -11,12 +11,10 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .datasets.frame import Frame
 from .fusion import FusionConfig, HeightMapFuser
 from .heightmap import HeightMap
 from .metrics import StageTimer, evaluate, same_grid, smooth_mask_from_heights
@@ -109,7 +107,6 @@ def replay(
     track: str = "off",
     tracking: TrackingConfig | None = None,
     start_pose: np.ndarray | None = None,
-    stereo_ahead: bool = True,
 ) -> ReplayResult:
     """Fuse the sequence at ``path`` (default: the bundled sample) into a height map.
 
@@ -130,9 +127,6 @@ def replay(
     alignment against the map and the latest keyframe, "odometry" tracks from the first pose (or
     ``start_pose``) alone (:class:`heightfusion.tracking.Tracker`, settings ``tracking``); a frame that
     cannot be tracked is skipped with a "tracking: ..." reason. The poses used are ``result.poses``.
-    With ``stereo_ahead`` (and stereo depth, without tracking) the next frame's stereo runs in a child
-    process while the frame before is fused (:meth:`heightfusion.pipeline.FramePipeline.prefetch`): the
-    same depths, in the same order, with the two overlapping.
     Raises ``DatasetError`` (a ValueError) for a path that is not a dataset.
 
     Example:
@@ -167,32 +161,33 @@ def replay(
         config = fusion_config(uses_stereo(depth, sequence), **(fusion_settings or {}))
     renderer = make_renderer(backend)
     fuser = HeightMapFuser(grid, renderer, config)
-    pipeline = None
     try:
         tracker = None if track == "off" else Tracker(track, renderer, tracking, start_pose)
-        pipeline = FramePipeline(fuser, depth, stereo, keyframes, timer=timer, tracker=tracker,
-                                 stereo_process=stereo_ahead)
+        pipeline = FramePipeline(fuser, depth, stereo, keyframes, timer=timer, tracker=tracker)
         skipped: Counter = Counter()
         used = 0
         start = time.perf_counter()
-        for frame in _read_ahead(sequence, pipeline if stereo_ahead else None, timer, progress):
-            if window is not None:
-                window.follow(frame.T_wc)
-            result = pipeline.process(frame)
-            if sink is not None:
-                log_processed(sink, frame, result, grid)
-            if isinstance(result, SkippedFrame):
-                skipped[result.reason] += 1
-                if result.detail and skipped[result.reason] == 1:  # once per reason: long runs stay readable
-                    tqdm.write(f"frame {frame.index} (t={frame.timestamp:.3f}) skipped ({result.reason}): "
-                               f"{result.detail}")
-                continue
-            used += 1
-        if pipeline.stereo_process_error:
-            messages.append(f"stereo went on in this process: {pipeline.stereo_process_error}")
+        frames = iter(sequence)
+        with tqdm(total=len(sequence), unit="frame", desc=f"replay {sequence.name}", disable=not progress) as bar:
+            while True:
+                with timer("read"):
+                    frame = next(frames, None)
+                if frame is None:
+                    break
+                bar.update()
+                if window is not None:
+                    window.follow(frame.T_wc)
+                result = pipeline.process(frame)
+                if sink is not None:
+                    log_processed(sink, frame, result, grid)
+                if isinstance(result, SkippedFrame):
+                    skipped[result.reason] += 1
+                    if result.detail and skipped[result.reason] == 1:  # once per reason: long runs stay readable
+                        bar.write(f"frame {frame.index} (t={frame.timestamp:.3f}) skipped ({result.reason}): "
+                                  f"{result.detail}")
+                    continue
+                used += 1
     finally:
-        if pipeline is not None:
-            pipeline.close()
         fuser.release()
         renderer.release()
     seconds = time.perf_counter() - start
@@ -228,27 +223,3 @@ def replay(
         trajectory=trajectory,
         reference_poses=reference,
     )
-
-
-def _read_ahead(sequence, pipeline: FramePipeline | None, timer: StageTimer, progress: bool) -> Iterator[Frame]:
-    """The frames of ``sequence`` in order, each read (and its stereo started by ``pipeline.prefetch``) before
-    the one before it is handed out: its stereo then runs while that one is fused. None: no read-ahead.
-    With a progress bar (frames read) unless ``progress`` is False."""
-    from tqdm import tqdm
-
-    frames = iter(sequence)
-    pending = None
-    with tqdm(total=len(sequence), unit="frame", desc=f"replay {sequence.name}", disable=not progress) as bar:
-        while True:
-            with timer("read"):
-                frame = next(frames, None)
-            if frame is None:
-                break
-            bar.update()
-            ready = [pending] if pending is not None else []
-            pending = frame if pipeline is not None and pipeline.prefetch(frame) else None
-            if pending is None:
-                ready.append(frame)
-            yield from ready
-        if pending is not None:
-            yield pending

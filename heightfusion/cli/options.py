@@ -16,8 +16,8 @@ DEFAULT_DICTIONARY = "DICT_5X5_100"
 
 # --- depth source and stereo ----------------------------------------------------------------------
 def add_depth_arguments(parser: argparse.ArgumentParser, default: str) -> None:
-    """Options --depth, --planes, --sweep-range, --sigma-floor (for :func:`stereo_config_from_args`),
-    --no-stereo-ahead and --fusion-level."""
+    """Options --depth, --planes, --sweep-range, --sigma-floor (for :func:`stereo_config_from_args`) and
+    --fusion-level."""
     parser.add_argument("--depth", default=default, choices=DEPTH_SOURCES,
                         help="depth source: the frames' depth images, monocular motion stereo (mvs), or auto "
                              f"(depth images where frames have them, else stereo; default {default})")
@@ -32,9 +32,6 @@ def add_depth_arguments(parser: argparse.ArgumentParser, default: str) -> None:
     parser.add_argument("--sigma-floor", type=float, metavar="M",
                         help=f"smallest height sigma of a fused vertex, metres (default {FusionConfig.sigma_floor:g} "
                              f"with depth images, {STEREO_SIGMA_FLOOR:g} with stereo, whose errors repeat across frames)")
-    parser.add_argument("--no-stereo-ahead", dest="stereo_ahead", action="store_false",
-                        help="stereo: estimate each frame's depth after the frame before is fused, not during it "
-                             "(default: during, in a child process; live, the map lags a frame)")
     parser.add_argument("--fusion-level", type=fusion_level, metavar="auto|N",
                         help="image pyramid level frames are fused at: auto (per frame, a few pixels per map cell; "
                              "the default) or N (0: the camera's resolution, each level halves it)")

@@ -67,7 +67,7 @@ def replay_options(args: argparse.Namespace) -> dict:
                 "pyramid_level": args.fusion_level}
     return {"depth": args.depth, "backend": args.backend, **grid_args(args), "max_frames": args.max_frames,
             "stereo": stereo_config_from_args(args), "keyframes": keyframe_config_from_args(args),
-            "fusion_settings": settings, "up": args.up, "stereo_ahead": args.stereo_ahead, **track_options(args)}
+            "fusion_settings": settings, "up": args.up, **track_options(args)}
 
 
 def run(args: argparse.Namespace) -> int:
