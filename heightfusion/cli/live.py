@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--exit-at-end", action="store_true", help="close when the source ends")
     parser.add_argument("--no-stereo-ahead", dest="stereo_ahead", action="store_false",
                         help="with stereo depth, estimate each frame's depth after the frame before is fused, "
-                             "not during it (default: during, on a worker thread; the map lags a frame)")
+                             "not during it (default: during, in a child process; the map lags a frame)")
     parser.add_argument("--out", default="live_out", help="folder for the saved map and pictures (default live_out)")
     add_grid_arguments(parser)
     add_up_argument(parser)
