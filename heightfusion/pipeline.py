@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .datasets.frame import Frame
+from .depth.worker import StereoProcess, StereoWorkerError
 from .fusion import FrameError, FusionConfig, FusionStats, HeightMapFuser
 from .metrics import StageTimer
 
@@ -142,8 +143,6 @@ class FramePipeline:
 
     def _start_process(self) -> None:
         """Start the stereo process (on the worker thread: it takes a second or two, importing torch)."""
-        from .depth.worker import StereoProcess, StereoWorkerError
-
         try:
             self._process = StereoProcess(*self._stereo_settings)
         except StereoWorkerError as exc:
@@ -155,8 +154,6 @@ class FramePipeline:
     def _timed_push(self, frame: Frame):
         """(MotionStereoResult, ms) of ``frame``'s stereo: in the stereo process while it runs."""
         if self._process is not None:
-            from .depth.worker import StereoWorkerError
-
             try:
                 return self._process.push(frame.camera, frame.T_wc, frame.image)
             except StereoWorkerError as exc:

@@ -160,7 +160,6 @@ class LiveApp:
         self._fused_times: deque[float] = deque()
         self._last_view: tuple | None = None  # (camera, T_wc) of the last frame with a pose
         self._pending: Frame | None = None  # read, its stereo prefetched, processed at the next step
-        self._stereo_process_told = False
         self._trajectory: deque[np.ndarray] = deque(maxlen=_TRAJECTORY_POINTS)
         self._last_autosave = self._started = time.perf_counter()
         ctx = window.ctx
@@ -238,9 +237,6 @@ class LiveApp:
             self.settings.tiles.follow(frame.T_wc)
         start = time.perf_counter()
         result = self.pipeline.process(frame)
-        if self.pipeline.stereo_process_error is not None and not self._stereo_process_told:
-            self._stereo_process_told = True  # said once: the status line shows the latest message
-            self.message = f"stereo went on in this process: {self.pipeline.stereo_process_error}"
         if result.T_wc is not None:  # the pose the frame was used at (tracked, or as given)
             self._last_view = (frame.camera, result.T_wc)
             position = result.T_wc[:3, 3].copy()
@@ -311,6 +307,8 @@ class LiveApp:
         stages = "  ".join(f"{k} {v:.0f}" for k, v in self._recent_ms.items())
         skipped = sum(self.skipped.values())
         state = self.ended or ("paused" if self.paused else "")
+        if self.pipeline is not None and self.pipeline.stereo_process_error is not None:
+            state = f"{state}  stereo went on in this process: {self.pipeline.stereo_process_error}".strip()
         line = (f"{fps:.1f} frames/s | ms: {stages} | fused {self.fused}  dropped {self.source.dropped}  "
                 f"skipped {skipped} | {self.mode}")
         extra = "  ".join(text for text in (state, self.message) if text)
