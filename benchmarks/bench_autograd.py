@@ -37,8 +37,8 @@ from heightfusion.autograd import fuse_depth, render_depth
 from heightfusion.sizing import grid_for_sequence
 from heightfusion.synthetic import generate
 from heightfusion.up_axis import UpAligned, default_up, up_rotation
+from real_sample import REAL_SAMPLE
 
-REAL_SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tum_fr1_rpy_first180"
 FORWARD_GOAL = 1.5  # fuse_depth's forward over HeightMapFuser.fuse, at most
 BACKWARD_GOAL = 3.0  # fuse_depth's backward over its forward, at most
 REFINER_GOAL = 0.30  # held-out fused-map RMSE reduction by the refiner, at least

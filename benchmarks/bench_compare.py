@@ -32,8 +32,8 @@ from heightfusion.compare import CompareResult, compare, write_outputs
 from heightfusion.depth import StereoConfig
 from heightfusion.render import context
 from heightfusion.synthetic import generate, write_tum
+from real_sample import REAL_SAMPLE
 
-REAL_SAMPLE = Path("/work/shared/data/tum_fr1_rpy_first180")
 MEDIAN_GOAL = 0.75  # heightfusion's held-out median |dh| over the Kalman map's, at most
 COVERAGE_SLACK = 0.03  # heightfusion's held-out coverage may be this much below the Kalman map's
 

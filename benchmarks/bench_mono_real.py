@@ -33,8 +33,8 @@ from heightfusion.render import context
 from heightfusion.sizing import grid_for_sequence
 from heightfusion.tracking import Tracker
 from heightfusion.up_axis import UpAligned, default_up, up_rotation
+from real_sample import REAL_SAMPLE
 
-DEFAULT_PATH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tum_fr1_rpy_first180"
 
 
 def run(path: Path, frames: int, track: str) -> dict:
@@ -96,7 +96,7 @@ def heldout_maps(path: Path, frames: int) -> list[tuple[str, dict]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--path", type=Path, default=DEFAULT_PATH, help="a TUM RGB-D sequence with depth")
+    parser.add_argument("--path", type=Path, default=REAL_SAMPLE, help="a TUM RGB-D sequence with depth")
     parser.add_argument("--frames", type=int, default=60, help="first N frames (default 60)")
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} CPU cores; OpenGL: {context.describe()}; {args.path.name}, {args.frames} frames")

@@ -20,8 +20,8 @@ import sys
 import time
 
 import numpy as np
+from real_sample import REAL_SAMPLE
 
-TUM = "/work/shared/data/tum_fr1_rpy_first180"
 
 
 def one_run(frames_limit: int) -> dict:
@@ -31,7 +31,7 @@ def one_run(frames_limit: int) -> dict:
     from heightfusion.heldout import score_heldout, split_heldout
     from heightfusion.sizing import grid_for_sequence
 
-    sequence = hf.datasets.open(TUM, undistort=True, max_frames=frames_limit)
+    sequence = hf.datasets.open(REAL_SAMPLE, undistort=True, max_frames=frames_limit)
     frames, held_out = split_heldout(list(sequence), 5)
     renderer = hf.make_renderer("gl")
     grid = grid_for_sequence(sequence)

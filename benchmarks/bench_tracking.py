@@ -60,8 +60,8 @@ from heightfusion.render import context
 from heightfusion.synthetic import TRUE_TRAJECTORY_FILE, generate, write_tum
 from heightfusion.tracking import TrackingConfig
 from heightfusion.trajectory_eval import plot_trajectories, trajectory_errors
+from real_sample import REAL_SAMPLE
 
-REAL_SAMPLE = Path("/work/shared/data/tum_fr1_rpy_first180")
 POSE_NOISE = (0.4, 6.0)  # degrees, millimetres RMS: the "what mocap sync or odometry gives"
 PHOTOMETRIC = (0.15, 8.0, 2.0)  # gain, bias levels, noise levels
 # Refine's prior loosened (the default, 0.2 mm / 0.02 deg per frame, suits motion capture): the map then pulls

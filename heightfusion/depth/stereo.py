@@ -118,7 +118,8 @@ class StereoConfig:
             baseline, is known more finely), one of the sub-hypothesis fit, and the flatness of the cost
             curve. The defaults are fitted on the synthetic scenes (benchmark, check 2).
         max_relative_sigma: pixels whose sigma exceeds this fraction of their depth are invalid.
-        device: torch device ("cpu", "cuda", ...).
+        device: torch device ("cpu", "cuda", "cuda:1", ...); "auto" (the default): the first CUDA device
+            where torch sees one, else the CPU.
         sweep_size: :class:`~heightfusion.depth.MotionStereo` halves its frames (by 2x2 blocks,
             :mod:`heightfusion.pyramid`) until they fit in this (width, height), keeps keyframes and runs
             the sweep at that size (pixel settings, here and in ``KeyframeConfig``, count its pixels),
@@ -161,7 +162,7 @@ class StereoConfig:
     sigma_floor_steps: float = 0.1
     sigma_curvature: float = 0.007
     max_relative_sigma: float = 0.1
-    device: str = "cpu"
+    device: str = "auto"
     sweep_size: tuple[int, int] | None = (320, 240)
     predict_range: bool = False
     threads: int | None = None
@@ -199,6 +200,12 @@ class StereoConfig:
             and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in self.sweep_size)
         ):
             raise ValueError(f"StereoConfig.sweep_size must be (width, height) in pixels or None, got {self.sweep_size!r}")
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except (RuntimeError, TypeError) as exc:
+                raise ValueError(f"StereoConfig.device must be 'auto' or a torch device such as 'cpu' or 'cuda', "
+                                 f"got {self.device!r} ({exc})") from None
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
                                          or self.threads < 1):
             raise ValueError(f"StereoConfig.threads must be a positive integer or None, got {self.threads!r}")
@@ -300,7 +307,7 @@ class PlaneSweepStereo:
 
     def __init__(self, config: StereoConfig | None = None, source_cache: SourceFeatureCache | None = None) -> None:
         self.config = config or StereoConfig()
-        self.device = torch.device(self.config.device)
+        self.device = resolve_device(self.config.device)
         self.source_cache = source_cache
 
     def estimate(
@@ -466,6 +473,13 @@ class PlaneSweepStereo:
             if bool((_parallax(source, planes.s[-1] * planes.weight) >= cfg.min_parallax).any()):
                 sources.append(source)
         return sources
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device ``name`` names; "auto": the first CUDA device where torch sees one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The GPU checks of issue 13 in one run (a machine with an NVIDIA GPU, EGL and CUDA torch; heightfusion
+# installed): which devices the code picks, the GL and stereo tests on them, then the benchmarks.
+#     benchmarks/gpu_checks.sh REAL_SAMPLE_DIR [LOG_DIR] [REAL_FRAMES]
+# Each step has a time limit so that one slow step cannot take the others' time; logs go to LOG_DIR.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export HEIGHTFUSION_REAL_SAMPLE="${1:?real sample folder}" PYTHONUNBUFFERED=1
+logs="${2:-.}"
+frames="${3:-80}"
+step() {  # step NAME SECONDS COMMAND...
+  local name=$1 limit=$2; shift 2
+  echo "=== $name (limit ${limit} s) $(date +%T)"
+  timeout "$limit" "$@" 2>&1 | tee "$logs/$name.log"
+  echo "=== $name: exit ${PIPESTATUS[0]}"
+}
+nvidia-smi -L
+step devices 60 python3 -c "
+import torch, heightfusion as hf
+from heightfusion.depth import StereoConfig
+from heightfusion.depth.stereo import resolve_device
+print('GL:', hf.render.context.describe())
+print('stereo device:', resolve_device(StereoConfig().device), torch.cuda.get_device_name() if torch.cuda.is_available() else '')"
+step realtime 200 python3 benchmarks/bench_realtime.py --frames "$frames" --synthetic-frames 30
+step render 40 python3 benchmarks/bench_render.py
+step fusion 75 python3 benchmarks/bench_fusion.py --repeats 20
+step tests 90 python3 -m pytest -q -x -p no:cacheprovider tests/test_render_gl.py tests/test_gl_accumulate.py \
+  tests/test_stereo.py tests/test_fusion.py
