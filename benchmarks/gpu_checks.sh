@@ -21,8 +21,9 @@ from heightfusion.depth import StereoConfig
 from heightfusion.depth.stereo import resolve_device
 print('GL:', hf.render.context.describe())
 print('stereo device:', resolve_device(StereoConfig().device), torch.cuda.get_device_name() if torch.cuda.is_available() else '')"
+step tests 90 python3 -m pytest -q -p no:cacheprovider tests/test_render_gl.py tests/test_gl_accumulate.py \
+  tests/test_stereo.py tests/test_fusion.py tests/test_backends.py
 step realtime 200 python3 benchmarks/bench_realtime.py --frames "$frames" --synthetic-frames 30
+step profile 60 python3 benchmarks/profile_frame.py --frames 40 --top 25
 step render 40 python3 benchmarks/bench_render.py
 step fusion 75 python3 benchmarks/bench_fusion.py --repeats 20
-step tests 90 python3 -m pytest -q -x -p no:cacheprovider tests/test_render_gl.py tests/test_gl_accumulate.py \
-  tests/test_stereo.py tests/test_fusion.py

@@ -3,7 +3,10 @@
 // Triangle id as in heightfusion/heightmap.py: 2 * (i * (nx - 1) + j) + k for triangle k of cell (i, j).
 #include "triangle_hit.glsl"
 
-in vec3 v_color;  // perspective-correct interpolation weights are the barycentric weights
+// (ny, nx, 3) vertex colours, read at the hit's vertices and weighted by its exact barycentrics: the
+// rasterizer's own interpolation weights come from vertex positions snapped to its sub-pixel grid (on
+// an NVIDIA GPU colours differed by up to 3e-3 from the barycentric mix on 5-pixel triangles).
+layout(std430, binding = 2) readonly buffer Colors { float colors[]; };
 
 layout(location = 0) out vec4 out_depth_bary;   // depth, b0, b1, b2
 layout(location = 1) out vec4 out_grad;         // d depth / d h0, h1, h2, den
@@ -19,6 +22,10 @@ void main() {
     out_depth_bary = vec4(hit.depth, b);
     out_grad = vec4(b / hit.den, hit.den);
     out_ids = ivec4(ids, 2 * (hit.cell.y * (nx - 1) + hit.cell.x) + hit.k);
-    out_color = vec4(v_color, 1.0);
+    vec3 rgb = vec3(0.0);
+    for (int m = 0; m < 3; ++m) {
+        rgb += b[m] * vec3(colors[3 * ids[m]], colors[3 * ids[m] + 1], colors[3 * ids[m] + 2]);
+    }
+    out_color = vec4(rgb, 1.0);
     out_normal = vec4(hit_normal(hit), 0.0);
 }

@@ -10,7 +10,7 @@
 // offsets of 1, nx and nx + 1 vertices, so each vertex derives its cell's two triangle gradients from
 // plain attribute fetches (a compute pass for them cost more on llvmpipe than the whole vertex stage).
 // Software rasterizers (llvmpipe) pay per varying slot per triangle and run this stage serially,
-// so it writes two packed vec4s (plus colour for the full pass).
+// so it writes two packed vec4s.
 // Triangulation as in heightfusion/heightmap.py: cell (i, j), v = i * nx + j,
 //   k = 0: (v, v+1, v+nx+1),  k = 1: (v, v+nx+1, v+nx).
 
@@ -19,7 +19,6 @@ in float in_height;     // metres: vertex (i, j)
 in float in_right;      // vertex (i, j + 1); meaningless where j = nx - 1 (no cell starts there)
 in float in_below;      // vertex (i + 1, j)
 in float in_diagonal;   // vertex (i + 1, j + 1)
-in vec3 in_color;
 
 uniform mat4 clip_from_map;   // map-local -> GL clip space (see render/projection.py)
 uniform vec3 cam_center;      // camera centre, map-local
@@ -28,7 +27,6 @@ uniform float cell_size;      // metres
 flat out vec4 v_gradients;    // (dh/dx, dh/dy) of triangle k = 0, then k = 1, of the cell starting here
 flat out vec4 v_plane;        // q of k = 0, q of k = 1, camera centre minus this vertex (xy)
 out vec2 v_grid;              // (column, row) grid coordinates: tells the triangles of a cell apart
-out vec3 v_color;
 
 void main() {
     vec4 gradients = vec4(in_right - in_height, in_diagonal - in_right, in_diagonal - in_below, in_below - in_height)
@@ -40,6 +38,5 @@ void main() {
     v_gradients = gradients;
     v_plane = vec4(dz + dot(gradients.xy, offset), dz + dot(gradients.zw, offset), offset);
     v_grid = in_xy / cell_size;
-    v_color = in_color;
     gl_Position = clip_from_map * vec4(in_xy, in_height, 1.0);
 }

@@ -203,11 +203,31 @@ def test_bad_arguments_are_refused(terrain_views):
         ({"truncation": math.nan}, "truncation"),
         ({"consistency": -1.0}, "consistency"),
         ({"refine_band": 0}, "refine_band"),
+        ({"device": "gpu0"}, "device"),
     ],
 )
 def test_config_rejects(kwargs, match):
     with pytest.raises(ValueError, match=match):
         StereoConfig(**kwargs)
+
+
+def test_device_auto_takes_cuda_where_torch_sees_it():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert PlaneSweepStereo(StereoConfig()).device.type == expected
+    assert PlaneSweepStereo(StereoConfig(device="cpu")).device.type == "cpu"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_semi_global_cuda_graph_matches_its_operators():
+    from heightfusion.depth.stereo import _GRAPHED_SEMI_GLOBAL, _semi_global, _semi_global_ops
+
+    generator = torch.Generator().manual_seed(0)
+    for shape in ((16, 30, 40), (16, 30, 40), (8, 20, 24)):  # capture, replay with new values, another shape
+        cost = torch.rand(shape, generator=generator).cuda()
+        guide = torch.rand(shape[1:], generator=generator).cuda()
+        expected = _semi_global_ops(cost, guide, p1=0.05, p2=0.5, contrast=0.05)
+        torch.testing.assert_close(_semi_global(cost, guide, 0.05, 0.5, 0.05), expected)
+    assert not _GRAPHED_SEMI_GLOBAL.failed
 
 
 # --- keyframes ---------------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from .._compat import deprecated_order
 from ..camera import PinholeCamera
 from ..poses import invert_pose, validate_pose
+from .graphs import GraphedFunction
 
 #: Plane families of the sweep: fronto-parallel to the reference camera, or horizontal in the world.
 PLANE_FAMILIES = ("fronto", "ground")
@@ -776,7 +777,14 @@ def _band_smoothness(smoothness: torch.Tensor, labels: torch.Tensor) -> torch.Te
 
 
 def _semi_global(cost: torch.Tensor, guide: torch.Tensor, p1: float, p2: float, contrast: float) -> torch.Tensor:
-    """(D, H, W) sum of the :data:`_PATHS` path costs of semi-global matching along columns and rows, both ways.
+    """(D, H, W) sum of the :data:`_PATHS` path costs of semi-global matching along columns and rows, both ways;
+    on a CUDA device replayed from a CUDA graph (:mod:`.graphs`: the steps' operator launches would
+    otherwise take most of the stereo's time)."""
+    return _GRAPHED_SEMI_GLOBAL(cost, guide, p1=p1, p2=p2, contrast=contrast)
+
+
+def _semi_global_ops(cost: torch.Tensor, guide: torch.Tensor, *, p1: float, p2: float, contrast: float) -> torch.Tensor:
+    """:func:`_semi_global` operator by operator.
 
     Paths run along dimension 1 of a (D, n, m) volume, so that each step reads a (D, 2, m) slab of
     whole image rows; the row paths run on a transposed copy.
@@ -786,6 +794,9 @@ def _semi_global(cost: torch.Tensor, guide: torch.Tensor, p1: float, p2: float, 
     transposed = torch.zeros(cost.shape[0], cost.shape[2], cost.shape[1], device=cost.device)
     _paths(cost.transpose(1, 2).contiguous(), transposed, guide.t(), p1, p2, contrast)
     return total.add_(transposed.transpose(1, 2))
+
+
+_GRAPHED_SEMI_GLOBAL = GraphedFunction(_semi_global_ops)
 
 
 def _paths(cost: torch.Tensor, total: torch.Tensor, guide: torch.Tensor, p1: float, p2: float, contrast: float) -> None:

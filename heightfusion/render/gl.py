@@ -448,6 +448,8 @@ class GLRenderer(context.UsesContext, Renderer):
             self._drawn = tile_window(MapWindow.of_mask(visible).slices, grid.shape)
             mesh.commands.write(commands)
             self._upload(mesh, grid, self._drawn, colors=kind == "full")
+        if kind == "full":
+            mesh.colors.bind_to_storage_buffer(2)  # fragments.frag reads the hit's vertex colours
 
         cam_from_map = camera_from_map(grid, T_wc)
         program = self._program(kind)
@@ -544,8 +546,7 @@ class GLRenderer(context.UsesContext, Renderer):
         vaos = {}
         for kind in (*_TEXTURE_PASSES, "depth"):
             program = self._program(kind)
-            content = [*geometry, (colors, "3f", "in_color")] if kind == "full" else geometry
-            vao = ctx.vertex_array(program, content, index_buffer=indices, index_element_size=4)
+            vao = ctx.vertex_array(program, geometry, index_buffer=indices, index_element_size=4)
             # The cell's other heights: the same buffer, read 1, nx and nx + 1 vertices on.
             for name, step in (("in_right", 1), ("in_below", grid.nx), ("in_diagonal", grid.nx + 1)):
                 vao.bind(program[name].location, "f", heights, "1f", offset=4 * step)
