@@ -217,12 +217,24 @@ def test_device_auto_takes_cuda_where_torch_sees_it():
     assert PlaneSweepStereo(StereoConfig(device="cpu")).device.type == "cpu"
 
 
+def test_semi_global_ignores_hypotheses_of_infinite_cost():
+    """The padding that lets a few CUDA graphs serve every hypothesis count changes nothing."""
+    from heightfusion.depth.stereo import _semi_global_ops
+
+    generator = torch.Generator().manual_seed(0)
+    cost, guide = torch.rand(20, 12, 14, generator=generator), torch.rand(12, 14, generator=generator)
+    padded = torch.cat([cost, torch.full((12, 12, 14), math.inf)])
+    settings = {"p1": 0.05, "p2": 0.5, "contrast": 0.05}
+    torch.testing.assert_close(_semi_global_ops(padded, guide, **settings)[:20], _semi_global_ops(cost, guide, **settings))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_semi_global_cuda_graph_matches_its_operators():
     from heightfusion.depth.stereo import _GRAPHED_SEMI_GLOBAL, _semi_global, _semi_global_ops
 
     generator = torch.Generator().manual_seed(0)
-    for shape in ((16, 30, 40), (16, 30, 40), (8, 20, 24)):  # capture, replay with new values, another shape
+    # capture, replay with new values, another shape, a hypothesis count that is padded
+    for shape in ((16, 30, 40), (16, 30, 40), (8, 20, 24), (21, 20, 24)):
         cost = torch.rand(shape, generator=generator).cuda()
         guide = torch.rand(shape[1:], generator=generator).cuda()
         expected = _semi_global_ops(cost, guide, p1=0.05, p2=0.5, contrast=0.05)

@@ -65,6 +65,8 @@ _CHECK_STRIDE = 2
 _CHECK_SOURCES = 2
 # Semi-global matching sums this many paths (rows and columns, both ways), each counting the matching cost once.
 _PATHS = 4
+# On a CUDA device semi-global matching pads its hypotheses to a multiple of this (one graph per padded count).
+_GRAPH_HYPOTHESES = 16
 # Coarse to fine needs at least this many coarse pixels a side; smaller images are matched at every pixel.
 _MIN_COARSE_SIDE = 16
 # Half-size of the window of the speckle check.
@@ -780,7 +782,13 @@ def _semi_global(cost: torch.Tensor, guide: torch.Tensor, p1: float, p2: float, 
     """(D, H, W) sum of the :data:`_PATHS` path costs of semi-global matching along columns and rows, both ways;
     on a CUDA device replayed from a CUDA graph (:mod:`.graphs`: the steps' operator launches would
     otherwise take most of the stereo's time)."""
-    return _GRAPHED_SEMI_GLOBAL(cost, guide, p1=p1, p2=p2, contrast=contrast)
+    if not cost.is_cuda:
+        return _semi_global_ops(cost, guide, p1=p1, p2=p2, contrast=contrast)
+    # A graph is captured per shape, and predicted sweeps vary in hypotheses: padded to a multiple of
+    # _GRAPH_HYPOTHESES with infinite cost, which no path ever takes, a few graphs serve them all.
+    depth = cost.shape[0]
+    padded = F.pad(cost, (0, 0, 0, 0, 0, -depth % _GRAPH_HYPOTHESES), value=math.inf)
+    return _GRAPHED_SEMI_GLOBAL(padded, guide, p1=p1, p2=p2, contrast=contrast)[:depth]
 
 
 def _semi_global_ops(cost: torch.Tensor, guide: torch.Tensor, *, p1: float, p2: float, contrast: float) -> torch.Tensor:
