@@ -2,7 +2,7 @@
 
 A thread does not overlap them on a CPU: moderngl holds the GIL while llvmpipe renders and reads back,
 and the stereo's many small torch calls wait for it. A child Python process has its own GIL. It is
-started as ``python -m heightfusion.depth.worker`` (not by :mod:`multiprocessing`, whose ``spawn``
+started as ``python -c "from heightfusion.depth.worker import main; main()"`` (not by :mod:`multiprocessing`, whose ``spawn``
 re-imports the caller's main script, so every script would need a ``__main__`` guard, and whose
 ``fork`` copies a process holding a GL context and threads) and speaks pickle over its stdin and
 stdout: first the settings, then one frame per request, one reply per frame.
@@ -41,8 +41,9 @@ class StereoProcess:
         # The child imports this very heightfusion, installed or not.
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
         try:
-            self._child = subprocess.Popen([sys.executable, "-m", "heightfusion.depth.worker"], stdin=subprocess.PIPE,
-                                           stdout=subprocess.PIPE, env=env)
+            # -c rather than -m: runpy would run this module a second time beside the package's import of it.
+            self._child = subprocess.Popen([sys.executable, "-c", "from heightfusion.depth.worker import main; main()"],
+                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         except OSError as exc:
             raise StereoWorkerError(f"could not start the stereo process: {exc}") from exc
         self._send((stereo, keyframes))
@@ -111,7 +112,8 @@ def serve(requests, replies) -> None:
         replies.flush()
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """The child process: :func:`serve` over stdin and stdout."""
     requests, replies = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # the replies' pipe is for replies only
     serve(requests, replies)
