@@ -10,6 +10,7 @@ them all as one launch. Inputs on the CPU run the function as it is.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
@@ -29,7 +30,8 @@ class GraphedFunction:
     """``fn(*tensors, **settings) -> tensor``, replayed from a CUDA graph where the tensors are on a CUDA device.
 
     One graph per (shapes, dtypes, device, settings), the ``max_graphs`` most recently used kept (each holds
-    its own memory). ``fn`` must be pure: no host synchronisation (``.item()``, ``.cpu()``), no
+    its own memory). A graph's inputs and output are fixed tensors, so calls from several threads take turns
+    (a lock), each enqueued on the current stream. ``fn`` must be pure: no host synchronisation (``.item()``, ``.cpu()``), no
     data-dependent shapes, its output a function of its inputs alone. A capture that fails (an operator
     that a graph cannot hold) is reported once by a warning, and ``fn`` then runs as it is.
 
@@ -47,10 +49,15 @@ class GraphedFunction:
         self.max_graphs = max_graphs
         self.failed = False
         self._graphs: OrderedDict[tuple, _Graph] = OrderedDict()
+        self._lock = threading.Lock()
 
     def __call__(self, *tensors: torch.Tensor, **settings) -> torch.Tensor:
         if self.failed or not all(t.is_cuda for t in tensors):
             return self.fn(*tensors, **settings)
+        with self._lock:
+            return self._replayed(tensors, settings)
+
+    def _replayed(self, tensors: tuple[torch.Tensor, ...], settings: dict) -> torch.Tensor:
         key = (tuple((t.shape, t.dtype, t.device) for t in tensors), tuple(sorted(settings.items())))
         entry = self._graphs.get(key)
         if entry is None:
@@ -59,7 +66,7 @@ class GraphedFunction:
             except RuntimeError as exc:
                 self.failed = True
                 warnings.warn(f"{getattr(self.fn, '__name__', self.fn)} could not be captured as a CUDA graph "
-                              f"({exc}); it runs operator by operator", RuntimeWarning, stacklevel=2)
+                              f"({exc}); it runs operator by operator", RuntimeWarning, stacklevel=3)
                 return self.fn(*tensors, **settings)
             self._graphs[key] = entry
             while len(self._graphs) > self.max_graphs:
