@@ -104,6 +104,7 @@ IN_PROCESS = {
         (["replay", "{ds}", "--sigma-floor", "nan"], "sigma_floor"),
         (["replay", "{ds}", "--max-slope", "100"], "--max-slope"),
         (["replay", "{ds}", "--robot-radius", "-1"], "robot_radius"),
+        (["replay", "{ds}", "--depth", "mvs", "--stereo-device", "gpu0"], "gpu0"),
         (["replay", "{ds}", "--out", "{text}"], "{text}"),
     ],
     "synth": [

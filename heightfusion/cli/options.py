@@ -16,8 +16,8 @@ DEFAULT_DICTIONARY = "DICT_5X5_100"
 
 # --- depth source and stereo ----------------------------------------------------------------------
 def add_depth_arguments(parser: argparse.ArgumentParser, default: str) -> None:
-    """Options --depth, --planes, --sweep-range, --sigma-floor (for :func:`stereo_config_from_args`) and
-    --fusion-level."""
+    """Options --depth, --planes, --sweep-range, --stereo-device, --sigma-floor (for
+    :func:`stereo_config_from_args`) and --fusion-level."""
     parser.add_argument("--depth", default=default, choices=DEPTH_SOURCES,
                         help="depth source: the frames' depth images, monocular motion stereo (mvs), or auto "
                              f"(depth images where frames have them, else stereo; default {default})")
@@ -29,6 +29,8 @@ def add_depth_arguments(parser: argparse.ArgumentParser, default: str) -> None:
                         help="stereo: a source frame must move the image by at least PX pixels (default 6)")
     parser.add_argument("--max-parallax", type=float, metavar="PX",
                         help="stereo: ... and by at most PX pixels (default 40; raise it for sparse keyframes)")
+    parser.add_argument("--stereo-device", default="auto", metavar="auto|cpu|cuda[:N]",
+                        help="stereo: the torch device (default auto: the first CUDA GPU torch sees, else the CPU)")
     parser.add_argument("--sigma-floor", type=float, metavar="M",
                         help=f"smallest height sigma of a fused vertex, metres (default {FusionConfig.sigma_floor:g} "
                              f"with depth images, {STEREO_SIGMA_FLOOR:g} with stereo, whose errors repeat across frames)")
@@ -62,17 +64,19 @@ def keyframe_config_from_args(args: argparse.Namespace):
 
 
 def stereo_config_from_args(args: argparse.Namespace):
-    """The :class:`~heightfusion.depth.StereoConfig` of ``--planes`` and ``--sweep-range``; None for sensor depth."""
+    """The :class:`~heightfusion.depth.StereoConfig` of ``--planes``, ``--sweep-range`` and ``--stereo-device``;
+    None for sensor depth. ValueError for a bad value (the CLI reports it)."""
     if args.depth == "sensor":
         return None
     from ..depth import StereoConfig
 
+    common = {"planes": args.planes, "device": args.stereo_device}
     if args.sweep_range is None:
-        return StereoConfig(planes=args.planes)
+        return StereoConfig(**common)
     low, high = args.sweep_range
     if args.planes == "fronto":
-        return StereoConfig(planes="fronto", min_depth=low, max_depth=high)
-    return StereoConfig(planes="ground", min_height=low, max_height=high)
+        return StereoConfig(**common, min_depth=low, max_depth=high)
+    return StereoConfig(**common, min_height=low, max_height=high)
 
 
 # --- up axis --------------------------------------------------------------------------------------
