@@ -4,7 +4,7 @@ Every method fuses the same frames, poses, depth and grid (:mod:`heightfusion.co
 a ground-truth height map are scored against it, real data without one by held-out frames. Writes
 ``compare.json``, ``compare.md`` (the table it prints) and ``compare.png`` (a grouped bar chart) to ``--out``.
 With ``--depth mvs`` the stereo, computed once per frame for all methods, sweeps the planes ``--planes`` and
-``--sweep-range`` give (as for ``replay``).
+``--sweep-range`` give, on ``--stereo-device`` (as for ``replay``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..compare import DEPTH_SOURCES, METHODS, compare, write_outputs
 from ..heldout import DEFAULT_EVERY
-from .options import check_positive, stereo_config_from_args
+from .options import add_stereo_arguments, check_positive, stereo_config_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,10 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--depth", default="sensor", choices=DEPTH_SOURCES,
                         help="depth for every method: the frames' depth images, or monocular motion stereo computed "
                              "once per frame (default sensor)")
-    parser.add_argument("--planes", choices=("fronto", "ground"), default="fronto",
-                        help="stereo: sweep planes at constant depth or at constant world height (default fronto)")
-    parser.add_argument("--sweep-range", type=float, nargs=2, metavar=("MIN", "MAX"),
-                        help="stereo: depth range (fronto) or world height range (ground) of the sweep, metres")
+    add_stereo_arguments(parser)
     parser.add_argument("--every", type=int, default=DEFAULT_EVERY,
                         help=f"data without ground truth: hold out every N-th frame for scoring (default {DEFAULT_EVERY})")
     parser.add_argument("--cell-size", type=float, help="map cell size in metres (default: ground truth's, else 0.02)")

@@ -21,22 +21,27 @@ def add_depth_arguments(parser: argparse.ArgumentParser, default: str) -> None:
     parser.add_argument("--depth", default=default, choices=DEPTH_SOURCES,
                         help="depth source: the frames' depth images, monocular motion stereo (mvs), or auto "
                              f"(depth images where frames have them, else stereo; default {default})")
-    parser.add_argument("--planes", choices=("fronto", "ground"), default="fronto",
-                        help="stereo: sweep planes at constant depth or at constant world height (default fronto)")
-    parser.add_argument("--sweep-range", type=float, nargs=2, metavar=("MIN", "MAX"),
-                        help="stereo: depth range (fronto) or world height range (ground) of the sweep, metres")
+    add_stereo_arguments(parser)
     parser.add_argument("--min-parallax", type=float, metavar="PX",
                         help="stereo: a source frame must move the image by at least PX pixels (default 6)")
     parser.add_argument("--max-parallax", type=float, metavar="PX",
                         help="stereo: ... and by at most PX pixels (default 40; raise it for sparse keyframes)")
-    parser.add_argument("--stereo-device", default="auto", metavar="auto|cpu|cuda[:N]",
-                        help="stereo: the torch device (default auto: the first CUDA GPU torch sees, else the CPU)")
     parser.add_argument("--sigma-floor", type=float, metavar="M",
                         help=f"smallest height sigma of a fused vertex, metres (default {FusionConfig.sigma_floor:g} "
                              f"with depth images, {STEREO_SIGMA_FLOOR:g} with stereo, whose errors repeat across frames)")
     parser.add_argument("--fusion-level", type=fusion_level, metavar="auto|N",
                         help="image pyramid level frames are fused at: auto (per frame, a few pixels per map cell; "
                              "the default) or N (0: the camera's resolution, each level halves it)")
+
+
+def add_stereo_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options --planes, --sweep-range and --stereo-device (for :func:`stereo_config_from_args`)."""
+    parser.add_argument("--planes", choices=("fronto", "ground"), default="fronto",
+                        help="stereo: sweep planes at constant depth or at constant world height (default fronto)")
+    parser.add_argument("--sweep-range", type=float, nargs=2, metavar=("MIN", "MAX"),
+                        help="stereo: depth range (fronto) or world height range (ground) of the sweep, metres")
+    parser.add_argument("--stereo-device", default="auto", metavar="auto|cpu|cuda[:N]",
+                        help="stereo: the torch device (default auto: the first CUDA GPU torch sees, else the CPU)")
 
 
 def fusion_level(text: str) -> int | str:
