@@ -221,7 +221,7 @@ def map_sizes(sequence, sizes: list[int]) -> dict[int, float]:
 
 def monocular(frames_limit: int, synthetic) -> tuple[float, float]:
     """(fused frames/s, frames/s through the pipeline) of the end-to-end replay; prints the table."""
-    print(f"\n4. monocular (plane-sweep stereo on images and poses), real 640x480 frames")
+    print("\n4. monocular (plane-sweep stereo on images and poses), real 640x480 frames")
     result = hf.replay(REAL_SAMPLE, depth="mvs", max_frames=frames_limit, progress=False)
     processed = result.frames_used + sum(result.skipped.values())
     print(f"   replay end to end: {result.frames_used} of {processed} frames fused in {result.seconds:.1f} s: "
