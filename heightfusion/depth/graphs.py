@@ -3,9 +3,9 @@ operator.
 
 Semi-global matching steps along image rows in a Python loop of a dozen small operators per step, about
 1,700 operator launches per frame; on a GPU their launch and dispatch overhead, not the arithmetic, set
-the stereo's time (measured on an NVIDIA H200: 14,400 torch operator calls per frame, 77 ms per frame
-of motion stereo at 320x240, no faster than the CPU). A graph captured once per input shape replays
-them all as one launch. Inputs on the CPU run the function as it is.
+the stereo's time (on an NVIDIA H200, 77 ms per frame of motion stereo at 320x240, no faster than the
+CPU; 5,300 of a frame's 6,650 torch calls were that loop). A graph captured once per input shape
+replays them all as one launch (33-47 ms per frame then). Inputs on the CPU run the function as it is.
 """
 
 from __future__ import annotations
