@@ -54,3 +54,15 @@ def test_software_renderer_threads_default_and_override(monkeypatch):
     monkeypatch.setenv("LP_NUM_THREADS", "1")
     context.software_renderer_threads()
     assert context.os.environ["LP_NUM_THREADS"] == "1"  # the user's choice stands
+
+
+def test_info_names_the_gl_renderer_and_the_stereo_device(capsys):
+    import torch
+
+    from heightfusion.cli import main
+
+    assert main(["info"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == f"OpenGL: {context.describe()}"
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert lines[1].startswith(f"stereo: {expected}")

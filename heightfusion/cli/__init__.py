@@ -27,7 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("heightfusion.cli.export", "write a saved map as GeoTIFF/COG, PLY with sigma, or a grid_map message"),
     "batch": ("heightfusion.cli.batch", "map many recordings at once on Ray (local or a cluster) and merge them into one map"),
     "merge": ("heightfusion.cli.merge", "merge maps of the same place into one (information-weighted)"),
-    "info": ("heightfusion.cli.info", "print the OpenGL renderer heightfusion would use"),
+    "info": ("heightfusion.cli.info", "print the OpenGL renderer and the stereo device heightfusion would use"),
     "board": ("heightfusion.cli.board", "write a printable ChArUco marker board (PNG) for metric camera poses"),
     "calibrate": ("heightfusion.cli.calibrate", "calibrate a camera from views of the marker board; writes camera.yaml"),
     "compare": ("heightfusion.cli.compare", "compare heightfusion with the Kalman elevation map and the TSDF on the same data"),
