@@ -15,12 +15,7 @@ step() {  # step NAME SECONDS COMMAND...
   echo "=== $name: exit ${PIPESTATUS[0]}"
 }
 nvidia-smi -L
-step devices 60 python3 -c "
-import torch, heightfusion as hf
-from heightfusion.depth import StereoConfig
-from heightfusion.depth.stereo import resolve_device
-print('GL:', hf.render.context.describe())
-print('stereo device:', resolve_device(StereoConfig().device), torch.cuda.get_device_name() if torch.cuda.is_available() else '')"
+step devices 60 heightfusion info
 step tests 90 python3 -m pytest -q -p no:cacheprovider tests/test_render_gl.py tests/test_gl_accumulate.py \
   tests/test_stereo.py tests/test_fusion.py tests/test_backends.py
 step realtime 200 python3 benchmarks/bench_realtime.py --frames "$frames" --synthetic-frames 30

@@ -75,7 +75,8 @@ def profile_stereo(frames, top: int) -> None:
           f"profilers ({estimated} of {n} frames with depth)")
     print_profile(profile, top)
     events = operators.key_averages()
-    print(f"   torch operators per frame: {sum(e.count for e in events) / n:.0f}")
+    print(f"   torch operator records per frame (nested ones and graph captures included): "
+          f"{sum(e.count for e in events) / n:.0f}")
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     print(events.table(sort_by=sort, row_limit=top, max_name_column_width=40))
 

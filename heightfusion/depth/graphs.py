@@ -31,8 +31,8 @@ class GraphedFunction:
 
     One graph per (shapes, dtypes, device, settings), the ``max_graphs`` most recently used kept (each holds
     its own memory). A graph's inputs and output are fixed tensors, so calls from several threads take turns
-    (a lock), each enqueued on the current stream. ``fn`` must be pure: no host synchronisation (``.item()``, ``.cpu()``), no
-    data-dependent shapes, its output a function of its inputs alone. A capture that fails (an operator
+    (a lock), each enqueued on the current stream. ``fn`` must be pure: no host synchronisation (``.item()``,
+    ``.cpu()``), no data-dependent shapes, its output a function of its inputs alone. A capture that fails (an operator
     that a graph cannot hold) is reported once by a warning, and ``fn`` then runs as it is.
 
     Args:
