@@ -387,6 +387,19 @@ def test_prefetched_stereo_gives_what_stereo_in_turn_gives(tiny_floor, process):
     assert not pipeline.prefetch(frames[0])  # sensor depth: nothing to run ahead
 
 
+def test_the_stereo_process_starts_without_warnings():
+    """The child's command runs with warnings as errors and ends cleanly when its input closes at once
+    (``python -m heightfusion.depth.worker`` made runpy warn that the package had imported the module)."""
+    import subprocess
+    import sys
+
+    from heightfusion.depth.worker import CHILD_CODE
+
+    done = subprocess.run([sys.executable, "-W", "error", "-c", CHILD_CODE], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "Warning" not in done.stderr, done.stderr
+
+
 def test_stereo_process_errors_reach_the_caller_and_a_dead_one_is_replaced(tiny_floor):
     """A bad frame's ValueError comes back from the stereo process as a skipped frame; when the process dies,
     stereo goes on in this process (a new keyframe window), with the reason kept."""

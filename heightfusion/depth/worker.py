@@ -2,10 +2,10 @@
 
 A thread does not overlap them on a CPU: moderngl holds the GIL while llvmpipe renders and reads back,
 and the stereo's many small torch calls wait for it. A child Python process has its own GIL. It is
-started as ``python -c "from heightfusion.depth.worker import main; main()"`` (not by :mod:`multiprocessing`, whose ``spawn``
-re-imports the caller's main script, so every script would need a ``__main__`` guard, and whose
-``fork`` copies a process holding a GL context and threads) and speaks pickle over its stdin and
-stdout: first the settings, then one frame per request, one reply per frame.
+started as ``python -c`` :data:`CHILD_CODE` (not by :mod:`multiprocessing`, whose ``spawn`` re-imports the
+caller's main script, so every script would need a ``__main__`` guard, and whose ``fork`` copies a
+process holding a GL context and threads) and speaks pickle over its stdin and stdout: first the
+settings, then one frame per request, one reply per frame.
 """
 
 from __future__ import annotations
@@ -20,6 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from ..camera import PinholeCamera
+
+
+#: What the child runs. Not ``-m heightfusion.depth.worker``: runpy would run this module a second time beside
+#: the package's import of it, and warn so in every run.
+CHILD_CODE = "from heightfusion.depth.worker import main; main()"
 
 
 class StereoWorkerError(RuntimeError):
@@ -41,9 +46,8 @@ class StereoProcess:
         # The child imports this very heightfusion, installed or not.
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
         try:
-            # -c rather than -m: runpy would run this module a second time beside the package's import of it.
-            self._child = subprocess.Popen([sys.executable, "-c", "from heightfusion.depth.worker import main; main()"],
-                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+            self._child = subprocess.Popen([sys.executable, "-c", CHILD_CODE], stdin=subprocess.PIPE,
+                                           stdout=subprocess.PIPE, env=env)
         except OSError as exc:
             raise StereoWorkerError(f"could not start the stereo process: {exc}") from exc
         self._send((stereo, keyframes))
