@@ -37,8 +37,7 @@ def _north_up(values: np.ndarray) -> np.ndarray:
 def geotiff_bands(grid: HeightMap) -> np.ndarray:
     """(3, ny, nx) float32 north-up ``height``, ``sigma`` (NaN where unobserved) and ``observed`` bands."""
     seen = grid.observed
-    with np.errstate(divide="ignore"):
-        sigma = 1.0 / np.sqrt(grid.information.astype(np.float64))
+    sigma = grid.sigma
     height = np.where(seen, grid.heights, np.nan)
     return np.stack([_north_up(height), _north_up(np.where(seen, sigma, np.nan)), _north_up(seen.astype(np.float64))]).astype(np.float32)
 

@@ -30,6 +30,8 @@ from .atomic import atomic_write
 
 #: Colour (grey, each channel in [0, 1]) of a vertex that no image has coloured yet.
 UNSEEN_COLOR = 0.5
+#: The per-vertex arrays of a :class:`HeightMap`, (ny, nx) or (ny, nx, 3) each.
+LAYERS = ("heights", "information", "colors", "observed", "systematic_sigma")
 
 def triangle_vertex_offsets(nx: int) -> np.ndarray:
     """(2, 3) int32 vertex-id offsets of a cell's two triangles from the cell's vertex (i, j)."""
@@ -49,6 +51,11 @@ def cell_barycentric(s: np.ndarray, r: np.ndarray, k: np.ndarray) -> np.ndarray:
 
 class HeightMap:
     """A height map on a regular grid with per-vertex information (1/variance), colour and observed flag.
+
+    Each vertex's height uncertainty has two parts: ``information``, what its frames measured with errors
+    independent from frame to frame (it grows with every frame), and ``systematic_sigma`` (metres), an
+    error its frames share and that more frames do not average away: the pose error of a tracked or
+    odometry trajectory, which drifts slowly. :attr:`sigma` combines them.
 
     Args:
         origin: world (x, y) of vertex (0, 0), metres.
@@ -95,6 +102,15 @@ class HeightMap:
         self.information = np.full((ny, nx), self.prior_information, dtype=np.float32)
         self.colors = np.full((ny, nx, 3), UNSEEN_COLOR, dtype=np.float32)
         self.observed = np.zeros((ny, nx), dtype=bool)
+        self.systematic_sigma = np.zeros((ny, nx), dtype=np.float32)
+
+    @property
+    def sigma(self) -> np.ndarray:
+        """(ny, nx) float32 height standard deviation, metres: 1/sqrt(information) and ``systematic_sigma`` in
+        quadrature (infinite where the information is 0)."""
+        with np.errstate(divide="ignore"):
+            variance = 1.0 / self.information.astype(np.float64)
+        return np.sqrt(variance + np.square(self.systematic_sigma, dtype=np.float64)).astype(np.float32)
 
     # --- geometry -------------------------------------------------------------------------------
     @property
@@ -207,13 +223,14 @@ def _triangles(ny: int, nx: int) -> np.ndarray:
 
 # --- files --------------------------------------------------------------------------------------
 _NPZ_KEYS = ("heights", "information", "colors", "observed", "origin", "cell_size")
-# The prior of unobserved vertices (0-d float64 each). Files written before they were saved load
-# with the constructor's defaults.
-_PRIOR_KEYS = ("prior_height", "prior_information")
+# The prior of unobserved vertices (0-d float64 each) and the systematic sigma ((ny, nx) float32). Files
+# written before they were saved load with the constructor's defaults (no systematic error).
+_OPTIONAL_KEYS = ("prior_height", "prior_information", "systematic_sigma")
 
 
 def save_heightmap(path: str | os.PathLike, grid: HeightMap) -> None:
-    """Write ``grid`` to ``path`` (.npz, DESIGN.md schema plus the prior) atomically: temp file + rename.
+    """Write ``grid`` to ``path`` (.npz, DESIGN.md schema plus the prior and the systematic sigma) atomically:
+    temp file + rename.
 
     A map that :func:`load_heightmap` would refuse (NaN heights, say) is not written: ValueError naming
     the file, which keeps its previous content.
@@ -233,6 +250,7 @@ def save_heightmap(path: str | os.PathLike, grid: HeightMap) -> None:
         "cell_size": np.float64(grid.cell_size),
         "prior_height": np.float64(grid.prior_height),
         "prior_information": np.float64(grid.prior_information),
+        "systematic_sigma": grid.systematic_sigma.astype(np.float32),
     }
     try:
         _heightmap_from_arrays(arrays)
@@ -277,7 +295,7 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         members = {name.removesuffix(".npy"): name for name in archive.namelist() if name.endswith(".npy")}
         return {
             key: np.lib.format.read_array(io.BytesIO(archive.read(members[key])), allow_pickle=False)
-            for key in _NPZ_KEYS + _PRIOR_KEYS
+            for key in _NPZ_KEYS + _OPTIONAL_KEYS
             if key in members
         }
 
@@ -294,7 +312,8 @@ def _heightmap_from_arrays(arrays: dict[str, np.ndarray]) -> HeightMap:
     if heights.ndim != 2:
         raise ValueError(f"'heights' must be 2-D (ny, nx), got shape {heights.shape}")
     expected = {"information": heights.shape, "colors": heights.shape + (3,), "observed": heights.shape,
-                "origin": (2,), "cell_size": (), **{k: () for k in _PRIOR_KEYS}}
+                "origin": (2,), "cell_size": (), "prior_height": (), "prior_information": (),
+                "systematic_sigma": heights.shape}
     for key, shape in expected.items():
         if key in arrays and arrays[key].shape != shape:
             raise ValueError(f"'{key}' has shape {arrays[key].shape}, expected {shape}")
@@ -305,12 +324,15 @@ def _heightmap_from_arrays(arrays: dict[str, np.ndarray]) -> HeightMap:
         grid.heights = heights.astype(np.float32)
         grid.information = arrays["information"].astype(np.float32)
         grid.colors = arrays["colors"].astype(np.float32)
+        if "systematic_sigma" in arrays:
+            grid.systematic_sigma = arrays["systematic_sigma"].astype(np.float32)
     grid.observed = arrays["observed"].astype(bool)
-    for key in ("heights", "information", "colors"):
+    for key in ("heights", "information", "colors", "systematic_sigma"):
         if not np.isfinite(getattr(grid, key)).all():
             raise ValueError(f"'{key}' holds NaN or infinite values")
-    if (grid.information < 0).any():
-        raise ValueError("'information' holds negative values")
+    for key in ("information", "systematic_sigma"):
+        if (getattr(grid, key) < 0).any():
+            raise ValueError(f"'{key}' holds negative values")
     # Set as saved rather than through the constructor's prior_sigma, whose 1/sigma**2 may differ in the
     # last bit: the reloaded map must fuse exactly as the saved one.
     grid.prior_height = float(arrays.get("prior_height", grid.prior_height))
@@ -324,8 +346,8 @@ def _heightmap_from_arrays(arrays: dict[str, np.ndarray]) -> HeightMap:
 def export_ply(path: str | os.PathLike, grid: HeightMap, observed_only: bool = False) -> None:
     """Write the coloured triangle mesh as binary little-endian PLY, atomically.
 
-    Each vertex has x, y, z, red, green, blue and ``sigma`` (its height's standard deviation, metres,
-    1/sqrt(information)). With ``observed_only`` the mesh keeps only triangles whose three vertices
+    Each vertex has x, y, z, red, green, blue and ``sigma`` (its height's standard deviation, metres:
+    :attr:`HeightMap.sigma`). With ``observed_only`` the mesh keeps only triangles whose three vertices
     are observed.
 
     Example:
@@ -341,7 +363,7 @@ def export_ply(path: str | os.PathLike, grid: HeightMap, observed_only: bool = F
     rgb = np.clip(np.rint(grid.colors.reshape(-1, 3) * 255), 0, 255).astype(np.uint8)
     vdata = np.empty(len(vertices), dtype=[("p", "<f4", 3), ("c", "u1", 3), ("s", "<f4")])
     vdata["p"], vdata["c"] = vertices, rgb
-    vdata["s"] = 1.0 / np.sqrt(grid.information.reshape(-1).astype(np.float64))
+    vdata["s"] = grid.sigma.reshape(-1)
     fdata = np.empty(len(tris), dtype=[("n", "u1"), ("v", "<i4", 3)])
     fdata["n"], fdata["v"] = 3, tris
     header = (

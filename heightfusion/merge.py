@@ -3,7 +3,8 @@
 A fused vertex holds a Gaussian: information Lambda = 1/sigma^2 and height h. What a map learnt from its
 frames is its information above the prior, e = Lambda - Lambda_prior, at height h. Maps of disjoint
 frames combine as independent measurements: Lambda = Lambda_prior + sum e_k and
-h = (Lambda_prior h_prior + sum e_k h_k) / Lambda; colours are evidence-weighted means. This is exact
+h = (Lambda_prior h_prior + sum e_k h_k) / Lambda; colours and systematic sigmas are evidence-weighted means
+(the sigma of a mean of fully correlated errors: an upper bound when the maps' errors are not). This is exact
 for linear measurements and what the fusion's own update does (a map's own measurement is recovered
 from Lambda h - Lambda_prior h_prior, so the prior is counted once); for the nonlinear rendering model it
 is the usual first-order combination (a merged map of two halves matches the whole run within what
@@ -38,17 +39,24 @@ class Evidence:
         height: information-weighted height Lambda h - Lambda_prior h_prior where e > 0, else 0 (1/m).
         color: (ny, nx, 3) evidence-weighted colour e * rgb.
         observed: bool, the vertex counted as observed.
+        systematic: evidence-weighted systematic sigma e * ``HeightMap.systematic_sigma`` (1/m).
     """
 
     evidence: np.ndarray
     height: np.ndarray
     color: np.ndarray
     observed: np.ndarray
+    systematic: np.ndarray
 
     @classmethod
     def zeros(cls, shape: tuple[int, int]) -> "Evidence":
         """No evidence on a grid of ``shape`` (ny, nx)."""
-        return cls(np.zeros(shape), np.zeros(shape), np.zeros(shape + (3,)), np.zeros(shape, dtype=bool))
+        return cls(np.zeros(shape), np.zeros(shape), np.zeros(shape + (3,)), np.zeros(shape, dtype=bool), np.zeros(shape))
+
+    def part(self, window: Window) -> "Evidence":
+        """The evidence of the vertices in ``window`` (views)."""
+        return Evidence(self.evidence[window], self.height[window], self.color[window], self.observed[window],
+                        self.systematic[window])
 
     @classmethod
     def of(cls, grid: HeightMap, window: Window = _ALL) -> "Evidence":
@@ -57,7 +65,8 @@ class Evidence:
         e = np.maximum(information - grid.prior_information, 0.0)
         # A vertex without evidence contributes nothing (its height may be a seed, not a measurement).
         height = np.where(e > 0, information * grid.heights[window] - grid.prior_information * grid.prior_height, 0.0)
-        return cls(e, height, e[..., None] * grid.colors[window], grid.observed[window].copy())
+        return cls(e, height, e[..., None] * grid.colors[window], grid.observed[window].copy(),
+                   e * grid.systematic_sigma[window])
 
     def add(self, other: "Evidence", window: Window = _ALL) -> None:
         """Sum ``other`` into the vertices ``window`` of this evidence (the merge of independent maps)."""
@@ -65,6 +74,7 @@ class Evidence:
         self.height[window] += other.height
         self.color[window] += other.color
         self.observed[window] |= other.observed
+        self.systematic[window] += other.systematic
 
     def to_grid(self, grid: HeightMap, window: Window = _ALL) -> None:
         """Set the vertices ``window`` of ``grid`` to this evidence on top of ``grid``'s prior."""
@@ -75,6 +85,7 @@ class Evidence:
         seen = self.evidence > 0
         safe = np.where(seen, self.evidence, 1.0)[..., None]
         grid.colors[window] = np.where(seen[..., None], self.color / safe, UNSEEN_COLOR)
+        grid.systematic_sigma[window] = np.where(seen, self.systematic / safe[..., 0], 0.0)
         grid.observed[window] = self.observed
 
 

@@ -12,8 +12,9 @@ bias                  mean e (positive: the estimate is too high)
 within_1cm/2cm/5cm    share of vertices with |e| <= 1 / 2 / 5 cm
 truth_count           number of vertices the ground truth observed
 completeness          share of ``truth_count`` vertices that the estimate observed
-calib_1sigma/2sigma   share of ``count`` vertices with |e| <= 1 / 2 sigma, sigma = 1/sqrt(information)
-                      of the estimate; a calibrated Gaussian gives 0.683 / 0.954
+calib_1sigma/2sigma   share of ``count`` vertices with |e| <= 1 / 2 sigma, sigma = the estimate's
+                      ``HeightMap.sigma`` (information and systematic part); a calibrated Gaussian
+                      gives 0.683 / 0.954
 smooth_*              count, rmse, mae, median, bias, within_* restricted to the smooth mask
                       (vertices away from height discontinuities)
 ====================  ===========================================================================
@@ -124,7 +125,7 @@ def evaluate(estimate: HeightMap, truth: HeightMap, smooth_mask: np.ndarray | No
     result["truth_count"] = truth_count
     result["completeness"] = float(both.sum() / truth_count) if truth_count else float("nan")
 
-    sigma = _sigma(estimate.information[both])
+    sigma = estimate.sigma[both].astype(np.float64)
     for k in (1, 2):
         result[f"calib_{k}sigma"] = float(np.mean(np.abs(e) <= k * sigma)) if e.size else float("nan")
 
@@ -219,13 +220,6 @@ class StageTimer:
         """Forget all recorded times."""
         self._total_ms.clear()
         self._count.clear()
-
-
-def _sigma(information: np.ndarray) -> np.ndarray:
-    """1/sqrt(information) in float64; infinite where information <= 0 (no knowledge)."""
-    info = np.asarray(information, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(info > 0, 1.0 / np.sqrt(np.maximum(info, 0.0)), np.inf)
 
 
 def _pairs(mask: np.ndarray, axis: int) -> np.ndarray:

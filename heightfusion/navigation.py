@@ -5,7 +5,7 @@
 radius ``robot_radius`` that climbs height steps up to ``max_step`` between neighbouring vertices
 and slopes up to ``max_slope``. Rules, in order:
 
-1. Known vertices: observed, finite height and, with ``max_sigma``, height sigma = 1/sqrt(information)
+1. Known vertices: observed, finite height and, with ``max_sigma``, height sigma (``HeightMap.sigma``)
    at most ``max_sigma``. Only known vertices are tested in 2.
 2. Hazards:
    - step: both vertices of a pair of known 4-neighbours whose heights differ by more than
@@ -96,7 +96,7 @@ def free_space(
     h = grid.heights.astype(np.float32)
     known = grid.observed & np.isfinite(h)
     if max_sigma is not None:
-        known &= grid.information >= 1.0 / max_sigma**2
+        known &= grid.sigma <= max_sigma
     h = np.where(known, h, np.float32(0))
 
     # Differences between 4-neighbours: dx[i, j] = h[i, j+1] - h[i, j], dy[i, j] = h[i+1, j] - h[i, j].

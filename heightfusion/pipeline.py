@@ -216,47 +216,14 @@ class FramePipeline:
             if result.estimate is None:
                 return SkippedFrame(f"stereo: {result.reason}", result.detail)
             measured, sigma = result.estimate.depth, result.estimate.sigma
-        if pose_covariance is not None:
-            # The pose's uncertainty, in quadrature with each pixel's depth sigma. (Also capping a vertex's
-            # information at what the pose allows, since the error is shared by the frame and drifts slowly,
-            # made within 1 sigma honest on the synthetic floor, 0.26 -> 0.59, but the real TUM map's
-            # held-out median |dh| worse, 9.0 -> 12.0 mm: not done.)
-            if sigma is None:
-                sigma = self.fuser.config.noise.sigma(measured)
-            sigma = np.hypot(sigma, pose_depth_sigma(frame.camera, frame.T_wc, measured, pose_covariance))
         try:
-            stats = self.fuser.fuse(frame.camera, frame.T_wc, measured, frame.image, sigma=sigma)
+            stats = self.fuser.fuse(frame.camera, frame.T_wc, measured, frame.image, sigma=sigma,
+                                    pose_covariance=pose_covariance)
         except FrameError as exc:  # a bad frame is skipped and counted; other errors are real failures
             return SkippedFrame("fusion error", str(exc))
         for stage, ms in stats.ms.items():
             self.timer.add(stage, ms)
         return FusedFrame(measured, sigma, stats)
-
-
-def pose_depth_sigma(camera, T_wc: np.ndarray, depth: np.ndarray, covariance: np.ndarray) -> np.ndarray:
-    """(H, W) float32 standard deviation (metres) of each pixel's depth that the pose's uncertainty causes.
-
-    ``covariance`` is the 6x6 covariance of the camera-frame twist ``xi = (v, w)`` (the tracker's). A pose
-    error moves a surface point X (camera frame) by v + w x X; along the pixel's ray r (z-component 1)
-    the depth of a surface with normal n then changes by n . (v + w x X) / (n . r), so the row
-    (n, X x n) / (n . r) maps the twist to depth. The normal is taken as the map's up axis: a height map's
-    surface is mostly near level, and its heights are what the error lands in.
-    """
-    n = T_wc[:3, :3].T @ np.array([0.0, 0.0, 1.0])  # world up in the camera frame
-    # With X = t r and r = (x, y, 1), the row is (n, t (r x n)) / (n . r), and its quadratic form is
-    # c + 2 t L + t^2 Q with L and Q functions of the pixel alone: computed on broadcast rows and columns.
-    x = ((np.arange(camera.width, dtype=np.float32) - camera.cx) / camera.fx)[None, :]
-    y = ((np.arange(camera.height, dtype=np.float32) - camera.cy) / camera.fy)[:, None]
-    t = np.nan_to_num(depth).astype(np.float32)
-    facing = x * n[0] + y * n[1] + n[2]
-    facing = np.where(np.abs(facing) < 0.05, np.copysign(0.05, facing), facing).astype(np.float32)  # grazing
-    a = (y * n[2] - n[1], n[0] - x * n[2], x * n[1] - y * n[0])  # r x n, component by component
-    vv, wv, ww = covariance[:3, :3], covariance[3:, :3], covariance[3:, 3:]
-    cross = wv @ n
-    linear = a[0] * cross[0] + a[1] * cross[1] + a[2] * cross[2]
-    quadratic = sum(a[i] * a[j] * (ww[i, j] if i == j else 2 * ww[i, j]) for i in range(3) for j in range(i, 3))
-    variance = (float(n @ vv @ n) + t * (2 * linear + t * quadratic)) / (facing * facing)
-    return np.sqrt(np.maximum(variance, 0.0)).astype(np.float32)
 
 
 def uses_stereo(depth: str, sequence) -> bool:

@@ -1,11 +1,12 @@
 """Maps without edges: a tiled world map on disk and a window of it that follows the camera.
 
-**The tiled map** (:class:`TiledMap`) is a Zarr v3 array on one world lattice, ``(rows, cols, 6)``
+**The tiled map** (:class:`TiledMap`) is a Zarr v3 array on one world lattice, ``(rows, cols, 7)``
 float32, one chunk per tile of ``tile_size`` x ``tile_size`` vertices (every world vertex belongs to
 exactly one tile). Vertex (i, j) of the array sits at x = origin[0] + j * cell_size,
 y = origin[1] + i * cell_size (DESIGN.md's grid convention, so other tools read the array's first two
 axes as the grid). Its channels (:data:`CHANNELS`) are the information form of :mod:`heightfusion.merge`:
-evidence, information-weighted height, evidence-weighted red/green/blue and observed (0/1). Tiles
+evidence, information-weighted height, evidence-weighted red/green/blue, observed (0/1) and
+evidence-weighted systematic sigma (maps written before that channel existed have six and keep none). Tiles
 and whole maps therefore merge by summing. The array spans :data:`TILES_PER_SIDE` tiles each way,
 centred where the map was created; tiles exist only where something was seen (Zarr writes no chunk
 that holds nothing but the fill value). Attributes: ``origin``, ``cell_size``, ``tile_size``, ``up``,
@@ -37,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_write
-from .heightmap import HeightMap
+from .heightmap import LAYERS, HeightMap
 from .merge import Evidence, check_cell_size, lattice_offset
 from .sizing import DEFAULT_CELL_SIZE, look_point
 
@@ -49,7 +50,9 @@ WINDOW_TILES = 4
 #: 128-vertex tiles, 21 km).
 TILES_PER_SIDE = 1 << 14
 #: Channels of the array's last axis (:class:`heightfusion.merge.Evidence`).
-CHANNELS = ("evidence", "height", "red", "green", "blue", "observed")
+CHANNELS = ("evidence", "height", "red", "green", "blue", "observed", "systematic")
+# The channels of tiled maps written before the systematic sigma was kept (read and written as they are).
+_CHANNELS_V1 = CHANNELS[:6]
 #: Largest side (vertices) of the tiled extent that :meth:`TileWindow.result` returns whole.
 RESULT_MAX_SIDE = 2048
 #: Seconds between the checkpoints :meth:`TileWindow.follow` writes.
@@ -128,6 +131,7 @@ class TiledMap:
         self.up = str(attrs["up"])
         self.prior_height = float(attrs["prior_height"])
         self.prior_information = float(attrs["prior_information"])
+        self.channels = tuple(attrs["channels"])
 
     @classmethod
     def create(cls, path: str | os.PathLike, like: HeightMap, tile_size: int = TILE_SIZE, up: str = "z") -> "TiledMap":
@@ -162,7 +166,7 @@ class TiledMap:
             array = zarr.open_array(_store(path, read_only=not writable), mode="r+" if writable else "r")
         except Exception as exc:  # a garbled zarr.json fails in zarr's parsers in many ways
             raise ValueError(f"{path}: cannot open tiled map ({type(exc).__name__}: {exc})") from None
-        if array.attrs.get("format") != _FORMAT or tuple(array.attrs.get("channels", ())) != CHANNELS:
+        if array.attrs.get("format") != _FORMAT or tuple(array.attrs.get("channels", ())) not in (CHANNELS, _CHANNELS_V1):
             raise ValueError(f"{path}: a Zarr array, but not a heightfusion tiled map")
         return cls(path, array)
 
@@ -223,13 +227,15 @@ class TiledMap:
             raise ValueError(f"{self.path}: rows {row0}..{row0 + ny}, columns {col0}..{col0 + nx} lie beyond the "
                              f"map's {side} x {side} vertices")
         data = self._array[row0 : row0 + ny, col0 : col0 + nx].astype(np.float64)
-        return Evidence(data[..., 0], data[..., 1], data[..., 2:5], data[..., 5] > 0.5)
+        systematic = data[..., 6] if len(self.channels) > 6 else np.zeros((ny, nx))
+        return Evidence(data[..., 0], data[..., 1], data[..., 2:5], data[..., 5] > 0.5, systematic)
 
     def write_tile(self, tile: tuple[int, int], evidence: Evidence) -> None:
         """Replace ``tile`` (row, col) by ``evidence`` (tile_size x tile_size), atomically."""
         t = self.tile_size
         data = np.concatenate([evidence.evidence[..., None], evidence.height[..., None], evidence.color,
-                               evidence.observed[..., None]], axis=-1).astype(np.float32)
+                               evidence.observed[..., None], evidence.systematic[..., None]], axis=-1).astype(np.float32)
+        data = data[..., : len(self.channels)]
         self._array[tile[0] * t : (tile[0] + 1) * t, tile[1] * t : (tile[1] + 1) * t] = data
 
     def add(self, grid: HeightMap) -> None:
@@ -249,8 +255,7 @@ class TiledMap:
                 r0, r1 = max(row0, tr * t), min(row0 + ny, (tr + 1) * t)
                 c0, c1 = max(col0, tc * t), min(col0 + nx, (tc + 1) * t)
                 part = (slice(r0 - row0, r1 - row0), slice(c0 - col0, c1 - col0))
-                tile.add(Evidence(evidence.evidence[part], evidence.height[part], evidence.color[part],
-                                  evidence.observed[part]), (slice(r0 - tr * t, r1 - tr * t), slice(c0 - tc * t, c1 - tc * t)))
+                tile.add(evidence.part(part), (slice(r0 - tr * t, r1 - tr * t), slice(c0 - tc * t, c1 - tc * t)))
                 self.write_tile((tr, tc), tile)
 
     def empty_grid(self, row0: int, col0: int, shape: tuple[int, int]) -> HeightMap:
@@ -342,8 +347,8 @@ class TileWindow:
         new_tiles = [tuple(int(v) for v in corner + (a, b)) for a in range(self.tiles) for b in range(self.tiles)]
         self._store([tile for tile in old if tile not in set(new_tiles)])
         rows, cols = (int(v) * self.tiled.tile_size for v in shift)
-        for array in (self.grid.heights, self.grid.information, self.grid.colors, self.grid.observed):
-            _shift(array, rows, cols)
+        for name in LAYERS:
+            _shift(getattr(self.grid, name), rows, cols)
         self.corner = corner
         self.grid.origin = self.tiled.tile_origin(tuple(corner))
         self._load([tile for tile in new_tiles if tile not in old])
@@ -357,7 +362,7 @@ class TileWindow:
     def clear(self) -> None:
         """Forget what the window holds (the tiles under it are replaced at the next save)."""
         empty = self.tiled.empty_grid(0, 0, self.grid.shape)
-        for name in ("heights", "information", "colors", "observed"):
+        for name in LAYERS:
             getattr(self.grid, name)[:] = getattr(empty, name)
 
     # --- results --------------------------------------------------------------------------------

@@ -89,7 +89,7 @@ def render_uncertainty(
     log: bool = True,
     mask: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Height standard deviation sigma = 1/sqrt(information) in millimetres, log colour scale by default.
+    """Height standard deviation (``HeightMap.sigma``) in millimetres, log colour scale by default.
 
     ``mask`` defaults to ``grid.observed`` (unobserved vertices only carry the prior); vertices with
     information <= 0 have no finite sigma and are grey.
@@ -325,10 +325,9 @@ def _height_field(grid: HeightMap, vmin, vmax, mask) -> tuple[np.ndarray, np.nda
 
 def _sigma_field(grid: HeightMap, vmin_mm, vmax_mm, log: bool, mask) -> tuple[np.ndarray, np.ndarray, _Scale]:
     """Sigma in mm (NaN where not shown), the vertices shown and the colour scale over them."""
-    info = grid.information.astype(np.float64)
-    shown = _shown(grid, mask) & (info > 0) & np.isfinite(info)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        sigma_mm = np.where(shown, 1e3 / np.sqrt(np.where(shown, info, 1.0)), np.nan)
+    sigma = grid.sigma.astype(np.float64)
+    shown = _shown(grid, mask) & np.isfinite(sigma)
+    sigma_mm = np.where(shown, 1e3 * sigma, np.nan)
     if not shown.any() and vmin_mm is None:
         vmin_mm = 1.0  # nothing to show (nothing fused yet): any positive range draws the empty picture
     lo, hi = _range(sigma_mm[shown], vmin_mm, vmax_mm)

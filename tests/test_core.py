@@ -153,16 +153,33 @@ def test_save_load_roundtrip_and_atomic(tmp_path):
     grid.information[1, 1] = 400.0
     grid.colors[0, 0] = (1.0, 0.0, 0.25)
     grid.observed[4, 6] = True
+    grid.systematic_sigma[3, 2] = 0.004
     path = tmp_path / "sub" / "map.npz"
     hf.save_heightmap(path, grid)
     assert [p.name for p in path.parent.iterdir()] == ["map.npz"]  # no temp file left behind
     back = hf.load_heightmap(path)
-    for key in ("heights", "information", "colors", "observed", "origin"):
+    for key in ("heights", "information", "colors", "observed", "origin", "systematic_sigma"):
         np.testing.assert_array_equal(getattr(back, key), getattr(grid, key))
     assert back.cell_size == grid.cell_size
     with np.load(path) as data:
         assert set(data.files) == {"heights", "information", "colors", "observed", "origin", "cell_size",
-                                   "prior_height", "prior_information"}
+                                   "prior_height", "prior_information", "systematic_sigma"}
+        older = {key: data[key] for key in data.files if key != "systematic_sigma"}  # a file from before it
+    np.savez(tmp_path / "older.npz", **older)
+    assert not hf.load_heightmap(tmp_path / "older.npz").systematic_sigma.any()
+    np.savez(tmp_path / "bad.npz", **older, systematic_sigma=-grid.systematic_sigma)
+    with pytest.raises(ValueError, match="bad.npz: 'systematic_sigma' holds negative values"):
+        hf.load_heightmap(tmp_path / "bad.npz")
+
+
+def test_sigma_adds_the_systematic_part_in_quadrature():
+    grid = hf.HeightMap((0.0, 0.0), 0.1, (2, 3))
+    grid.information[:] = 1e6  # 1 mm
+    grid.information[0, 0] = 0.0  # nothing known
+    grid.systematic_sigma[1, :] = 0.002
+    np.testing.assert_allclose(grid.sigma[1], np.hypot(0.001, 0.002), rtol=1e-6)
+    np.testing.assert_allclose(grid.sigma[0, 1:], 0.001, rtol=1e-6)
+    assert np.isinf(grid.sigma[0, 0])
 
 
 def test_failed_save_keeps_previous_file(tmp_path):

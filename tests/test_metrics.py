@@ -46,6 +46,8 @@ def test_calibration_counts_errors_within_one_and_two_sigma():
     m = evaluate(estimate, truth)
     assert m["calib_1sigma"] == pytest.approx(2 / 4)
     assert m["calib_2sigma"] == pytest.approx(3 / 4)
+    estimate.systematic_sigma[0, 1] = 0.012  # sigma sqrt(1 + 1.44) cm = 1.56 cm > 1.5 cm
+    assert evaluate(estimate, truth)["calib_1sigma"] == pytest.approx(3 / 4)
 
 
 def test_completeness_counts_only_ground_truth_visible_vertices():

@@ -26,6 +26,7 @@ def _random_map(origin, shape, seed=0) -> hf.HeightMap:
     grid.heights[seen] = rng.uniform(-0.2, 0.3, seen.sum())
     grid.colors[seen] = rng.random((seen.sum(), 3))
     grid.observed[:] = seen & (grid.information > 100)
+    grid.systematic_sigma[seen] = rng.uniform(0.0, 0.01, seen.sum())
     return grid
 
 
@@ -42,6 +43,7 @@ def test_tiles_round_trip_a_map_across_tile_borders(tmp_path):
     seen = grid.information > grid.prior_information
     np.testing.assert_allclose(back.colors[seen], grid.colors[seen], atol=1e-5)
     assert (back.observed == grid.observed).all()
+    np.testing.assert_allclose(back.systematic_sigma, grid.systematic_sigma, atol=1e-7)
     x0, x1, y0, y1 = again.extent
     assert x0 <= grid.extent[0] and x1 >= grid.extent[1] and y0 <= grid.extent[2] and y1 >= grid.extent[3]
     whole = load_map(tmp_path / "map")  # what export reads: the tiles' bounding box
@@ -62,8 +64,30 @@ def test_merging_tiled_maps_sums_their_evidence(tmp_path):
     np.testing.assert_allclose(got.heights, expected.heights, atol=1e-5)
     np.testing.assert_allclose(got.information, expected.information, rtol=1e-5)
     assert (got.observed == expected.observed).all()
+    np.testing.assert_allclose(got.systematic_sigma, expected.systematic_sigma, atol=1e-7)
     with pytest.raises(ValueError, match="exists"):
         merge_tiled([merged], tmp_path / "m")
+    # merge_maps: the systematic sigma is the evidence-weighted mean of the maps'
+    offset = (slice(5, 30), slice(10, 30))  # b's vertices (0..24, 0..19) on a's grid
+    both = (a.information[offset] > a.prior_information) & (b.information[:25, :20] > b.prior_information)
+    ea, eb = a.information[offset][both] - a.prior_information, b.information[:25, :20][both] - b.prior_information
+    mean = (ea * a.systematic_sigma[offset][both] + eb * b.systematic_sigma[:25, :20][both]) / (ea + eb)
+    np.testing.assert_allclose(expected.systematic_sigma[offset][both], mean, rtol=1e-5)
+
+
+def test_tiled_maps_from_before_the_systematic_channel_still_open(tmp_path, monkeypatch):
+    import heightfusion.tiles as tiles
+
+    grid = _random_map((0.0, 0.0), (20, 20))
+    with monkeypatch.context() as patch:
+        patch.setattr(tiles, "CHANNELS", tiles.CHANNELS[:6])  # create it as an older version did
+        TiledMap.create(tmp_path / "old", grid, tile_size=16)
+    old = TiledMap.open(tmp_path / "old")
+    assert old.channels == tiles.CHANNELS[:6]
+    old.add(grid)
+    back = TiledMap.open(tmp_path / "old").region(tuple(grid.origin), grid.shape)
+    np.testing.assert_allclose(back.heights, grid.heights, atol=1e-5)
+    assert not back.systematic_sigma.any()  # not kept there
 
 
 # --- fusion ---------------------------------------------------------------------------------------

@@ -221,7 +221,7 @@ def test_start_pose_needs_odometry(tmp_path, capsys):
 def test_pose_depth_sigma_is_the_depth_derivative_of_the_pose():
     """A level floor seen from 1.2 m: each twist component's change of every pixel's depth, by finite
     differences of the exact ray-plane depth, against the rows pose_depth_sigma propagates."""
-    from heightfusion.pipeline import pose_depth_sigma
+    from heightfusion.fusion.pose_uncertainty import pose_depth_sigma
 
     camera = hf.PinholeCamera(40, 30, 32.0, 32.0, 19.5, 14.5)
     T_wc = hf.look_at((0.3, -1.0, 1.2), (0.0, 0.2, 0.0))

@@ -14,7 +14,8 @@ Per frame, with the map's heights h0 and information (1/variance) Lambda before 
    the grid's neighbour stencil), h += delta; repeat from 1 for a few Gauss-Newton iterations;
 5. after the last iteration, render and accumulate once more at the new heights: information +=
    diag(A) there (capped, optional forgetting), colours as information-weighted means, ``observed``
-   where the vertex's sigma fell below ``observed_sigma``.
+   where the vertex's sigma fell below ``observed_sigma``; with a pose covariance, the height error the
+   pose's error causes goes into ``systematic_sigma`` (:mod:`heightfusion.fusion.pose_uncertainty`).
 
 A frame changes only the part of the map it sees: each solve covers the vertices its pixels touched,
 grown by :data:`SOLVE_MARGIN` (the smoothness prior carries a step that far); the rest of the map,
@@ -37,6 +38,7 @@ from ..poses import validate_pose
 from ..render.base import Renderer
 from ..render.projection import MapWindow
 from .normal_equations import NormalEquations, SmoothnessPrior, accumulate, solve
+from .pose_uncertainty import pose_depth_sigma, pose_height_sigma
 from ..pyramid import auto_level, frame_at_level, max_level
 
 SOLVERS = ("coupled", "diagonal")
@@ -215,6 +217,7 @@ class HeightMapFuser:
         depth: np.ndarray,
         image: np.ndarray | None = None,
         sigma: np.ndarray | None = None,
+        pose_covariance: np.ndarray | None = None,
     ) -> FusionStats:
         """Fuse one depth image taken by ``camera`` at pose ``T_wc`` into the map.
 
@@ -224,6 +227,9 @@ class HeightMapFuser:
             depth: (H, W) z-depth, metres; NaN, 0 or negative = no value.
             image: (H, W, 3) RGB, uint8 or float in [0, 1], for the vertex colours.
             sigma: (H, W) per-pixel depth standard deviation, metres; default ``config.noise``.
+            pose_covariance: 6x6 covariance of the pose's error (camera-frame twist (v, w), metres and
+                radians: the tracker's), or None for an exact pose. It widens each pixel's sigma and sets
+                the updated vertices' share of ``grid.systematic_sigma`` (:mod:`.pose_uncertainty`).
 
         Example (the ray marcher needs no OpenGL):
             >>> import numpy as np, heightfusion as hf
@@ -247,6 +253,9 @@ class HeightMapFuser:
         except ValueError as exc:
             raise FrameError(str(exc)) from None
         depth, sigma, colors = _check_frame(depth, camera, image, sigma, cfg.noise)
+        if pose_covariance is not None:
+            pose_covariance = _check_covariance(pose_covariance)
+            sigma = np.hypot(sigma, pose_depth_sigma(camera, T_wc, depth, pose_covariance))
         stats = FusionStats(level=self._level(camera, depth), pixels_measured=int(np.isfinite(depth).sum()))
         timer = StageTimer()
         if stats.level > 0:
@@ -272,7 +281,7 @@ class HeightMapFuser:
         # in front of it and mostly outside the outlier gate.)
         system = self._normal_equations(timer, depth, sigma, T_wc, camera, None, colors, reach, refresh)
         with timer("update"):
-            changed = _union(changed, self._update_map(system))
+            changed = _union(changed, self._update_map(system, T_wc, pose_covariance))
         stats.pixels_used = system.pixels_used
         stats.pixels_unseen = system.pixels_unseen
         stats.pixels_grazing = system.pixels_grazing
@@ -383,8 +392,9 @@ class HeightMapFuser:
         grid.heights[window.slices][seeded.reshape(window.shape)] = seed.astype(np.float32)
         return window
 
-    def _update_map(self, system: NormalEquations) -> MapWindow | None:
-        """Information, colours and ``observed`` from the frame's final sums; the window it changed, or None."""
+    def _update_map(self, system: NormalEquations, T_wc: np.ndarray, pose_covariance: np.ndarray | None) -> MapWindow | None:
+        """Information, colours, systematic sigma and ``observed`` from the frame's final sums; the window it
+        changed, or None."""
         cfg, grid = self.config, self.grid
         threshold = 1.0 / cfg.observed_sigma**2
         touched = system.touched()
@@ -401,11 +411,39 @@ class HeightMapFuser:
                 colors[seen] = (colors[seen] * old_weight + system.color_sums[seen]) / (
                     old_weight + system.diagonal[seen][:, None]
                 )
+            self._update_systematic(touched, system.diagonal, prior, T_wc, pose_covariance)
             grid.information[window] = information
             grid.observed[window] |= information >= threshold
         if cfg.forgetting > 0:  # what faded below the threshold (an obstacle that left) is unobserved again
             grid.observed[:] = grid.information >= threshold
         return touched
+
+    def _update_systematic(self, window: MapWindow, added: np.ndarray, prior: np.ndarray, T_wc: np.ndarray,
+                           pose_covariance: np.ndarray | None) -> None:
+        """``systematic_sigma`` on ``window`` as the mean of its frames', weighted by the information each added
+        (``added``, after the ``prior``).
+
+        A frame with an exact pose (no ``pose_covariance``) adds no systematic error. A tracked pose is known
+        with respect to the map it was aligned to, whose own error it takes on: its frame's systematic sigma
+        is the map's where the frame saw what was mapped before (their evidence-weighted mean) and the
+        pose's own height error (:func:`pose_height_sigma`) in quadrature. So the error grows as the camera
+        explores, frame by frame from the map it came from, and stays what it was where the camera returns.
+        """
+        grid = self.grid
+        evidence = np.maximum(prior - grid.prior_information, 0.0)
+        total = evidence + added
+        seen = total > 0
+        old = grid.systematic_sigma[window.slices]
+        frame_sigma = 0.0
+        if pose_covariance is not None:
+            rows, cols = np.mgrid[window.row0 : window.row1, window.col0 : window.col1]
+            points = np.stack([grid.origin[0] + cols * grid.cell_size, grid.origin[1] + rows * grid.cell_size,
+                               grid.heights[window.slices]], axis=-1)
+            weights = evidence * (added > 0)
+            inherited = float((weights * old).sum() / weights.sum()) if weights.any() else 0.0
+            frame_sigma = np.hypot(inherited, pose_height_sigma(T_wc, points, pose_covariance))
+        mean = (evidence * old + added * frame_sigma) / np.where(seen, total, 1.0)
+        grid.systematic_sigma[window.slices] = np.where(seen, mean, old)
 
     def _rays(self, camera: PinholeCamera) -> np.ndarray:
         """(H, W, 3) camera-frame rays with z = 1 (cached per camera)."""
@@ -497,6 +535,14 @@ def _check_frame(
             if not np.isfinite(colors).all():
                 raise FrameError("image holds NaN or infinite values")
     return depth, sigma, colors
+
+
+def _check_covariance(covariance: np.ndarray) -> np.ndarray:
+    """``covariance`` as a 6x6 float64 array; FrameError unless it is one of finite values."""
+    covariance = np.asarray(covariance, dtype=np.float64)
+    if covariance.shape != (6, 6) or not np.isfinite(covariance).all():
+        raise FrameError(f"pose_covariance must be a finite 6x6 matrix, got shape {covariance.shape}")
+    return covariance
 
 
 def _float_rgb(colors: np.ndarray | None) -> np.ndarray | None:

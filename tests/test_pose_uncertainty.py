@@ -1,0 +1,86 @@
+"""A pose's uncertainty in fusion: the height error it causes (against finite differences of the exact
+geometry) and the map's systematic sigma (against its definition: the information-weighted mean)."""
+
+import numpy as np
+
+import heightfusion as hf
+from heightfusion.fusion.pose_uncertainty import pose_height_sigma
+from heightfusion.tracking.se3 import exp_se3
+
+
+def random_covariance(seed: int) -> np.ndarray:
+    A = np.random.default_rng(seed).normal(size=(6, 6)) * 1e-3
+    return A @ A.T
+
+
+def test_pose_height_sigma_is_the_height_derivative_of_the_pose():
+    """A point measured in the camera frame and placed in the world at a pose off by the twist xi
+    (T_cw <- exp(xi) T_cw): the finite-difference change of its height per twist component, propagated."""
+    T_wc = hf.look_at((0.3, -1.0, 1.2), (0.0, 0.2, 0.0))
+    T_cw = np.linalg.inv(T_wc)
+    points = np.random.default_rng(1).uniform([-0.5, -0.5, -0.1], [0.5, 0.8, 0.3], size=(20, 3))
+    in_camera = points @ T_cw[:3, :3].T + T_cw[:3, 3]
+    eps = 1e-6
+    columns = []
+    for k in range(6):
+        step = np.zeros(6)
+        step[k] = eps
+        placed = np.linalg.inv(exp_se3(step) @ T_cw)
+        columns.append(((in_camera @ placed[:3, :3].T + placed[:3, 3])[:, 2] - points[:, 2]) / eps)
+    J = np.stack(columns, axis=-1)
+    covariance = random_covariance(0)
+    expected = np.sqrt(np.einsum("ni,ij,nj->n", J, covariance, J))
+    np.testing.assert_allclose(pose_height_sigma(T_wc, points, covariance), expected, rtol=1e-4)
+
+
+def test_systematic_sigma_is_the_information_weighted_mean_of_the_frames():
+    camera = hf.PinholeCamera(48, 36, 40.0, 40.0, 23.5, 17.5)
+    T_wc = hf.look_at((0.0, -0.4, 1.0), (0.0, 0.1, 0.0))
+    renderer = hf.make_renderer("raymarch")
+    floor = hf.HeightMap((-0.6, -0.6), 0.05, (25, 25), initial_height=0.05)
+    depth = renderer.render_depth(floor, camera, T_wc)
+    grid = hf.HeightMap((-0.6, -0.6), 0.05, (25, 25))
+    fuser = hf.HeightMapFuser(grid, renderer, hf.FusionConfig(sigma_floor=1e-6))
+    covariance = random_covariance(2)
+
+    fuser.fuse(camera, T_wc, depth, pose_covariance=covariance)
+    seen = grid.information > grid.prior_information
+    assert seen.sum() > 50
+    rows, cols = np.nonzero(seen)
+    points = np.stack([grid.origin[0] + cols * grid.cell_size, grid.origin[1] + rows * grid.cell_size,
+                       grid.heights[seen]], axis=-1)
+    first = pose_height_sigma(T_wc, points, covariance)  # one frame: its own
+    np.testing.assert_allclose(grid.systematic_sigma[seen], first, rtol=1e-5)
+    assert not grid.systematic_sigma[~seen].any()
+    evidence_1 = grid.information[seen] - grid.prior_information
+    assert (grid.sigma[seen] > first).all()  # the frame's information adds to it
+
+    fuser.fuse(camera, T_wc, depth)  # an exact pose: weighs in with no systematic error
+    evidence_2 = grid.information[seen] - grid.prior_information
+    assert (evidence_2 > evidence_1).all()
+    np.testing.assert_allclose(grid.systematic_sigma[seen], first * evidence_1 / evidence_2, rtol=1e-4)
+
+
+def test_a_tracked_frame_takes_on_the_error_of_the_map_it_saw():
+    """A second tracked frame's systematic sigma: the map's where it saw mapped vertices (their
+    evidence-weighted mean) and its pose's own in quadrature; the map's is then the weighted mean."""
+    camera = hf.PinholeCamera(48, 36, 40.0, 40.0, 23.5, 17.5)
+    renderer = hf.make_renderer("raymarch")
+    floor = hf.HeightMap((-0.6, -0.6), 0.05, (25, 25), initial_height=0.05)
+    first_pose, second_pose = hf.look_at((0.0, -0.4, 1.0), (0.0, 0.1, 0.0)), hf.look_at((0.2, -0.3, 1.0), (0.2, 0.2, 0.0))
+    grid = hf.HeightMap((-0.6, -0.6), 0.05, (25, 25))
+    fuser = hf.HeightMapFuser(grid, renderer, hf.FusionConfig(sigma_floor=1e-6))
+    fuser.fuse(camera, first_pose, renderer.render_depth(floor, camera, first_pose), pose_covariance=random_covariance(3))
+    before, evidence_1 = grid.systematic_sigma.copy(), grid.information - grid.prior_information
+    covariance = random_covariance(4)
+    fuser.fuse(camera, second_pose, renderer.render_depth(floor, camera, second_pose), pose_covariance=covariance)
+    added = grid.information - grid.prior_information - evidence_1
+    both = (evidence_1 > 0) & (added > 0)
+    assert both.sum() > 100 and ((added > 0) & ~both).sum() > 10  # it saw mapped and new vertices
+    inherited = (evidence_1 * before)[both].sum() / evidence_1[both].sum()
+    rows, cols = np.nonzero(added > 0)
+    points = np.stack([grid.origin[0] + cols * grid.cell_size, grid.origin[1] + rows * grid.cell_size,
+                       grid.heights[rows, cols]], axis=-1)
+    own = np.hypot(inherited, pose_height_sigma(second_pose, points, covariance))
+    expected = (evidence_1 * before)[rows, cols] + added[rows, cols] * own
+    np.testing.assert_allclose(grid.systematic_sigma[rows, cols], expected / (evidence_1 + added)[rows, cols], rtol=1e-4)
