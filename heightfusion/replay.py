@@ -11,10 +11,12 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .datasets.frame import Frame
 from .fusion import FusionConfig, HeightMapFuser
 from .heightmap import HeightMap
 from .metrics import StageTimer, evaluate, same_grid, smooth_mask_from_heights
@@ -107,6 +109,7 @@ def replay(
     track: str = "off",
     tracking: TrackingConfig | None = None,
     start_pose: np.ndarray | None = None,
+    stereo_ahead: bool | None = None,
 ) -> ReplayResult:
     """Fuse the sequence at ``path`` (default: the bundled sample) into a height map.
 
@@ -127,6 +130,9 @@ def replay(
     alignment against the map and the latest keyframe, "odometry" tracks from the first pose (or
     ``start_pose``) alone (:class:`heightfusion.tracking.Tracker`, settings ``tracking``); a frame that
     cannot be tracked is skipped with a "tracking: ..." reason. The poses used are ``result.poses``.
+    ``stereo_ahead``: with stereo depth and no tracking, run each frame's stereo in a child process while the
+    frame before is fused (:meth:`FramePipeline.prefetch`); None: where the stereo runs on a CUDA device
+    (the fusion then has CPU cores of its own; on a CPU the two compete for the same cores).
     Raises ``DatasetError`` (a ValueError) for a path that is not a dataset.
 
     Example:
@@ -163,11 +169,14 @@ def replay(
     fuser = HeightMapFuser(grid, renderer, config)
     try:
         tracker = None if track == "off" else Tracker(track, renderer, tracking, start_pose)
-        pipeline = FramePipeline(fuser, depth, stereo, keyframes, timer=timer, tracker=tracker)
+        if stereo_ahead is None:
+            stereo_ahead = uses_stereo(depth, sequence) and stereo_on_gpu(stereo)
+        pipeline = FramePipeline(fuser, depth, stereo, keyframes, timer=timer, tracker=tracker,
+                                 stereo_process=stereo_ahead)
         skipped: Counter = Counter()
         used = 0
         start = time.perf_counter()
-        frames = iter(sequence)
+        frames = _read_ahead(iter(sequence), pipeline) if stereo_ahead else iter(sequence)
         with tqdm(total=len(sequence), unit="frame", desc=f"replay {sequence.name}", disable=not progress) as bar:
             while True:
                 with timer("read"):
@@ -188,6 +197,7 @@ def replay(
                     continue
                 used += 1
     finally:
+        pipeline.close()
         fuser.release()
         renderer.release()
     seconds = time.perf_counter() - start
@@ -223,3 +233,23 @@ def replay(
         trajectory=trajectory,
         reference_poses=reference,
     )
+
+
+def stereo_on_gpu(stereo: StereoConfig | None) -> bool:
+    """Whether motion stereo with settings ``stereo`` (None: the defaults) runs on a CUDA device."""
+    from .depth.stereo import StereoConfig, resolve_device  # torch: imported on use
+
+    return resolve_device((stereo or StereoConfig()).device).type == "cuda"
+
+
+def _read_ahead(frames: Iterator[Frame], pipeline: FramePipeline) -> Iterator[Frame]:
+    """``frames`` one behind as read: each frame's stereo is started (prefetched) before the frame before it
+    is handed on to be processed."""
+    previous = None
+    for frame in frames:
+        pipeline.prefetch(frame)
+        if previous is not None:
+            yield previous
+        previous = frame
+    if previous is not None:
+        yield previous

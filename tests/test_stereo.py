@@ -387,6 +387,23 @@ def test_prefetched_stereo_gives_what_stereo_in_turn_gives(tiny_floor, process):
     assert not pipeline.prefetch(frames[0])  # sensor depth: nothing to run ahead
 
 
+def test_replay_with_stereo_ahead_fuses_what_replay_in_turn_fuses(monkeypatch):
+    """replay's stereo ahead (auto: off on a CPU, on where the stereo runs on CUDA) gives the same map."""
+    import sys
+
+    replay_module = sys.modules["heightfusion.replay"]  # the package's name "replay" is the function
+    assert not replay_module.stereo_on_gpu(None)  # this machine: no CUDA, so auto means in turn
+    runs = {ahead: hf.replay(depth="mvs", max_frames=10, progress=False, backend="raymarch", stereo_ahead=ahead)
+            for ahead in (True, False)}
+    assert runs[True].frames_used == runs[False].frames_used >= 5
+    np.testing.assert_allclose(runs[True].grid.heights, runs[False].grid.heights, atol=1e-6)
+    monkeypatch.setattr(replay_module, "stereo_on_gpu", lambda stereo: True)
+    started = []
+    monkeypatch.setattr(replay_module.FramePipeline, "prefetch", lambda self, frame: started.append(frame.index) or False)
+    hf.replay(depth="mvs", max_frames=3, progress=False, backend="raymarch")
+    assert started == [0, 1, 2]  # auto on a GPU: every frame started ahead, in order
+
+
 def test_the_stereo_process_starts_without_warnings():
     """The child's command runs with warnings as errors and ends cleanly when its input closes at once
     (``python -m heightfusion.depth.worker`` made runpy warn that the package had imported the module)."""
