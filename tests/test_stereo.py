@@ -388,20 +388,21 @@ def test_prefetched_stereo_gives_what_stereo_in_turn_gives(tiny_floor, process):
 
 
 def test_replay_with_stereo_ahead_fuses_what_replay_in_turn_fuses(monkeypatch):
-    """replay's stereo ahead (auto: off on a CPU, on where the stereo runs on CUDA) gives the same map."""
+    """replay's stereo ahead gives the same map; by default it is on where the stereo runs on CUDA."""
     import sys
 
     replay_module = sys.modules["heightfusion.replay"]  # the package's name "replay" is the function
-    assert not replay_module.stereo_on_gpu(None)  # this machine: no CUDA, so auto means in turn
     runs = {ahead: hf.replay(depth="mvs", max_frames=10, progress=False, backend="raymarch", stereo_ahead=ahead)
             for ahead in (True, False)}
     assert runs[True].frames_used == runs[False].frames_used >= 5
     np.testing.assert_allclose(runs[True].grid.heights, runs[False].grid.heights, atol=1e-6)
-    monkeypatch.setattr(replay_module, "stereo_on_gpu", lambda stereo: True)
     started = []
     monkeypatch.setattr(replay_module.FramePipeline, "prefetch", lambda self, frame: started.append(frame.index) or False)
-    hf.replay(depth="mvs", max_frames=3, progress=False, backend="raymarch")
-    assert started == [0, 1, 2]  # auto on a GPU: every frame started ahead, in order
+    for on_gpu in (True, False):
+        monkeypatch.setattr(replay_module, "stereo_on_gpu", lambda stereo: on_gpu)
+        started.clear()
+        hf.replay(depth="mvs", max_frames=3, progress=False, backend="raymarch")
+        assert started == ([0, 1, 2] if on_gpu else [])  # every frame started ahead, in order, or none
 
 
 def test_the_stereo_process_starts_without_warnings():
