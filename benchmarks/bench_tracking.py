@@ -17,8 +17,8 @@ c. ``tum_fr1_rpy_first180``: the real sequence (640x480, 6 s, motion-capture pos
    those frames' depth on upward-facing surfaces, :mod:`heightfusion.heldout`).
 
 Columns, per scene: the map fused at the poses as given (``--track off``): RMSE (all, and on smooth
-areas, away from height steps), completeness, within 1 sigma (ground-truth map) or held-out median |dh|
-and coverage (real); for the synthetic scenes also the map fused at the true poses (the ceiling tracking
+areas, away from height steps), completeness, within 1 sigma (ground-truth map) or held-out median |dh|,
+coverage and within 1 sigma (real: the map's sigma and the held-out point's in quadrature); for the synthetic scenes also the map fused at the true poses (the ceiling tracking
 can reach); the given poses' ATE against the reference (the error tracking has to remove); ``--track
 refine``: the same map columns, ms per tracked frame, and its poses' ATE; ``--track odometry``: ATE (as
 given and SE(3)-aligned) and RPE against the reference; Open3D's RGB-D odometry
@@ -119,7 +119,8 @@ def heldout_split(path: Path, folder: Path, every: int = DEFAULT_EVERY, max_fram
 
 
 def map_figures(result, held_out: list | None) -> dict:
-    """RMSE / completeness / within 1 sigma (ground-truth map) or held-out median |dh| / coverage, ms per frame."""
+    """RMSE / completeness / within 1 sigma (ground-truth map) or held-out median |dh| / coverage / within 1 sigma
+    (the map's and the held-out point's, :mod:`heightfusion.heldout`), ms per frame."""
     figures = {"frames": result.frames_used, "ms_per_frame": sum(result.ms_per_frame.values())}
     if result.evaluation is not None:
         e = result.evaluation
@@ -127,7 +128,8 @@ def map_figures(result, held_out: list | None) -> dict:
                        within_1sigma=e["calib_1sigma"])
     if held_out is not None:
         h = score_heldout(result.grid, held_out)
-        figures.update(heldout_median_mm=1e3 * h["median"], heldout_coverage=h["coverage"])
+        figures.update(heldout_median_mm=1e3 * h["median"], heldout_coverage=h["coverage"],
+                       within_1sigma=h["calib_1sigma"])
     if "track" in result.ms_per_frame:
         figures["ms_per_tracked_frame"] = result.ms_per_frame["track"]
     return figures

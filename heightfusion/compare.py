@@ -224,7 +224,7 @@ def _note(s: SequenceResult) -> str:
 
 
 _TRUTH_HEADER = ["RMSE smooth mm", "RMSE mm", "completeness", "within 1 sigma"]
-_HELD_OUT_HEADER = ["median abs dh mm", "coverage", "within 1 cm", "within 2 cm", "within 5 cm"]
+_HELD_OUT_HEADER = ["median abs dh mm", "coverage", "within 1 cm", "within 2 cm", "within 5 cm", "within 1 sigma"]
 
 
 def _truth_cells(r: MethodResult) -> list[str]:
@@ -235,7 +235,7 @@ def _truth_cells(r: MethodResult) -> list[str]:
 def _heldout_cells(r: MethodResult) -> list[str]:
     h = r.heldout
     return [f"{1e3 * h['median']:.2f}", f"{h['coverage']:.3f}", f"{h['within_1cm']:.3f}", f"{h['within_2cm']:.3f}",
-            f"{h['within_5cm']:.3f}"]
+            f"{h['within_5cm']:.3f}", f"{h['calib_1sigma']:.3f}"]
 
 
 def _row(cells: Iterable[str]) -> str:

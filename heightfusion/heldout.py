@@ -10,7 +10,10 @@ differences half a window apart, turned towards the camera; a point is kept when
 ``max_tilt_deg`` of world +z.
 
 The map's height at a kept point (x, y) is the bilinear interpolation of the four vertices of the
-cell holding it, defined only where all four are observed; dh = map - point z. Keys of the result:
+cell holding it, defined only where all four are observed; dh = map - point z. The spread dh should have
+is the map's sigma there (``HeightMap.sigma``, interpolated alike) and the point's own depth sigma (the
+sensor's noise model at its depth; an upper bound of its height error, which is the depth error times
+the ray's vertical share) in quadrature. Keys of the result:
 
 ====================  ===========================================================================
 points                held-out points on upward-facing surfaces
@@ -19,6 +22,7 @@ coverage              count / points
 rmse, mae, median     of dh over the ``count`` points, metres (median is the median |dh|)
 bias                  mean dh (positive: the map is too high)
 within_1cm/2cm/5cm    share of the ``count`` points with |dh| <= 1 / 2 / 5 cm
+calib_1sigma/2sigma   share of the ``count`` points with |dh| <= 1 / 2 times the spread above
 ====================  ===========================================================================
 """
 
@@ -31,6 +35,7 @@ import cv2
 import numpy as np
 
 from .datasets.frame import Frame
+from .depth.sensor import SensorNoise
 from .heightmap import HeightMap
 from .metrics import height_error_stats
 
@@ -57,8 +62,8 @@ def split_heldout(frames: Iterable[Frame], every: int = DEFAULT_EVERY) -> tuple[
 
 def upward_points(
     frame: Frame, max_tilt_deg: float = DEFAULT_MAX_TILT_DEG, window: int = DEFAULT_WINDOW
-) -> np.ndarray:
-    """(N, 3) world points of ``frame``'s depth on surfaces facing up (module docstring)."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 3) world points of ``frame``'s depth on surfaces facing up (module docstring), and their (N,) depths."""
     if frame.depth is None or frame.T_wc is None:
         raise ValueError(f"frame {frame.index} has no depth or no pose: it cannot be scored")
     if isinstance(window, bool) or not isinstance(window, int) or window < 3 or window % 2 == 0:
@@ -86,18 +91,19 @@ def upward_points(
     R, t = frame.T_wc[:3, :3], frame.T_wc[:3, 3]
     up = (normal @ R[2]) / np.maximum(np.linalg.norm(normal, axis=1), 1e-12)
     keep = up > math.cos(math.radians(max_tilt_deg))
-    return p_cam[keep] @ R.T + t
+    return p_cam[keep] @ R.T + t, p_cam[keep, 2]
 
 
-def map_heights(grid: HeightMap, xy: np.ndarray) -> np.ndarray:
-    """Bilinear map heights at world points (N, 2); NaN outside the grid or where a cell vertex is unobserved."""
+def map_heights(grid: HeightMap, xy: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
+    """Bilinear map heights (or per-vertex ``values``, (ny, nx)) at world points (N, 2); NaN outside the grid or
+    where a cell vertex is unobserved."""
     rc = grid.world_to_grid(xy)
     r, c = rc[:, 0], rc[:, 1]
     inside = (r >= 0) & (r <= grid.ny - 1) & (c >= 0) & (c <= grid.nx - 1)
     i = np.clip(np.floor(r), 0, grid.ny - 2).astype(np.intp)
     j = np.clip(np.floor(c), 0, grid.nx - 2).astype(np.intp)
     fr, fc = r - i, c - j
-    h = grid.heights.astype(np.float64)
+    h = (grid.heights if values is None else values).astype(np.float64)
     value = (
         (1 - fr) * ((1 - fc) * h[i, j] + fc * h[i, j + 1]) + fr * ((1 - fc) * h[i + 1, j] + fc * h[i + 1, j + 1])
     )
@@ -111,21 +117,29 @@ def score_heldout(
     frames: Iterable[Frame],
     max_tilt_deg: float = DEFAULT_MAX_TILT_DEG,
     window: int = DEFAULT_WINDOW,
+    noise: SensorNoise | None = None,
 ) -> dict:
-    """Score ``grid`` against the held-out ``frames``' upward-facing depth points (keys: module docstring).
+    """Score ``grid`` against the held-out ``frames``' upward-facing depth points (keys: module docstring);
+    ``noise``: the depth sensor's (default :class:`SensorNoise`'s Kinect model).
 
     Statistics over no points are NaN (and counts 0), as in :mod:`heightfusion.metrics`.
     """
     if not (0 < max_tilt_deg < 90):
         raise ValueError(f"max_tilt_deg must be in (0, 90) degrees, got {max_tilt_deg!r}")
-    errors, total = [], 0
+    noise = noise or SensorNoise()
+    map_sigma = grid.sigma
+    errors, spreads, total = [], [], 0
     for frame in frames:
-        points = upward_points(frame, max_tilt_deg, window)
+        points, depths = upward_points(frame, max_tilt_deg, window)
         total += len(points)
         h = map_heights(grid, points[:, :2])
         known = np.isfinite(h)
         errors.append(h[known] - points[known, 2])
+        spreads.append(np.hypot(map_heights(grid, points[known, :2], map_sigma), noise.sigma(depths[known])))
     dh = np.concatenate(errors) if errors else np.zeros(0)
+    spread = np.concatenate(spreads) if spreads else np.zeros(0)
     result = {"points": total, **height_error_stats(dh)}
     result["coverage"] = result["count"] / total if total else float("nan")
+    for k in (1, 2):
+        result[f"calib_{k}sigma"] = float(np.mean(np.abs(dh) <= k * spread)) if dh.size else float("nan")
     return result

@@ -109,7 +109,8 @@ def replay(
     track: str = "off",
     tracking: TrackingConfig | None = None,
     start_pose: np.ndarray | None = None,
-    stereo_ahead: bool | None = None,
+    stereo_ahead: bool = True,
+    stereo_process: bool = False,
 ) -> ReplayResult:
     """Fuse the sequence at ``path`` (default: the bundled sample) into a height map.
 
@@ -130,9 +131,12 @@ def replay(
     alignment against the map and the latest keyframe, "odometry" tracks from the first pose (or
     ``start_pose``) alone (:class:`heightfusion.tracking.Tracker`, settings ``tracking``); a frame that
     cannot be tracked is skipped with a "tracking: ..." reason. The poses used are ``result.poses``.
-    ``stereo_ahead``: with stereo depth and no tracking, run each frame's stereo in a child process while the
-    frame before is fused (:meth:`FramePipeline.prefetch`); None: where the stereo runs on a CUDA device
-    (the fusion then has CPU cores of its own; on a CPU the two compete for the same cores).
+    ``stereo_ahead``: with stereo depth and no tracking, run each frame's stereo on a worker thread while the
+    frame before is fused (:meth:`FramePipeline.prefetch`; torch and numpy release the GIL in their work).
+    Measured on the real TUM frames (640x480), fused frames/s in turn -> ahead: 4.8 -> 5.1-5.3 on a 2-core
+    CPU, 14.6-15.7 -> 21.5-24.3 with the stereo on an H200 (``benchmarks/bench_replay_ahead.py``).
+    ``stereo_process``: ... in a child process instead, as the live app does (``LiveSettings.stereo_process``):
+    as fast once running, but it takes seconds to start (7.4 frames/s over 80 frames on the H200).
     Raises ``DatasetError`` (a ValueError) for a path that is not a dataset.
 
     Example:
@@ -169,10 +173,8 @@ def replay(
     fuser = HeightMapFuser(grid, renderer, config)
     try:
         tracker = None if track == "off" else Tracker(track, renderer, tracking, start_pose)
-        if stereo_ahead is None:
-            stereo_ahead = uses_stereo(depth, sequence) and stereo_on_gpu(stereo)
         pipeline = FramePipeline(fuser, depth, stereo, keyframes, timer=timer, tracker=tracker,
-                                 stereo_process=stereo_ahead)
+                                 stereo_process=stereo_process)
         skipped: Counter = Counter()
         used = 0
         start = time.perf_counter()
@@ -233,13 +235,6 @@ def replay(
         trajectory=trajectory,
         reference_poses=reference,
     )
-
-
-def stereo_on_gpu(stereo: StereoConfig | None) -> bool:
-    """Whether motion stereo with settings ``stereo`` (None: the defaults) runs on a CUDA device."""
-    from .depth.stereo import StereoConfig, resolve_device  # torch: imported on use
-
-    return resolve_device((stereo or StereoConfig()).device).type == "cuda"
 
 
 def _read_ahead(frames: Iterator[Frame], pipeline: FramePipeline) -> Iterator[Frame]:

@@ -55,6 +55,19 @@ def test_flat_map_one_centimetre_below_the_points():
     assert result["within_2cm"] == 1.0 and result["within_5cm"] == 1.0
 
 
+def test_calibration_weighs_the_error_against_map_and_point_sigmas():
+    """Points 1 cm above the map, seen from 1.19 m: the Kinect model's sigma there is 2.4 mm."""
+    frame = plane_frame(looking_down(2.0), (0, 0, 1), (0, 0, 0.81))
+    point_sigma = hf.SensorNoise().sigma(1.19)
+    grid = flat_map(0.8)
+    grid.information[:] = 1 / 0.0095**2  # hypot(9.5, 2.4) = 9.8 mm < 1 cm: outside 1 sigma, inside 2
+    result = score_heldout(grid, [frame])
+    assert (result["calib_1sigma"], result["calib_2sigma"]) == (0.0, 1.0)
+    grid.systematic_sigma[:] = math.sqrt(0.0101**2 - 0.0095**2 - point_sigma**2)  # the spread: 1.01 cm
+    assert score_heldout(grid, [frame])["calib_1sigma"] == 1.0
+    assert score_heldout(grid, [frame], noise=hf.SensorNoise(base=1e-6, quadratic=0.0))["calib_1sigma"] == 0.0
+
+
 def test_unobserved_vertices_lower_the_coverage():
     frame = plane_frame(looking_down(), (0, 0, 1), (0, 0, 0.81))
     grid = flat_map(0.8)
@@ -69,12 +82,12 @@ def test_unobserved_vertices_lower_the_coverage():
 
 def test_only_upward_facing_surfaces_are_scored():
     T = hf.look_at([-1.0, 0.0, 2.0], [0.0, 0.0, 0.8])  # an oblique view
-    assert len(upward_points(plane_frame(T, (0, 0, 1), (0, 0, 0.8)))) == INNER
+    assert len(upward_points(plane_frame(T, (0, 0, 1), (0, 0, 0.8)))[0]) == INNER
     tilted = (math.sin(math.radians(20)), 0.0, math.cos(math.radians(20)))
-    assert len(upward_points(plane_frame(T, tilted, (0, 0, 0.8)))) == INNER
+    assert len(upward_points(plane_frame(T, tilted, (0, 0, 0.8)))[0]) == INNER
     steep = (math.sin(math.radians(45)), 0.0, math.cos(math.radians(45)))
-    assert len(upward_points(plane_frame(T, steep, (0, 0, 0.8)))) == 0
-    assert len(upward_points(plane_frame(T, steep, (0, 0, 0.8)), max_tilt_deg=50)) > 0
+    assert len(upward_points(plane_frame(T, steep, (0, 0, 0.8)))[0]) == 0
+    assert len(upward_points(plane_frame(T, steep, (0, 0, 0.8)), max_tilt_deg=50)[0]) > 0
 
 
 def test_map_heights_are_bilinear_inside_observed_cells():

@@ -388,7 +388,8 @@ def test_prefetched_stereo_gives_what_stereo_in_turn_gives(tiny_floor, process):
 
 
 def test_replay_with_stereo_ahead_fuses_what_replay_in_turn_fuses(monkeypatch):
-    """replay's stereo ahead gives the same map; by default it is on where the stereo runs on CUDA."""
+    """replay's stereo ahead (the default) gives the same map as stereo in turn, starting every frame's stereo
+    before the frame before is fused."""
     import sys
 
     replay_module = sys.modules["heightfusion.replay"]  # the package's name "replay" is the function
@@ -396,13 +397,12 @@ def test_replay_with_stereo_ahead_fuses_what_replay_in_turn_fuses(monkeypatch):
             for ahead in (True, False)}
     assert runs[True].frames_used == runs[False].frames_used >= 5
     np.testing.assert_allclose(runs[True].grid.heights, runs[False].grid.heights, atol=1e-6)
-    started = []
-    monkeypatch.setattr(replay_module.FramePipeline, "prefetch", lambda self, frame: started.append(frame.index) or False)
-    for on_gpu in (True, False):
-        monkeypatch.setattr(replay_module, "stereo_on_gpu", lambda stereo: on_gpu)
-        started.clear()
-        hf.replay(depth="mvs", max_frames=3, progress=False, backend="raymarch")
-        assert started == ([0, 1, 2] if on_gpu else [])  # every frame started ahead, in order, or none
+    events = []
+    monkeypatch.setattr(replay_module.FramePipeline, "prefetch", lambda self, frame: events.append(("ahead", frame.index)))
+    monkeypatch.setattr(replay_module.FramePipeline, "process",
+                        lambda self, frame: events.append(("fuse", frame.index)) or replay_module.SkippedFrame("test"))
+    hf.replay(depth="mvs", max_frames=3, progress=False, backend="raymarch")
+    assert events == [("ahead", 0), ("ahead", 1), ("fuse", 0), ("ahead", 2), ("fuse", 1), ("fuse", 2)]
 
 
 def test_the_stereo_process_starts_without_warnings():

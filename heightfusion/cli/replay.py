@@ -55,9 +55,9 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-frames", type=int, help="fuse at most this many frames")
     parser.add_argument("--solver", default=FusionConfig.solver, choices=SOLVERS, help="Gauss-Newton solve")
     parser.add_argument("--iterations", type=int, default=FusionConfig.iterations, help="Gauss-Newton iterations per frame")
-    parser.add_argument("--stereo-ahead", choices=("auto", "on", "off"), default="auto",
-                        help="stereo: estimate the next frame's depth in a child process while this one is fused "
-                             "(default auto: where the stereo runs on a CUDA GPU)")
+    parser.add_argument("--no-stereo-ahead", dest="stereo_ahead", action="store_false",
+                        help="stereo: estimate each frame's depth after the frame before is fused, not during it "
+                             "(default: during, on a worker thread)")
     add_free_space_arguments(parser)
 
 
@@ -71,7 +71,7 @@ def replay_options(args: argparse.Namespace) -> dict:
     return {"depth": args.depth, "backend": args.backend, **grid_args(args), "max_frames": args.max_frames,
             "stereo": stereo_config_from_args(args), "keyframes": keyframe_config_from_args(args),
             "fusion_settings": settings, "up": args.up, **track_options(args),
-            "stereo_ahead": {"auto": None, "on": True, "off": False}[args.stereo_ahead]}
+            "stereo_ahead": args.stereo_ahead}
 
 
 def run(args: argparse.Namespace) -> int:
