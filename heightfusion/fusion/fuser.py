@@ -255,12 +255,14 @@ class HeightMapFuser:
         depth, sigma, colors = _check_frame(depth, camera, image, sigma, cfg.noise)
         if pose_covariance is not None:
             pose_covariance = _check_covariance(pose_covariance)
-            sigma = np.hypot(sigma, pose_depth_sigma(camera, T_wc, depth, pose_covariance))
         stats = FusionStats(level=self._level(camera, depth), pixels_measured=int(np.isfinite(depth).sum()))
         timer = StageTimer()
         if stats.level > 0:
             with timer("pyramid"):
                 camera, depth, sigma, colors = frame_at_level(camera, depth, sigma, colors, stats.level)
+        if pose_covariance is not None:
+            # After the pyramid: the pose's error is one for a whole block of pixels, no spread between them.
+            sigma = np.hypot(sigma, pose_depth_sigma(camera, T_wc, depth, pose_covariance))
         colors = _float_rgb(colors) if cfg.fuse_color else None
         if cfg.forgetting > 0:
             np.maximum(grid.information * (1 - cfg.forgetting), grid.prior_information, out=grid.information)
