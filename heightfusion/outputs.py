@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
+import numpy as np
+
 from . import visualize
 from .atomic import atomic_write
 from .heightmap import HeightMap, export_ply, save_heightmap
@@ -78,7 +80,7 @@ def write_map_outputs(
     written = {
         **metrics,
         "map": {"origin": grid.origin.tolist(), "cell_size": grid.cell_size, "shape": list(grid.shape),
-                "observed": int(grid.observed.sum())},
+                "observed": int(grid.observed.sum()), **_sigma_summary(grid)},
         "free_space": {"max_step": free_space.max_step, "max_slope_deg": math.degrees(free_space.max_slope),
                        "robot_radius": free_space.robot_radius, "max_sigma": free_space.max_sigma,
                        "vertices": label_counts(labels)},
@@ -86,6 +88,15 @@ def write_map_outputs(
     with atomic_write(out / "metrics.json") as f:
         f.write(json.dumps(written, indent=2).encode("utf-8"))
     return written
+
+
+def _sigma_summary(grid: HeightMap) -> dict:
+    """Median height sigma and its systematic part over the observed vertices, millimetres (None: none observed)."""
+    seen = grid.observed
+    if not seen.any():
+        return {"sigma_median_mm": None, "systematic_sigma_median_mm": None}
+    return {"sigma_median_mm": float(np.median(grid.sigma[seen])) * 1e3,
+            "systematic_sigma_median_mm": float(np.median(grid.systematic_sigma[seen])) * 1e3}
 
 
 def write_replay_outputs(

@@ -211,6 +211,9 @@ def test_replay_cli_writes_the_trajectory(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["tracking"]["mode"] == "refine" and metrics["trajectory"]["matched"] == 4
     assert (out / "trajectory.png").stat().st_size > 1000
+    # Tracked poses carry a covariance: the map's sigma has a systematic part, at most the whole sigma.
+    assert 0 < metrics["map"]["systematic_sigma_median_mm"] <= metrics["map"]["sigma_median_mm"]
+    assert hf.load_heightmap(out / "heightmap.npz").systematic_sigma.max() > 0
 
 
 def test_start_pose_needs_odometry(tmp_path, capsys):
