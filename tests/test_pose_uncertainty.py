@@ -2,6 +2,7 @@
 geometry) and the map's systematic sigma (against its definition: the information-weighted mean)."""
 
 import numpy as np
+import pytest
 
 import heightfusion as hf
 from heightfusion.fusion.pose_uncertainty import pose_height_sigma
@@ -84,3 +85,12 @@ def test_a_tracked_frame_takes_on_the_error_of_the_map_it_saw():
     own = np.hypot(inherited, pose_height_sigma(second_pose, points, covariance))
     expected = (evidence_1 * before)[rows, cols] + added[rows, cols] * own
     np.testing.assert_allclose(grid.systematic_sigma[rows, cols], expected / (evidence_1 + added)[rows, cols], rtol=1e-4)
+
+
+def test_a_bad_pose_covariance_is_a_frame_error():
+    camera = hf.PinholeCamera(16, 12, 12.0, 12.0, 7.5, 5.5)
+    fuser = hf.HeightMapFuser(hf.HeightMap((-0.5, -0.5), 0.1, (11, 11)), hf.make_renderer("raymarch"))
+    depth = np.ones(camera.shape, np.float32)
+    for bad in (np.eye(3), np.full((6, 6), np.nan)):
+        with pytest.raises(hf.fusion.FrameError, match="pose_covariance must be a finite 6x6 matrix"):
+            fuser.fuse(camera, hf.look_at((0.0, 0.0, 1.0), (0.0, 0.01, 0.0)), depth, pose_covariance=bad)
