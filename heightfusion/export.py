@@ -93,8 +93,7 @@ def _packed_rgb(colors: np.ndarray) -> np.ndarray:
 def gridmap_message(grid: HeightMap, frame_id: str = "map") -> dict:
     """The ``grid_map_msgs/GridMap`` message of ``grid`` as a dict (unobserved cells NaN, as grid_map's)."""
     seen = grid.observed
-    with np.errstate(divide="ignore"):
-        variance = np.where(seen, 1.0 / grid.information.astype(np.float64), np.nan)
+    variance = np.where(seen, np.square(grid.sigma, dtype=np.float64), np.nan)
     layers = {
         "elevation": np.where(seen, grid.heights, np.nan).astype(np.float32),
         "variance": variance.astype(np.float32),

@@ -212,6 +212,7 @@ def test_export_ply(tmp_path):
     grid = hf.HeightMap((0.0, 0.0), 0.1, (3, 4))
     grid.colors[:] = (1.0, 0.5, 0.0)
     grid.observed[:2, :2] = True
+    grid.systematic_sigma[1, 1] = 0.5  # with the prior's 1 m: sqrt(1.25)
     path = tmp_path / "mesh.ply"
     hf.export_ply(path, grid)
     data = path.read_bytes()
@@ -221,7 +222,9 @@ def test_export_ply(tmp_path):
     vertices = np.frombuffer(body[: 12 * 19], dtype=[("p", "<f4", 3), ("c", "u1", 3), ("s", "<f4")])
     np.testing.assert_allclose(vertices["p"][5], [0.1, 0.1, 0.0])
     assert tuple(vertices["c"][0]) == (255, 128, 0)
-    np.testing.assert_allclose(vertices["s"], 1.0 / np.sqrt(grid.information.ravel()), rtol=1e-6)
+    np.testing.assert_allclose(vertices["s"], np.hypot(1.0 / np.sqrt(grid.information), grid.systematic_sigma).ravel(),
+                               rtol=1e-6)
+    assert vertices["s"][5] == pytest.approx(np.sqrt(1.25))
     hf.export_ply(path, grid, observed_only=True)
     assert b"element face 2" in path.read_bytes()
 

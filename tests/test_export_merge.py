@@ -19,6 +19,7 @@ def _map() -> hf.HeightMap:
     grid.observed[:] = True
     grid.observed[0, 0] = False
     grid.colors[:] = np.random.default_rng(0).random(grid.shape + (3,))
+    grid.systematic_sigma[3, 4] = 0.02  # a sigma of sqrt(1 + 4) cm there
     return grid
 
 
@@ -38,7 +39,7 @@ def test_geotiff_gives_each_vertex_height_at_its_coordinates(tmp_path, cog):
                 row, col = src.index(xy[i, j, 0], xy[i, j, 1])
                 if grid.observed[i, j]:
                     assert bands[0, row, col] == pytest.approx(grid.heights[i, j], abs=1e-6)
-                    assert bands[1, row, col] == pytest.approx(0.01, rel=1e-6)
+                    assert bands[1, row, col] == pytest.approx(0.01 * (5**0.5 if (i, j) == (3, 4) else 1), rel=1e-6)
                 else:
                     assert np.isnan(bands[0, row, col]) and bands[2, row, col] == 0
         if cog:
@@ -63,7 +64,10 @@ def test_gridmap_message_has_grid_maps_layout(tmp_path):
     loaded = yaml.safe_load(path.read_text())
     np.testing.assert_allclose(gridmap_layer(loaded, "elevation")[grid.observed], grid.heights[grid.observed], rtol=1e-6)
     assert np.isnan(gridmap_layer(loaded, "elevation")[0, 0])
-    np.testing.assert_allclose(gridmap_layer(loaded, "variance")[grid.observed], 1e-4, rtol=1e-6)
+    variance = gridmap_layer(loaded, "variance")  # 1 / information and the systematic sigma squared
+    assert variance[3, 4] == pytest.approx(5e-4, rel=1e-6)
+    variance[3, 4] = 1e-4
+    np.testing.assert_allclose(variance[grid.observed], 1e-4, rtol=1e-6)
     np.testing.assert_array_equal(unpack_rgb(gridmap_layer(loaded, "color")), np.rint(grid.colors * 255).astype(np.uint8))
 
 
