@@ -7,8 +7,9 @@ Each frame goes through :class:`heightfusion.FramePipeline` with ``depth="mvs"``
 used), fused into a map as ``replay --depth mvs`` fuses it; every stereo estimate is compared with the same
 frame's Kinect depth (undistorted, registered to the colour image) on the pixels both have: median
 |relative error|, share within 5 %, density (share of the Kinect's pixels stereo gives a value), and the
-share of stereo's errors within its own 1 sigma. The tracking cost and the frames stereo or tracking
-skipped are printed too. Then the maps: every 5th frame held out (``heightfusion.heldout``), the rest fused
+share of stereo's errors within its own 1 sigma; and by the Kinect's depth (bands of :data:`DEPTH_BANDS`):
+the share of the compared pixels, median |relative error| and median signed relative error (the bias).
+The tracking cost and the frames stereo or tracking skipped are printed too. Then the maps: every 5th frame held out (``heightfusion.heldout``), the rest fused
 from the Kinect depth and from monocular stereo (poses as given, and refined), each scored against the
 held-out frames' depth: median |dh| and coverage, and stereo's median as a multiple of the sensor map's.
 Times are of this machine (printed first).
@@ -35,6 +36,8 @@ from heightfusion.tracking import Tracker
 from heightfusion.up_axis import UpAligned, default_up, up_rotation
 from real_sample import REAL_SAMPLE
 
+#: Kinect depth bands (metres) that the per-pixel errors are broken down by.
+DEPTH_BANDS = (0.0, 0.8, 1.2, 1.6, 2.2, 10.0)
 
 
 def run(path: Path, frames: int, track: str) -> dict:
@@ -46,7 +49,7 @@ def run(path: Path, frames: int, track: str) -> dict:
     fuser = hf.HeightMapFuser(grid, renderer, fusion_config(True))
     tracker = None if track == "off" else Tracker(track, renderer)
     pipeline = FramePipeline(fuser, "mvs", tracker=tracker)
-    relative, within_sigma, density, skipped = [], [], [], Counter()
+    signed, kinect_depths, within_sigma, density, skipped = [], [], [], [], Counter()
     start = time.perf_counter()
     for frame in sequence:
         result = pipeline.process(frame)
@@ -58,13 +61,22 @@ def run(path: Path, frames: int, track: str) -> dict:
         if not both.any():
             continue
         error = result.depth[both] - kinect[both]
-        relative.append(np.abs(error) / kinect[both])
+        signed.append(error / kinect[both])
+        kinect_depths.append(kinect[both])
         within_sigma.append(np.abs(error) <= result.sigma[both])
         density.append(both.sum() / max(np.isfinite(kinect).sum(), 1))
     seconds = time.perf_counter() - start
     fuser.release()
     renderer.release()
-    relative = np.concatenate(relative) if relative else np.zeros(0)
+    signed = np.concatenate(signed) if signed else np.zeros(0)
+    relative = np.abs(signed)
+    kinect_depths = np.concatenate(kinect_depths) if kinect_depths else np.zeros(0)
+    bands = []
+    for lo, hi in zip(DEPTH_BANDS[:-1], DEPTH_BANDS[1:]):
+        inside = (kinect_depths >= lo) & (kinect_depths < hi)
+        if inside.any():
+            bands.append((lo, hi, float(inside.mean()), 100 * float(np.median(relative[inside])),
+                          100 * float(np.median(signed[inside]))))
     ms = pipeline.timer.mean_ms(frames=max(len(sequence), 1))
     return {
         "frames estimated": len(density),
@@ -76,6 +88,7 @@ def run(path: Path, frames: int, track: str) -> dict:
         "ms stereo": ms.get("stereo", 0.0),
         "seconds": seconds,
         "skipped": dict(skipped),
+        "bands": bands,
     }
 
 
@@ -102,11 +115,16 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} CPU cores; OpenGL: {context.describe()}; {args.path.name}, {args.frames} frames")
     print("| poses | frames estimated | median rel. error % | within 5 % | density | within 1 sigma | ms stereo | ms track | skipped |")
     print("|---|---|---|---|---|---|---|---|---|")
+    runs = {}
     for track in ("off", "refine"):
-        r = run(args.path, args.frames, track)
+        r = runs[track] = run(args.path, args.frames, track)
         print(f"| {'as given' if track == 'off' else 'track refine'} | {r['frames estimated']} | "
               f"{r['median relative error %']:.1f} | {r['within 5 %']:.2f} | {r['density']:.2f} | "
               f"{r['within 1 sigma']:.2f} | {r['ms stereo']:.0f} | {r['ms track']:.0f} | {r['skipped']} |", flush=True)
+    print("\n| poses | Kinect depth m | share of pixels | median rel. error % | median signed rel. error % |\n|---|---|---|---|---|")
+    for track, r in runs.items():
+        for lo, hi, share, error, bias in r["bands"]:
+            print(f"| {'as given' if track == 'off' else 'track refine'} | {lo:g}-{hi:g} | {share:.2f} | {error:.1f} | {bias:+.1f} |")
     print("\n| map (every 5th frame held out) | held-out median mm | coverage | vs sensor map |\n|---|---|---|---|")
     sensor = None
     for name, score in heldout_maps(args.path, args.frames):
