@@ -133,8 +133,9 @@ def replay(
     cannot be tracked is skipped with a "tracking: ..." reason. The poses used are ``result.poses``.
     ``stereo_ahead``: with stereo depth and no tracking, run each frame's stereo on a worker thread while the
     frame before is fused (:meth:`FramePipeline.prefetch`; torch and numpy release the GIL in their work).
-    Measured on the real TUM frames (640x480), fused frames/s in turn -> ahead: 4.8 -> 5.1-5.3 on a 2-core
-    CPU, 14.6-15.7 -> 21.5-24.3 with the stereo on an H200 (``benchmarks/bench_replay_ahead.py``).
+    Measured on the real TUM frames (640x480), fused frames/s in turn -> ahead: 4.5-4.8 -> 5.0-5.4 on an idle
+    2-core CPU (no gain on a loaded one), 14.6-15.7 -> 21.5-24.3 with the stereo on an H200
+    (``benchmarks/bench_replay_ahead.py``).
     ``stereo_process``: ... in a child process instead, as the live app does (``LiveSettings.stereo_process``):
     as fast once running, but it takes seconds to start (7.4 frames/s over 80 frames on the H200).
     Raises ``DatasetError`` (a ValueError) for a path that is not a dataset.
