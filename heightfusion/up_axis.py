@@ -119,7 +119,11 @@ class UpAligned:
         return len(self._sequence)
 
     def __iter__(self):
-        for frame in self._sequence:
+        return self.iter_frames()
+
+    def iter_frames(self, stale=None):
+        """The wrapped sequence's ``iter_frames(stale)`` (with ``stale``; else its frames), turned."""
+        for frame in (iter(self._sequence) if stale is None else self._sequence.iter_frames(stale)):
             if frame.T_wc is not None and not self.identity:
                 frame.T_wc = self.rotation @ frame.T_wc
             yield frame

@@ -664,6 +664,29 @@ def test_video_with_trajectory(tmp_path, fourcc, ext):
         datasets.open(tmp_path)
 
 
+@pytest.mark.parametrize("kind", ["tum", "video"])
+def test_iter_frames_passes_over_the_frames_before_a_due_one_unread(tmp_path, kind, monkeypatch):
+    """A paced player behind schedule: ``stale(t)`` says the frame at t is due, so the one before it is left
+    unread (image files not opened, video frames grabbed past, not decoded); the others read as usual."""
+    if kind == "tum":
+        seq = datasets.open(make_tum(tmp_path))
+        times = frame_times(6)
+    else:
+        write_video(tmp_path / "clip.avi", 6)
+        seq = datasets.open(tmp_path / "clip.avi", camera=CAMERA, fps=10.0)
+        times = [i / 10 for i in range(6)]
+    read = []
+    original = Sequence._read_image_file
+    monkeypatch.setattr(Sequence, "_read_image_file", lambda self, path: read.append(path) or original(self, path))
+    due = {times[2], times[3], times[5]}  # frames 1, 2 and 4 are stale
+    frames = list(seq.iter_frames(lambda t: any(abs(t - d) < 1e-9 for d in due)))
+    assert [f.index for f in frames] == [0, 3, 5] and not seq.skipped
+    mean = frames[1].image.reshape(-1, 3).mean(axis=0)  # frame 3's pattern (a video's is JPEG-compressed)
+    np.testing.assert_allclose(mean, rgb_pattern(3)[1:, 1:].reshape(-1, 3).mean(axis=0), atol=8)
+    assert len(read) == (3 if kind == "tum" else 0)  # a video's frames are decoded by the capture instead
+    assert [f.index for f in seq] == list(range(6))  # plain iteration reads every frame
+
+
 def test_video_without_trajectory(tmp_path):
     video = tmp_path / "clip.avi"
     write_video(video, 3)

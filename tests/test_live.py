@@ -111,6 +111,46 @@ def test_a_slow_consumer_drops_frames_and_never_queues_them():
     assert taken == sorted(taken) and taken[-1] == 199  # always the newest: the last frame is never lost
 
 
+class SlowRecording:
+    """A recording of ``n`` frames at ``fps`` whose frames take ``decode_s`` to read (as 640x480 images do on
+    a busy CPU), read through ``iter_frames(stale)`` as :class:`heightfusion.datasets.Sequence` is."""
+
+    def __init__(self, n: int, fps: float, decode_s: float) -> None:
+        self.frames, self.decode_s, self.decoded = frames(n, fps), decode_s, []
+
+    def iter_frames(self, stale=None):
+        for k, frame in enumerate(self.frames):
+            if stale is not None and k + 1 < len(self.frames) and stale(self.frames[k + 1].timestamp):
+                continue
+            time.sleep(self.decode_s)
+            self.decoded.append(k)
+            yield frame
+
+    def __iter__(self):
+        return self.iter_frames()
+
+
+def test_a_reader_behind_the_pace_passes_over_what_a_camera_would_have_replaced():
+    """Frames due every 10 ms that take 30 ms to read: the reader keeps the recording's pace by leaving the
+    frames whose successor is already due unread (counted as dropped), rather than decoding them all and
+    playing the recording three times too slowly."""
+    recording = SlowRecording(60, fps=100.0, decode_s=0.03)
+    source = LatestFrameSource(recording, pace=True, drop=True).start()
+    start, taken = time.perf_counter(), []
+    while not source.exhausted:
+        frame = source.next(timeout=0.05)
+        if frame is not None:
+            taken.append(frame.index)
+    elapsed = time.perf_counter() - start
+    assert source.read == len(recording.decoded) < 35 and source.read + source.dropped == 60
+    assert taken == sorted(taken) and set(taken) <= set(recording.decoded) and taken[-1] == 59  # the last is read
+    assert elapsed < 0.6 * 60 * 0.03  # near the recording's 0.6 s, not the 1.8 s of reading every frame
+    every = LatestFrameSource(SlowRecording(10, fps=100.0, decode_s=0.03), pace=True, drop=False).start()
+    while not every.exhausted:
+        every.next(timeout=0.05)
+    assert every.read == 10 and every.dropped == 0  # without drops every frame is read
+
+
 def test_every_frame_mode_takes_every_frame_in_order():
     source = LatestFrameSource(frames(50), pace=False, drop=False).start()
     taken = []

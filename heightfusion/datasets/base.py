@@ -13,7 +13,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -208,22 +208,38 @@ class Sequence:
         return f"Sequence(format={self.format!r}, name={self.name!r}, frames={len(self)}, path={str(self.path)!r})"
 
     def __iter__(self) -> Iterator[Frame]:
+        return self.iter_frames()
+
+    def iter_frames(self, stale: Callable[[float], bool] | None = None) -> Iterator[Frame]:
+        """The frames, as iterating the sequence gives them. With ``stale``, a frame is passed over without
+        reading its files when ``stale(t)`` says the next frame's timestamp t is already due: a player
+        that has fallen behind the recording's pace skips what a camera would have replaced by then,
+        rather than spending the time to decode it."""
         self._issues = self._opening_issues.copy()
-        for record, image in self._images():
+        for record, image in self._images(stale):
             frame = self._load_frame(record, image)
             if frame is not None:
                 yield frame
 
-    def _images(self) -> Iterator[tuple[FrameRecord, np.ndarray | None]]:
-        """(record, BGR image or None when it could not be read) for every record, in order."""
+    def _images(self, stale: Callable[[float], bool] | None = None) -> Iterator[tuple[FrameRecord, np.ndarray | None]]:
+        """(record, BGR image or None when it could not be read) for every record, in order; the records that
+        ``stale`` passes over (see :meth:`iter_frames`) are left out."""
+        records = self._records
+
+        def passed_over(k: int) -> bool:
+            return stale is not None and k + 1 < len(records) and stale(records[k + 1].timestamp)
+
         if self._video is None:
-            for record in self._records:
-                yield record, self._read_image_file(record.image)
+            for k, record in enumerate(self._records):
+                if not passed_over(k):
+                    yield record, self._read_image_file(record.image)
             return
         capture = cv2.VideoCapture(opencv_path(self._video))
         position = 0  # number of the frame the next grab() returns
         try:
-            for record in self._records:
+            for k, record in enumerate(self._records):
+                if passed_over(k):  # grabbed past by the next record read, never decoded
+                    continue
                 try:
                     while position < record.image and capture.grab():
                         position += 1

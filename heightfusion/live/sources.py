@@ -3,7 +3,10 @@
 Fusion must never fall behind without bound: when it is slower than the source, a frame that arrives
 while another is waiting replaces it, and the replaced one is counted as dropped. A recording (dataset
 folder, video file) is played at its own pace (its timestamps), as a camera would deliver it; a scripted
-run can instead take every frame, the reader waiting for the loop (``pace`` and ``drop`` off).
+run can instead take every frame, the reader waiting for the loop (``pace`` and ``drop`` off). A
+recording's reader that falls behind its pace (decoding competes with fusion for the cores) passes over
+the frames whose successor is already due without decoding them, as a camera would have replaced them
+(:meth:`heightfusion.datasets.Sequence.iter_frames`); they count as dropped.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ class LatestFrameSource:
     """Runs ``frames`` on a thread and hands the loop the newest frame.
 
     Args:
-        frames: the frames, in order (a dataset sequence, a video, a camera).
+        frames: the frames, in order (a dataset sequence, a video, a camera). One with an ``iter_frames(stale)``
+            method (a dataset sequence) is read through it when paced with drops (module docstring).
         pace: wait between frames as their timestamps say (real-time playback of a recording; off for
             a camera, which paces itself).
         drop: replace a waiting frame by a newer one (counted in ``dropped``); off: the reader waits
@@ -47,20 +51,36 @@ class LatestFrameSource:
         self.error: str | None = None  # why the source ended early (a camera that disconnected...)
         self.read = 0
         self.dropped = 0
+        self._clock: tuple[float, float] | None = None  # (wall time, timestamp) of the first frame when paced
         self._thread = threading.Thread(target=self._run, name="heightfusion-frames", daemon=True)
 
     def start(self) -> LatestFrameSource:
         self._thread.start()
         return self
 
+    def _due_in(self, timestamp: float) -> float:
+        """Seconds until the paced frame at ``timestamp`` is due (negative: overdue)."""
+        start_wall, start_stamp = self._clock
+        return (timestamp - start_stamp) - (time.perf_counter() - start_wall)
+
+    def _stale(self, next_timestamp: float) -> bool:
+        """Whether the frame before the one at ``next_timestamp`` is to be passed over (that one is due): counted
+        as dropped."""
+        if self._clock is None or self._due_in(next_timestamp) > 0:
+            return False
+        with self._cond:
+            self.dropped += 1
+        return True
+
     def _run(self) -> None:
-        start_wall = start_stamp = None
+        reader = getattr(self._frames, "iter_frames", None)
+        frames = reader(self._stale) if self._pace and self._drop and reader is not None else self._frames
         try:
-            for frame in self._frames:
+            for frame in frames:
                 if self._pace:
-                    if start_wall is None:
-                        start_wall, start_stamp = time.perf_counter(), frame.timestamp
-                    delay = (frame.timestamp - start_stamp) - (time.perf_counter() - start_wall)
+                    if self._clock is None:
+                        self._clock = (time.perf_counter(), frame.timestamp)
+                    delay = self._due_in(frame.timestamp)
                     if delay > 0:
                         time.sleep(delay)
                 if self._prepare is not None:
