@@ -122,8 +122,10 @@ class UpAligned:
         return self.iter_frames()
 
     def iter_frames(self, stale=None):
-        """The wrapped sequence's ``iter_frames(stale)`` (with ``stale``; else its frames), turned."""
-        for frame in (iter(self._sequence) if stale is None else self._sequence.iter_frames(stale)):
+        """The wrapped sequence's ``iter_frames(stale)`` (its plain frames without ``stale``, or where it has no
+        such method), turned."""
+        reader = getattr(self._sequence, "iter_frames", None)
+        for frame in (iter(self._sequence) if stale is None or reader is None else reader(stale)):
             if frame.T_wc is not None and not self.identity:
                 frame.T_wc = self.rotation @ frame.T_wc
             yield frame
