@@ -63,3 +63,17 @@ def test_replay_takes_up_on_the_command_line(y_up, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["replay", str(y_folder), "--up", "w", "--out", str(tmp_path)])
     assert exit_info.value.code == 2
+
+
+def test_up_aligned_frames_pass_over_what_the_wrapped_sequence_passes_over(tmp_path):
+    """iter_frames(stale) reaches a dataset's reader through the turn; a sequence without one is read whole."""
+    from heightfusion.up_axis import UpAligned
+
+    turn = np.diag([1.0, -1.0, -1.0, 1.0])
+    synthetic = generate("floor", frames=4, width=32, height=24)
+    opened = hf.datasets.open(write_tum(synthetic, tmp_path / "floor"))
+    late = synthetic.frames[2].timestamp  # frame 2 is due: frame 1 is passed over
+    for sequence, expected in ((opened, [0, 2, 3]), (synthetic, [0, 1, 2, 3])):
+        frames = list(UpAligned(sequence, turn).iter_frames(lambda t: abs(t - late) < 1e-4))
+        assert [f.index for f in frames] == expected
+        np.testing.assert_allclose(frames[0].T_wc, turn @ synthetic.frames[0].T_wc, atol=1e-6)
