@@ -76,4 +76,4 @@ def test_up_aligned_frames_pass_over_what_the_wrapped_sequence_passes_over(tmp_p
     for sequence, expected in ((opened, [0, 2, 3]), (synthetic, [0, 1, 2, 3])):
         frames = list(UpAligned(sequence, turn).iter_frames(lambda t: abs(t - late) < 1e-4))
         assert [f.index for f in frames] == expected
-        np.testing.assert_allclose(frames[0].T_wc, turn @ synthetic.frames[0].T_wc, atol=1e-6)
+        np.testing.assert_allclose(frames[0].T_wc, turn @ synthetic.frames[0].T_wc, atol=1e-4)  # TUM text precision
