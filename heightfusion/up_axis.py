@@ -13,6 +13,7 @@ uses ``"auto"``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -126,8 +127,8 @@ class UpAligned:
         such method), turned."""
         reader = getattr(self._sequence, "iter_frames", None)
         for frame in (iter(self._sequence) if stale is None or reader is None else reader(stale)):
-            if frame.T_wc is not None and not self.identity:
-                frame.T_wc = self.rotation @ frame.T_wc
+            if frame.T_wc is not None and not self.identity:  # a new frame: the wrapped one may be kept in memory
+                frame = dataclasses.replace(frame, T_wc=self.rotation @ frame.T_wc)
             yield frame
 
     def reference_trajectory(self) -> list[tuple[float, np.ndarray]] | None:
