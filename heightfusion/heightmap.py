@@ -140,10 +140,11 @@ class HeightMap:
         x0, y0 = self.origin
         return (x0, x0 + (self.nx - 1) * self.cell_size, y0, y0 + (self.ny - 1) * self.cell_size)
 
-    def vertex_xy(self) -> np.ndarray:
-        """(ny, nx, 2) float64 world (x, y) of every vertex."""
-        xs = self.origin[0] + np.arange(self.nx) * self.cell_size
-        ys = self.origin[1] + np.arange(self.ny) * self.cell_size
+    def vertex_xy(self, window: tuple[slice, slice] | None = None) -> np.ndarray:
+        """(ny, nx, 2) float64 world (x, y) of every vertex, or of those in ``window`` (row and column slices)."""
+        rows, cols = window or (slice(None), slice(None))
+        xs = self.origin[0] + np.arange(self.nx)[cols] * self.cell_size
+        ys = self.origin[1] + np.arange(self.ny)[rows] * self.cell_size
         return np.stack(np.meshgrid(xs, ys), axis=-1)
 
     def vertices(self) -> np.ndarray:

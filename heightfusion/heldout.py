@@ -37,7 +37,7 @@ import numpy as np
 from .datasets.frame import Frame
 from .depth.sensor import SensorNoise
 from .heightmap import HeightMap
-from .metrics import height_error_stats
+from .metrics import calibration, height_error_stats
 
 #: Every how many frames one is held out, by default.
 DEFAULT_EVERY = 5
@@ -140,6 +140,5 @@ def score_heldout(
     spread = np.concatenate(spreads) if spreads else np.zeros(0)
     result = {"points": total, **height_error_stats(dh)}
     result["coverage"] = result["count"] / total if total else float("nan")
-    for k in (1, 2):
-        result[f"calib_{k}sigma"] = float(np.mean(np.abs(dh) <= k * spread)) if dh.size else float("nan")
+    result.update(calibration(dh, spread))
     return result

@@ -70,6 +70,14 @@ def same_grid(a: HeightMap, b: HeightMap) -> bool:
     return True
 
 
+def calibration(errors: np.ndarray, sigma: np.ndarray) -> dict:
+    """``calib_1sigma`` and ``calib_2sigma``: the shares of ``errors`` within 1 and 2 times their ``sigma``
+    (NaN for no errors); a calibrated Gaussian gives 0.683 / 0.954."""
+    a = np.abs(np.asarray(errors, dtype=np.float64))
+    sigma = np.asarray(sigma, dtype=np.float64)
+    return {f"calib_{k}sigma": float(np.mean(a <= k * sigma)) if a.size else float("nan") for k in (1, 2)}
+
+
 def height_error_stats(errors: np.ndarray) -> dict[str, float | int]:
     """count, rmse, mae, median |e|, bias and within_* shares of height errors ``errors`` (metres).
 
@@ -125,9 +133,7 @@ def evaluate(estimate: HeightMap, truth: HeightMap, smooth_mask: np.ndarray | No
     result["truth_count"] = truth_count
     result["completeness"] = float(both.sum() / truth_count) if truth_count else float("nan")
 
-    sigma = estimate.sigma[both].astype(np.float64)
-    for k in (1, 2):
-        result[f"calib_{k}sigma"] = float(np.mean(np.abs(e) <= k * sigma)) if e.size else float("nan")
+    result.update(calibration(e, estimate.sigma[both]))
 
     smooth = height_error_stats(e[smooth_mask[both]])
     result.update({f"smooth_{key}": value for key, value in smooth.items()})

@@ -123,6 +123,7 @@ def test_heightmap_geometry_and_triangulation():
     assert grid.shape == (3, 4) and grid.num_triangles == 12 and grid.extent == (1.0, 2.5, -2.0, -1.0)
     xy = grid.vertex_xy()
     np.testing.assert_allclose(xy[2, 1], [1.5, -1.0])  # vertex (i, j) at x0 + j*c, y0 + i*c
+    np.testing.assert_array_equal(grid.vertex_xy((slice(1, 3), slice(1, 2))), xy[1:3, 1:2])  # a window of them
     tris = grid.triangles()
     assert tris.shape == (12, 3)
     np.testing.assert_array_equal(tris[0], [0, 1, 5])  # k=0 of cell (0, 0)

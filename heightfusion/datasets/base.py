@@ -230,14 +230,14 @@ class Sequence:
             return stale is not None and k + 1 < len(records) and stale(records[k + 1].timestamp)
 
         if self._video is None:
-            for k, record in enumerate(self._records):
+            for k, record in enumerate(records):
                 if not passed_over(k):
                     yield record, self._read_image_file(record.image)
             return
         capture = cv2.VideoCapture(opencv_path(self._video))
         position = 0  # number of the frame the next grab() returns
         try:
-            for k, record in enumerate(self._records):
+            for k, record in enumerate(records):
                 if passed_over(k):  # grabbed past by the next record read, never decoded
                     continue
                 try:

@@ -432,15 +432,15 @@ class HeightMapFuser:
         explores, frame by frame from the map it came from, and stays what it was where the camera returns.
         """
         grid = self.grid
+        old = grid.systematic_sigma[window.slices]
+        if pose_covariance is None and not old.any():  # exact poses on a map without systematic error: stays 0
+            return
         evidence = np.maximum(prior - grid.prior_information, 0.0)
         total = evidence + added
         seen = total > 0
-        old = grid.systematic_sigma[window.slices]
         frame_sigma = 0.0
         if pose_covariance is not None:
-            rows, cols = np.mgrid[window.row0 : window.row1, window.col0 : window.col1]
-            points = np.stack([grid.origin[0] + cols * grid.cell_size, grid.origin[1] + rows * grid.cell_size,
-                               grid.heights[window.slices]], axis=-1)
+            points = np.concatenate([grid.vertex_xy(window.slices), grid.heights[window.slices][..., None]], axis=-1)
             weights = evidence * (added > 0)
             inherited = float((weights * old).sum() / weights.sum()) if weights.any() else 0.0
             frame_sigma = np.hypot(inherited, pose_height_sigma(T_wc, points, pose_covariance))
