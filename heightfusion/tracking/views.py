@@ -141,7 +141,9 @@ def make_reference(name: str, camera: PinholeCamera, T_wr: np.ndarray, image: np
     for level_camera, level_gray, level_depth in _levels(camera, gray, depth, 0, coarsest - finest):
         gx, gy = _gradients(level_gray)
         magnitude = np.hypot(gx, gy)
-        magnitude[~np.isfinite(level_depth) | (magnitude < min_gradient)] = np.nan
+        # Sobel gives an isolated pixel its neighbours' gradient: a NaN grey value (halved map colours next
+        # to unseen vertices, where the halved depth still has a value) would turn the normal equations NaN.
+        magnitude[~np.isfinite(level_depth) | ~np.isfinite(level_gray) | (magnitude < min_gradient)] = np.nan
         H, W = level_gray.shape
         block = max(1, round(math.sqrt(H * W / max_points)))
         rows, cols = _strongest_per_block(magnitude, block)
