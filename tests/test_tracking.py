@@ -299,3 +299,37 @@ def test_a_sink_sees_each_frame_at_the_pose_it_was_used_at():
     for (_, seen), (t, used) in zip(recorder.poses, result.poses):
         np.testing.assert_array_equal(seen, used)
     assert any(not np.array_equal(used, given[t]) for t, used in result.poses)  # tracking moved some
+
+
+def test_map_view_grey_is_the_rendered_colour_of_observed_surface(gl_renderer):
+    """The map reference's grey values and depth (from the depth pass and the grid) against the full
+    fragments' interpolated colour and depth: the same surface, an independent path."""
+    from conftest import bumpy_grid
+    from heightfusion.tracking.views import to_gray
+
+    grid = bumpy_grid()
+    grid.observed[:] = True
+    grid.observed[:4, :5] = False  # a corner never seen: no value there
+    camera = hf.PinholeCamera(96, 72, 80.0, 80.0, 47.5, 35.5)
+    T_wc = hf.look_at([0.2, -0.5, 1.3], [1.0, 0.4, 0.0])
+    gray, depth, coverage = Tracker("refine", renderer=gl_renderer).map_view(grid, camera, T_wc)
+    fragments = gl_renderer.render(grid, camera, T_wc)
+    seen = np.isfinite(gray)
+    assert 0.2 < coverage == seen.mean() and (np.isfinite(depth) == seen).all()
+    observed = grid.observed.ravel()[fragments.vertex_ids].all(axis=-1) & fragments.mask
+    assert (seen <= fragments.mask).all() and (observed & ~seen).mean() < 0.01  # pixel-centre rounding at edges
+    both = seen & observed
+    np.testing.assert_allclose(gray[both], to_gray(fragments.color)[both], atol=0.02)
+    np.testing.assert_allclose(depth[both], fragments.depth[both], rtol=1e-4)
+    assert not seen[~fragments.mask].any()
+
+
+@pytest.mark.parametrize("size", [(160, 120), (80, 60), (40, 30)])
+def test_a_reference_keeps_at_most_max_points_per_level_and_kind(floor_frames, size):
+    f0 = floor_frames[0]
+    camera = f0.camera.scaled(size[0] / f0.camera.width)
+    depth = cv2.resize(f0.depth, size, interpolation=cv2.INTER_NEAREST)
+    image = cv2.resize(f0.image, size, interpolation=cv2.INTER_AREA)
+    ref = make_reference("keyframe", camera, f0.T_wc, image, depth, 0, 0, 1000, 0.0)
+    level = ref.levels[0]
+    assert 0.2 * 1000 < len(level.photometric) <= 1000 and 0.2 * 1000 < len(level.geometric) <= 1000

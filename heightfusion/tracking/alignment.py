@@ -205,26 +205,23 @@ def _residuals(level: TrackedImage, refs: list, level_index: int, T_cw: np.ndarr
 
 
 def _normal_equations(kinds: list[_Residuals], brightness: np.ndarray, correction: np.ndarray,
-                      prior: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, float]:
+                      prior: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     n = kinds[0].J.shape[1]
-    H, g, cost = np.zeros((n, n)), np.zeros(n), 0.0
+    H, g = np.zeros((n, n)), np.zeros(n)
     if prior is not None:  # the prediction as a measurement of the pose: information ``prior`` (6x6)
         H[:6, :6] += prior
         g[:6] += prior @ correction
-        cost += 0.5 * correction @ prior @ correction
     for kind in kinds:
         w = kind.weights()
         H += (kind.J * w[:, None]).T @ kind.J
         g += kind.J.T @ (w * kind.r)
-        cost += kind.cost()
     prior = 1.0 / BRIGHTNESS_PRIOR_SIGMA**2
     for k in range(len(brightness)):
         for j, target in ((0, 1.0), (1, 0.0)):
             index = 6 + 2 * k + j
             H[index, index] += prior
             g[index] += prior * (brightness[k, j] - target)
-            cost += 0.5 * prior * (brightness[k, j] - target) ** 2
-    return H, g, cost
+    return H, g
 
 
 def _robust_cost(kinds: list[_Residuals], spreads: list[float], correction: np.ndarray,
@@ -271,7 +268,11 @@ def align(pyramid: list[TrackedImage], references: list[Reference], T_wc: np.nda
             continue
         for kind in kinds:
             kind.estimate_spread()
-        H, g, cost = _normal_equations(kinds, brightness, correction, prior)
+        H, g = _normal_equations(kinds, brightness, correction, prior)
+        spreads = [k.spread for k in kinds]
+        current = _robust_cost(kinds, spreads, correction, prior)
+        # A coarser level's pixel is 2^level finest pixels: steps far below it are not worth an iteration.
+        min_step = settings.min_step * 2**level_index
         damping = 1e-4
         converged = False
         for _ in range(settings.iterations if level_index else settings.finest_iterations):
@@ -280,11 +281,16 @@ def align(pyramid: list[TrackedImage], references: list[Reference], T_wc: np.nda
                 step = np.linalg.solve(H + damping * np.diag(np.diag(H) + 1e-9), -g)
             except np.linalg.LinAlgError:
                 break
+            # Converged when the step is small, taken or not: rejecting it would only lead, at a higher
+            # damping, to smaller steps of the same size class (most of the finest level's iterations).
+            if np.linalg.norm(step[:3]) < min_step and np.linalg.norm(step[3:6]) < min_step:
+                converged = True
+                break
             new_T_cw = exp_se3(step[:6]) @ T_cw
             new_brightness = brightness + step[6:].reshape(-1, 2)
             trial = _residuals(level, references, level_index, new_T_cw, new_brightness, settings)
-            old_mean, old_count = _robust_cost(kinds, [k.spread for k in kinds], correction, prior)
-            new_mean, new_count = (_robust_cost(trial, [k.spread for k in kinds], correction + step[:6], prior)
+            old_mean, old_count = current
+            new_mean, new_count = (_robust_cost(trial, spreads, correction + step[:6], prior)
                                    if len(trial) == len(kinds) else (np.inf, 0))
             # Fewer residuals at the new pose can also mean points leaving the view: the mean cost compares
             # like with like only while most points stay.
@@ -293,11 +299,10 @@ def align(pyramid: list[TrackedImage], references: list[Reference], T_wc: np.nda
                 correction = correction + step[:6]
                 for kind in kinds:
                     kind.estimate_spread()
-                H, g, cost = _normal_equations(kinds, brightness, correction, prior)
+                H, g = _normal_equations(kinds, brightness, correction, prior)
+                spreads = [k.spread for k in kinds]
+                current = _robust_cost(kinds, spreads, correction, prior)
                 damping = max(damping * 0.3, 1e-6)
-                if np.linalg.norm(step[:3]) < settings.min_step and np.linalg.norm(step[3:6]) < settings.min_step:
-                    converged = True
-                    break
             else:
                 damping *= 10.0
                 if damping > 1e4:

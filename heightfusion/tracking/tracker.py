@@ -35,7 +35,7 @@ from ..datasets.frame import Frame
 from ..heightmap import HeightMap
 from .alignment import Alignment, AlignmentSettings, align
 from .se3 import motion_size
-from .views import Reference, TrackedImage, level_range, make_reference, tracked_pyramid
+from .views import GRAY_WEIGHTS, Reference, TrackedImage, level_range, make_reference, tracked_pyramid
 
 #: A reference whose grey values explain the frame's only with a gain below this has lost its contrast
 #: (a black or washed-out frame), whatever the residuals say.
@@ -66,7 +66,8 @@ class TrackingConfig:
             each alignment's error stays in the poses (synthetic floor with pose drift, map alone:
             smooth-area RMSE 1.6 mm, ATE 4.9 mm; with the keyframe beside it: 7.4 mm, 6.6 mm).
         min_map_coverage: share of the tracked image that must see observed map for the map reference.
-        keyframe_overlap: a new keyframe is taken when fewer of the keyframe's points stay in view.
+        keyframe_overlap: a new keyframe is taken when fewer of the keyframe's footprint points (its depth, a regular
+            subsample) stay in view.
         keyframe_motion: ... or when the camera moved this far from it (metres, degrees).
         min_points: the alignment needs at least this many residuals at the finest level.
         min_inliers: ... and this share of them within the robust threshold.
@@ -139,6 +140,32 @@ class _State:
     estimate: np.ndarray
 
 
+#: Every this many pixels (of the finest tracked level) along both axes, a keyframe's depth gives a point of
+#: its footprint: what tells whether a later view still overlaps it.
+FOOTPRINT_STRIDE = 8
+
+
+@dataclass
+class _Keyframe:
+    """A keyframe's view (finest tracked level) and pose; its :class:`Reference` is made on first use: in
+    "refine" the map is aligned to while it covers the view, and most keyframes are never needed."""
+
+    camera: PinholeCamera
+    T_wc: np.ndarray
+    gray: np.ndarray
+    depth: np.ndarray
+    levels: int
+    footprint: np.ndarray  # (N, 3) world points of the depth, every FOOTPRINT_STRIDE pixels
+    covariance: np.ndarray
+    _reference: Reference | None = None
+
+    def reference(self, config: TrackingConfig) -> Reference:
+        if self._reference is None:
+            self._reference = make_reference("keyframe", self.camera, self.T_wc, self.gray, self.depth, 0,
+                                             self.levels - 1, config.max_points, config.min_gradient)
+        return self._reference
+
+
 class Tracker:
     """Tracks frames for the mapping loop (module docstring): :meth:`track` before fusion, :meth:`accept` after.
 
@@ -166,11 +193,10 @@ class Tracker:
         self.renderer = renderer
         self.config = config or TrackingConfig()
         self.start_pose = None if start_pose is None else np.asarray(start_pose, dtype=np.float64)
-        self.keyframe: Reference | None = None
-        # The pose's covariance with respect to the map (the first pose defines the map's frame: zero),
-        # and that of the keyframe's pose; the latest result's, until accepted.
+        self._keyframe: _Keyframe | None = None
+        # The pose's covariance with respect to the map (the first pose defines the map's frame: zero); the
+        # latest result's, until accepted.
         self._covariance = np.zeros((6, 6))
-        self._keyframe_covariance = np.zeros((6, 6))
         self._pending: tuple[np.ndarray, np.ndarray] | None = None
         self._previous: list[_State] = []  # the last two accepted frames
         self._pyramid: tuple[np.ndarray, list[TrackedImage]] | None = None  # (image, pyramid) of the last frame
@@ -199,22 +225,26 @@ class Tracker:
         return last @ (np.linalg.inv(self._previous[-2].estimate) @ last)
 
     def map_view(self, grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-        """(colours, depth, coverage) of ``grid`` rendered at ``T_wc``: NaN where no observed vertex is seen;
-        coverage is the share of pixels with a value.
+        """(grey values, depth, coverage) of ``grid`` rendered at ``T_wc``: (H, W) float32, NaN where no observed
+        vertex is seen; coverage is the share of pixels with a value.
 
         Only the depth is rendered (one target read back, not the full fragments); the triangle under each
         pixel's surface point and its colour follow from the grid (:meth:`HeightMap.triangle_at`)."""
         depth = self.renderer.render_depth(grid, camera, T_wc)
-        rows, cols = np.nonzero(np.isfinite(depth) & (depth > 0))  # the pixels world_points returns, in its order
-        points = camera.world_points(depth, T_wc)
-        ids, weights, inside = grid.triangle_at(points[:, :2])
+        rows, cols = np.nonzero(np.isfinite(depth) & (depth > 0))
+        z = depth[rows, cols].astype(np.float64)
+        rays = np.stack([(cols - camera.cx) / camera.fx, (rows - camera.cy) / camera.fy, np.ones_like(z)], axis=-1)
+        xy = (rays * z[:, None]) @ T_wc[:2, :3].T + T_wc[:2, 3]  # only the ground position picks the triangle
+        ids, weights, inside = grid.triangle_at(xy)
         keep = inside & grid.observed.ravel()[ids].all(axis=-1)
         rows, cols, ids, weights = rows[keep], cols[keep], ids[keep], weights[keep]
-        colors = np.full(depth.shape + (3,), np.nan, dtype=np.float32)
-        colors[rows, cols] = np.einsum("nk,nkc->nc", weights, grid.colors.reshape(-1, 3)[ids])
-        seen = np.zeros(depth.shape, dtype=bool)
-        seen[rows, cols] = True
-        return colors, np.where(seen, depth, np.nan).astype(np.float32), float(seen.mean())
+        gray = np.full(depth.shape, np.nan, dtype=np.float32)
+        if len(ids):  # grey values of the rows of vertices in view first: a third of the gathering
+            first, last = int(ids.min()), int(ids.max())
+            vertex_gray = grid.colors.reshape(-1, 3)[first:last + 1] @ GRAY_WEIGHTS
+            gray[rows, cols] = (vertex_gray[ids - first] * weights).sum(axis=-1)
+        seen = np.isfinite(gray)
+        return gray, np.where(seen, depth, np.nan).astype(np.float32), float(seen.mean())
 
     def _references(self, pyramid: list[TrackedImage], T_pred: np.ndarray, grid: HeightMap | None) -> list[Reference]:
         refs = []
@@ -222,9 +252,9 @@ class Tracker:
         levels = (0, len(pyramid) - 1)
         if cfg.use_map and grid is not None and self.renderer is not None and grid.observed.any():
             camera = pyramid[0].camera
-            colors, depth, coverage = self.map_view(grid, camera, T_pred)
+            gray, depth, coverage = self.map_view(grid, camera, T_pred)
             if coverage >= cfg.min_map_coverage:
-                ref = make_reference("map", camera, T_pred, colors, depth, *levels, cfg.max_points, cfg.min_gradient)
+                ref = make_reference("map", camera, T_pred, gray, depth, *levels, cfg.max_points, cfg.min_gradient)
                 pixels_per_cell = camera.fx * grid.cell_size / float(np.nanmedian(depth))
                 for level in ref.levels:
                     if pixels_per_cell > cfg.map_pixels_per_cell:
@@ -233,13 +263,14 @@ class Tracker:
                 refs.append(ref)
         use = cfg.use_keyframe if cfg.use_keyframe != "auto" else ("always" if self.mode == "odometry" else True)
         wanted = use == "always" or (use and not refs)
-        if wanted and self.keyframe is not None and len(self.keyframe.levels) == len(pyramid):
+        if wanted and self._keyframe is not None and self._keyframe.levels == len(pyramid):
             # A keyframe the predicted view has left is no reference: its points would not constrain the
             # pose, and the frame would be lost for it rather than for anything wrong with the frame. (On
             # the monocular synthetic floor, 60 frames of 127 mm and 17 deg, refine lost 50 frames that
             # way: the map was still too thin to replace the keyframe.)
-            if _in_view(self.keyframe, pyramid[0].camera, T_pred) >= cfg.min_points:
-                refs.append(self.keyframe)
+            keyframe = self._keyframe.reference(cfg)
+            if _in_view(keyframe.levels[0].photometric, pyramid[0].camera, T_pred) >= cfg.min_points:
+                refs.append(keyframe)
         return refs
 
     def track(self, frame: Frame, grid: HeightMap | None = None) -> TrackingResult:
@@ -296,7 +327,7 @@ class Tracker:
         if step is not None:
             return np.linalg.inv(np.linalg.inv(data) + np.linalg.inv(self._covariance + step))
         if references == ["keyframe"]:
-            return self._keyframe_covariance + data
+            return self._keyframe.covariance + data
         return data
 
     def _verdict(self, alignment: Alignment, T_pred: np.ndarray) -> str | None:
@@ -329,7 +360,7 @@ class Tracker:
         if frame.image is None:
             return
         pyramid = self._frame_pyramid(frame)
-        if self.keyframe is not None and not self._keyframe_stale(pyramid[0].camera, T_wc):
+        if self._keyframe is not None and not self._keyframe_stale(pyramid[0].camera, T_wc):
             return
         camera = pyramid[0].camera
         depth = pyramid[0].depth
@@ -339,22 +370,21 @@ class Tracker:
             _, depth, coverage = self.map_view(grid, camera, T_wc)
             if coverage < self.config.min_map_coverage:
                 return
-        self.keyframe = make_reference("keyframe", camera, T_wc, pyramid[0].gray, depth, 0, len(pyramid) - 1,
-                                       self.config.max_points, self.config.min_gradient)
-        self._keyframe_covariance = self._covariance
+        footprint = camera.world_points(depth, T_wc, FOOTPRINT_STRIDE)
+        self._keyframe = _Keyframe(camera, np.asarray(T_wc, dtype=np.float64), pyramid[0].gray, depth, len(pyramid),
+                                   footprint, self._covariance)
 
     def _keyframe_stale(self, camera: PinholeCamera, T_wc: np.ndarray) -> bool:
-        keyframe = self.keyframe
-        moved, turned = motion_size(np.linalg.inv(keyframe.T_wr) @ T_wc)
+        keyframe = self._keyframe
+        moved, turned = motion_size(np.linalg.inv(keyframe.T_wc) @ T_wc)
         if moved > self.config.keyframe_motion[0] or turned > self.config.keyframe_motion[1]:
             return True
-        points = len(keyframe.levels[0].photometric)
-        return points == 0 or _in_view(keyframe, camera, T_wc) < self.config.keyframe_overlap * points
+        points = len(keyframe.footprint)
+        return points == 0 or _in_view(keyframe.footprint, camera, T_wc) < self.config.keyframe_overlap * points
 
 
-def _in_view(reference: Reference, camera: PinholeCamera, T_wc: np.ndarray) -> int:
-    """How many of ``reference``'s finest photometric points (world frame) ``camera`` at ``T_wc`` sees."""
-    points = reference.levels[0].photometric
+def _in_view(points: np.ndarray, camera: PinholeCamera, T_wc: np.ndarray) -> int:
+    """How many of the world ``points`` (N, 3) ``camera`` at ``T_wc`` sees."""
     T_cw = np.linalg.inv(T_wc)
     X = points @ T_cw[:3, :3].T + T_cw[:3, 3]
     with np.errstate(divide="ignore", invalid="ignore"):
