@@ -47,7 +47,8 @@ class AlignmentSettings:
         iterations: most Levenberg-Marquardt iterations per level.
         finest_iterations: ... at the finest level, where each costs the most and the coarser levels have
             already brought the pose close.
-        min_step: a level ends when the step moves less than this (metres, and radians).
+        min_step: a level ends when the step moves less than this (metres, and radians); at coarser levels
+            this times their pixel's size in finest-level pixels.
         depth_sigma_m, depth_sigma_rel: sigma of the frame's depth, ``depth_sigma_m + depth_sigma_rel z^2``.
         geometric_weight: multiplies the geometric residuals' weights (0: photometric only).
         max_depth_gradient: geometric residuals where the frame's depth changes by more than this share of
@@ -281,8 +282,8 @@ def align(pyramid: list[TrackedImage], references: list[Reference], T_wc: np.nda
                 step = np.linalg.solve(H + damping * np.diag(np.diag(H) + 1e-9), -g)
             except np.linalg.LinAlgError:
                 break
-            # Converged when the step is small, taken or not: rejecting it would only lead, at a higher
-            # damping, to smaller steps of the same size class (most of the finest level's iterations).
+            # A small step ends the level, taken or not: after a rejection the damping only shrinks it
+            # further (such steps were half the finest level's iterations, for no change in accuracy).
             if np.linalg.norm(step[:3]) < min_step and np.linalg.norm(step[3:6]) < min_step:
                 converged = True
                 break
