@@ -232,14 +232,13 @@ class Tracker:
         pixel's surface point and its colour follow from the grid (:meth:`HeightMap.triangle_at`)."""
         depth = self.renderer.render_depth(grid, camera, T_wc)
         rows, cols = np.nonzero(np.isfinite(depth) & (depth > 0))
-        z = depth[rows, cols].astype(np.float64)
-        rays = np.stack([(cols - camera.cx) / camera.fx, (rows - camera.cy) / camera.fy, np.ones_like(z)], axis=-1)
-        xy = (rays * z[:, None]) @ T_wc[:2, :3].T + T_wc[:2, 3]  # only the ground position picks the triangle
+        points = camera.unproject(np.stack([cols, rows], axis=-1).astype(np.float64), depth[rows, cols])
+        xy = points @ T_wc[:2, :3].T + T_wc[:2, 3]  # only the ground position picks the triangle
         ids, weights, inside = grid.triangle_at(xy)
         keep = inside & grid.observed.ravel()[ids].all(axis=-1)
         rows, cols, ids, weights = rows[keep], cols[keep], ids[keep], weights[keep]
         gray = np.full(depth.shape, np.nan, dtype=np.float32)
-        if len(ids):  # grey values of the rows of vertices in view first: a third of the gathering
+        if len(ids):  # each vertex's grey value once (over the span of rows in view), not per pixel and vertex
             first, last = int(ids.min()), int(ids.max())
             vertex_gray = grid.colors.reshape(-1, 3)[first:last + 1] @ GRAY_WEIGHTS
             gray[rows, cols] = (vertex_gray[ids - first] * weights).sum(axis=-1)
