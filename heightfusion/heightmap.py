@@ -30,6 +30,8 @@ from .atomic import atomic_write
 
 #: Colour (grey, each channel in [0, 1]) of a vertex that no image has coloured yet.
 UNSEEN_COLOR = 0.5
+#: Weights of R, G, B in a grey value (ITU-R BT.601 luma): what camera tracking compares.
+GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 #: The per-vertex arrays of a :class:`HeightMap`, (ny, nx) or (ny, nx, 3) each.
 LAYERS = ("heights", "information", "colors", "observed", "systematic_sigma")
 

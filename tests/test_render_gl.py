@@ -212,3 +212,47 @@ def test_readback_buffers_are_not_shared_with_results_in_use(gl_renderer):
     depth2 = gl_renderer.render_depth(grid, CAM, T2)
     np.testing.assert_array_equal(depth1, kept)
     assert not np.shares_memory(depth1, depth2)
+
+
+def test_depth_gray_pass_matches_ray_casting_the_default_and_the_ray_marcher(gl_renderer):
+    """The grey value of observed surface (camera tracking's view of the map), drawn by its own pass, against
+    the grey mix of the ray-cast hit's vertices, the base class's lookup on the CPU, and the ray marcher."""
+    from heightfusion.heightmap import GRAY_WEIGHTS
+    from heightfusion.render.base import Renderer
+
+    grid = bumpy_grid()
+    grid.observed[:] = True
+    grid.observed[3:6, 4:8] = False  # a patch never seen: its triangles have no grey value
+    T = hf.look_at([-0.5, 0.4, 0.8], [0.9, 0.35, 0.0])
+    depth, gray = gl_renderer.render_depth_gray(grid, CAM, T)
+    ref = raycast_mesh(grid, CAM, T)
+    inner = np.isfinite(ref["depth"]) & (ref["edge"] > OFF_EDGE)
+    ids = grid.triangles()[ref["triangle_ids"][inner]]
+    vertex_gray = grid.colors.reshape(-1, 3) @ GRAY_WEIGHTS
+    expected = np.where(grid.observed.ravel()[ids].all(axis=1), (vertex_gray[ids] * ref["barycentric"][inner]).sum(1), np.nan)
+    assert np.isnan(expected).sum() > 20 and np.isfinite(expected).sum() > 200
+    np.testing.assert_array_equal(np.isfinite(gray[inner]), np.isfinite(expected))
+    np.testing.assert_allclose(gray[inner], expected, atol=1e-4)
+    np.testing.assert_allclose(depth[inner], ref["depth"][inner], rtol=1e-4)
+    assert np.isnan(gray[~np.isfinite(depth)]).all()
+
+    cpu_depth, cpu_gray = Renderer.render_depth_gray(gl_renderer, grid, CAM, T)  # triangles found on the CPU
+    both = np.isfinite(cpu_gray) & np.isfinite(gray)
+    assert (np.isfinite(cpu_gray) != np.isfinite(gray)).mean() < 0.01  # pixel centres on triangle edges
+    np.testing.assert_allclose(gray[both], cpu_gray[both], atol=1e-4)
+    np.testing.assert_array_equal(depth, cpu_depth)
+
+    marched_depth, marched_gray = hf.make_renderer("raymarch").render_depth_gray(grid, CAM, T)
+    both = np.isfinite(marched_gray) & np.isfinite(gray)
+    assert both.sum() > 0.95 * np.isfinite(gray).sum()
+    assert np.median(np.abs(marched_gray[both] - gray[both])) < 1e-3
+
+    fallback = hf.make_renderer("gl")  # the clearing draw resets this pass as glClear does
+    fallback._bitwise_clear = False
+    other = bumpy_grid(seed=5)
+    other.observed[:] = True  # grey values where the second view is empty: the clear must remove them
+    fallback.render_depth_gray(other, CAM, hf.look_at([0.35, -0.15, 0.3], [1.5, 0.7, 0.25]))
+    again_depth, again_gray = fallback.render_depth_gray(grid, CAM, T)
+    np.testing.assert_array_equal(again_depth, depth)
+    np.testing.assert_array_equal(again_gray, gray)
+    fallback.release()

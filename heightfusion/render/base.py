@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..camera import PinholeCamera
-from ..heightmap import HeightMap
+from ..heightmap import GRAY_WEIGHTS, HeightMap
 from ..poses import validate_pose
 from .fragments import Fragments
 
@@ -43,7 +43,8 @@ class Renderer(abc.ABC):
     """A differentiable renderer of height maps.
 
     ``render`` returns the full :class:`Fragments`; ``render_depth`` only the (H, W) depth, which
-    backends can produce faster and which is the baseline the full render is measured against.
+    backends can produce faster and which is the baseline the full render is measured against;
+    ``render_depth_gray`` the depth and the grey value of observed surface (camera tracking's view).
 
     Example:
         >>> import heightfusion as hf
@@ -68,6 +69,30 @@ class Renderer(abc.ABC):
     @abc.abstractmethod
     def render_depth(self, grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray) -> np.ndarray:
         """(H, W) float32 z-depth of ``grid`` seen by ``camera`` at ``T_wc``; NaN where empty."""
+
+    def render_depth_gray(self, grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(depth, grey), both (H, W) float32: :meth:`render_depth`'s depth, and the grey value
+        (:data:`heightfusion.heightmap.GRAY_WEIGHTS` of the vertex colours) of the surface at each pixel,
+        NaN where no surface is seen or any vertex of its triangle is unobserved. What camera tracking
+        aligns a frame to.
+
+        This default takes the triangle under each pixel's surface point from the grid
+        (:meth:`HeightMap.triangle_at`) and mixes its vertices' grey values by their barycentric weights;
+        backends may draw it directly.
+        """
+        depth = self.render_depth(grid, camera, T_wc)
+        T_wc = np.asarray(T_wc, dtype=np.float64)
+        rows, cols = np.nonzero(np.isfinite(depth) & (depth > 0))
+        points = camera.unproject(np.stack([cols, rows], axis=-1).astype(np.float64), depth[rows, cols])
+        ids, weights, inside = grid.triangle_at(points @ T_wc[:2, :3].T + T_wc[:2, 3])
+        keep = inside & grid.observed.ravel()[ids].all(axis=-1)
+        rows, cols, ids, weights = rows[keep], cols[keep], ids[keep], weights[keep]
+        gray = np.full(depth.shape, np.nan, dtype=np.float32)
+        if len(ids):  # each vertex's grey value once (over the span of rows in view), not per pixel and vertex
+            first, last = int(ids.min()), int(ids.max())
+            vertex_gray = grid.colors.reshape(-1, 3)[first:last + 1] @ GRAY_WEIGHTS
+            gray[rows, cols] = (vertex_gray[ids - first] * weights).sum(axis=-1)
+        return depth, gray
 
     def release(self) -> None:
         """Free the backend's resources (GPU buffers); the renderer is unusable afterwards."""

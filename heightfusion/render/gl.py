@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..camera import PinholeCamera
-from ..heightmap import HeightMap
+from ..heightmap import GRAY_WEIGHTS, HeightMap
 from ..poses import invert_pose
 from . import context
 from .base import Capabilities, Renderer, check_inputs, empty_fragments
@@ -55,6 +55,7 @@ _TEXTURE_PASSES = {
     "full": ("fragments.frag", "clear_fragments.frag", TARGETS),
     "fusion": ("fusion_fragments.frag", "clear_fusion.frag", FUSION_TARGETS),
     "ids": ("triangle_ids.frag", "clear_triangle_ids.frag", TRIANGLE_ID_TARGETS),
+    "depth_gray": ("depth_gray.frag", "clear_depth_gray.frag", (("f4", 2),)),
 }
 _DEPTH_SHADER = "depth.frag"  # the depth-only pass, into a renderbuffer
 _COMMAND = 5  # uint32 fields of a DrawElementsIndirectCommand: count, instances, first index, base vertex, base instance
@@ -128,20 +129,21 @@ class _Mesh:
     """GPU buffers of one grid shape: heights and colours are re-uploaded, positions follow ``cell_size``
     (metres), indices are fixed (tile order, :func:`_tile_order`; ``tile_offsets`` on the host), and
     ``commands`` holds the draw's indirect commands (room for one per tile); ``vaos`` one vertex array per
-    pass kind ("full", "fusion", "depth")."""
+    pass kind (the texture passes' and "depth"); ``gray`` the grey values the "depth_gray" pass reads."""
 
     shape: tuple[int, int]
     cell_size: float
     xy: object
     heights: object
     colors: object
+    gray: object
     indices: object
     commands: object
     tile_offsets: np.ndarray
     vaos: dict
 
     def release(self) -> None:
-        for res in (*self.vaos.values(), self.indices, self.commands, self.xy, self.heights, self.colors):
+        for res in (*self.vaos.values(), self.indices, self.commands, self.xy, self.heights, self.colors, self.gray):
             res.release()
 
 
@@ -269,6 +271,7 @@ class GLRenderer(context.UsesContext, Renderer):
         self._full_pool = _ReadbackPool()
         self._depth_pool = _ReadbackPool()
         self._ids_pool = _ReadbackPool()
+        self._depth_gray_pool = _ReadbackPool()
 
     # --- public API -----------------------------------------------------------------------------
     def render(self, grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray) -> Fragments:
@@ -295,6 +298,21 @@ class GLRenderer(context.UsesContext, Renderer):
             return depth
         self._targets.depth.read_into(depth, components=1, dtype="f4")  # type: ignore[union-attr]
         return depth
+
+    def render_depth_gray(self, grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`Renderer.render_depth_gray` drawn by a pass of its own (shaders/depth_gray.frag): one
+        two-float target read back, where the default reads the depth and finds each pixel's triangle and
+        its vertices on the CPU."""
+        self.activate()
+        T_wc = check_inputs(grid, camera, T_wc)
+        values = self._depth_gray_pool.take(8 * camera.width * camera.height).view(np.float32)
+        values = values.reshape(camera.height, camera.width, 2)
+        if not self._draw(grid, camera, T_wc, "depth_gray", math.inf):
+            values.fill(np.nan)
+        else:
+            self._targets.passes["depth_gray"].framebuffer.read_into(  # type: ignore[union-attr]
+                values, components=2, dtype="f4")
+        return values[..., 0], values[..., 1]
 
     def triangle_ids(self, grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray,
                      max_depth: float = math.inf) -> np.ndarray:
@@ -364,7 +382,7 @@ class GLRenderer(context.UsesContext, Renderer):
             return True
         import moderngl
 
-        self._upload(self._mesh, grid, self._drawn, colors=False)
+        self._upload(self._mesh, grid, self._drawn, "refresh")
         program = self._program("refresh")
         for unit, texture in enumerate(self._targets.passes["fusion"].textures):  # type: ignore[union-attr]
             texture.bind_to_image(unit, read=True, write=True)
@@ -426,7 +444,7 @@ class GLRenderer(context.UsesContext, Renderer):
 
     # --- internals ------------------------------------------------------------------------------
     def _draw(self, grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray, kind: str, max_depth: float) -> bool:
-        """Draw the pass ``kind`` ("full", "fusion", "ids", "depth"); False if the map is entirely behind the camera."""
+        """Draw the pass ``kind`` ("full", "fusion", "ids", "depth_gray", "depth"); False if the map is entirely behind the camera."""
         import moderngl
 
         self._drawn = None
@@ -447,9 +465,11 @@ class GLRenderer(context.UsesContext, Renderer):
         if len(commands):
             self._drawn = tile_window(MapWindow.of_mask(visible).slices, grid.shape)
             mesh.commands.write(commands)
-            self._upload(mesh, grid, self._drawn, colors=kind == "full")
+            self._upload(mesh, grid, self._drawn, kind)
         if kind == "full":
             mesh.colors.bind_to_storage_buffer(2)  # fragments.frag reads the hit's vertex colours
+        elif kind == "depth_gray":
+            mesh.gray.bind_to_storage_buffer(2)
 
         cam_from_map = camera_from_map(grid, T_wc)
         program = self._program(kind)
@@ -480,13 +500,17 @@ class GLRenderer(context.UsesContext, Renderer):
                 self.ctx.front_face = "ccw"
         return True
 
-    def _upload(self, mesh: _Mesh, grid: HeightMap, window: MapWindow, colors: bool) -> None:
-        """Upload the heights (and colours) of the rows of ``window``: every drawn cell lies in it."""
+    def _upload(self, mesh: _Mesh, grid: HeightMap, window: MapWindow, kind: str) -> None:
+        """Upload the heights of the rows of ``window`` (every drawn cell lies in it) and what pass ``kind``
+        reads of them: the colours ("full"), the grey values, negative where unobserved ("depth_gray")."""
         rows = slice(window.row0, window.row1)
         offset = window.row0 * grid.nx  # the rows of a C-order (ny, nx) array are one range of it
         mesh.heights.write(np.ascontiguousarray(grid.heights[rows], dtype=np.float32), offset=4 * offset)
-        if colors:
+        if kind == "full":
             mesh.colors.write(np.ascontiguousarray(grid.colors[rows], dtype=np.float32), offset=12 * offset)
+        elif kind == "depth_gray":
+            gray = np.where(grid.observed[rows], grid.colors[rows] @ GRAY_WEIGHTS, np.float32(-1.0))
+            mesh.gray.write(np.ascontiguousarray(gray, dtype=np.float32), offset=4 * offset)
 
     def _clear_fragments(self, targets: _TexturePass) -> None:
         """Reset every target to "no surface": NaN floats, -1 ids, far depth.
@@ -508,9 +532,8 @@ class GLRenderer(context.UsesContext, Renderer):
             self.ctx.depth_func = "<"
 
     def _program(self, kind: str):
-        """The program of a pass ("full", "fusion", "ids", "depth"), of a texture pass's clearing draw
-        ("clear_full", "clear_fusion", "clear_ids"), or the compute program of :meth:`refresh_fusion_fragments`
-        ("refresh")."""
+        """The program of a pass ("full", "fusion", "ids", "depth_gray", "depth"), of a texture pass's clearing
+        draw ("clear_" and the pass), or the compute program of :meth:`refresh_fusion_fragments` ("refresh")."""
         if kind in self._programs:
             return self._programs[kind]
         if kind == "refresh":
@@ -539,6 +562,7 @@ class GLRenderer(context.UsesContext, Renderer):
         # nx + 1 floats of padding: the last vertices' neighbour attributes read past the grid (unused).
         heights = ctx.buffer(reserve=4 * (n + grid.nx + 1))
         colors = ctx.buffer(reserve=12 * n)
+        gray = ctx.buffer(reserve=4 * n)
         triangles, tile_offsets = _tile_order(grid)
         indices = ctx.buffer(_provoking_last(triangles).tobytes())
         commands = ctx.buffer(reserve=4 * _COMMAND * len(tile_offsets))
@@ -551,7 +575,7 @@ class GLRenderer(context.UsesContext, Renderer):
             for name, step in (("in_right", 1), ("in_below", grid.nx), ("in_diagonal", grid.nx + 1)):
                 vao.bind(program[name].location, "f", heights, "1f", offset=4 * step)
             vaos[kind] = vao
-        self._mesh = _Mesh(grid.shape, grid.cell_size, xy, heights, colors, indices, commands, tile_offsets, vaos)
+        self._mesh = _Mesh(grid.shape, grid.cell_size, xy, heights, colors, gray, indices, commands, tile_offsets, vaos)
         return self._mesh
 
     def _targets_for(self, camera: PinholeCamera) -> _Targets:

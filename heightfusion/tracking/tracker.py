@@ -35,7 +35,7 @@ from ..datasets.frame import Frame
 from ..heightmap import HeightMap
 from .alignment import Alignment, AlignmentSettings, align
 from .se3 import motion_size
-from .views import GRAY_WEIGHTS, Reference, TrackedImage, level_range, make_reference, tracked_pyramid
+from .views import Reference, TrackedImage, level_range, make_reference, tracked_pyramid
 
 #: A reference whose grey values explain the frame's only with a gain below this has lost its contrast
 #: (a black or washed-out frame), whatever the residuals say.
@@ -226,22 +226,9 @@ class Tracker:
 
     def map_view(self, grid: HeightMap, camera: PinholeCamera, T_wc: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         """(grey values, depth, coverage) of ``grid`` rendered at ``T_wc``: (H, W) float32, NaN where no observed
-        vertex is seen; coverage is the share of pixels with a value.
-
-        Only the depth is rendered (one target read back, not the full fragments); the triangle under each
-        pixel's surface point and its colour follow from the grid (:meth:`HeightMap.triangle_at`)."""
-        depth = self.renderer.render_depth(grid, camera, T_wc)
-        rows, cols = np.nonzero(np.isfinite(depth) & (depth > 0))
-        points = camera.unproject(np.stack([cols, rows], axis=-1).astype(np.float64), depth[rows, cols])
-        xy = points @ T_wc[:2, :3].T + T_wc[:2, 3]  # only the ground position picks the triangle
-        ids, weights, inside = grid.triangle_at(xy)
-        keep = inside & grid.observed.ravel()[ids].all(axis=-1)
-        rows, cols, ids, weights = rows[keep], cols[keep], ids[keep], weights[keep]
-        gray = np.full(depth.shape, np.nan, dtype=np.float32)
-        if len(ids):  # each vertex's grey value once (over the span of rows in view), not per pixel and vertex
-            first, last = int(ids.min()), int(ids.max())
-            vertex_gray = grid.colors.reshape(-1, 3)[first:last + 1] @ GRAY_WEIGHTS
-            gray[rows, cols] = (vertex_gray[ids - first] * weights).sum(axis=-1)
+        vertex is seen (:meth:`heightfusion.render.Renderer.render_depth_gray`); coverage is the share of
+        pixels with a value."""
+        depth, gray = self.renderer.render_depth_gray(grid, camera, T_wc)
         seen = np.isfinite(gray)
         return gray, np.where(seen, depth, np.nan).astype(np.float32), float(seen.mean())
 

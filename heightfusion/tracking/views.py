@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from ..camera import PinholeCamera
+from ..heightmap import GRAY_WEIGHTS
 from ..pyramid import half_camera, half_image, halve
 
 #: Relative depth spread (of the depth) within which a 2x2 block of depths is averaged when halving;
@@ -67,10 +68,6 @@ class Reference:
     name: str
     T_wr: np.ndarray
     levels: list[ReferenceLevel]
-
-
-#: Weights of R, G, B in a grey value (ITU-R BT.601 luma).
-GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
