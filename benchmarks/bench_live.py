@@ -43,9 +43,10 @@ GOAL_FPS = {"sensor": 10.0, "mvs": 5.0}
 
 def live_run(window: Window, pace: bool, out: Path, path: Path, depth: str, ahead: bool = True, process: bool = True):
     """One live run over the recording at ``path``, opened as ``heightfusion live`` opens it; its LiveResult."""
-    sequence = hf.datasets.open(path, undistort=True, require_depth=depth == "sensor")
-    sequence = UpAligned(sequence, up_rotation(default_up(sequence.format), sequence))
-    grid = grid_for_sequence(sequence)
+    sequence, with_depth = hf.datasets.open_for_depth(path, depth, undistort=True)
+    rotation = up_rotation(default_up(sequence.format), with_depth)
+    sequence = UpAligned(sequence, rotation)
+    grid = grid_for_sequence(UpAligned(with_depth, rotation))
     app = LiveApp(window, LatestFrameSource(sequence, pace=pace, drop=pace), hf.make_renderer("gl"),
                   lambda frame: hf.HeightMap(tuple(grid.origin), grid.cell_size, grid.shape), free_space,
                   LiveSettings(out=out, exit_at_end=True, depth=depth, config=fusion_config(depth == "mvs"),

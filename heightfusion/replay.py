@@ -153,12 +153,8 @@ def replay(
     if track not in TRACK_MODES:
         raise ValueError(f"track must be one of {', '.join(TRACK_MODES)}, got {track!r}")
     path = path if path is not None else datasets.sample_path()
-    sequence = datasets.open(path, max_frames=max_frames, undistort=True, require_depth=depth == "sensor",
-                             load_depth=depth != "mvs")
-    # Monocular stereo reads no depth images; where the dataset has them, they still find the floor (up axis
-    # "auto") and the map's extent, as before stereo ran.
-    reopened = depth == "mvs" and sequence.has_depth_images
-    with_depth = datasets.open(path, max_frames=max_frames, undistort=True, require_depth=False) if reopened else sequence
+    sequence, with_depth = datasets.open_for_depth(path, depth, max_frames=max_frames, undistort=True)
+    reopened = with_depth is not sequence
     up = default_up(sequence.format) if up is None else up
     rotation = up_rotation(up, with_depth)
     sequence = UpAligned(sequence, rotation)

@@ -268,6 +268,21 @@ def test_depth_images_can_be_left_unread(tmp_path, monkeypatch):
         np.testing.assert_array_equal(a.T_wc, b.T_wc)
 
 
+def test_opened_for_a_depth_source(tmp_path):
+    """Monocular stereo ("mvs") fuses frames without depth images read, and keeps the recording with them
+    beside (the floor, the map's extent); sensor depth and "auto" read them once."""
+    folder = make_tum(tmp_path)
+    frames, with_depth = datasets.open_for_depth(folder, "mvs", max_frames=2)
+    assert frames is not with_depth and all(f.depth is None for f in frames_of(frames))
+    assert all(f.depth is not None for f in frames_of(with_depth)) and len(frames) == len(with_depth) == 2
+    for depth in ("sensor", "auto"):
+        frames, with_depth = datasets.open_for_depth(folder, depth)
+        assert frames is with_depth and all(f.depth is not None for f in frames_of(frames))
+    images_only = make_tum(tmp_path / "mono", depth=False)
+    frames, with_depth = datasets.open_for_depth(images_only, "mvs")
+    assert frames is with_depth and len(frames_of(frames)) == 6
+
+
 def test_stride_and_max_frames(tmp_path):
     folder = make_tum(tmp_path, n=6)
     assert [f.index for f in datasets.open(folder, stride=2)] == [0, 2, 4]

@@ -107,9 +107,9 @@ def run(args: argparse.Namespace) -> int:
         end_message = f"camera {args.camera} stopped delivering frames (disconnected?)"
     else:
         path = args.source if args.source is not None else datasets.sample_path()
-        sequence = datasets.open(path, trajectory=args.poses, camera=camera, max_frames=args.max_frames,
-                                 undistort=True, require_depth=args.depth == "sensor")
-        sequence = UpAligned(sequence, up_rotation(default_up(sequence.format) if args.up is None else args.up, sequence))
+        sequence, with_depth = datasets.open_for_depth(path, args.depth, trajectory=args.poses, camera=camera,
+                                                       max_frames=args.max_frames, undistort=True)
+        sequence = UpAligned(sequence, up_rotation(default_up(sequence.format) if args.up is None else args.up, with_depth))
         up = args.up or default_up(sequence.format)
         if not sequence.identity:
             print(f"live: {sequence.describe()}", file=sys.stderr)

@@ -34,6 +34,7 @@ __all__ = [
     "Trajectory",
     "associate",
     "open",
+    "open_for_depth",
     "read_tum_trajectory",
     "sample_path",
 ]
@@ -111,6 +112,21 @@ def open(
     if videos:
         raise DatasetError(f"{path}: holds {len(videos)} video files; open one of them")
     raise DatasetError(f"{path}: not a dataset; expected {_EXPECTED}")
+
+
+def open_for_depth(path: str | os.PathLike, depth: str, **options) -> tuple[Sequence, Sequence]:
+    """(frames, with_depth): the recording at ``path`` opened for the depth source ``depth`` ("sensor",
+    "mvs" or "auto", as :func:`heightfusion.replay` takes it).
+
+    ``frames`` is what gets fused: sensor depth skips (and counts) images without a depth image, monocular
+    stereo ("mvs") reads no depth images at all. ``with_depth`` is the same recording with its depth images
+    where it has them, which still find the floor (up axis "auto") and the map's extent before stereo has
+    run; it is ``frames`` itself when the two would not differ. ``options``: :func:`open`'s other keywords.
+    """
+    frames = open(path, require_depth=depth == "sensor", load_depth=depth != "mvs", **options)
+    if depth == "mvs" and frames.has_depth_images:
+        return frames, open(path, require_depth=False, **options)
+    return frames, frames
 
 
 def _options(
