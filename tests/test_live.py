@@ -151,6 +151,19 @@ def test_a_reader_behind_the_pace_passes_over_what_a_camera_would_have_replaced(
     assert every.read == 10 and every.dropped == 0  # without drops every frame is read
 
 
+def test_the_stereo_runs_on_a_thread_where_frames_are_dropped():
+    """Paced with drops (a camera, a recording at its pace) the stereo thread fused more frames than the child
+    process (bench_live.py); every frame, the process: unless the settings say which."""
+    from heightfusion.live.app import stereo_in_process
+
+    recording = frames(2, fps=30.0)
+    assert not stereo_in_process(None, LatestFrameSource(recording, pace=True, drop=True))
+    assert stereo_in_process(None, LatestFrameSource(recording, pace=False, drop=False))
+    assert not stereo_in_process(None, iter(recording))  # a source that does not say: as a camera
+    assert stereo_in_process(True, LatestFrameSource(recording, drop=True))
+    assert not stereo_in_process(False, LatestFrameSource(recording, drop=False))
+
+
 def test_every_frame_mode_takes_every_frame_in_order():
     source = LatestFrameSource(frames(50), pace=False, drop=False).start()
     taken = []

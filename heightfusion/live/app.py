@@ -71,8 +71,12 @@ class LiveSettings:
             fused and drawn (:meth:`heightfusion.pipeline.FramePipeline.prefetch`): the map lags one frame
             behind the camera.
         stereo_process: ... in a child process (:class:`heightfusion.depth.worker.StereoProcess`), else on
-            a thread of this one. A thread hardly overlaps: moderngl holds the GIL while llvmpipe renders.
-            Measured in ``benchmarks/bench_live.py`` (real 640x480 TUM frames, 2 shared CPU cores).
+            a thread of this one; None: a thread where the source drops frames (a camera, a recording played
+            at its pace), a child process where every frame is fused. Measured in ``benchmarks/bench_live.py``
+            (real 640x480 TUM frames, 2 shared CPU cores, runs alternated): every frame, the process fused
+            5.0-5.4 frames/s against the thread's 4.5-4.8 (moderngl holds the GIL while llvmpipe renders);
+            at the recording's pace the thread fused 3.9-4.3 against 1.7-3.1 (as many frames reached the
+            stereo, but more of the process's found no source with parallax and overlap).
     """
 
     out: Path
@@ -92,7 +96,13 @@ class LiveSettings:
     tracking: TrackingConfig | None = None
     start_pose: np.ndarray | None = None
     stereo_ahead: bool = True
-    stereo_process: bool = True
+    stereo_process: bool | None = None
+
+
+def stereo_in_process(stereo_process: bool | None, source) -> bool:
+    """``LiveSettings.stereo_process`` for frames from ``source``: None means a child process only where every
+    frame is fused (a source that drops none; sources without ``drops`` count as dropping, as a camera does)."""
+    return stereo_process if stereo_process is not None else not getattr(source, "drops", True)
 
 
 @dataclass
@@ -204,7 +214,7 @@ class LiveApp:
         s = self.settings
         tracker = None if s.track == "off" else Tracker(s.track, self.renderer, s.tracking, s.start_pose)
         self.pipeline = FramePipeline(fuser, s.depth, s.stereo, s.keyframes, timer=self.timer, tracker=tracker,
-                                      stereo_process=s.stereo_process)
+                                      stereo_process=stereo_in_process(s.stereo_process, self.source))
         self.view.show(self.grid, self.mode)
         self.panels["free"].set_image(visualize.render_free_space(self.free_space(self.grid)))
         self._trajectory.clear()

@@ -54,6 +54,11 @@ class LatestFrameSource:
         self._clock: tuple[float, float] | None = None  # (wall time, timestamp) of the first frame when paced
         self._thread = threading.Thread(target=self._run, name="heightfusion-frames", daemon=True)
 
+    @property
+    def drops(self) -> bool:
+        """Whether a frame the loop has not taken yet is replaced by a newer one (``drop``)."""
+        return self._drop
+
     def start(self) -> LatestFrameSource:
         self._thread.start()
         return self
