@@ -31,6 +31,8 @@ from .trajectory_eval import MIN_MATCHED, trajectory_errors
 from .up_axis import UpAligned, default_up, up_rotation
 
 if TYPE_CHECKING:  # the stereo needs torch: imported when "mvs" is asked for
+    import numpy as np
+
     from .depth import KeyframeConfig, StereoConfig
 
 

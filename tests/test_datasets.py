@@ -278,6 +278,8 @@ def test_opened_for_a_depth_source(tmp_path):
     for depth in ("sensor", "auto"):
         frames, with_depth = datasets.open_for_depth(folder, depth)
         assert frames is with_depth and all(f.depth is not None for f in frames_of(frames))
+    with pytest.raises(ValueError, match="'stereo'"):
+        datasets.open_for_depth(folder, "stereo")
     images_only = make_tum(tmp_path / "mono", depth=False)
     frames, with_depth = datasets.open_for_depth(images_only, "mvs")
     assert frames is with_depth and len(frames_of(frames)) == 6

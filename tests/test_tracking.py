@@ -14,7 +14,7 @@ import heightfusion as hf
 from heightfusion.cli import main
 from heightfusion.pipeline import FramePipeline, SkippedFrame
 from heightfusion.tracking import Tracker, TrackingConfig, align, exp_se3, make_reference, motion_size, tracked_pyramid
-from heightfusion.tracking.alignment import AlignmentSettings, _point_jacobian, _project, _residuals
+from heightfusion.tracking.alignment import AlignmentSettings, _point_jacobian, _residuals
 from heightfusion.tracking.views import level_range
 
 REAL_SAMPLE = Path(__file__).parent / "data" / "tum_fr1_rpy_sample"

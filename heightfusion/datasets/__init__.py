@@ -123,6 +123,10 @@ def open_for_depth(path: str | os.PathLike, depth: str, **options) -> tuple[Sequ
     where it has them, which still find the floor (up axis "auto") and the map's extent before stereo has
     run; it is ``frames`` itself when the two would not differ. ``options``: :func:`open`'s other keywords.
     """
+    from ..pipeline import DEPTH_SOURCES  # fusion's module: imported on use
+
+    if depth not in DEPTH_SOURCES:
+        raise ValueError(f"depth source must be one of {', '.join(DEPTH_SOURCES)}, got {depth!r}")
     frames = open(path, require_depth=depth == "sensor", load_depth=depth != "mvs", **options)
     if depth == "mvs" and frames.has_depth_images:
         return frames, open(path, require_depth=False, **options)
