@@ -10,8 +10,10 @@ frame's Kinect depth (undistorted, registered to the colour image) on the pixels
 share of stereo's errors within its own 1 sigma; and by the Kinect's depth (bands of :data:`DEPTH_BANDS`):
 the share of the compared pixels, median |relative error| and median signed relative error (the bias).
 The tracking cost and the frames stereo or tracking skipped are printed too. Then the maps: every 5th frame held out (``heightfusion.heldout``), the rest fused
-from the Kinect depth and from monocular stereo (poses as given, and refined), each scored against the
-held-out frames' depth: median |dh| and coverage, and stereo's median as a multiple of the sensor map's.
+from the Kinect depth and from monocular stereo (poses as given, and refined; and as given with the
+keyframe window of the earlier default, 10 keyframes and 4 sources, beside the current 24 and 3), each
+scored against the held-out frames' depth: median |dh| and coverage, stereo's median as a multiple of the
+sensor map's, frames fused and fused frames/s.
 Times are of this machine (printed first).
 """
 
@@ -36,6 +38,8 @@ from heightfusion.tracking import Tracker
 from heightfusion.up_axis import UpAligned, default_up, up_rotation
 from real_sample import REAL_SAMPLE
 
+#: The keyframe window and sources of the earlier default (KeyframeConfig), fused beside the current one.
+EARLIER_KEYFRAMES = (10, 4)
 #: Kinect depth bands (metres) that the per-pixel errors are broken down by.
 DEPTH_BANDS = (0.0, 0.8, 1.2, 1.6, 2.2, 10.0)
 
@@ -92,18 +96,24 @@ def run(path: Path, frames: int, track: str) -> dict:
     }
 
 
-def heldout_maps(path: Path, frames: int) -> list[tuple[str, dict]]:
-    """(run, held-out score) of the maps fused from sensor depth and from stereo (as given, refined)."""
+def heldout_maps(path: Path, frames: int) -> list[tuple[str, dict, hf.ReplayResult]]:
+    """(run, held-out score, replay result) of the maps fused from sensor depth and from stereo (as given,
+    refined, and as given with the keyframe window of the earlier default, :data:`EARLIER_KEYFRAMES`)."""
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_tracking import heldout_split
+    from heightfusion.depth import KeyframeConfig
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         fuse, held_out = heldout_split(path, Path(tmp) / "fuse", max_frames=frames)
-        for name, depth, track in (("sensor depth", "sensor", "off"), ("stereo, poses as given", "mvs", "off"),
-                                   ("stereo, track refine", "mvs", "refine")):
-            result = hf.replay(fuse, depth=depth, track=track, progress=False)
-            rows.append((name, score_heldout(result.grid, held_out)))
+        window, sources = EARLIER_KEYFRAMES
+        for name, depth, track, keyframes in (
+                ("sensor depth", "sensor", "off", None), ("stereo, poses as given", "mvs", "off", None),
+                ("stereo, track refine", "mvs", "refine", None),
+                (f"stereo, poses as given, {window} keyframes / {sources} sources", "mvs", "off",
+                 KeyframeConfig(window=window, num_sources=sources))):
+            result = hf.replay(fuse, depth=depth, track=track, keyframes=keyframes, progress=False)
+            rows.append((name, score_heldout(result.grid, held_out), result))
     return rows
 
 
@@ -125,12 +135,13 @@ def main() -> None:
     for track, r in runs.items():
         for lo, hi, share, error, bias in r["bands"]:
             print(f"| {'as given' if track == 'off' else 'track refine'} | {lo:g}-{hi:g} | {share:.2f} | {error:.1f} | {bias:+.1f} |")
-    print("\n| map (every 5th frame held out) | held-out median mm | coverage | vs sensor map |\n|---|---|---|---|")
+    print("\n| map (every 5th frame held out) | held-out median mm | coverage | vs sensor map | frames fused | "
+          "fused frames/s |\n|---|---|---|---|---|---|")
     sensor = None
-    for name, score in heldout_maps(args.path, args.frames):
+    for name, score, result in heldout_maps(args.path, args.frames):
         sensor = score["median"] if sensor is None else sensor
-        print(f"| {name} | {score['median'] * 1e3:.1f} | {score['coverage']:.3f} | {score['median'] / sensor:.2f}x |",
-              flush=True)
+        print(f"| {name} | {score['median'] * 1e3:.1f} | {score['coverage']:.3f} | {score['median'] / sensor:.2f}x | "
+              f"{result.frames_used} | {result.fps:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

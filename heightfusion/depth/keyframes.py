@@ -28,8 +28,8 @@ class KeyframeConfig:
         window: keyframes kept (the oldest goes first). A turning camera comes back to views it left: on
             the real TUM fr1/rpy frames (every 5th held out, ``replay --depth mvs``), 24 keyframes and 3
             sources fused 137 of 144 frames into a map of held-out median |dh| 49 mm at coverage 0.23,
-            against 124 frames, 59 mm and 0.22 with 10 and 4 (the former defaults; two runs each, at the
-            same frames/s); 24 and 4 gave 44-46 mm and 0.25 at 10 % fewer frames/s (more sources cost more
+            against 124 frames, 59 mm and 0.22 with 10 and 4 (the former defaults; three runs each, at 94-100 %
+            of their fused frames/s; ``benchmarks/bench_mono_real.py`` fuses both); 24 and 4 gave 44-46 mm and 0.25 at 10 % fewer frames/s (more sources cost more
             sweep), 24 and 2 52 mm at 12 % more. Played at its pace in the live app, where the frames that
             survive dropping are far apart, 24 keyframes fused 4.0-4.2 frames/s against 3.2-4.0.
         num_sources: most source frames given to the stereo per reference.
