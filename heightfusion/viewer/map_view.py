@@ -41,6 +41,18 @@ def view_depth_range(grid: HeightMap, T_wc: np.ndarray) -> tuple[float, float]:
     return max(far * 1e-4, 1e-3), far
 
 
+def observed_cell_triangles(triangles: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """The rows of ``triangles`` (a (ny, nx) map's :meth:`~heightfusion.heightmap.HeightMap.triangles`) of the
+    cells with an observed corner: all that can show when unobserved surface is hidden.
+
+    Drawing the others only to discard every fragment cost llvmpipe most of a view's time on a map
+    seen in part (a third observed: 12 against 5 ms a 426x320 view).
+    """
+    corner = observed[:-1, :-1] | observed[1:, :-1] | observed[:-1, 1:] | observed[1:, 1:]
+    cells = triangles.reshape(corner.size, 2, 3)
+    return cells[corner.reshape(-1)].reshape(-1, 3)
+
+
 class MapView:
     """The GPU mesh of one height map, redrawn from any viewpoint into a viewport.
 
@@ -54,7 +66,8 @@ class MapView:
         self.program["light_direction"].value = tuple(LIGHT_DIRECTION)
         self._shape: tuple[int, int] | None = None
         self._buffers: list = []
-        self._vao = None
+        self._vao = self._shown_vao = None
+        self._shown_count = 0  # indices of the triangles that can show with hide_unobserved
         self.grid: HeightMap | None = None
 
     def update(self, grid: HeightMap, mode: str = "color") -> None:
@@ -65,6 +78,10 @@ class MapView:
         self._heights.write(np.ascontiguousarray(grid.heights, dtype=np.float32))
         self._colors.write(np.ascontiguousarray(visualize.vertex_colors(grid, mode), dtype=np.float32) / 255.0)
         self._observed.write(grid.observed.astype(np.float32))
+        shown = observed_cell_triangles(self._triangles, grid.observed)
+        if shown.size:
+            self._shown_indices.write(shown)
+        self._shown_count = shown.size
         self.program["cell_size"].value = grid.cell_size
         self.program["nx"].value = grid.nx
 
@@ -75,14 +92,14 @@ class MapView:
         self._heights = self.ctx.buffer(reserve=4 * n)
         self._colors = self.ctx.buffer(reserve=12 * n)
         self._observed = self.ctx.buffer(reserve=4 * n)
-        indices = self.ctx.buffer(HeightMap((0.0, 0.0), 1.0, shape).triangles().astype(np.int32).tobytes())
-        self._buffers = [self._heights, self._colors, self._observed, indices]
-        self._vao = self.ctx.vertex_array(
-            self.program,
-            [(self._heights, "f4", "height"), (self._colors, "3f4", "color"), (self._observed, "f4", "observed")],
-            index_buffer=indices,
-            index_element_size=4,
-        )
+        self._triangles = HeightMap((0.0, 0.0), 1.0, shape).triangles().astype(np.int32)
+        indices = self.ctx.buffer(self._triangles.tobytes())
+        self._shown_indices = self.ctx.buffer(reserve=self._triangles.nbytes)
+        self._buffers = [self._heights, self._colors, self._observed, indices, self._shown_indices]
+        attributes = [(self._heights, "f4", "height"), (self._colors, "3f4", "color"), (self._observed, "f4", "observed")]
+        self._vao = self.ctx.vertex_array(self.program, attributes, index_buffer=indices, index_element_size=4)
+        self._shown_vao = self.ctx.vertex_array(self.program, attributes, index_buffer=self._shown_indices,
+                                                index_element_size=4)
         self._shape = shape
 
     def draw(self, rect: Rect, cam_pose: np.ndarray, camera: PinholeCamera | None = None, hide_unobserved: bool = True) -> np.ndarray:
@@ -105,17 +122,22 @@ class MapView:
         self.ctx.scissor = rect.viewport
         self.ctx.enable(moderngl.DEPTH_TEST)
         self.ctx.clear(*BACKGROUND, depth=1.0, viewport=rect.viewport)
-        self._vao.render(moderngl.TRIANGLES)
+        if hide_unobserved:
+            if self._shown_count:
+                self._shown_vao.render(moderngl.TRIANGLES, vertices=self._shown_count)
+        else:
+            self._vao.render(moderngl.TRIANGLES)
         self.ctx.disable(moderngl.DEPTH_TEST)
         self.ctx.scissor = None
         return clip
 
     def _release(self) -> None:
-        if self._vao is not None:
-            self._vao.release()
+        for vao in (self._vao, self._shown_vao):
+            if vao is not None:
+                vao.release()
         for buffer in self._buffers:
             buffer.release()
-        self._buffers, self._vao, self._shape = [], None, None
+        self._buffers, self._vao, self._shown_vao, self._shape = [], None, None, None
 
     def release(self) -> None:
         self._release()
