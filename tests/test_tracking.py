@@ -186,6 +186,33 @@ def test_refine_keeps_the_given_pose_where_the_keyframe_is_out_of_view(floor_fra
     assert tracker.track(f1).tracked  # the keyframe's own view still aligns to it
 
 
+@pytest.mark.parametrize("drift", [False, True])
+def test_refine_weighs_the_prediction_as_its_pose_model_says(floor_frames, monkeypatch, drift):
+    """Drifting poses: the prediction's information is that of the last pose's covariance grown by one step
+    (a Kalman prediction); motion capture: one step's alone."""
+    import heightfusion.tracking.tracker as tracker_module
+
+    priors = []
+
+    def spy(pyramid, references, T_wc, settings, prior):
+        priors.append(prior)
+        return align(pyramid, references, T_wc, settings, prior)
+
+    monkeypatch.setattr(tracker_module, "align", spy)
+    config = TrackingConfig(use_map=False, keyframe_overlap=0.0, refine_drift=drift)  # f0 stays the keyframe
+    tracker = Tracker("refine", config=config)
+    step = np.diag([config.refine_prior[0] ** 2] * 3 + [math.radians(config.refine_prior[1]) ** 2] * 3)
+    covariances = []
+    for frame in floor_frames:
+        result = tracker.track(frame)
+        tracker.accept(frame, result.T_wc)
+        covariances.append(np.zeros((6, 6)) if result.covariance is None else result.covariance)
+    assert len(priors) == 2
+    for prior, last in zip(priors, covariances):
+        np.testing.assert_allclose(np.linalg.inv(prior), step + last if drift else step, rtol=1e-9)
+    assert np.trace(covariances[1][:3, :3]) > 0
+
+
 def test_pipeline_counts_untrackable_frames_and_records_poses(floor_frames):
     grid = hf.HeightMap((-1.5, -1.5), 0.05, (61, 61))
     fuser = hf.HeightMapFuser(grid, hf.make_renderer("raymarch"))
@@ -277,7 +304,7 @@ def test_pose_drift_sets_refines_prior_and_needs_refine(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     add_track_arguments(parser)
     options = track_options(parser.parse_args(["--track", "refine", "--pose-drift", "0.5", "0.05"]))
-    assert options["tracking"].refine_prior == pytest.approx((0.0005, 0.05))
+    assert options["tracking"].refine_prior == pytest.approx((0.0005, 0.05)) and options["tracking"].refine_drift
     assert main(["replay", "--pose-drift", "0.5", "0.05", "--out", str(tmp_path / "o")]) == 2
     assert "--track refine" in capsys.readouterr().err
 

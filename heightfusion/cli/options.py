@@ -167,9 +167,10 @@ def add_track_arguments(parser: argparse.ArgumentParser, default: str = "off") -
                         help="odometry's starting pose (camera to world, TUM order); default the first frame's pose")
     default_mm, default_deg = TrackingConfig.refine_prior
     parser.add_argument("--pose-drift", type=float, nargs=2, metavar=("MM", "DEG"),
-                        help="refine: how far the given poses' frame-to-frame motion may err per frame (default "
-                             f"{default_mm * 1e3:g} mm, {default_deg:g} deg: motion capture at 30 Hz; raise it "
-                             "for poses from odometry)")
+                        help="refine: the given poses drift (odometry, a trajectory without loop closure), by about "
+                             "this much per frame; their error may build up, and the map pulls it back (default: "
+                             f"motion capture's, whose error does not build up, {default_mm * 1e3:g} mm, "
+                             f"{default_deg:g} deg per frame)")
 
 
 def track_options(args: argparse.Namespace) -> dict:
@@ -183,7 +184,7 @@ def track_options(args: argparse.Namespace) -> dict:
         if args.track != "refine" or not all(math.isfinite(v) and v > 0 for v in args.pose_drift):
             raise UserError(f"--pose-drift takes two positive numbers (mm, degrees) with --track refine, got "
                             f"{' '.join(map(str, args.pose_drift))} with --track {args.track}")
-        tracking = TrackingConfig(refine_prior=(args.pose_drift[0] * 1e-3, args.pose_drift[1]))
+        tracking = TrackingConfig(refine_prior=(args.pose_drift[0] * 1e-3, args.pose_drift[1]), refine_drift=True)
     start_pose = None
     if args.start_pose is not None:
         if args.track != "odometry":
