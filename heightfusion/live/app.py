@@ -43,6 +43,9 @@ _EMA = 0.2
 _TRAJECTORY_COLOR = (1.0, 0.55, 0.1)
 # The path drawn: a point per centimetre moved, the latest few thousand (a long run stays cheap to draw).
 _TRAJECTORY_STEP_M = 0.01
+# The depth panel shows every n-th pixel so that at most this many columns are colour-mapped: a 640x480 frame
+# took 7.7 ms of the loop for a panel a third of the window wide, every 2nd pixel 2.
+_DEPTH_PANEL_COLUMNS = 320
 _TRAJECTORY_POINTS = 5000
 _FRUSTUM_COLOR = (1.0, 0.9, 0.2)
 
@@ -265,7 +268,8 @@ class LiveApp:
         while self._fused_times and now - self._fused_times[0] > _FPS_WINDOW_S:
             self._fused_times.popleft()
         self._timed("free space", lambda: self.panels["free"].set_image(visualize.render_free_space(self.free_space(self.grid))))
-        self._timed("pictures", lambda: (self.panels["depth"].set_image(visualize.render_depth(result.depth)),
+        step = -(-result.depth.shape[1] // _DEPTH_PANEL_COLUMNS)
+        self._timed("pictures", lambda: (self.panels["depth"].set_image(visualize.render_depth(result.depth[::step, ::step])),
                                          self.view.show(self.grid, self.mode)))
         return result
 
