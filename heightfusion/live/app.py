@@ -43,11 +43,11 @@ _EMA = 0.2
 _TRAJECTORY_COLOR = (1.0, 0.55, 0.1)
 # The path drawn: a point per centimetre moved, the latest few thousand (a long run stays cheap to draw).
 _TRAJECTORY_STEP_M = 0.01
+_TRAJECTORY_POINTS = 5000
+_FRUSTUM_COLOR = (1.0, 0.9, 0.2)
 # The depth panel shows every n-th pixel so that at most this many columns are colour-mapped: a 640x480 frame
 # took 7.7 ms of the loop for a panel a third of the window wide, every 2nd pixel 2.
 _DEPTH_PANEL_COLUMNS = 320
-_TRAJECTORY_POINTS = 5000
-_FRUSTUM_COLOR = (1.0, 0.9, 0.2)
 
 
 @dataclass

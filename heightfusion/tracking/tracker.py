@@ -84,10 +84,10 @@ class TrackingConfig:
             builds up frame by frame, so the prediction is weighed as a Kalman prediction, the last pose's
             covariance grown by ``refine_prior``, and the map pulls the accumulated error back. False (motion
             capture, whose error does not build up): weighed with ``refine_prior`` alone, so the map's model
-            errors cannot pull the poses away. Measured with ``refine_prior`` 0.2 mm / 0.02 deg: on the
-            synthetic floor with drifting poses (``benchmarks/bench_tracking.py``, six runs) smooth-area RMSE
-            1.2-1.9 mm (mean 1.5), within 1 sigma 0.84, ATE 2.5 mm with it, against 3.0-3.6 mm, 0.20 and
-            4.8 mm without; on the real TUM frames held-out median 13.7 mm with it against 7.2 mm without
+            errors cannot pull the poses away. Measured with ``refine_prior`` 0.2 mm / 0.02 deg on the
+            synthetic floor with drifting poses (the scene of ``benchmarks/bench_tracking.py``; six runs, which
+            differ as llvmpipe's atomic sums do): smooth-area RMSE 1.2-1.9 mm (mean 1.5), within 1 sigma
+            0.84, ATE 2.5 mm with it, against 3.0-3.6 mm, 0.20 and 4.8 mm without; on the real TUM frames held-out median 13.7 mm with it against 7.2 mm without
             (the motion capture is right, and the map's pull wrong).
         map_pixels_per_cell: the map's colours take part only at pyramid levels where a cell spans at most
             this many pixels: the vertex colours are the image averaged per cell, so at finer levels

@@ -67,7 +67,7 @@ class MapView:
         self._shape: tuple[int, int] | None = None
         self._buffers: list = []
         self._vao = self._shown_vao = None
-        self._shown_count = 0  # indices of the triangles that can show with hide_unobserved
+        self._shown_count = 0  # how many indices _shown_indices holds: the cells that can show
         self.grid: HeightMap | None = None
 
     def update(self, grid: HeightMap, mode: str = "color") -> None:
