@@ -13,7 +13,7 @@ import pytest
 import heightfusion as hf
 from heightfusion.cli import main
 from heightfusion.pipeline import FramePipeline, SkippedFrame
-from heightfusion.tracking import Tracker, TrackingConfig, align, exp_se3, make_reference, motion_size, tracked_pyramid
+from heightfusion.tracking import Tracker, TrackingConfig, align, exp_se3, log_se3, make_reference, motion_size, tracked_pyramid
 from heightfusion.tracking.alignment import AlignmentSettings, _point_jacobian, _residuals
 from heightfusion.tracking.views import level_range
 
@@ -53,6 +53,13 @@ def test_exp_se3_matches_rodrigues_and_inverts():
     assert exp_se3(np.zeros(6)) == pytest.approx(np.eye(4))
     moved, turned = motion_size(exp_se3([0.1, 0, 0, 0, 0, math.radians(30)]))
     assert turned == pytest.approx(30.0)
+
+
+def test_log_se3_inverts_exp_se3():
+    rng = np.random.default_rng(2)
+    for scale in (1e-10, 1e-4, 0.3, 1.0):  # the Taylor branch, small and large angles
+        xi = np.concatenate([rng.normal(0, 0.5, 3), rng.normal(0, scale, 3)])
+        np.testing.assert_allclose(log_se3(exp_se3(xi)), xi, atol=1e-10)
 
 
 @pytest.mark.parametrize("with_depth", [True, False])

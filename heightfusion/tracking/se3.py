@@ -39,6 +39,23 @@ def exp_se3(xi: np.ndarray) -> np.ndarray:
     return T
 
 
+def log_se3(T: np.ndarray) -> np.ndarray:
+    """The twist ``xi`` with ``exp_se3(xi) == T`` for a 4x4 rigid motion ``T`` (rotation angle below pi)."""
+    from scipy.spatial.transform import Rotation
+
+    T = np.asarray(T, dtype=np.float64)
+    w = Rotation.from_matrix(T[:3, :3]).as_rotvec()
+    theta = float(np.linalg.norm(w))
+    W = hat(w)
+    if theta < 1e-8:
+        V_inv = np.eye(3) - 0.5 * W + W @ W / 12.0
+    else:
+        a = math.sin(theta) / theta
+        b = (1.0 - math.cos(theta)) / theta**2
+        V_inv = np.eye(3) - 0.5 * W + (1.0 - a / (2.0 * b)) / theta**2 * W @ W
+    return np.concatenate([V_inv @ T[:3, 3], w])
+
+
 def motion_size(T: np.ndarray) -> tuple[float, float]:
     """(translation in metres, rotation in degrees) of the 4x4 rigid motion ``T``."""
     cos_angle = (np.trace(T[:3, :3]) - 1.0) / 2.0
