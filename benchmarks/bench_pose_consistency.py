@@ -30,7 +30,9 @@ import numpy as np
 from scipy.optimize import least_squares
 
 import heightfusion as hf
-from heightfusion.tracking import AlignmentSettings, align, exp_se3, log_se3, make_reference, motion_size, tracked_pyramid
+from heightfusion.tracking import (TrackingConfig, align, exp_se3, log_se3, make_reference, motion_size,
+                                   tracked_pyramid)
+from heightfusion.tracking.tracker import points_in_view
 from heightfusion.tracking.views import level_range
 from heightfusion.trajectory_eval import trajectory_errors
 from real_sample import REAL_SAMPLE
@@ -38,33 +40,24 @@ from real_sample import REAL_SAMPLE
 #: An alignment is an edge when this share of its residuals are inliers, and it moved the pose less than this.
 MIN_INLIERS = 0.6
 MAX_CORRECTION = (0.10, 8.0)  # metres, degrees
-#: Tracked pyramid: finest level's shorter side at most, coarsest at least (the tracker's defaults).
-MAX_SIDE, MIN_SIDE = 120, 30
-
-
-def seen_share(points: np.ndarray, camera: hf.PinholeCamera, T_wc: np.ndarray) -> float:
-    """Share of world ``points`` (N, 3) inside the image of ``camera`` at ``T_wc``."""
-    T_cw = np.linalg.inv(T_wc)
-    X = points @ T_cw[:3, :3].T + T_cw[:3, 3]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        uv = camera.project(X)
-    inside = (X[:, 2] > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < camera.width) & (uv[:, 1] >= 0) & (uv[:, 1] < camera.height)
-    return float(inside.mean()) if len(points) else 0.0
+#: The tracker's settings: pyramid levels and reference points.
+TRACKING = TrackingConfig()
 
 
 def pose_graph(frames: list, start: list[np.ndarray], min_overlap: float) -> tuple[list[np.ndarray], int]:
     """(solved poses, number of edges) of keyframes ``frames`` starting at poses ``start``."""
     camera = frames[0].camera
-    finest, coarsest = level_range(camera, MAX_SIDE, MIN_SIDE)
+    finest, coarsest = level_range(camera, TRACKING.max_side, TRACKING.min_side)
     pyramids = [tracked_pyramid(camera, f.image, f.depth, finest, coarsest) for f in frames]
-    references = [make_reference("keyframe", p[0].camera, T, p[0].gray, p[0].geometry[..., 0], 0, len(p) - 1, 3000, 0.01)
-                  for p, T in zip(pyramids, start)]
+    references = [make_reference("keyframe", p[0].camera, T, p[0].gray, p[0].geometry[..., 0], 0, len(p) - 1,
+                                 TRACKING.max_points, TRACKING.min_gradient) for p, T in zip(pyramids, start)]
     edges = []
     for i, reference in enumerate(references):
         for j in range(i + 1, len(frames)):
-            if seen_share(reference.levels[0].geometric, pyramids[j][0].camera, start[j]) < min_overlap:
+            points = reference.levels[0].geometric
+            if points_in_view(points, pyramids[j][0].camera, start[j]) < min_overlap * len(points):
                 continue
-            a = align(pyramids[j], [reference], start[j], AlignmentSettings())
+            a = align(pyramids[j], [reference], start[j], TRACKING.alignment)
             if a.data_covariance is None or not np.isfinite(a.data_covariance).all() or a.inliers < MIN_INLIERS:
                 continue
             moved, turned = motion_size(np.linalg.inv(start[j]) @ a.T_wc)

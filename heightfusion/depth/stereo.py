@@ -43,6 +43,7 @@ import torch.nn.functional as F
 
 from .._compat import deprecated_order
 from ..camera import PinholeCamera
+from ..heightmap import GRAY_WEIGHTS
 from ..poses import invert_pose, validate_pose
 from .graphs import GraphedFunction
 
@@ -449,7 +450,7 @@ class PlaneSweepStereo:
         if not bool(torch.isfinite(values).all()):
             raise ValueError(f"{name} contains NaN or infinite values")
         if values.ndim == 3:
-            values = values @ torch.tensor([0.299, 0.587, 0.114], device=self.device)
+            values = values @ torch.from_numpy(GRAY_WEIGHTS).to(self.device)
         return values.contiguous()
 
     def _source_features(self, image: np.ndarray, camera: PinholeCamera, name: str) -> torch.Tensor:

@@ -265,7 +265,7 @@ class Tracker:
             # the monocular synthetic floor, 60 frames of 127 mm and 17 deg, refine lost 50 frames that
             # way: the map was still too thin to replace the keyframe.)
             keyframe = self._keyframe.reference(cfg)
-            if _in_view(keyframe.levels[0].photometric, pyramid[0].camera, T_pred) >= cfg.min_points:
+            if points_in_view(keyframe.levels[0].photometric, pyramid[0].camera, T_pred) >= cfg.min_points:
                 refs.append(keyframe)
         return refs
 
@@ -378,10 +378,10 @@ class Tracker:
         if moved > self.config.keyframe_motion[0] or turned > self.config.keyframe_motion[1]:
             return True
         points = len(keyframe.footprint)
-        return points == 0 or _in_view(keyframe.footprint, camera, T_wc) < self.config.keyframe_overlap * points
+        return points == 0 or points_in_view(keyframe.footprint, camera, T_wc) < self.config.keyframe_overlap * points
 
 
-def _in_view(points: np.ndarray, camera: PinholeCamera, T_wc: np.ndarray) -> int:
+def points_in_view(points: np.ndarray, camera: PinholeCamera, T_wc: np.ndarray) -> int:
     """How many of the world ``points`` (N, 3) ``camera`` at ``T_wc`` sees."""
     T_cw = np.linalg.inv(T_wc)
     X = points @ T_cw[:3, :3].T + T_cw[:3, 3]
