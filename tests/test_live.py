@@ -164,6 +164,15 @@ def test_the_stereo_runs_on_a_thread_where_frames_are_dropped():
     assert not stereo_in_process(False, LatestFrameSource(recording, drop=False))
 
 
+def test_the_depth_panel_shows_at_most_320_columns():
+    from heightfusion.live.app import depth_for_panel
+
+    depth = np.arange(480 * 640, dtype=np.float32).reshape(480, 640)
+    np.testing.assert_array_equal(depth_for_panel(depth), depth[::2, ::2])
+    assert depth_for_panel(depth[:240, :320]).shape == (240, 320)  # small frames as they are
+    assert depth_for_panel(np.zeros((720, 1280), np.float32)).shape == (180, 320)
+
+
 def test_every_frame_mode_takes_every_frame_in_order():
     source = LatestFrameSource(frames(50), pace=False, drop=False).start()
     taken = []

@@ -102,6 +102,13 @@ class LiveSettings:
     stereo_process: bool | None = None
 
 
+def depth_for_panel(depth: np.ndarray) -> np.ndarray:
+    """Every n-th pixel (rows and columns) of ``depth``, n the least that leaves at most
+    :data:`_DEPTH_PANEL_COLUMNS` columns: what the depth panel colour-maps."""
+    step = -(-depth.shape[1] // _DEPTH_PANEL_COLUMNS)
+    return depth[::step, ::step]
+
+
 def stereo_in_process(stereo_process: bool | None, source) -> bool:
     """``LiveSettings.stereo_process`` for frames from ``source``: None means a child process only where every
     frame is fused (a source that drops none; sources without ``drops`` count as dropping, as a camera does)."""
@@ -268,8 +275,7 @@ class LiveApp:
         while self._fused_times and now - self._fused_times[0] > _FPS_WINDOW_S:
             self._fused_times.popleft()
         self._timed("free space", lambda: self.panels["free"].set_image(visualize.render_free_space(self.free_space(self.grid))))
-        step = -(-result.depth.shape[1] // _DEPTH_PANEL_COLUMNS)
-        self._timed("pictures", lambda: (self.panels["depth"].set_image(visualize.render_depth(result.depth[::step, ::step])),
+        self._timed("pictures", lambda: (self.panels["depth"].set_image(visualize.render_depth(depth_for_panel(result.depth))),
                                          self.view.show(self.grid, self.mode)))
         return result
 
