@@ -63,8 +63,9 @@ def test_systematic_sigma_is_the_information_weighted_mean_of_the_frames():
 
 
 def test_a_tracked_frame_takes_on_the_error_of_the_map_it_saw():
-    """A second tracked frame's systematic sigma: the map's where it saw mapped vertices (their
-    evidence-weighted mean) and its pose's own in quadrature; the map's is then the weighted mean."""
+    """A second tracked frame: its heights share the map's error where it saw mapped vertices (their
+    evidence-weighted mean sigma), and its pose's own error is new; a vertex's systematic sigma is the
+    evidence-weighted mean of the shared parts and the frame's share of its own, in quadrature."""
     camera = hf.PinholeCamera(48, 36, 40.0, 40.0, 23.5, 17.5)
     renderer = hf.make_renderer("raymarch")
     floor = hf.HeightMap((-0.6, -0.6), 0.05, (25, 25), initial_height=0.05)
@@ -82,9 +83,32 @@ def test_a_tracked_frame_takes_on_the_error_of_the_map_it_saw():
     rows, cols = np.nonzero(added > 0)
     points = np.stack([grid.origin[0] + cols * grid.cell_size, grid.origin[1] + rows * grid.cell_size,
                        grid.heights[rows, cols]], axis=-1)
-    own = np.hypot(inherited, pose_height_sigma(second_pose, points, covariance))
-    expected = (evidence_1 * before)[rows, cols] + added[rows, cols] * own
-    np.testing.assert_allclose(grid.systematic_sigma[rows, cols], expected / (evidence_1 + added)[rows, cols], rtol=1e-4)
+    own = pose_height_sigma(second_pose, points, covariance)
+    e1, a = evidence_1[rows, cols], added[rows, cols]
+    expected = np.hypot((e1 * before[rows, cols] + a * inherited) / (e1 + a), a * own / (e1 + a))
+    np.testing.assert_allclose(grid.systematic_sigma[rows, cols], expected, rtol=1e-4)
+    new = (added > 0) & (evidence_1 == 0)  # first seen now: the map's error it came from and its own
+    np.testing.assert_allclose(grid.systematic_sigma[new], np.hypot(inherited, own[new[rows, cols]]), rtol=1e-4)
+
+
+def test_returning_to_the_map_does_not_grow_its_systematic_sigma():
+    """Tracked frames aligned again and again to what the map holds share its error; their own errors are
+    independent and average away, so the sigma settles (the limit of 1 + sum 1/n^2 is 1.28 times the first
+    frame's), where a mean of the frames' total sigmas grew without bound (1.9 times after 30 frames)."""
+    camera = hf.PinholeCamera(48, 36, 40.0, 40.0, 23.5, 17.5)
+    renderer = hf.make_renderer("raymarch")
+    T_wc = hf.look_at((0.0, -0.4, 1.0), (0.0, 0.1, 0.0))
+    depth = renderer.render_depth(hf.HeightMap((-0.6, -0.6), 0.05, (25, 25), initial_height=0.05), camera, T_wc)
+    grid = hf.HeightMap((-0.6, -0.6), 0.05, (25, 25))
+    fuser = hf.HeightMapFuser(grid, renderer, hf.FusionConfig(sigma_floor=1e-6))
+    covariance = random_covariance(5)
+    fuser.fuse(camera, T_wc, depth, pose_covariance=covariance)
+    seen = grid.information > grid.prior_information
+    first = grid.systematic_sigma[seen].copy()
+    for _ in range(29):
+        fuser.fuse(camera, T_wc, depth, pose_covariance=covariance)
+    ratio = grid.systematic_sigma[seen] / first
+    assert np.median(ratio) < 1.35 and (ratio >= 0.99).all()
 
 
 def test_a_bad_pose_covariance_is_a_frame_error():

@@ -422,14 +422,20 @@ class HeightMapFuser:
 
     def _update_systematic(self, window: MapWindow, added: np.ndarray, prior: np.ndarray, T_wc: np.ndarray,
                            pose_covariance: np.ndarray | None) -> None:
-        """``systematic_sigma`` on ``window`` as the mean of its frames', weighted by the information each added
-        (``added``, after the ``prior``).
+        """``systematic_sigma`` on ``window`` after a frame that added the information ``added`` (after the
+        ``prior``).
 
-        A frame with an exact pose (no ``pose_covariance``) adds no systematic error. A tracked pose is known
-        with respect to the map it was aligned to, whose own error it takes on: its frame's systematic sigma
-        is the map's where the frame saw what was mapped before (their evidence-weighted mean) and the
-        pose's own height error (:func:`pose_height_sigma`) in quadrature. So the error grows as the camera
-        explores, frame by frame from the map it came from, and stays what it was where the camera returns.
+        The error model: a tracked pose is known with respect to the map it was aligned to, so its frame's
+        heights err by the map's error where it saw mapped vertices (``inherited``: their evidence-weighted
+        mean sigma, shared: the same error the map has) plus the pose's own error with respect to the map
+        (:func:`pose_height_sigma`, new with every alignment). A vertex's fused height is the evidence-weighted
+        mean of its frames', so its error is the weighted mean of the shared parts (the map's and the frame's
+        inherited one, taken as fully correlated) and the frame's own part weighted by its share of the
+        evidence; the two in quadrature. A frame with an exact pose (no ``pose_covariance``) errs by neither.
+        So the error grows as the camera explores, frame by frame from the map it came from, and stays what
+        it was where the camera returns. (Averaging the frames' total sigmas instead, own part included,
+        counted every revisit's own error as new shared error: the sigma crept up where the map was seen most,
+        and on the synthetic floor with drifting poses 85 % of the vertices lay within 1 sigma, against 71 %.)
         """
         grid = self.grid
         old = grid.systematic_sigma[window.slices]
@@ -438,14 +444,15 @@ class HeightMapFuser:
         evidence = np.maximum(prior - grid.prior_information, 0.0)
         total = evidence + added
         seen = total > 0
-        frame_sigma = 0.0
+        inherited, own = 0.0, 0.0
         if pose_covariance is not None:
             points = np.concatenate([grid.vertex_xy(window.slices), grid.heights[window.slices][..., None]], axis=-1)
             weights = evidence * (added > 0)
             inherited = float((weights * old).sum() / weights.sum()) if weights.any() else 0.0
-            frame_sigma = np.hypot(inherited, pose_height_sigma(T_wc, points, pose_covariance))
-        mean = (evidence * old + added * frame_sigma) / np.where(seen, total, 1.0)
-        grid.systematic_sigma[window.slices] = np.where(seen, mean, old)
+            own = pose_height_sigma(T_wc, points, pose_covariance)
+        total = np.where(seen, total, 1.0)
+        sigma = np.hypot((evidence * old + added * inherited) / total, added * own / total)
+        grid.systematic_sigma[window.slices] = np.where(seen, sigma, old)
 
     def _rays(self, camera: PinholeCamera) -> np.ndarray:
         """(H, W, 3) camera-frame rays with z = 1 (cached per camera)."""
