@@ -19,7 +19,9 @@ and optimistic for correlated errors.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import cv2
 import numpy as np
@@ -113,13 +115,19 @@ def _sample(image: np.ndarray, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray
 
 @dataclass
 class _Residuals:
-    """One kind of residual at the current pose: values, Jacobian rows (pose 6 + brightness 2K), sigma."""
+    """One kind of residual at a pose: values, sigma, and the Jacobian rows (pose 6 + brightness 2K) built
+    on first use: a trial step's residuals are only compared by their cost, and a rejected step's rows
+    are never needed."""
 
     r: np.ndarray
-    J: np.ndarray
+    jacobian_rows: Callable[[], np.ndarray]
     floor: float
     weight: float = 1.0
     spread: float = 1.0
+
+    @cached_property
+    def J(self) -> np.ndarray:
+        return self.jacobian_rows()
 
     def estimate_spread(self) -> None:
         mad = float(np.median(np.abs(self.r))) if len(self.r) else 0.0
@@ -168,7 +176,7 @@ def _residuals(level: TrackedImage, refs: list, level_index: int, T_cw: np.ndarr
                settings: AlignmentSettings) -> list[_Residuals]:
     n = 6 + 2 * len(refs)
     out = []
-    rows_r, rows_J = [], []
+    rows_r, parts = [], []
     for k, ref in enumerate(refs):
         points = ref.levels[level_index]
         X, u, v, ok = _project(level, T_cw, points.photometric)
@@ -176,15 +184,22 @@ def _residuals(level: TrackedImage, refs: list, level_index: int, T_cw: np.ndarr
         g = points.intensity[ok].astype(np.float64)
         finite = np.isfinite(values) & np.isfinite(gu) & np.isfinite(gv)
         X, values, gu, gv, g = X[finite], values[finite], gu[finite], gv[finite], g[finite]
-        J = np.zeros((len(X), n))
-        J[:, :6] = _point_jacobian(level, X, gu, gv)
-        J[:, 6 + 2 * k] = -g
-        J[:, 7 + 2 * k] = -1.0
         rows_r.append(values - (brightness[k, 0] * g + brightness[k, 1]))
-        rows_J.append(J)
-    out.append(_Residuals(np.concatenate(rows_r), np.concatenate(rows_J), MIN_PHOTOMETRIC_SPREAD))
+        parts.append((k, X, gu, gv, g))
+
+    def photometric_rows() -> np.ndarray:
+        rows = []
+        for k, X, gu, gv, g in parts:
+            J = np.zeros((len(X), n))
+            J[:, :6] = _point_jacobian(level, X, gu, gv)
+            J[:, 6 + 2 * k] = -g
+            J[:, 7 + 2 * k] = -1.0
+            rows.append(J)
+        return np.concatenate(rows)
+
+    out.append(_Residuals(np.concatenate(rows_r), photometric_rows, MIN_PHOTOMETRIC_SPREAD))
     if level.geometry is not None and settings.geometric_weight > 0:
-        rows_r, rows_J = [], []
+        rows_r, geometric_parts = [], []
         for ref in refs:
             X, u, v, _ = _project(level, T_cw, ref.levels[level_index].geometric)
             d, gu, gv = _sample(level.geometry, u, v)
@@ -193,15 +208,22 @@ def _residuals(level: TrackedImage, refs: list, level_index: int, T_cw: np.ndarr
             finite &= np.hypot(gu, gv) <= settings.max_depth_gradient * np.where(finite, d, 0.0)
             X, d, gu, gv, z = X[finite], d[finite], gu[finite], gv[finite], z[finite]
             sigma = settings.depth_sigma_m + settings.depth_sigma_rel * z * z
-            J = np.zeros((len(X), n))
-            J[:, :6] = _point_jacobian(level, X, gu, gv)
-            J[:, 2] -= 1.0  # d z / d X_c
-            J[:, 3] -= X[:, 1]  # the rotation part of dz: (X x e_z) = (y, -x, 0)
-            J[:, 4] += X[:, 0]
             rows_r.append((d - z) / sigma)
-            rows_J.append(J / sigma[:, None])
+            geometric_parts.append((X, gu, gv, sigma))
+
+        def geometric_rows() -> np.ndarray:
+            rows = []
+            for X, gu, gv, sigma in geometric_parts:
+                J = np.zeros((len(X), n))
+                J[:, :6] = _point_jacobian(level, X, gu, gv)
+                J[:, 2] -= 1.0  # d z / d X_c
+                J[:, 3] -= X[:, 1]  # the rotation part of dz: (X x e_z) = (y, -x, 0)
+                J[:, 4] += X[:, 0]
+                rows.append(J / sigma[:, None])
+            return np.concatenate(rows)
+
         if rows_r:
-            out.append(_Residuals(np.concatenate(rows_r), np.concatenate(rows_J), 1.0, settings.geometric_weight))
+            out.append(_Residuals(np.concatenate(rows_r), geometric_rows, 1.0, settings.geometric_weight))
     return out
 
 
