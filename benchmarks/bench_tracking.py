@@ -1,7 +1,7 @@
 """Camera tracking (issue 12): the map with and without tracking, odometry against the reference, Open3D's peer.
 
     python benchmarks/bench_tracking.py [--frames 240] [--mono-frames 60] [--real PATH] [--real-frames N]
-                                        [--skip-mono] [--out DIR]
+                                        [--skip-mono] [--repeats 3] [--out DIR]
 
 Scenes:
 
@@ -34,6 +34,11 @@ which is what their poses do (a user with odometry poses says so); the real scen
 default. The tracked runs' poses are ``ReplayResult.poses``; "aligned" counts the
 frames whose pose came from an alignment (the others kept the given or predicted pose: nothing to align
 to yet), and frames skipped for a "tracking: ..." reason count as lost.
+
+The synthetic scenes' replays run ``--repeats`` times (default 3) and their rows are the means, the note
+giving the range of the judged figures: llvmpipe's atomic sums differ in their last bits from run to run and
+tracking carries that on (the floor's smooth RMSE ranged 1.2-1.8 mm over single runs), so one run alone
+decides a goal by chance. The real scene runs once (its replays take minutes).
 
 Times are of the machine this runs on (printed first): a shared 2-core CPU with Mesa llvmpipe is slow and
 noisy; Open3D runs its own threads.
@@ -158,8 +163,28 @@ def motion_per_frame(reference: list) -> dict:
     return {"mm": 1e3 * float(np.mean([np.linalg.norm(S[:3, 3]) for S in steps])), "deg": float(np.mean(angles))}
 
 
-def run_scene(scene: Scene, fuse_path: Path, held_out: list | None, max_frames: int | None, plots: Path | None) -> None:
-    """Fill ``scene.rows``: every column of the module docstring, in one run."""
+#: Figures whose range over repeated runs the note gives (what the goals judge).
+JUDGED = ("smooth_rmse_mm", "rmse_mm", "within_1sigma", "ate_mm", "ms_per_tracked_frame", "ms_fusion")
+
+
+def mean_rows(rows: list[dict]) -> dict:
+    """The mean of each numeric figure over repeated runs; the note gives the range of those the goals judge."""
+    def numeric(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    mean = {key: float(np.mean([row[key] for row in rows])) if all(numeric(row.get(key)) for row in rows) else value
+            for key, value in rows[0].items()}
+    if len(rows) > 1:
+        ranges = [f"{key} {min(row[key] for row in rows):.2f}-{max(row[key] for row in rows):.2f}"
+                  for key in JUDGED if isinstance(mean.get(key), float)]
+        spread = f"mean of {len(rows)} runs" + (f"; {', '.join(ranges)}" if ranges else "")
+        mean["note"] = f"{mean['note']}; {spread}" if mean.get("note") else spread
+    return mean
+
+
+def run_scene(scene: Scene, fuse_path: Path, held_out: list | None, max_frames: int | None, plots: Path | None,
+              repeats: int = 1) -> None:
+    """Fill ``scene.rows``: every column of the module docstring, in one run (each replay ``repeats`` times)."""
     sequence = hf.datasets.open(scene.path, undistort=True, max_frames=max_frames,
                                 require_depth=scene.depth == "sensor")
     reference = sequence.reference_trajectory()
@@ -170,18 +195,22 @@ def run_scene(scene: Scene, fuse_path: Path, held_out: list | None, max_frames: 
     if (scene.path / TRUE_TRAJECTORY_FILE).is_file():  # else the given poses are the reference
         rows["given poses"] = pose_figures(given, reference)
         trajectories["given poses"] = given
-    rows["track off"] = map_figures(hf.replay(fuse_path, **replay), held_out)
+    rows["track off"] = mean_rows([map_figures(hf.replay(fuse_path, **replay), held_out) for _ in range(repeats)])
     if scene.exact is not None:
-        rows["track off, true poses"] = map_figures(hf.replay(scene.exact, **replay), held_out)
+        rows["track off, true poses"] = mean_rows([map_figures(hf.replay(scene.exact, **replay), held_out)
+                                                   for _ in range(repeats)])
     runs = (("track refine", "refine", None, fuse_path, held_out),
             (DRIFT, "refine", DRIFT_MODEL, fuse_path, held_out),
             ("track odometry", "odometry", None, scene.path, None))
     for name, mode, tracking, path, scored in runs:
-        result = hf.replay(path, track=mode, tracking=tracking, **replay)
-        trajectories[name] = result.poses
-        lost = sum(n for reason, n in result.skipped.items() if reason.startswith("tracking"))
-        rows[name] = {**map_figures(result, scored), **pose_figures(result.poses, reference), "not_tracked": lost,
-                      "tracked": (result.tracking or {}).get("tracked")}
+        figures = []
+        for _ in range(repeats):
+            result = hf.replay(path, track=mode, tracking=tracking, **replay)
+            lost = sum(n for reason, n in result.skipped.items() if reason.startswith("tracking"))
+            figures.append({**map_figures(result, scored), **pose_figures(result.poses, reference), "not_tracked": lost,
+                            "tracked": (result.tracking or {}).get("tracked")})
+        trajectories[name] = result.poses  # the last run's
+        rows[name] = mean_rows(figures)
     for name, config in PEERS.items():
         try:
             peer = open3d_rgbd_odometry(hf.datasets.open(scene.path, undistort=True, max_frames=max_frames),
@@ -234,15 +263,19 @@ def goals(scenes: list[Scene]) -> list[str]:
 
     if "floor-rgbd" in rows:
         refine = rows["floor-rgbd"][DRIFT]
-        check("floor-rgbd refine (drift model) smooth RMSE <= 1.5 mm", refine["smooth_rmse_mm"] <= 1.5, f"{refine['smooth_rmse_mm']:.2f}")
+        spread = f" ({refine['note']})" if refine.get("note") else ""
+        check("floor-rgbd refine (drift model) smooth RMSE <= 1.5 mm", refine["smooth_rmse_mm"] <= 1.5,
+              f"{refine['smooth_rmse_mm']:.2f}{spread}")
         check("floor-rgbd refine (drift model) within 1 sigma 55-80 %", 0.55 <= refine["within_1sigma"] <= 0.80,
-              f"{refine['within_1sigma']:.2f}")
-        check("floor-rgbd refine (drift model) ATE <= 3 mm", refine.get("ate_mm", math.inf) <= 3.0, f"{refine.get('ate_mm', math.nan):.2f}")
+              f"{refine['within_1sigma']:.2f}{spread}")
+        check("floor-rgbd refine (drift model) ATE <= 3 mm", refine.get("ate_mm", math.inf) <= 3.0,
+              f"{refine.get('ate_mm', math.nan):.2f}{spread}")
     if "floor-mono" in rows:
         refine = rows["floor-mono"][DRIFT]
+        spread = f" ({refine['note']})" if refine.get("note") else ""
         check("floor-mono refine (drift model) RMSE <= 15 mm, completeness >= 0.7",
               refine["rmse_mm"] <= 15.0 and refine["completeness"] >= 0.7,
-              f"{refine['rmse_mm']:.2f} mm, {refine['completeness']:.3f}")
+              f"{refine['rmse_mm']:.2f} mm, {refine['completeness']:.3f}{spread}")
     for scene in scenes:
         if scene.exact is None and "track odometry" in scene.rows:  # the real sequence
             ate = scene.rows["track odometry"].get("ate_mm", math.inf)
@@ -265,6 +298,8 @@ def main() -> None:
     parser.add_argument("--real", type=Path, default=REAL_SAMPLE, help=f"real TUM sequence (default {REAL_SAMPLE})")
     parser.add_argument("--real-frames", type=int, help="use only the first N frames of the real sequence")
     parser.add_argument("--skip-mono", action="store_true", help="leave out the monocular scene (b): stereo is slow")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="replays of each synthetic run, averaged (default 3; llvmpipe's sums vary from run to run)")
     parser.add_argument("--out", type=Path, help="write bench_tracking.json, .md and a trajectory PNG per scene here")
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} CPU cores; OpenGL: {context.describe()}", flush=True)
@@ -272,17 +307,17 @@ def main() -> None:
         args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         scenes = synthetic_scenes(Path(tmp), args.frames, None if args.skip_mono else args.mono_frames)
-        runs = [(scene, scene.path, None, None) for scene in scenes]
+        runs = [(scene, scene.path, None, None, args.repeats) for scene in scenes]
         if args.real.is_dir():
             real = Scene(args.real.name, args.real, "sensor")
             fuse_path, held_out = heldout_split(args.real, Path(tmp) / "real-fused", max_frames=args.real_frames)
             scenes.append(real)
-            runs.append((real, fuse_path, held_out, args.real_frames))
+            runs.append((real, fuse_path, held_out, args.real_frames, 1))
         else:
             print(f"(no real sequence at {args.real}: scene c left out)")
-        for scene, fuse_path, held_out, max_frames in runs:
+        for scene, fuse_path, held_out, max_frames, repeats in runs:
             start = time.perf_counter()
-            run_scene(scene, fuse_path, held_out, max_frames, args.out)
+            run_scene(scene, fuse_path, held_out, max_frames, args.out, repeats)
             print(f"\n{markdown(scene)}({time.perf_counter() - start:.0f} s)", flush=True)
     verdicts = goals(scenes)
     print("\nGoals (issue 12):\n" + "\n".join(verdicts))
