@@ -14,7 +14,8 @@ prior map. Per frame, with the map before the frame as prior (h0, Lambda):
    on the predicted sigma, grazing pixels dropped), sum A = sum w J J^T and g = sum w J r over
    pixels, and solve (Lambda + (1 + damping) A + S) delta = g + Lambda (h0 - h) - S h (the robust
    smoothness prior S; diagonal majorant or sparse coupled solve, :func:`solve_grid`), h += delta
-   clipped to ``max_update``, for the vertices the frame touched and ``SOLVE_MARGIN`` around them;
+   clipped to the trust region (``gate_k`` prior sigmas, at most ``max_update``), for the vertices the
+   frame touched and ``SOLVE_MARGIN`` around them;
 3. information = min(Lambda + diag(A at the new heights), 1 / sigma_floor^2) where the frame touched.
 
 Several frames are fused in order, each one's posterior the next one's prior: the same map as one
@@ -36,8 +37,9 @@ What is held fixed. The triangle each pixel sees is piecewise constant in the he
 from the renderer and held fixed within a step (no silhouette terms, as in :func:`render_depth`);
 given it, the hit (depth, barycentric weights, d depth / d h) is recomputed in torch from the heights,
 so its derivatives are exact, second-order terms (d J / d h) included. Likewise piecewise constant:
-the outlier gate, the grazing test, the seed's choice of cell and of mean or top, the trust-region
-clip, the information cap, the pyramid level and which blocks agree. The robust (Huber) weights of
+the outlier gate, the grazing test, the seed's choice of cell and of mean or top, which vertices the
+trust region clips (the bound itself, gate_k prior sigmas, is differentiated with the prior), the
+information cap, the pyramid level and which blocks agree. The robust (Huber) weights of
 the residuals and of the smoothness prior are *not* held fixed: they are smooth functions of the
 residuals and differentiated like the rest (``gradcheck`` covers them).
 
@@ -393,7 +395,9 @@ def _step(
         delta = solve_grid(diagonal[inner], *(e[inner] for e in edges), rhs[inner])
     else:  # the majorant: each row's diagonal plus its |off-diagonal| terms, so that the step never overshoots
         delta = (rhs / (diagonal + _neighbour_sums(edges.abs())))[inner]
-    return _paste(delta.clamp(-config.max_update, config.max_update), torch.zeros_like(heights), box)
+    # The trust region of FusionConfig.max_update: gate_k prior sigmas, at most max_update.
+    limit = torch.clamp_max(config.gate_k / torch.sqrt(lam[inner].clamp_min(1e-30)), config.max_update)
+    return _paste(torch.maximum(torch.minimum(delta, limit), -limit), torch.zeros_like(heights), box)
 
 
 def _window(diagonal: torch.Tensor) -> tuple[slice, slice] | None:
