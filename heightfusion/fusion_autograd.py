@@ -14,7 +14,7 @@ prior map. Per frame, with the map before the frame as prior (h0, Lambda):
    on the predicted sigma, grazing pixels dropped), sum A = sum w J J^T and g = sum w J r over
    pixels, and solve (Lambda + (1 + damping) A + S) delta = g + Lambda (h0 - h) - S h (the robust
    smoothness prior S; diagonal majorant or sparse coupled solve, :func:`solve_grid`), h += delta
-   clipped to the trust region (``gate_k`` prior sigmas, at most ``max_update``), for the vertices the
+   clipped to the trust region (``gate_k`` spreads of map and frame, at most ``max_update``), for the vertices the
    frame touched and ``SOLVE_MARGIN`` around them;
 3. information = min(Lambda + diag(A at the new heights), 1 / sigma_floor^2) where the frame touched.
 
@@ -38,7 +38,7 @@ from the renderer and held fixed within a step (no silhouette terms, as in :func
 given it, the hit (depth, barycentric weights, d depth / d h) is recomputed in torch from the heights,
 so its derivatives are exact, second-order terms (d J / d h) included. Likewise piecewise constant:
 the outlier gate, the grazing test, the seed's choice of cell and of mean or top, which vertices the
-trust region clips (the bound itself, gate_k prior sigmas, is differentiated with the prior), the
+trust region clips (the bound itself, gate_k spreads of map and frame, is differentiated), the
 information cap, the pyramid level and which blocks agree. The robust (Huber) weights of
 the residuals and of the smoothness prior are *not* held fixed: they are smooth functions of the
 residuals and differentiated like the rest (``gradcheck`` covers them).
@@ -395,8 +395,12 @@ def _step(
         delta = solve_grid(diagonal[inner], *(e[inner] for e in edges), rhs[inner])
     else:  # the majorant: each row's diagonal plus its |off-diagonal| terms, so that the step never overshoots
         delta = (rhs / (diagonal + _neighbour_sums(edges.abs())))[inner]
-    # The trust region of FusionConfig.max_update: gate_k prior sigmas, at most max_update.
-    limit = torch.clamp_max(config.gate_k / torch.sqrt(lam[inner].clamp_min(1e-30)), config.max_update)
+    # The trust region of FusionConfig.max_update: gate_k spreads of map against frame, at most max_update.
+    frame = a_diagonal[around][inner]
+    measured = frame > 0  # elsewhere no pixel measured the vertex: max_update (and no 1/0 in the backward pass)
+    spread = torch.sqrt(1.0 / lam[inner].clamp_min(1e-30) + 1.0 / torch.where(measured, frame, torch.ones_like(frame)))
+    limit = torch.where(measured, torch.clamp_max(config.gate_k * spread, config.max_update),
+                        torch.full_like(frame, config.max_update))
     return _paste(torch.maximum(torch.minimum(delta, limit), -limit), torch.zeros_like(heights), box)
 
 

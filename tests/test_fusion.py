@@ -232,17 +232,19 @@ def test_forgetting_lowers_information(gl_renderer):
 
 
 def test_a_known_vertex_moves_at_most_the_gate_in_sigmas_per_iteration(gl_renderer, monkeypatch):
-    """The trust region: whatever step the solve proposes, a vertex moves at most gate_k of its sigma before
-    the frame per Gauss-Newton iteration, and never more than max_update."""
+    """The trust region: whatever step the solve proposes, a vertex moves at most gate_k times the spread of
+    the map against the frame per Gauss-Newton iteration (here the map's sigma before the frame: the frame's
+    own, 10 um a pixel, is negligible), and never more than max_update."""
     grid = bumpy_grid(shape=(10, 12), amplitude=0.05)
     sigmas = (0.002, 0.01, 0.1)  # three bands of columns known to 2 mm, 1 cm and 10 cm
     for band, sigma in enumerate(sigmas):
         grid.information[:, 4 * band:4 * band + 4] = 1.0 / sigma**2
     before = grid.heights.copy()
     T = hf.look_at([-0.3, 0.3, 0.9], [0.9, 0.35, 0.0])
-    depth = gl_renderer.render_depth(grid, CAM, T) - 0.05  # measurements 5 cm above the surface
+    depth = gl_renderer.render_depth(grid, CAM, T) - 0.001  # measurements 1 mm above the surface
     monkeypatch.setattr("heightfusion.fusion.fuser.solve", lambda *args: np.ones(args[2].shape))  # a 1 m step
-    HeightMapFuser(grid, gl_renderer, FusionConfig(iterations=2, gate_k=5.0, max_update=0.1)).fuse(CAM, T, depth)
+    fuser = HeightMapFuser(grid, gl_renderer, FusionConfig(iterations=2, gate_k=5.0, max_update=0.1))
+    fuser.fuse(CAM, T, depth, sigma=np.full(CAM.shape, 1e-5, np.float32))
     moved = np.abs(grid.heights - before)
     for band, limit in enumerate((5 * 0.002, 5 * 0.01, 0.1)):
         np.testing.assert_allclose(moved[:, 4 * band:4 * band + 4].max(), 2 * limit, rtol=1e-4)

@@ -9,7 +9,6 @@ import sys
 
 import numpy as np
 import pytest
-from scipy.ndimage import maximum_filter, minimum_filter
 
 pytest.importorskip("zarr")
 
@@ -158,14 +157,8 @@ def test_a_scrolling_window_fuses_as_one_big_grid(tmp_path, drive):
     seen = static.observed
     # GL's float atomics sum in any order: not bit-exact. Now and then the order flips one pixel's outlier
     # gate and moves a vertex by up to half a millimetre (1 run in 6: 5.2e-4 m, else 6.4e-5 m at most).
-    # At the boxes' step edges (neighbours over 2 cm apart) a vertex's height is where the steep triangles'
-    # rays put it, and the trust region (gate_k prior sigmas an iteration) settles it slowly, so there the
-    # small differences of history (the window's border) last: 3 % of them differ by over 0.1 mm, 6 mm at most.
-    step_edge = (maximum_filter(static.heights, 3) - minimum_filter(static.heights, 3)) > 0.02
-    dh = np.abs(scrolled.heights - static.heights)[seen & ~step_edge]
+    dh = np.abs(scrolled.heights - static.heights)[seen]
     assert np.percentile(dh, 99) < 1e-5 and (dh > 1e-4).mean() < 1e-3 and dh.max() < 2e-3
-    at_edges = np.abs(scrolled.heights - static.heights)[seen & step_edge]
-    assert (at_edges > 1e-4).mean() < 0.1 and at_edges.max() < 0.01
     ratio = scrolled.information[seen] / static.information[seen]  # the evidence kept, move after move
     assert np.percentile(np.abs(ratio - 1), 99) < 1e-3
 

@@ -75,15 +75,17 @@ class FusionConfig:
             difference over the cell size), Huber-robust so that steps stay sharp; weak against
             measurements, it settles what they leave open (``math.inf``: off).
         max_update: largest change of a vertex's height in one Gauss-Newton iteration, metres (a
-            trust region against steps taken far from the linearisation point). A vertex the map already
-            knows moves at most ``gate_k`` of its sigma before the frame (1 / sqrt(information)) in one
-            iteration: the gate would reject a measurement that far from it, and a larger step comes from a
-            ray whose linearisation failed (it meets another triangle at the new heights). Without that
-            bound (2026-12-05) the synthetic floor at its true poses kept 30-40 vertices of its smooth area
-            5-120 mm off with sigmas under a millimetre, near the boxes; with it the smooth-area RMSE went
-            0.72-1.08 -> 0.52-0.64 mm, with drifting poses and the drift model 1.40-1.60 -> 1.13-1.31 mm
-            (three alternated runs); the real TUM frames' held-out median 7.84 -> 7.83 mm (refine 7.16 ->
-            7.10).
+            trust region against steps taken far from the linearisation point). Within it a vertex moves at
+            most ``gate_k`` times the spread the gate expects between the map and the frame at that vertex,
+            sqrt(1 / information before the frame + 1 / the frame's information there): a measurement
+            further off would be rejected, and a larger step comes from a ray whose linearisation failed (it
+            meets another triangle at the new heights). Without it (2026-12-05) the synthetic floor at its
+            true poses kept 30-45 vertices of its smooth area 5-120 mm off with sigmas under a millimetre,
+            near the boxes; with it, three alternated runs each: smooth-area RMSE at the true poses 0.72-1.08
+            -> 0.82-0.87 mm, with drifting poses and the drift model 1.40-1.60 -> 1.24-1.28 mm; real TUM
+            frames held-out median 7.84 -> 7.86 mm (refine 7.16 -> 7.14), monocular 38.7-40.1 -> 36.1-37.2
+            mm. (Bounding by the map's sigma alone gave the floor 0.57-0.64 mm but the monocular map 42.5-42.8
+            mm: stereo's sigma is too small on real frames, and the map's first estimates then stayed.)
         seed_stride: vertices with no evidence yet start at the mean height of the frame's points in
             their cell, from every ``seed_stride``-th pixel row and column (see ``HeightMapFuser``).
         fuse_color: update vertex colours from the frame's image when one is given.
@@ -329,10 +331,13 @@ class HeightMapFuser:
         smoothness = SmoothnessPrior.robust(heights, cfg.smoothness_slope * grid.cell_size)
         rhs = system.g + information * (start.heights(around) - heights) - smoothness.gradient(heights)
         delta = solve(system, information, rhs, cfg.solver, cfg.damping, smoothness)
-        # The trust region (FusionConfig.max_update): gate_k sigmas of what the map knew before the frame.
-        known = np.maximum(information[box.within(around)], 1e-30)
-        limit = np.minimum(cfg.gate_k / np.sqrt(known), cfg.max_update)
-        step = np.clip(delta[box.within(around)], -limit, limit)
+        # The trust region (FusionConfig.max_update): gate_k sigmas of the map before the frame against the
+        # frame's own measurement of the vertex (its information this frame: the diagonal of A).
+        inner = box.within(around)
+        with np.errstate(divide="ignore"):
+            spread = np.sqrt(1.0 / np.maximum(information[inner], 1e-30) + 1.0 / system.diagonal[inner])
+        limit = np.minimum(cfg.gate_k * spread, cfg.max_update)
+        step = np.clip(delta[inner], -limit, limit)
         grid.heights[box.slices] += step.astype(np.float32)
         return box
 
