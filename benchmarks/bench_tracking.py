@@ -278,7 +278,8 @@ def goals(scenes: list[Scene]) -> list[str]:
               judged(refine, "smooth_rmse_mm"))
         check("floor-rgbd refine (drift model) within 1 sigma 55-80 %", 0.55 <= refine["within_1sigma"] <= 0.80,
               judged(refine, "within_1sigma"))
-        check("floor-rgbd refine (drift model) ATE <= 3 mm", refine.get("ate_mm", math.inf) <= 3.0, judged(refine, "ate_mm"))
+        check("floor-rgbd refine (drift model) ATE <= 3 mm", refine.get("ate_mm", math.inf) <= 3.0,
+              judged(refine, "ate_mm"))
     if "floor-mono" in rows:
         refine = rows["floor-mono"][DRIFT]
         check("floor-mono refine (drift model) RMSE <= 15 mm, completeness >= 0.7",
