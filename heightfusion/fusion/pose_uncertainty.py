@@ -11,9 +11,9 @@ consecutive poses are nearly the same (a trajectory drifts slowly), so it enters
   ``HeightMap.systematic_sigma``, because more frames with the same error do not average it away: a
   tracked frame shares the error of the map it was aligned to, and only its own error with respect to
   that map is new (``HeightMapFuser._update_systematic`` keeps the two apart). Folding it into the
-  information instead (capping each vertex's information at what the pose allows) made within 1 sigma honest on the synthetic floor
-  (0.26 -> 0.59) but the real TUM map's held-out median |dh| worse (9.0 -> 12.0 mm): the cap also
-  weakened what later frames could correct.
+  information instead (capping each vertex's information at what the pose allows) made within 1 sigma
+  honest on the synthetic floor (0.26 -> 0.59) but the real TUM map's held-out median |dh| worse (9.0 ->
+  12.0 mm): the cap also weakened what later frames could correct.
 
 Both take the surface as level (normal = the map's up axis, world z): a height map's surface mostly is,
 and its heights are what the error lands in.
