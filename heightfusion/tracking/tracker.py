@@ -86,9 +86,11 @@ class TrackingConfig:
             capture, whose error does not build up): weighed with ``refine_prior`` alone, so the map's model
             errors cannot pull the poses away. Measured with ``refine_prior`` 0.2 mm / 0.02 deg on the
             synthetic floor with drifting poses (the scene of ``benchmarks/bench_tracking.py``; six runs, which
-            differ as llvmpipe's atomic sums do): smooth-area RMSE 1.2-1.9 mm (mean 1.5), within 1 sigma
-            0.84, ATE 2.5 mm with it, against 3.0-3.6 mm, 0.20 and 4.8 mm without; on the real TUM frames held-out median 13.7 mm with it against 7.2 mm without
-            (the motion capture is right, and the map's pull wrong).
+            differ as llvmpipe's atomic sums do): smooth-area RMSE 1.2-1.9 mm (mean 1.5), ATE 2.5 mm with it,
+            against 3.0-3.6 mm and 4.8 mm without; on the real TUM frames held-out median 13.7 mm with it
+            against 7.2 mm without (the motion capture is right, and the map's pull wrong). With 0.25 mm /
+            0.02 deg, fusion's trust region and the shared and own pose errors apart in the systematic sigma
+            (``bench_tracking.py``, 2026-12-05, three runs): 1.31-1.60 mm, within 1 sigma 0.63-0.69, ATE 2.5 mm.
         map_pixels_per_cell: the map's colours take part only at pyramid levels where a cell spans at most
             this many pixels: the vertex colours are the image averaged per cell, so at finer levels
             they lack the image's detail and pull the pose (measured on the synthetic floor: 5-13 mm errors
