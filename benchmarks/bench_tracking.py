@@ -312,6 +312,8 @@ def main() -> None:
                         help="replays of each synthetic run, averaged (default 3; llvmpipe's sums vary from run to run)")
     parser.add_argument("--out", type=Path, help="write bench_tracking.json, .md and a trajectory PNG per scene here")
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
     print(f"machine: {os.cpu_count()} CPU cores; OpenGL: {context.describe()}", flush=True)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
