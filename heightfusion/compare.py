@@ -405,7 +405,7 @@ class _Depths:
         if self.motion is None:
             return "no depth" if frame.depth is None else (frame.depth, None)
         start = time.perf_counter()
-        pushed = self.motion.push(frame.camera, frame.T_wc, frame.image)
+        pushed = self.motion.push(frame.camera, frame.T_wc, frame.image, frame.timestamp)
         self.seconds += time.perf_counter() - start
         self.frames += 1
         if pushed.estimate is None:

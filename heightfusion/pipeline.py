@@ -155,13 +155,13 @@ class FramePipeline:
         """(MotionStereoResult, ms) of ``frame``'s stereo: in the stereo process while it runs."""
         if self._process is not None:
             try:
-                return self._process.push(frame.camera, frame.T_wc, frame.image)
+                return self._process.push(frame.camera, frame.T_wc, frame.image, frame.timestamp)
             except StereoWorkerError as exc:
                 self.stereo_process_error = str(exc)
                 self._process.close()
                 self._process = None
         start = time.perf_counter()
-        result = self._motion_stereo().push(frame.camera, frame.T_wc, frame.image)
+        result = self._motion_stereo().push(frame.camera, frame.T_wc, frame.image, frame.timestamp)
         return result, (time.perf_counter() - start) * 1e3
 
     def _stereo(self, frame: Frame):

@@ -123,7 +123,7 @@ class FakeStereo:
     def __init__(self, config=None):
         pass
 
-    def push(self, camera, T_wc, image):
+    def push(self, camera, T_wc, image, timestamp=None):
         self.pushed.append(image)
         if len(self.pushed) <= self.blind:
             return SimpleNamespace(estimate=None, reason="no parallax")

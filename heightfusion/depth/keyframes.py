@@ -130,10 +130,11 @@ def select_sources(
 
 @dataclass
 class Keyframe:
-    """A frame kept for stereo: RGB image and pose."""
+    """A frame kept for stereo: RGB image, pose and body velocity (for a rolling shutter; None: unknown)."""
 
     image: np.ndarray
     T_wc: np.ndarray
+    velocity: np.ndarray | None = None
 
 
 class KeyframeWindow:
@@ -164,12 +165,15 @@ class KeyframeWindow:
         chosen = select_sources(camera, T_wc, [k.T_wc for k in self.keyframes], depth, self.config)
         return [self.keyframes[i] for i in chosen]
 
-    def offer(self, camera: PinholeCamera, T_wc: np.ndarray, image: np.ndarray, depth: float) -> bool:
-        """Keep the frame if it moved enough from the latest keyframe (or is the first); True if kept."""
+    def offer(
+        self, camera: PinholeCamera, T_wc: np.ndarray, image: np.ndarray, depth: float, velocity: np.ndarray | None = None
+    ) -> bool:
+        """Keep the frame (moving at body ``velocity``) if it moved enough from the latest keyframe (or is the
+        first); True if kept."""
         if self.keyframes:
             change = view_change(camera, self.keyframes[-1].T_wc, T_wc, depth)
             if change.parallax < self.config.keyframe_parallax and change.overlap >= self.config.min_overlap:
                 return False
-        self.keyframes.append(Keyframe(image, np.array(T_wc, dtype=np.float64)))
+        self.keyframes.append(Keyframe(image, np.array(T_wc, dtype=np.float64), velocity))
         del self.keyframes[: -self.config.window]
         return True

@@ -18,8 +18,9 @@ import numpy as np
 
 from .._compat import deprecated_order
 from ..camera import PinholeCamera
-from ..poses import validate_pose
+from ..poses import invert_pose, validate_pose
 from ..pyramid import expand, half_camera, half_image
+from ..tracking.se3 import log_se3
 from .keyframes import TOO_LITTLE_PARALLAX, TOO_MUCH_PARALLAX, KeyframeConfig, KeyframeWindow
 from .stereo import DepthEstimate, PlaneSweepStereo, SourceFeatureCache, StereoConfig, nominal_depth
 
@@ -42,6 +43,9 @@ MIN_HYPOTHESES = 16
 FULL_SWEEP_EVERY = 10
 # Every how many pixels (rows and columns) an estimate's points are kept for the next prediction.
 _PREDICTION_STRIDE = 4
+#: A frame's velocity (for a rolling shutter, ``StereoConfig.readout_s``) is its motion from the frame pushed
+#: before it, when that came at most this many seconds earlier (else unknown: taken as still).
+MAX_VELOCITY_GAP_S = 0.1
 
 
 @dataclass
@@ -71,7 +75,9 @@ class MotionStereo:
     ``sweep_size`` are halved until they fit (:mod:`heightfusion.pyramid`) before any of this, and
     the estimate comes back at the frame's pixels (each sweep pixel's value on the block it covers).
     With ``predict_range`` the sweep covers the range the previous estimate predicts
-    (:data:`PREDICTION_PERCENTILES`), with the configured step between planes.
+    (:data:`PREDICTION_PERCENTILES`), with the configured step between planes. With a rolling shutter
+    (``StereoConfig.readout_s``) each frame's velocity is its motion since the frame pushed before it
+    (given timestamps, :data:`MAX_VELOCITY_GAP_S`).
 
     Args:
         stereo: the stereo settings.
@@ -93,9 +99,13 @@ class MotionStereo:
         self._scene_depth: float | None = None
         self._points: np.ndarray | None = None  # world points of the latest estimate, None after a frame without
         self._estimates = 0
+        self._previous: tuple[float, np.ndarray] | None = None  # timestamp and pose of the frame pushed last
 
-    def push(self, camera: PinholeCamera, T_wc: np.ndarray, image: np.ndarray) -> MotionStereoResult:
-        """Estimate the depth of a new frame (``camera``'s RGB image at pose ``T_wc``), then keep it if it is a keyframe.
+    def push(
+        self, camera: PinholeCamera, T_wc: np.ndarray, image: np.ndarray, timestamp: float | None = None
+    ) -> MotionStereoResult:
+        """Estimate the depth of a new frame (``camera``'s RGB image at pose ``T_wc``, taken at ``timestamp``
+        seconds, which a rolling shutter needs), then keep it if it is a keyframe.
 
         Raises:
             ValueError: the image does not match the camera, or the pose is not rigid.
@@ -107,13 +117,22 @@ class MotionStereo:
         if np.shape(image)[:2] != camera.shape:
             raise ValueError(f"image has shape {np.shape(image)}, the camera's is {camera.shape}")
         level = sweep_level(camera, self.stereo.config.sweep_size)
-        result = self._push(*_halved(camera, np.asarray(image), level), T_wc)
+        result = self._push(*_halved(camera, np.asarray(image), level), T_wc, self._velocity(T_wc, timestamp))
         if result.estimate is not None and level > 0:
             result.estimate = _expanded(result.estimate, level, camera.shape)
         return result
 
-    def _push(self, camera: PinholeCamera, image: np.ndarray, T_wc: np.ndarray) -> MotionStereoResult:
-        """:meth:`push` at the sweep's resolution."""
+    def _velocity(self, T_wc: np.ndarray, timestamp: float | None) -> np.ndarray | None:
+        """Body velocity (v, w) of the frame at ``T_wc`` from the one pushed before it, or None (see the class)."""
+        previous, self._previous = self._previous, None if timestamp is None else (float(timestamp), T_wc)
+        if previous is None or timestamp is None or not 0 < timestamp - previous[0] <= MAX_VELOCITY_GAP_S:
+            return None
+        return log_se3(invert_pose(previous[1]) @ T_wc) / (timestamp - previous[0])
+
+    def _push(
+        self, camera: PinholeCamera, image: np.ndarray, T_wc: np.ndarray, velocity: np.ndarray | None
+    ) -> MotionStereoResult:
+        """:meth:`push` at the sweep's resolution, for a frame moving at body ``velocity`` (None: unknown)."""
         depth = self._scene_depth if self._scene_depth is not None else nominal_depth(self.stereo.config, camera, T_wc)
         sources = self.window.sources_for(camera, T_wc, depth)
         if not sources:
@@ -121,7 +140,8 @@ class MotionStereo:
             result = MotionStereoResult(None, reason, detail=detail)
         else:
             stereo = self._stereo_for(T_wc)
-            estimate = stereo.estimate(camera, T_wc, image, [s.image for s in sources], [s.T_wc for s in sources])
+            estimate = stereo.estimate(camera, T_wc, image, [s.image for s in sources], [s.T_wc for s in sources],
+                                       ref_velocity=velocity, src_velocities=[s.velocity for s in sources])
             self._estimates += 1
             self._points = None
             if estimate.valid.any():
@@ -130,7 +150,7 @@ class MotionStereo:
                 result = MotionStereoResult(estimate, None, len(sources))
             else:
                 result = MotionStereoResult(None, NO_VALID_DEPTH, len(sources))
-        self.window.offer(camera, T_wc, image, depth)
+        self.window.offer(camera, T_wc, image, depth, velocity)
         return result
 
     def _stereo_for(self, T_wc: np.ndarray) -> PlaneSweepStereo:

@@ -45,6 +45,7 @@ from .._compat import deprecated_order
 from ..camera import PinholeCamera
 from ..heightmap import GRAY_WEIGHTS
 from ..poses import invert_pose, validate_pose
+from ..tracking.se3 import hat
 from .graphs import GraphedFunction
 
 #: Plane families of the sweep: fronto-parallel to the reference camera, or horizontal in the world.
@@ -141,6 +142,11 @@ class StereoConfig:
             GL driver and the frame reader keep. Torch's OpenMP workers spin at barriers: on a 2-core
             machine with both cores busy, a 320x240 estimate took 0.9-5.7 s with 2 threads and a steady
             0.23 s with one.
+        readout_s: rolling shutter: seconds from the exposure of the image's first row to its last (0: a
+            global shutter). Row ``v`` of an image at pose ``T_wc`` with body velocity ``xi`` (see
+            :meth:`PlaneSweepStereo.estimate`) is then taken at ``T_wc exp(((v + 1/2) / H - 1/2) readout_s xi)``:
+            the pose is the middle row's. A Kinect v1 (the TUM RGB-D freiburg sequences) reads out in about
+            0.03 s; ``benchmarks/bench_mono_real.py`` measures what it changes on those frames.
     """
 
     num_hypotheses: int = 64
@@ -173,6 +179,7 @@ class StereoConfig:
     sweep_size: tuple[int, int] | None = (320, 240)
     predict_range: bool = False
     threads: int | None = None
+    readout_s: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.num_hypotheses, bool) or not isinstance(self.num_hypotheses, int) or self.num_hypotheses < 3:
@@ -196,7 +203,7 @@ class StereoConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"StereoConfig.{name} must be a positive number, got {value!r}")
-        for name in ("min_texture", "p1", "min_parallax", "support"):
+        for name in ("min_texture", "p1", "min_parallax", "support", "readout_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"StereoConfig.{name} must be a non-negative number, got {value!r}")
@@ -262,16 +269,17 @@ class _Source:
     """A source frame ready for the sweep.
 
     Pixel p on plane k projects to homogeneous ``a(p) + s_k w(p) b`` in the source (``a = K R K^-1 p``,
-    (3, H, W), and ``b = K t`` for the reference-to-source motion (R, t) = ``T_sr``). ``a``/``b`` are
+    (3, H, W), and ``b = K t``, (3, 1, 1), for the reference-to-source motion (R, t) = ``T_sr``; with a
+    rolling shutter the motion differs per reference row, and ``b`` is (3, H, 1)). ``a``/``b`` are
     pre-scaled to ``grid_sample``'s normalised coordinates of the padded, upsampled ``features``;
-    ``a_px``/``b_px`` give plain source pixels. ``b`` stays on the host: it scales whole tensors.
+    ``a_px``/``b_px`` give plain source pixels. ``T_sr`` is the motion between the middle rows.
     """
 
     features: torch.Tensor
     a: torch.Tensor
-    b: tuple[float, float, float]
+    b: torch.Tensor
     a_px: torch.Tensor
-    b_px: tuple[float, float, float]
+    b_px: torch.Tensor
     T_sr: np.ndarray
 
 
@@ -324,6 +332,9 @@ class PlaneSweepStereo:
         ref_image: np.ndarray,
         src_images: list[np.ndarray],
         src_T_wcs: list[np.ndarray],
+        *,
+        ref_velocity: np.ndarray | None = None,
+        src_velocities: list[np.ndarray | None] | None = None,
     ) -> DepthEstimate:
         """Depth, sigma and validity of ``ref_image`` (RGB uint8 or float in [0, 1], or grey (H, W)) taken
         by ``camera`` at ``ref_T_wc``, from source images of the same camera at ``src_T_wcs``.
@@ -331,17 +342,25 @@ class PlaneSweepStereo:
         Sources in which no point within the sweep shows ``min_parallax`` are left out; with none left
         (sources at the reference's pose, a pure rotation) every pixel is invalid.
 
+        ``ref_velocity`` and ``src_velocities`` are the images' body velocities for a rolling shutter
+        (``StereoConfig.readout_s``): twists ``(v, w)`` in m/s and rad/s with ``T_wc(t + tau) = T_wc(t)
+        exp_se3(tau xi)`` (:mod:`heightfusion.tracking.se3`). None (or ``readout_s`` 0): a global shutter.
+
         Raises:
             ValueError: an image does not match the camera's size, the numbers of source images and
-                poses differ, there is no source, a pose is not rigid, or ``planes="ground"`` with the
-                camera not above ``max_height``.
+                poses (or velocities) differ, there is no source, a pose is not rigid, a velocity is not 6
+                finite numbers, or ``planes="ground"`` with the camera not above ``max_height``.
         """
         if not isinstance(camera, PinholeCamera):  # the order before 0.2: (ref_image, ref_T_wc, src_images, src_T_wcs, camera)
             deprecated_order("PlaneSweepStereo.estimate(ref_image, ref_T_wc, src_images, src_T_wcs, camera)",
                              "estimate(camera, ref_T_wc, ref_image, src_images, src_T_wcs)")
             camera, ref_image, src_images, src_T_wcs = src_T_wcs, camera, ref_image, src_images
+        if src_velocities is not None and len(src_velocities) != len(src_images):
+            raise ValueError(f"{len(src_images)} source images but {len(src_velocities)} source velocities")
+        velocities = [_checked_velocity(ref_velocity, "ref_velocity")] + [
+            _checked_velocity(v, f"src_velocities[{i}]") for i, v in enumerate(src_velocities or [None] * len(src_images))]
         with torch_threads(self.config.threads):
-            return self._estimate(camera, ref_T_wc, ref_image, src_images, src_T_wcs)
+            return self._estimate(camera, ref_T_wc, ref_image, src_images, src_T_wcs, velocities)
 
     def _estimate(
         self,
@@ -350,6 +369,7 @@ class PlaneSweepStereo:
         ref_image: np.ndarray,
         src_images: list[np.ndarray],
         src_T_wcs: list[np.ndarray],
+        velocities: list[np.ndarray | None],
     ) -> DepthEstimate:
         cfg = self.config
         if len(src_images) != len(src_T_wcs):
@@ -364,7 +384,7 @@ class PlaneSweepStereo:
         planes = _make_planes(cfg, ref_T_wc, camera, self.device)
         ref_features, ref_std = _normalise(ref_gray, cfg.window, cfg.texture_eps)
         textured = (ref_std >= cfg.min_texture) & (planes.weight > 0)
-        sources = self._sources(src_features, src_T_wcs, ref_T_wc, camera, planes)
+        sources = self._sources(src_features, src_T_wcs, ref_T_wc, camera, planes, velocities)
         if not sources or not bool(textured.any()):
             return DepthEstimate.invalid(camera.shape)
 
@@ -429,7 +449,8 @@ class PlaneSweepStereo:
         cfg = self.config
         every = (slice(None), slice(None, None, 2), slice(None, None, 2))
         coarse_planes = replace(planes, weight=planes.weight[every[1:]])
-        coarse_sources = [replace(source, a=source.a[every].contiguous(), a_px=source.a_px[every]) for source in sources]
+        coarse_sources = [replace(source, a=source.a[every].contiguous(), a_px=source.a_px[every],
+                                  b=source.b[every].contiguous(), b_px=source.b_px[every]) for source in sources]
         coarse_cost = _sweep(ref_features[every[1:]].contiguous(), coarse_sources, coarse_planes, cfg)
         coarse_total = _semi_global(coarse_cost, ref_gray[every[1:]], cfg.p1, cfg.p2, cfg.edge_contrast)
         coarse_winner = _argmin(coarse_total)[1]
@@ -471,12 +492,15 @@ class PlaneSweepStereo:
         ref_T_wc: np.ndarray,
         camera: PinholeCamera,
         planes: _Planes,
+        velocities: list[np.ndarray | None],
     ) -> list[_Source]:
-        """The sources in which the nearest plane shows ``min_parallax`` somewhere (others cannot help)."""
+        """The sources in which the nearest plane shows ``min_parallax`` somewhere (others cannot help);
+        ``velocities``: the reference's, then the sources' (:meth:`estimate`)."""
         cfg = self.config
         sources = []
-        for fine, T_wc in zip(features, T_wcs):
-            source = _make_source(fine, T_wc, ref_T_wc, camera, self.device)
+        for fine, T_wc, velocity in zip(features, T_wcs, velocities[1:]):
+            motion = _RowMotion(cfg.readout_s, velocities[0], velocity)
+            source = _make_source(fine, T_wc, ref_T_wc, camera, self.device, motion)
             if bool((_parallax(source, planes.s[-1] * planes.weight) >= cfg.min_parallax).any()):
                 sources.append(source)
         return sources
@@ -519,13 +543,18 @@ def nominal_depth(config: StereoConfig, camera: PinholeCamera, T_wc: np.ndarray)
 def _homogeneous_map(M: np.ndarray, camera: PinholeCamera, device: torch.device, stride: int = 1) -> torch.Tensor:
     """(n, H', W') float32 ``M @ (u, v, 1)`` for the pixels (u, v) at every ``stride``-th row and column.
 
-    ``M`` has 3 columns and n rows. Written out with broadcast rows and columns: faster on a CPU than a
-    matmul with 3 rows, and exact enough (float32) for pixel coordinates.
+    ``M`` is (n, 3), or (H', n, 3): a matrix per row. Written out with broadcast rows and columns: faster on
+    a CPU than a matmul with 3 rows, and exact enough (float32) for pixel coordinates.
     """
     M = np.asarray(M, dtype=np.float64)
     u = torch.arange(0, camera.width, stride, dtype=torch.float32, device=device)[None, :]
     v = torch.arange(0, camera.height, stride, dtype=torch.float32, device=device)[:, None]
-    return torch.stack([float(row[0]) * u + (float(row[1]) * v + float(row[2])) for row in M])
+    if M.ndim == 2:
+        return torch.stack([float(row[0]) * u + (float(row[1]) * v + float(row[2])) for row in M])
+    per_row = torch.as_tensor(M, dtype=torch.float64, device=device)
+    u, v = u.double(), v.double()
+    return torch.stack([per_row[:, i, 0:1] * u + (per_row[:, i, 1:2] * v + per_row[:, i, 2:3])
+                        for i in range(M.shape[1])]).float()
 
 
 def _make_planes(cfg: StereoConfig, ref_T_wc: np.ndarray, camera: PinholeCamera, device: torch.device) -> _Planes:
@@ -560,18 +589,92 @@ def _lookup_features(gray: torch.Tensor, cfg: StereoConfig) -> torch.Tensor:
     return fine[None, None].contiguous()
 
 
+@dataclass(frozen=True)
+class _RowMotion:
+    """The images' motion during a rolling shutter's readout (``StereoConfig.readout_s``): the body velocities
+    of a reference and a source image, each None where unknown (that image then taken at once)."""
+
+    readout_s: float
+    ref_velocity: np.ndarray | None
+    src_velocity: np.ndarray | None
+
+    @property
+    def rolling(self) -> bool:
+        return self.readout_s > 0 and (self.ref_velocity is not None or self.src_velocity is not None)
+
+
+def _checked_velocity(velocity: np.ndarray | None, name: str) -> np.ndarray | None:
+    """``velocity`` as 6 float64, or None; ValueError naming ``name`` unless it is 6 finite numbers."""
+    if velocity is None:
+        return None
+    array = np.asarray(velocity, dtype=np.float64)
+    if array.shape != (6,) or not np.isfinite(array).all():
+        raise ValueError(f"{name} must be a body velocity (v, w) of 6 finite numbers, got {velocity!r}")
+    return array
+
+
+def _row_poses(T_wc: np.ndarray, velocity: np.ndarray | None, fractions: np.ndarray, readout_s: float) -> np.ndarray:
+    """(n, 4, 4) poses of the image rows at ``fractions`` of the image's height (the middle row is at ``T_wc``)
+    for a rolling shutter reading out in ``readout_s`` while the camera moves at body ``velocity`` (None: still).
+
+    Every row's motion is a multiple ``tau`` of the one twist ``xi``, so the exponential map is written out
+    for all of them at once (as :func:`heightfusion.tracking.se3.exp_se3`).
+    """
+    if velocity is None:
+        return np.broadcast_to(T_wc, (len(fractions), 4, 4))
+    tau = (np.asarray(fractions, dtype=np.float64) - 0.5) * readout_s
+    v, w = velocity[:3], velocity[3:]
+    W = hat(w)
+    x = tau * math.sqrt(float(w @ w))
+    small = np.abs(x) < 1e-4
+    safe = np.where(small, 1.0, x)
+    sin_x = np.where(small, 1 - x**2 / 6, np.sin(safe) / safe)
+    cos_x = np.where(small, 0.5 - x**2 / 24, (1 - np.cos(safe)) / safe**2)
+    cube = np.where(small, 1 / 6 - x**2 / 120, (safe - np.sin(safe)) / safe**3)
+    t1, t2 = tau[:, None, None], (tau**2)[:, None, None]
+    R = np.eye(3) + sin_x[:, None, None] * t1 * W + cos_x[:, None, None] * t2 * (W @ W)
+    V = np.eye(3) + cos_x[:, None, None] * t1 * W + cube[:, None, None] * t2 * (W @ W)
+    motion = np.tile(np.eye(4), (len(tau), 1, 1))
+    motion[:, :3, :3] = R
+    motion[:, :3, 3] = V @ v * tau[:, None]
+    return T_wc @ motion
+
+
+def _rigid_inverse(T: np.ndarray) -> np.ndarray:
+    """(n, 4, 4) inverses of the rigid motions ``T`` (n, 4, 4)."""
+    inverse = np.tile(np.eye(4), (len(T), 1, 1))
+    R_t = np.transpose(T[:, :3, :3], (0, 2, 1))
+    inverse[:, :3, :3] = R_t
+    inverse[:, :3, 3] = -(R_t @ T[:, :3, 3:])[..., 0]
+    return inverse
+
+
 def _make_source(
     fine: torch.Tensor,
     T_wc: np.ndarray,
     ref_T_wc: np.ndarray,
     camera: PinholeCamera,
     device: torch.device,
+    motion: _RowMotion | None = None,
 ) -> _Source:
-    """Warp coefficients of one source frame, with its :func:`_lookup_features` ``fine``."""
+    """Warp coefficients of one source frame, with its :func:`_lookup_features` ``fine``; per reference row
+    where ``motion`` is a rolling shutter's."""
     T_sr = invert_pose(T_wc) @ ref_T_wc
-    K = camera.K
-    A = K @ T_sr[:3, :3] @ np.linalg.inv(K)
-    b_px = K @ T_sr[:3, 3]
+    K, K_inv = camera.K, np.linalg.inv(camera.K)
+    if motion is not None and motion.rolling:
+        height = camera.height
+        rows = (np.arange(height) + 0.5) / height
+        # A point of reference row v is seen in the source near the row that its ray's point at infinity
+        # lands on (parallax moves it a few rows: a few percent of the readout); its middle column stands in.
+        ray = K @ T_sr[:3, :3] @ K_inv @ np.stack([np.full(height, (camera.width - 1) / 2), np.arange(height),
+                                                      np.ones(height)])
+        landing = np.where(ray[2] > 1e-9, (ray[1] / np.where(ray[2] > 1e-9, ray[2], 1.0) + 0.5) / height, 0.5)
+        src_rows = _row_poses(T_wc, motion.src_velocity, np.clip(landing, 0.0, 1.0), motion.readout_s)
+        T_sr_rows = _rigid_inverse(src_rows) @ _row_poses(ref_T_wc, motion.ref_velocity, rows, motion.readout_s)
+    else:
+        T_sr_rows = T_sr[None]
+    A = K @ T_sr_rows[:, :3, :3] @ K_inv
+    b_px = K @ T_sr_rows[:, :3, 3:]
 
     up = _LOOKUP_UPSAMPLE
     rows, columns = fine.shape[-2:]
@@ -580,17 +683,23 @@ def _make_source(
     scale = np.array([2 * up / (columns - 1), 2 * up / (rows - 1), 1.0])
     shift = np.array([2 / (columns - 1) - 1, 2 / (rows - 1) - 1, 0.0])
     to_grid = np.diag(scale) + np.outer(shift, [0.0, 0.0, 1.0])
+    def per_row(M: np.ndarray) -> np.ndarray:  # one matrix for every row, or the (n, 3) of all rows
+        return M if len(M) > 1 else M[0]
+
+    def column(b: np.ndarray) -> torch.Tensor:  # (rows, 3, 1) -> (3, rows, 1)
+        return torch.as_tensor(np.transpose(b, (1, 0, 2)), dtype=torch.float32, device=device).contiguous()
+
     return _Source(
         features=fine,
-        a=_homogeneous_map(to_grid @ A, camera, device),
-        b=tuple(float(x) for x in to_grid @ b_px),
-        a_px=_homogeneous_map(A, camera, device),
-        b_px=tuple(float(x) for x in b_px),
+        a=_homogeneous_map(per_row(to_grid @ A), camera, device),
+        b=column(to_grid @ b_px),
+        a_px=_homogeneous_map(per_row(A), camera, device),
+        b_px=column(b_px),
         T_sr=T_sr,
     )
 
 
-def _project(a: torch.Tensor, b: tuple[float, float, float], rho: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _project(a: torch.Tensor, b: torch.Tensor, rho: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Inhomogeneous (x, y) of ``a + rho * b``; points behind the camera land far outside any image."""
     den = (a[2] + rho * b[2]).clamp_min(1e-6)
     return (a[0] + rho * b[0]) / den, (a[1] + rho * b[1]) / den
@@ -688,7 +797,7 @@ def _source_difference(ref_features: torch.Tensor, source: _Source, rho: torch.T
 
 
 def _lookup(
-    image: torch.Tensor, a: torch.Tensor, b: tuple[float, float, float], rho: torch.Tensor, coords: torch.Tensor
+    image: torch.Tensor, a: torch.Tensor, b: torch.Tensor, rho: torch.Tensor, coords: torch.Tensor
 ) -> torch.Tensor:
     """Nearest values of ``image`` (N, 1, h, w) at the grid_sample coordinates of ``a + rho * b`` (see :class:`_Source`).
 
@@ -697,9 +806,9 @@ def _lookup(
     through an interleaved view: faster on a CPU than writing them interleaved.
     """
     chunk, _, width = rho.shape
-    den = torch.add(a[2], rho, alpha=b[2]).clamp_min_(1e-6)
-    torch.div(torch.add(a[0], rho, alpha=b[0]), den, out=coords[0])
-    torch.div(torch.add(a[1], rho, alpha=b[1]), den, out=coords[1])
+    den = torch.addcmul(a[2], rho, b[2]).clamp_min_(1e-6)
+    torch.div(torch.addcmul(a[0], rho, b[0]), den, out=coords[0])
+    torch.div(torch.addcmul(a[1], rho, b[1]), den, out=coords[1])
     grid = coords.permute(1, 2, 3, 0).reshape(1 if image.shape[0] == 1 else chunk, -1, width, 2)
     return F.grid_sample(image, grid, mode="nearest", padding_mode="border", align_corners=True)
 
@@ -890,7 +999,7 @@ def _left_right_consistent(
                         [0, 2 / (scale * (volume_rows + 1)), 2 / (volume_rows + 1) - 1], [0, 0, 1]])
     e_n = _homogeneous_map(n_img[None, :] @ A_inv, camera, device, _CHECK_STRIDE)[0]
     e = _homogeneous_map(to_grid @ A_inv, camera, device, _CHECK_STRIDE)
-    f_grid = tuple(float(x) for x in -(to_grid @ f))
+    f_grid = torch.as_tensor(-(to_grid @ f), dtype=torch.float32, device=device)[:, None, None]
     s = planes.s.double().cpu().numpy()
     denominator = 1.0 + s * float(n_img @ f)
     # A plane through the source's centre (denominator 0) is seen edge-on; a tiny denominator sends

@@ -52,14 +52,14 @@ class StereoProcess:
             raise StereoWorkerError(f"could not start the stereo process: {exc}") from exc
         self._send((stereo, keyframes))
 
-    def push(self, camera: PinholeCamera, T_wc: np.ndarray, image: np.ndarray):
-        """(MotionStereoResult, ms the child's stereo took) of the frame; the child's ValueError (a bad
-        image or pose) is raised here.
+    def push(self, camera: PinholeCamera, T_wc: np.ndarray, image: np.ndarray, timestamp: float | None = None):
+        """(MotionStereoResult, ms the child's stereo took) of the frame (:meth:`MotionStereo.push`); the
+        child's ValueError (a bad image or pose) is raised here.
 
         Raises:
             StereoWorkerError: the child has ended.
         """
-        self._send((camera, np.asarray(T_wc), np.asarray(image)))
+        self._send((camera, np.asarray(T_wc), np.asarray(image), timestamp))
         try:
             kind, value, ms = pickle.load(self._child.stdout)
         except (EOFError, OSError, pickle.UnpicklingError) as exc:
@@ -94,7 +94,7 @@ class StereoProcess:
 
 
 def serve(requests, replies) -> None:
-    """The child's loop: settings, then (camera, T_wc, image) -> ("ok", MotionStereoResult, ms) or
+    """The child's loop: settings, then (camera, T_wc, image, timestamp) -> ("ok", MotionStereoResult, ms) or
     ("error", ValueError, 0.0), until ``requests`` ends."""
     from .motion import MotionStereo
 
@@ -104,12 +104,12 @@ def serve(requests, replies) -> None:
         return
     while True:
         try:
-            camera, T_wc, image = pickle.load(requests)
+            frame = pickle.load(requests)
         except EOFError:
             return
         start = time.perf_counter()
         try:
-            reply = ("ok", motion.push(camera, T_wc, image), (time.perf_counter() - start) * 1e3)
+            reply = ("ok", motion.push(*frame), (time.perf_counter() - start) * 1e3)
         except ValueError as exc:  # the frame's fault: the caller skips it, the window goes on
             reply = ("error", exc, 0.0)
         pickle.dump(reply, replies, protocol=pickle.HIGHEST_PROTOCOL)

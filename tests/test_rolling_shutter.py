@@ -1,0 +1,117 @@
+"""Rolling shutter in motion stereo (``StereoConfig.readout_s``): row poses, frame velocities, and depth of
+images rendered row by row while the camera turns."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from heightfusion.camera import PinholeCamera
+from heightfusion.depth import KeyframeConfig, MotionStereo, PlaneSweepStereo, StereoConfig
+from heightfusion.depth.stereo import _row_poses
+from heightfusion.tracking import exp_se3
+
+CAMERA = PinholeCamera(width=160, height=120, fx=150.0, fy=150.0, cx=79.5, cy=59.5)
+WALL_DEPTH = 2.0  # metres: the textured plane z = WALL_DEPTH in the world, facing the cameras
+READOUT_S = 0.03
+# The two images turn in opposite directions (a camera swinging back), at 1.5 rad/s about the camera's y
+# axis: a global shutter misplaces the top and bottom rows by +-3.4 px against each other, the baseline's
+# parallax is 7.5 px.
+REF_VELOCITY = np.array([0.0, 0.0, 0.0, 0.0, 1.5, 0.0])
+SRC_VELOCITY = np.array([0.0, 0.0, 0.0, 0.0, -1.5, 0.0])
+SRC_T_WC = exp_se3(np.array([0.1, 0.0, 0.0, 0.0, 0.0, 0.0]))
+
+
+def test_row_poses_follow_the_exponential_map():
+    rng = np.random.default_rng(3)
+    T_wc, velocity = exp_se3(rng.normal(size=6)), rng.normal(size=6) * 3
+    fractions = np.array([0.0, 0.25, 0.5, 1.0])
+    expected = [T_wc @ exp_se3((f - 0.5) * READOUT_S * velocity) for f in fractions]
+    np.testing.assert_allclose(_row_poses(T_wc, velocity, fractions, READOUT_S), expected, atol=1e-12)
+    still = _row_poses(T_wc, None, fractions, READOUT_S)
+    np.testing.assert_array_equal(still, np.broadcast_to(T_wc, (4, 4, 4)))
+
+
+def _texture() -> np.ndarray:
+    noise = np.random.default_rng(0).random((600, 600)).astype(np.float32)
+    return cv2.GaussianBlur(noise, (0, 0), 2.5)
+
+
+def _render(T_wc: np.ndarray, velocity: np.ndarray, texture: np.ndarray) -> np.ndarray:
+    """Grey image of the textured wall, each row taken at its own pose (4 mm texels, centred on the axis)."""
+    rows = (np.arange(CAMERA.height) + 0.5) / CAMERA.height
+    poses = _row_poses(T_wc, velocity, rows, READOUT_S)
+    v, u = np.mgrid[0 : CAMERA.height, 0 : CAMERA.width].astype(np.float64)
+    rays = np.stack([(u - CAMERA.cx) / CAMERA.fx, (v - CAMERA.cy) / CAMERA.fy, np.ones_like(u)], axis=-1)
+    R, t = poses[:, None, :3, :3], poses[:, None, :3, 3]
+    directions = (R @ rays[..., None])[..., 0]
+    along = (WALL_DEPTH - t[..., 2]) / directions[..., 2]
+    points = t + along[..., None] * directions
+    texels = points[..., :2] / 0.004 + texture.shape[0] / 2
+    grey = cv2.remap(texture, texels[..., 0].astype(np.float32), texels[..., 1].astype(np.float32), cv2.INTER_LINEAR)
+    return (grey * 255).clip(0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def swinging_views():
+    texture = _texture()
+    return _render(np.eye(4), REF_VELOCITY, texture), _render(SRC_T_WC, SRC_VELOCITY, texture)
+
+
+def _relative_errors(config: StereoConfig, views, velocities: bool) -> tuple[np.ndarray, float]:
+    ref, src = views
+    extra = {"ref_velocity": REF_VELOCITY, "src_velocities": [SRC_VELOCITY]} if velocities else {}
+    estimate = PlaneSweepStereo(config).estimate(CAMERA, np.eye(4), ref, [src], [SRC_T_WC], **extra)
+    depth = estimate.depth[estimate.valid]
+    return np.abs(depth - WALL_DEPTH) / WALL_DEPTH, float(estimate.valid.mean())
+
+
+def test_the_readout_model_recovers_depth_a_global_shutter_gets_wrong(swinging_views):
+    config = StereoConfig(min_depth=1.0, max_depth=6.0, num_hypotheses=48, readout_s=READOUT_S, sweep_size=None)
+    rolling, rolling_density = _relative_errors(config, swinging_views, velocities=True)
+    global_shutter, _ = _relative_errors(StereoConfig(**{**config.__dict__, "readout_s": 0.0}), swinging_views, True)
+    assert rolling_density > 0.5
+    assert np.median(rolling) < 0.02
+    # The rows a global shutter misplaces most: the top and bottom quarters are off by up to 45 % of the parallax.
+    assert np.median(global_shutter) > 3 * np.median(rolling)
+
+
+def test_without_velocities_the_readout_changes_nothing(swinging_views):
+    config = StereoConfig(min_depth=1.0, max_depth=6.0, num_hypotheses=32, sweep_size=None)
+    ref, src = swinging_views
+    plain = PlaneSweepStereo(config).estimate(CAMERA, np.eye(4), ref, [src], [SRC_T_WC])
+    unknown = PlaneSweepStereo(StereoConfig(**{**config.__dict__, "readout_s": READOUT_S})).estimate(
+        CAMERA, np.eye(4), ref, [src], [SRC_T_WC], ref_velocity=None, src_velocities=[None])
+    np.testing.assert_array_equal(plain.valid, unknown.valid)
+    np.testing.assert_array_equal(plain.depth, unknown.depth)
+
+
+def test_velocities_are_checked(swinging_views):
+    ref, src = swinging_views
+    stereo = PlaneSweepStereo(StereoConfig(min_depth=1.0, max_depth=6.0, readout_s=READOUT_S, sweep_size=None))
+    with pytest.raises(ValueError, match="ref_velocity"):
+        stereo.estimate(CAMERA, np.eye(4), ref, [src], [SRC_T_WC], ref_velocity=np.zeros(3))
+    with pytest.raises(ValueError, match=r"src_velocities\[0\]"):
+        stereo.estimate(CAMERA, np.eye(4), ref, [src], [SRC_T_WC], src_velocities=[np.full(6, np.nan)])
+    with pytest.raises(ValueError, match="1 source images but 2 source velocities"):
+        stereo.estimate(CAMERA, np.eye(4), ref, [src], [SRC_T_WC], src_velocities=[None, None])
+    with pytest.raises(ValueError, match="readout_s"):
+        StereoConfig(readout_s=-0.01)
+
+
+def test_motion_stereo_gives_each_keyframe_its_velocity_from_the_frame_before():
+    velocity = np.array([0.05, 0.0, 0.02, 0.3, -0.4, 0.1])
+    motion = MotionStereo(StereoConfig(min_depth=1.0, max_depth=6.0, readout_s=READOUT_S, sweep_size=None),
+                          KeyframeConfig(keyframe_parallax=1e-9))
+    image = np.zeros((CAMERA.height, CAMERA.width, 3), np.uint8)
+    times = [0.0, 1 / 30, 2 / 30, 2 / 30 + 0.5]  # the last comes after a gap: its velocity is unknown
+    for t in times:
+        motion.push(CAMERA, exp_se3(t * velocity), image, timestamp=t)
+    velocities = [k.velocity for k in motion.window.keyframes]
+    assert velocities[0] is None
+    np.testing.assert_allclose(velocities[1], velocity, atol=1e-9)
+    np.testing.assert_allclose(velocities[2], velocity, atol=1e-9)
+    assert velocities[3] is None
+    motion.push(CAMERA, exp_se3(0.6 * velocity), image)  # no timestamp: unknown too
+    assert motion.window.keyframes[-1].velocity is None
