@@ -1,7 +1,7 @@
 """Monocular depth on real frames (issue 12): motion stereo's per-frame depth against the Kinect's, with the
-poses as given and with ``--track refine``.
+poses as given, with ``--track refine``, and as given with a rolling shutter (``StereoConfig.readout_s``).
 
-    python benchmarks/bench_mono_real.py [--path ../shared/data/tum_fr1_rpy_first180] [--frames 60]
+    python benchmarks/bench_mono_real.py [--path ../shared/data/tum_fr1_rpy_first180] [--frames 60] [--splits 5]
 
 Each frame goes through :class:`heightfusion.FramePipeline` with ``depth="mvs"`` (the depth images are not
 used), fused into a map as ``replay --depth mvs`` fuses it; every stereo estimate is compared with the same
@@ -9,11 +9,14 @@ frame's Kinect depth (undistorted, registered to the colour image) on the pixels
 |relative error|, share within 5 %, density (share of the Kinect's pixels stereo gives a value), and the
 share of stereo's errors within its own 1 sigma; and by the Kinect's depth (bands of :data:`DEPTH_BANDS`):
 the share of the compared pixels, median |relative error| and median signed relative error (the bias).
-The tracking cost and the frames stereo or tracking skipped are printed too. Then the maps: every 5th frame held out (``heightfusion.heldout``), the rest fused
-from the Kinect depth and from monocular stereo (poses as given, and refined; and as given with the
-keyframe window of the earlier default, 10 keyframes and 4 sources, beside the current 24 and 3), each
-scored against the held-out frames' depth: median |dh| and coverage, stereo's median as a multiple of the
-sensor map's, frames fused and fused frames/s.
+The tracking cost and the frames stereo or tracking skipped are printed too. Then the maps: every 5th frame
+held out (``heightfusion.heldout``), the rest fused from the Kinect depth and from monocular stereo (poses as
+given, and refined; as given with the keyframe window of the earlier default, 10 keyframes and 4 sources,
+beside the current 24 and 3; as given with a rolling shutter), each scored against the held-out frames' depth:
+median |dh| and coverage, stereo's median as a multiple of the sensor map's, frames fused and fused frames/s.
+A monocular map's score depends much on which frames it was fused from (on the real sample 38-76 mm over the
+five splits), so each map is fused and scored on ``--splits`` of the five ways to hold out every 5th frame,
+and the table gives the mean, the range and every split's figure.
 Times are of this machine (printed first).
 """
 
@@ -30,7 +33,8 @@ from pathlib import Path
 import numpy as np
 
 import heightfusion as hf
-from heightfusion.heldout import score_heldout
+from heightfusion.depth import StereoConfig
+from heightfusion.heldout import DEFAULT_EVERY, score_heldout
 from heightfusion.pipeline import FramePipeline, SkippedFrame, fusion_config
 from heightfusion.render import context
 from heightfusion.sizing import grid_for_sequence
@@ -40,19 +44,23 @@ from real_sample import REAL_SAMPLE
 
 #: The keyframe window and sources of the earlier default (KeyframeConfig), fused beside the current one.
 EARLIER_KEYFRAMES = (10, 4)
+#: Readout time of the Kinect v1's colour camera (a rolling shutter; Kerl et al., ICCV 2015, simulate 28 ms),
+#: in seconds: one map is fused with it (``StereoConfig.readout_s``).
+KINECT_READOUT_S = 0.03
 #: Kinect depth bands (metres) that the per-pixel errors are broken down by.
 DEPTH_BANDS = (0.0, 0.8, 1.2, 1.6, 2.2, 10.0)
 
 
-def run(path: Path, frames: int, track: str) -> dict:
-    """Stereo depth against the Kinect's over the first ``frames`` frames of ``path`` with ``track``."""
+def run(path: Path, frames: int, track: str, readout_s: float = 0.0) -> dict:
+    """Stereo depth against the Kinect's over the first ``frames`` frames of ``path`` with ``track`` (and a rolling
+    shutter of ``readout_s``)."""
     sequence = hf.datasets.open(path, max_frames=frames, undistort=True)
     sequence = UpAligned(sequence, up_rotation(default_up(sequence.format), sequence))
     grid = grid_for_sequence(sequence, None, None, None)
     renderer = hf.make_renderer("gl")
     fuser = hf.HeightMapFuser(grid, renderer, fusion_config(True))
     tracker = None if track == "off" else Tracker(track, renderer)
-    pipeline = FramePipeline(fuser, "mvs", tracker=tracker)
+    pipeline = FramePipeline(fuser, "mvs", stereo=StereoConfig(readout_s=readout_s), tracker=tracker)
     signed, kinect_depths, within_sigma, density, skipped = [], [], [], [], Counter()
     start = time.perf_counter()
     for frame in sequence:
@@ -96,52 +104,67 @@ def run(path: Path, frames: int, track: str) -> dict:
     }
 
 
-def heldout_maps(path: Path, frames: int) -> list[tuple[str, dict, hf.ReplayResult]]:
-    """(run, held-out score, replay result) of the maps fused from sensor depth and from stereo (as given,
-    refined, and as given with the keyframe window of the earlier default, :data:`EARLIER_KEYFRAMES`)."""
+def heldout_maps(path: Path, frames: int, splits: int) -> list[tuple[str, list[dict], list[hf.ReplayResult]]]:
+    """(run, held-out score and replay result of each split) of the maps fused from sensor depth and from
+    stereo (as given, refined, as given with the keyframe window of the earlier default,
+    :data:`EARLIER_KEYFRAMES`, and as given with a rolling shutter of :data:`KINECT_READOUT_S`). Split k holds
+    out the frames at positions k, k + 5, ... (every 5th, :func:`heightfusion.heldout.split_heldout`); the
+    first ``splits`` of the five run, the last first (the split of the other benchmarks)."""
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_tracking import heldout_split
     from heightfusion.depth import KeyframeConfig
 
-    rows = []
+    window, sources = EARLIER_KEYFRAMES
+    runs = (("sensor depth", "sensor", "off", {}), ("stereo, poses as given", "mvs", "off", {}),
+            ("stereo, track refine", "mvs", "refine", {}),
+            (f"stereo, poses as given, {window} keyframes / {sources} sources", "mvs", "off",
+             {"keyframes": KeyframeConfig(window=window, num_sources=sources)}),
+            (f"stereo, poses as given, rolling shutter {KINECT_READOUT_S * 1e3:g} ms", "mvs", "off",
+             {"stereo": StereoConfig(readout_s=KINECT_READOUT_S)}))
+    scores = {name: ([], []) for name, *_ in runs}
     with tempfile.TemporaryDirectory() as tmp:
-        fuse, held_out = heldout_split(path, Path(tmp) / "fuse", max_frames=frames)
-        window, sources = EARLIER_KEYFRAMES
-        for name, depth, track, keyframes in (
-                ("sensor depth", "sensor", "off", None), ("stereo, poses as given", "mvs", "off", None),
-                ("stereo, track refine", "mvs", "refine", None),
-                (f"stereo, poses as given, {window} keyframes / {sources} sources", "mvs", "off",
-                 KeyframeConfig(window=window, num_sources=sources))):
-            result = hf.replay(fuse, depth=depth, track=track, keyframes=keyframes, progress=False)
-            rows.append((name, score_heldout(result.grid, held_out), result))
-    return rows
+        for offset in list(range(DEFAULT_EVERY))[::-1][:splits]:
+            fuse, held_out = heldout_split(path, Path(tmp) / f"fuse{offset}", max_frames=frames, offset=offset)
+            for name, depth, track, options in runs:
+                result = hf.replay(fuse, depth=depth, track=track, progress=False, **options)
+                scores[name][0].append(score_heldout(result.grid, held_out))
+                scores[name][1].append(result)
+    return [(name, *scores[name]) for name, *_ in runs]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--path", type=Path, default=REAL_SAMPLE, help="a TUM RGB-D sequence with depth")
     parser.add_argument("--frames", type=int, default=60, help="first N frames (default 60)")
+    parser.add_argument("--splits", type=int, choices=range(1, 6), default=5, metavar="1-5",
+                        help="held-out splits the maps are scored on (default all 5: a monocular map's score "
+                             "depends much on the frames it was fused from)")
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} CPU cores; OpenGL: {context.describe()}; {args.path.name}, {args.frames} frames")
     print("| poses | frames estimated | median rel. error % | within 5 % | density | within 1 sigma | ms stereo | ms track | skipped |")
     print("|---|---|---|---|---|---|---|---|---|")
     runs = {}
-    for track in ("off", "refine"):
-        r = runs[track] = run(args.path, args.frames, track)
-        print(f"| {'as given' if track == 'off' else 'track refine'} | {r['frames estimated']} | "
+    for label, track, readout_s in (("as given", "off", 0.0), ("track refine", "refine", 0.0),
+                                    (f"as given, rolling shutter {KINECT_READOUT_S * 1e3:g} ms", "off", KINECT_READOUT_S)):
+        r = runs[label] = run(args.path, args.frames, track, readout_s)
+        print(f"| {label} | {r['frames estimated']} | "
               f"{r['median relative error %']:.1f} | {r['within 5 %']:.2f} | {r['density']:.2f} | "
               f"{r['within 1 sigma']:.2f} | {r['ms stereo']:.0f} | {r['ms track']:.0f} | {r['skipped']} |", flush=True)
     print("\n| poses | Kinect depth m | share of pixels | median rel. error % | median signed rel. error % |\n|---|---|---|---|---|")
-    for track, r in runs.items():
+    for label, r in runs.items():
         for lo, hi, share, error, bias in r["bands"]:
-            print(f"| {'as given' if track == 'off' else 'track refine'} | {lo:g}-{hi:g} | {share:.2f} | {error:.1f} | {bias:+.1f} |")
-    print("\n| map (every 5th frame held out) | held-out median mm | coverage | vs sensor map | frames fused | "
-          "fused frames/s |\n|---|---|---|---|---|---|")
+            print(f"| {label} | {lo:g}-{hi:g} | {share:.2f} | {error:.1f} | {bias:+.1f} |")
+    print(f"\n| map (every 5th frame held out; {args.splits} splits, the last first) | held-out median mm, mean "
+          "(range) | per split | coverage | mean vs sensor map | frames fused | fused frames/s |\n"
+          "|---|---|---|---|---|---|---|")
     sensor = None
-    for name, score, result in heldout_maps(args.path, args.frames):
-        sensor = score["median"] if sensor is None else sensor
-        print(f"| {name} | {score['median'] * 1e3:.1f} | {score['coverage']:.3f} | {score['median'] / sensor:.2f}x | "
-              f"{result.frames_used} | {result.fps:.2f} |", flush=True)
+    for name, scores, results in heldout_maps(args.path, args.frames, args.splits):
+        medians = np.array([1e3 * score["median"] for score in scores])
+        sensor = medians.mean() if sensor is None else sensor
+        print(f"| {name} | {medians.mean():.1f} ({medians.min():.1f}-{medians.max():.1f}) | "
+              f"{' / '.join(f'{m:.1f}' for m in medians)} | {np.mean([s['coverage'] for s in scores]):.3f} | "
+              f"{medians.mean() / sensor:.2f}x | {np.mean([r.frames_used for r in results]):.0f} | "
+              f"{np.mean([r.fps for r in results]):.2f} |", flush=True)
 
 
 if __name__ == "__main__":

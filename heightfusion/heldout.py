@@ -47,16 +47,23 @@ DEFAULT_MAX_TILT_DEG = 30.0
 DEFAULT_WINDOW = 7
 
 
-def split_heldout(frames: Iterable[Frame], every: int = DEFAULT_EVERY) -> tuple[list[Frame], list[Frame]]:
-    """(fuse, held_out): the frames at positions every-1, 2*every-1, ... are held out, the rest fused.
+def split_heldout(
+    frames: Iterable[Frame], every: int = DEFAULT_EVERY, offset: int | None = None
+) -> tuple[list[Frame], list[Frame]]:
+    """(fuse, held_out): the frames at positions offset, offset + every, ... are held out, the rest fused.
 
-    Positions count the frames as given (not ``Frame.index``), so the first frame is always fused.
+    Positions count the frames as given (not ``Frame.index``). The default ``offset``, every - 1, always
+    fuses the first frame; the ``every`` offsets together hold out each frame once (a map's score can
+    depend on which frames it was fused from: compare them over all offsets).
     """
     if isinstance(every, bool) or not isinstance(every, int) or every < 2:
         raise ValueError(f"every must be an integer >= 2, got {every!r}")
+    offset = every - 1 if offset is None else offset
+    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset < every:
+        raise ValueError(f"offset must be an integer in [0, {every}), got {offset!r}")
     fuse, held_out = [], []
     for k, frame in enumerate(frames):
-        (held_out if k % every == every - 1 else fuse).append(frame)
+        (held_out if k % every == offset else fuse).append(frame)
     return fuse, held_out
 
 

@@ -45,6 +45,16 @@ def test_split_holds_out_every_nth_frame():
         split_heldout(frames, every=1)
 
 
+def test_the_offsets_together_hold_out_each_frame_once():
+    frames = [plane_frame(looking_down(), (0, 0, 1), (0, 0, 0.8), k) for k in range(12)]
+    held = [[f.index for f in split_heldout(frames, every=5, offset=k)[1]] for k in range(5)]
+    assert held == [[0, 5, 10], [1, 6, 11], [2, 7], [3, 8], [4, 9]]
+    assert sorted(sum(held, [])) == list(range(12))
+    for offset in (5, -1, 1.0):
+        with pytest.raises(ValueError, match="offset"):
+            split_heldout(frames, every=5, offset=offset)
+
+
 def test_flat_map_one_centimetre_below_the_points():
     frame = plane_frame(looking_down(), (0, 0, 1), (0, 0, 0.81))
     result = score_heldout(flat_map(0.8), [frame, frame])

@@ -9,7 +9,7 @@ import pytest
 
 from heightfusion.camera import PinholeCamera
 from heightfusion.depth import KeyframeConfig, MotionStereo, PlaneSweepStereo, StereoConfig
-from heightfusion.depth.stereo import _row_poses
+from heightfusion.rolling_shutter import global_shutter_depth, row_poses
 from heightfusion.tracking import exp_se3
 
 CAMERA = PinholeCamera(width=160, height=120, fx=150.0, fy=150.0, cx=79.5, cy=59.5)
@@ -28,8 +28,8 @@ def test_row_poses_follow_the_exponential_map():
     T_wc, velocity = exp_se3(rng.normal(size=6)), rng.normal(size=6) * 3
     fractions = np.array([0.0, 0.25, 0.5, 1.0])
     expected = [T_wc @ exp_se3((f - 0.5) * READOUT_S * velocity) for f in fractions]
-    np.testing.assert_allclose(_row_poses(T_wc, velocity, fractions, READOUT_S), expected, atol=1e-12)
-    still = _row_poses(T_wc, None, fractions, READOUT_S)
+    np.testing.assert_allclose(row_poses(T_wc, velocity, fractions, READOUT_S), expected, atol=1e-12)
+    still = row_poses(T_wc, None, fractions, READOUT_S)
     np.testing.assert_array_equal(still, np.broadcast_to(T_wc, (4, 4, 4)))
 
 
@@ -41,7 +41,7 @@ def _texture() -> np.ndarray:
 def _render(T_wc: np.ndarray, velocity: np.ndarray, texture: np.ndarray) -> np.ndarray:
     """Grey image of the textured wall, each row taken at its own pose (4 mm texels, centred on the axis)."""
     rows = (np.arange(CAMERA.height) + 0.5) / CAMERA.height
-    poses = _row_poses(T_wc, velocity, rows, READOUT_S)
+    poses = row_poses(T_wc, velocity, rows, READOUT_S)
     v, u = np.mgrid[0 : CAMERA.height, 0 : CAMERA.width].astype(np.float64)
     rays = np.stack([(u - CAMERA.cx) / CAMERA.fx, (v - CAMERA.cy) / CAMERA.fy, np.ones_like(u)], axis=-1)
     R, t = poses[:, None, :3, :3], poses[:, None, :3, 3]
@@ -115,3 +115,41 @@ def test_motion_stereo_gives_each_keyframe_its_velocity_from_the_frame_before():
     assert velocities[3] is None
     motion.push(CAMERA, exp_se3(0.6 * velocity), image)  # no timestamp: unknown too
     assert motion.window.keyframes[-1].velocity is None
+
+
+def _wall_depth(poses: np.ndarray) -> np.ndarray:
+    """Depth of the wall at every pixel for rows at ``poses`` (H, 4, 4)."""
+    v, u = np.mgrid[0 : CAMERA.height, 0 : CAMERA.width].astype(np.float64)
+    rays = np.stack([(u - CAMERA.cx) / CAMERA.fx, (v - CAMERA.cy) / CAMERA.fy, np.ones_like(u)], axis=-1)
+    directions = (poses[:, None, :3, :3] @ rays[..., None])[..., 0]
+    return (WALL_DEPTH - poses[:, None, 2, 3]) / directions[..., 2]
+
+
+def test_global_shutter_depth_is_the_middle_rows_view():
+    T_wc = exp_se3(np.array([0.1, 0.0, 0.0, 0.3, 0.2, 0.0]))  # the wall seen at a slant
+    velocity = np.array([0.2, 0.1, 0.0, 1.0, 2.0, 0.5])
+    rows = (np.arange(CAMERA.height) + 0.5) / CAMERA.height
+    rolling = _wall_depth(row_poses(T_wc, velocity, rows, READOUT_S)).astype(np.float32)
+    at_once = _wall_depth(np.broadcast_to(T_wc, (CAMERA.height, 4, 4)))
+    sigma = np.full_like(rolling, 0.01)
+    depth, moved_sigma = global_shutter_depth(CAMERA, rolling, sigma, velocity, READOUT_S)
+    known = np.isfinite(depth)
+    assert np.abs(rolling - at_once).max() > 0.1  # what the readout changes
+    assert known.mean() > 0.9  # only where the rows' points left the image
+    assert np.abs(depth[known] - at_once[known]).max() < 0.006  # within the nearest pixel's step
+    np.testing.assert_array_equal(np.isfinite(moved_sigma), known)
+    rolling[:10] = np.nan  # unknown depth stays unknown
+    depth, _ = global_shutter_depth(CAMERA, rolling, sigma, velocity, READOUT_S)
+    assert np.isnan(depth[:5]).all()
+
+
+def test_replay_takes_the_readout_in_milliseconds():
+    import argparse
+
+    from heightfusion.cli.options import add_stereo_arguments, stereo_config_from_args
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--depth", default="mvs")
+    add_stereo_arguments(parser)
+    assert stereo_config_from_args(parser.parse_args(["--readout-ms", "30"])).readout_s == pytest.approx(0.03)
+    assert stereo_config_from_args(parser.parse_args([])).readout_s == 0.0

@@ -42,6 +42,9 @@ def add_stereo_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stereo: depth range (fronto) or world height range (ground) of the sweep, metres")
     parser.add_argument("--stereo-device", default="auto", metavar="auto|cpu|cuda[:N]",
                         help="stereo: the torch device (default auto: the first CUDA GPU torch sees, else the CPU)")
+    parser.add_argument("--readout-ms", type=float, default=0.0, metavar="MS",
+                        help="stereo: a rolling shutter's readout time, first row to last, milliseconds (default 0: "
+                             "a global shutter); needs the frames' timestamps (heightfusion.rolling_shutter)")
 
 
 def fusion_level(text: str) -> int | str:
@@ -69,13 +72,13 @@ def keyframe_config_from_args(args: argparse.Namespace):
 
 
 def stereo_config_from_args(args: argparse.Namespace):
-    """The :class:`~heightfusion.depth.StereoConfig` of ``--planes``, ``--sweep-range`` and ``--stereo-device``;
-    None for sensor depth. ValueError for a bad value (the CLI reports it)."""
+    """The :class:`~heightfusion.depth.StereoConfig` of ``--planes``, ``--sweep-range``, ``--stereo-device`` and
+    ``--readout-ms``; None for sensor depth. ValueError for a bad value (the CLI reports it)."""
     if args.depth == "sensor":
         return None
     from ..depth import StereoConfig
 
-    common = {"planes": args.planes, "device": args.stereo_device}
+    common = {"planes": args.planes, "device": args.stereo_device, "readout_s": args.readout_ms / 1000}
     if args.sweep_range is None:
         return StereoConfig(**common)
     low, high = args.sweep_range

@@ -18,9 +18,9 @@ import numpy as np
 
 from .._compat import deprecated_order
 from ..camera import PinholeCamera
-from ..poses import invert_pose, validate_pose
+from ..poses import validate_pose
 from ..pyramid import expand, half_camera, half_image
-from ..tracking.se3 import log_se3
+from ..rolling_shutter import body_velocity, global_shutter_depth
 from .keyframes import TOO_LITTLE_PARALLAX, TOO_MUCH_PARALLAX, KeyframeConfig, KeyframeWindow
 from .stereo import DepthEstimate, PlaneSweepStereo, SourceFeatureCache, StereoConfig, nominal_depth
 
@@ -43,9 +43,6 @@ MIN_HYPOTHESES = 16
 FULL_SWEEP_EVERY = 10
 # Every how many pixels (rows and columns) an estimate's points are kept for the next prediction.
 _PREDICTION_STRIDE = 4
-#: A frame's velocity (for a rolling shutter, ``StereoConfig.readout_s``) is its motion from the frame pushed
-#: before it, when that came at most this many seconds earlier (else unknown: taken as still).
-MAX_VELOCITY_GAP_S = 0.1
 
 
 @dataclass
@@ -76,8 +73,9 @@ class MotionStereo:
     the estimate comes back at the frame's pixels (each sweep pixel's value on the block it covers).
     With ``predict_range`` the sweep covers the range the previous estimate predicts
     (:data:`PREDICTION_PERCENTILES`), with the configured step between planes. With a rolling shutter
-    (``StereoConfig.readout_s``) each frame's velocity is its motion since the frame pushed before it
-    (given timestamps, :data:`MAX_VELOCITY_GAP_S`).
+    (``StereoConfig.readout_s``) each frame's velocity is its motion since the frame pushed before it (given
+    timestamps: :func:`heightfusion.rolling_shutter.body_velocity`), and its estimate is handed on as the
+    camera at ``T_wc`` (the middle row's pose) sees it (:func:`~heightfusion.rolling_shutter.global_shutter_depth`).
 
     Args:
         stereo: the stereo settings.
@@ -125,9 +123,7 @@ class MotionStereo:
     def _velocity(self, T_wc: np.ndarray, timestamp: float | None) -> np.ndarray | None:
         """Body velocity (v, w) of the frame at ``T_wc`` from the one pushed before it, or None (see the class)."""
         previous, self._previous = self._previous, None if timestamp is None else (float(timestamp), T_wc)
-        if previous is None or timestamp is None or not 0 < timestamp - previous[0] <= MAX_VELOCITY_GAP_S:
-            return None
-        return log_se3(invert_pose(previous[1]) @ T_wc) / (timestamp - previous[0])
+        return body_velocity(previous, T_wc, timestamp)
 
     def _push(
         self, camera: PinholeCamera, image: np.ndarray, T_wc: np.ndarray, velocity: np.ndarray | None
@@ -144,6 +140,8 @@ class MotionStereo:
                                        ref_velocity=velocity, src_velocities=[s.velocity for s in sources])
             self._estimates += 1
             self._points = None
+            if velocity is not None and self.stereo.config.readout_s > 0:
+                estimate = _at_middle_row(camera, estimate, velocity, self.stereo.config.readout_s)
             if estimate.valid.any():
                 self._scene_depth = float(np.median(estimate.depth[estimate.valid]))
                 self._points = camera.world_points(estimate.depth, T_wc, stride=_PREDICTION_STRIDE)
@@ -204,6 +202,12 @@ def _halved(camera: PinholeCamera, image: np.ndarray, level: int) -> tuple[Pinho
     for _ in range(level):
         camera, image = half_camera(camera), half_image(image)
     return camera, image
+
+
+def _at_middle_row(camera: PinholeCamera, estimate: DepthEstimate, velocity: np.ndarray, readout_s: float) -> DepthEstimate:
+    """A rolling shutter's ``estimate`` as the camera at the middle row's pose sees it."""
+    depth, sigma = global_shutter_depth(camera, estimate.depth, estimate.sigma, velocity, readout_s)
+    return DepthEstimate(depth, sigma, np.isfinite(depth))
 
 
 def _expanded(estimate: DepthEstimate, level: int, shape: tuple[int, int]) -> DepthEstimate:

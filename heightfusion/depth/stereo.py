@@ -45,7 +45,7 @@ from .._compat import deprecated_order
 from ..camera import PinholeCamera
 from ..heightmap import GRAY_WEIGHTS
 from ..poses import invert_pose, validate_pose
-from ..tracking.se3 import hat
+from ..rolling_shutter import row_poses
 from .graphs import GraphedFunction
 
 #: Plane families of the sweep: fronto-parallel to the reference camera, or horizontal in the world.
@@ -613,33 +613,6 @@ def _checked_velocity(velocity: np.ndarray | None, name: str) -> np.ndarray | No
     return array
 
 
-def _row_poses(T_wc: np.ndarray, velocity: np.ndarray | None, fractions: np.ndarray, readout_s: float) -> np.ndarray:
-    """(n, 4, 4) poses of the image rows at ``fractions`` of the image's height (the middle row is at ``T_wc``)
-    for a rolling shutter reading out in ``readout_s`` while the camera moves at body ``velocity`` (None: still).
-
-    Every row's motion is a multiple ``tau`` of the one twist ``xi``, so the exponential map is written out
-    for all of them at once (as :func:`heightfusion.tracking.se3.exp_se3`).
-    """
-    if velocity is None:
-        return np.broadcast_to(T_wc, (len(fractions), 4, 4))
-    tau = (np.asarray(fractions, dtype=np.float64) - 0.5) * readout_s
-    v, w = velocity[:3], velocity[3:]
-    W = hat(w)
-    x = tau * math.sqrt(float(w @ w))
-    small = np.abs(x) < 1e-4
-    safe = np.where(small, 1.0, x)
-    sin_x = np.where(small, 1 - x**2 / 6, np.sin(safe) / safe)
-    cos_x = np.where(small, 0.5 - x**2 / 24, (1 - np.cos(safe)) / safe**2)
-    cube = np.where(small, 1 / 6 - x**2 / 120, (safe - np.sin(safe)) / safe**3)
-    t1, t2 = tau[:, None, None], (tau**2)[:, None, None]
-    R = np.eye(3) + sin_x[:, None, None] * t1 * W + cos_x[:, None, None] * t2 * (W @ W)
-    V = np.eye(3) + cos_x[:, None, None] * t1 * W + cube[:, None, None] * t2 * (W @ W)
-    motion = np.tile(np.eye(4), (len(tau), 1, 1))
-    motion[:, :3, :3] = R
-    motion[:, :3, 3] = V @ v * tau[:, None]
-    return T_wc @ motion
-
-
 def _rigid_inverse(T: np.ndarray) -> np.ndarray:
     """(n, 4, 4) inverses of the rigid motions ``T`` (n, 4, 4)."""
     inverse = np.tile(np.eye(4), (len(T), 1, 1))
@@ -669,8 +642,8 @@ def _make_source(
         ray = K @ T_sr[:3, :3] @ K_inv @ np.stack([np.full(height, (camera.width - 1) / 2), np.arange(height),
                                                       np.ones(height)])
         landing = np.where(ray[2] > 1e-9, (ray[1] / np.where(ray[2] > 1e-9, ray[2], 1.0) + 0.5) / height, 0.5)
-        src_rows = _row_poses(T_wc, motion.src_velocity, np.clip(landing, 0.0, 1.0), motion.readout_s)
-        T_sr_rows = _rigid_inverse(src_rows) @ _row_poses(ref_T_wc, motion.ref_velocity, rows, motion.readout_s)
+        src_rows = row_poses(T_wc, motion.src_velocity, np.clip(landing, 0.0, 1.0), motion.readout_s)
+        T_sr_rows = _rigid_inverse(src_rows) @ row_poses(ref_T_wc, motion.ref_velocity, rows, motion.readout_s)
     else:
         T_sr_rows = T_sr[None]
     A = K @ T_sr_rows[:, :3, :3] @ K_inv
