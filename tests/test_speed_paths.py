@@ -365,7 +365,7 @@ def test_sweep_level_and_expansion():
 
 
 def test_predicted_sweep_keeps_the_step_and_narrows_the_range():
-    config = StereoConfig(num_hypotheses=64, min_depth=0.3, max_depth=10.0)
+    config = StereoConfig(num_hypotheses=64, planes="fronto", min_depth=0.3, max_depth=10.0)
     T_wc = np.eye(4)
     points = np.column_stack([np.zeros(200), np.zeros(200), np.linspace(1.0, 2.0, 200)])
     narrow = predicted_sweep(config, T_wc, points)
@@ -381,6 +381,9 @@ def test_predicted_sweep_keeps_the_step_and_narrows_the_range():
     floor = np.column_stack([np.zeros(50), np.zeros(50), np.linspace(0.0, 0.05, 50)])
     narrow = predicted_sweep(ground, camera_up, floor)
     assert narrow.num_hypotheses < 64 and narrow.min_height < 0.0 and narrow.max_height > 0.05
+    below = StereoConfig(planes="below", min_depth=0.3, max_depth=10.0)  # the floor 0.95-1 m below the camera
+    narrow = predicted_sweep(below, camera_up, floor)
+    assert narrow.num_hypotheses < 32 and narrow.min_depth < 0.95 and narrow.max_depth > 1.0
 
 
 def test_motion_stereo_on_a_halved_frame_answers_at_the_frames_pixels():

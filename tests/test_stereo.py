@@ -33,7 +33,8 @@ from heightfusion.pipeline import STEREO_SIGMA_FLOOR
 from heightfusion.replay import replay
 from heightfusion.synthetic import generate, robot_loop, write_tum
 
-TERRAIN_FRONTO = StereoConfig(min_depth=1.0, max_depth=8.0)
+TERRAIN_FRONTO = StereoConfig(planes="fronto", min_depth=1.0, max_depth=8.0)
+TERRAIN_BELOW = StereoConfig(planes="below", min_depth=1.0, max_depth=8.0)
 TERRAIN_GROUND = StereoConfig(planes="ground", min_height=-0.6, max_height=0.6)
 
 
@@ -60,7 +61,7 @@ def _check_consistent(est: DepthEstimate, shape: tuple[int, int]) -> None:
     assert (est.depth[est.valid] > 0).all() and (est.sigma[est.valid] > 0).all()
 
 
-@pytest.mark.parametrize("config", [TERRAIN_FRONTO, TERRAIN_GROUND], ids=["fronto", "ground"])
+@pytest.mark.parametrize("config", [TERRAIN_FRONTO, TERRAIN_GROUND, TERRAIN_BELOW], ids=["fronto", "ground", "below"])
 @pytest.mark.parametrize(
     "sources, density", [([3], 0.35), ([1, 3], 0.5), ([0, 1, 3, 4], 0.5)], ids=["two-view", "three-view", "five-view"]
 )
@@ -76,7 +77,7 @@ def test_depth_of_synthetic_terrain(terrain_views, config, sources, density):
     assert np.mean(error <= 3 * est.sigma[valid]) > 0.7 and np.mean(error <= est.sigma[valid]) < 0.95
 
 
-@pytest.mark.parametrize("config", [TERRAIN_FRONTO, TERRAIN_GROUND], ids=["fronto", "ground"])
+@pytest.mark.parametrize("config", [TERRAIN_FRONTO, TERRAIN_GROUND, TERRAIN_BELOW], ids=["fronto", "ground", "below"])
 def test_coarse_to_fine_finds_the_full_sweeps_depth(terrain_views, config):
     """The sweep at every other pixel plus a band of full-resolution hypotheses (the default) against the
     whole sweep at every pixel: the same depths, nearly the same pixels."""
@@ -126,7 +127,7 @@ def test_middlebury_crop_two_views(middlebury_crop):
     right_T_wc = np.eye(4)
     right_T_wc[0, 3] = baseline  # rectified: the right camera sits baseline metres along the left's x
     fb = camera.fx * baseline
-    config = StereoConfig(num_hypotheses=32, min_depth=fb / 31.5, max_depth=fb / 0.5)
+    config = StereoConfig(num_hypotheses=32, planes="fronto", min_depth=fb / 31.5, max_depth=fb / 0.5)
     est = PlaneSweepStereo(config).estimate(camera, np.eye(4), left, [right], [right_T_wc])
     _check_consistent(est, truth.shape)
     scored = est.valid & np.isfinite(truth)

@@ -35,11 +35,13 @@ def add_depth_arguments(parser: argparse.ArgumentParser, default: str) -> None:
 
 
 def add_stereo_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options --planes, --sweep-range and --stereo-device (for :func:`stereo_config_from_args`)."""
-    parser.add_argument("--planes", choices=("fronto", "ground"), default="fronto",
-                        help="stereo: sweep planes at constant depth or at constant world height (default fronto)")
+    """Options --planes, --sweep-range, --stereo-device and --readout-ms (for :func:`stereo_config_from_args`)."""
+    parser.add_argument("--planes", choices=("below", "fronto", "ground"), default="below",
+                        help="stereo: sweep horizontal planes at distances below the camera (default below), planes "
+                             "at constant depth, or horizontal planes at world heights")
     parser.add_argument("--sweep-range", type=float, nargs=2, metavar=("MIN", "MAX"),
-                        help="stereo: depth range (fronto) or world height range (ground) of the sweep, metres")
+                        help="stereo: distance range below the camera (below), depth range (fronto) or world height "
+                             "range (ground) of the sweep, metres")
     parser.add_argument("--stereo-device", default="auto", metavar="auto|cpu|cuda[:N]",
                         help="stereo: the torch device (default auto: the first CUDA GPU torch sees, else the CPU)")
     parser.add_argument("--readout-ms", type=float, default=0.0, metavar="MS",
@@ -82,7 +84,7 @@ def stereo_config_from_args(args: argparse.Namespace):
     if args.sweep_range is None:
         return StereoConfig(**common)
     low, high = args.sweep_range
-    if args.planes == "fronto":
+    if args.planes in ("fronto", "below"):
         return StereoConfig(**common, min_depth=low, max_depth=high)
     return StereoConfig(**common, min_height=low, max_height=high)
 

@@ -167,6 +167,9 @@ def predicted_sweep(config: StereoConfig, T_wc: np.ndarray, points: np.ndarray) 
     if config.planes == "fronto":  # sweep parameter: inverse depth
         s_far, s_near = 1.0 / config.max_depth, 1.0 / config.min_depth
         distance = (points - T_wc[:3, 3]) @ T_wc[:3, 2]
+    elif config.planes == "below":  # inverse distance below the camera
+        s_far, s_near = 1.0 / config.max_depth, 1.0 / config.min_depth
+        distance = cz - points[:, 2]
     else:  # inverse distance below the camera of the plane z = h
         s_far, s_near = 1.0 / (cz - config.min_height), 1.0 / (cz - config.max_height)
         distance = cz - points[:, 2]
@@ -183,7 +186,7 @@ def predicted_sweep(config: StereoConfig, T_wc: np.ndarray, points: np.ndarray) 
     span = (count - 1) * step  # that many planes at the configured step, centred on the prediction
     low = min(max((low + high - span) / 2, s_far), s_near - span)
     high = low + span
-    if config.planes == "fronto":
+    if config.planes in ("fronto", "below"):
         return replace(config, min_depth=1.0 / high, max_depth=1.0 / low, num_hypotheses=count)
     return replace(config, min_height=cz - 1.0 / low, max_height=cz - 1.0 / high, num_hypotheses=count)
 

