@@ -111,7 +111,8 @@ def middlebury_rows() -> list[Row]:
     right_T_wc[0, 3] = MIDDLEBURY_BASELINE
     fb = MIDDLEBURY_FOCAL * MIDDLEBURY_BASELINE
     # Disparities 1..63, one hypothesis per pixel of disparity, like SGBM's 64.
-    config = StereoConfig(num_hypotheses=DISPARITIES, min_depth=fb / (DISPARITIES - 1), max_depth=fb / 1.0)
+    config = StereoConfig(num_hypotheses=DISPARITIES, planes="fronto", min_depth=fb / (DISPARITIES - 1),
+                          max_depth=fb / 1.0)
     stereo = PlaneSweepStereo(configured(config))
     start = time.perf_counter()
     est = stereo.estimate(camera, np.eye(4), left, [right], [right_T_wc])
@@ -125,9 +126,11 @@ def middlebury_rows() -> list[Row]:
 
 # --- 2. synthetic sequences ---------------------------------------------------------------------------
 SYNTHETIC = (
-    ("floor", "fronto 0.3-10 m", StereoConfig()),
+    ("floor", "below 0.3-10 m", StereoConfig()),
+    ("floor", "fronto 0.3-10 m", StereoConfig(planes="fronto")),
     ("floor", "ground -0.05-0.3 m", StereoConfig(planes="ground", min_height=-0.05, max_height=0.3)),
-    ("terrain", "fronto 1-8 m", StereoConfig(min_depth=1.0, max_depth=8.0)),
+    ("terrain", "below 1-8 m", StereoConfig(min_depth=1.0, max_depth=8.0)),
+    ("terrain", "fronto 1-8 m", StereoConfig(planes="fronto", min_depth=1.0, max_depth=8.0)),
     ("terrain", "ground -0.6-0.6 m", StereoConfig(planes="ground", min_height=-0.6, max_height=0.6)),
 )
 
@@ -180,7 +183,7 @@ def replay_rows(frames: int) -> list[Row]:
         folder = write_tum(seq, Path(tmp) / "floor")
         (folder / "depth.txt").unlink()  # images and poses only
         shutil.rmtree(folder / "depth")
-        for label, config in (("fronto 0.3-10 m", StereoConfig()),
+        for label, config in (("below 0.3-10 m", StereoConfig()), ("fronto 0.3-10 m", StereoConfig(planes="fronto")),
                               ("ground -0.05-0.3 m", StereoConfig(planes="ground", min_height=-0.05, max_height=0.3))):
             result = replay(folder, depth="mvs", stereo=configured(config), progress=False)
             e = result.evaluation

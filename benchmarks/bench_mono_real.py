@@ -144,8 +144,9 @@ def main() -> None:
     print("| poses | frames estimated | median rel. error % | within 5 % | density | within 1 sigma | ms stereo | ms track | skipped |")
     print("|---|---|---|---|---|---|---|---|---|")
     runs = {}
+    rolling = f"as given, rolling shutter {KINECT_READOUT_S * 1e3:g} ms"
     for label, track, readout_s in (("as given", "off", 0.0), ("track refine", "refine", 0.0),
-                                    (f"as given, rolling shutter {KINECT_READOUT_S * 1e3:g} ms", "off", KINECT_READOUT_S)):
+                                    (rolling, "off", KINECT_READOUT_S)):
         r = runs[label] = run(args.path, args.frames, track, readout_s)
         print(f"| {label} | {r['frames estimated']} | "
               f"{r['median relative error %']:.1f} | {r['within 5 %']:.2f} | {r['density']:.2f} | "

@@ -26,7 +26,9 @@ MAX_VELOCITY_GAP_S = 0.1
 _INVERSION_STEPS = 4
 
 
-def body_velocity(previous: tuple[float, np.ndarray] | None, T_wc: np.ndarray, timestamp: float | None) -> np.ndarray | None:
+def body_velocity(
+    previous: tuple[float, np.ndarray] | None, T_wc: np.ndarray, timestamp: float | None
+) -> np.ndarray | None:
     """The body velocity of a frame at ``T_wc`` taken at ``timestamp`` seconds, from ``previous`` (timestamp, pose) of
     the frame before it; None where either time is unknown or more than :data:`MAX_VELOCITY_GAP_S` apart."""
     if previous is None or timestamp is None or not 0 < timestamp - previous[0] <= MAX_VELOCITY_GAP_S:
@@ -91,7 +93,8 @@ def global_shutter_depth(
     target = np.stack([u, v], axis=-1).astype(np.float32)
     source = target.copy()
     for _ in range(_INVERSION_STEPS):
-        source = target - cv2.remap(shift, source[..., 0], source[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        source = target - cv2.remap(shift, source[..., 0], source[..., 1], cv2.INTER_LINEAR,
+                                    borderMode=cv2.BORDER_REPLICATE)
     column, row = np.rint(source[..., 0]).astype(np.int64), np.rint(source[..., 1]).astype(np.int64)
     inside = (column >= 0) & (column < width) & (row >= 0) & (row < height)
     column, row = column.clip(0, width - 1), row.clip(0, height - 1)

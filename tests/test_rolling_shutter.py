@@ -3,6 +3,8 @@ images rendered row by row while the camera turns."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import cv2
 import numpy as np
 import pytest
@@ -49,7 +51,8 @@ def _render(T_wc: np.ndarray, velocity: np.ndarray, texture: np.ndarray) -> np.n
     along = (WALL_DEPTH - t[..., 2]) / directions[..., 2]
     points = t + along[..., None] * directions
     texels = points[..., :2] / 0.004 + texture.shape[0] / 2
-    grey = cv2.remap(texture, texels[..., 0].astype(np.float32), texels[..., 1].astype(np.float32), cv2.INTER_LINEAR)
+    texels = texels.astype(np.float32)
+    grey = cv2.remap(texture, texels[..., 0], texels[..., 1], cv2.INTER_LINEAR)
     return (grey * 255).clip(0, 255).astype(np.uint8)
 
 
@@ -68,9 +71,10 @@ def _relative_errors(config: StereoConfig, views, velocities: bool) -> tuple[np.
 
 
 def test_the_readout_model_recovers_depth_a_global_shutter_gets_wrong(swinging_views):
-    config = StereoConfig(planes="fronto", min_depth=1.0, max_depth=6.0, num_hypotheses=48, readout_s=READOUT_S, sweep_size=None)
+    config = StereoConfig(planes="fronto", min_depth=1.0, max_depth=6.0, num_hypotheses=48, readout_s=READOUT_S,
+                          sweep_size=None)
     rolling, rolling_density = _relative_errors(config, swinging_views, velocities=True)
-    global_shutter, _ = _relative_errors(StereoConfig(**{**config.__dict__, "readout_s": 0.0}), swinging_views, True)
+    global_shutter, _ = _relative_errors(replace(config, readout_s=0.0), swinging_views, True)
     assert rolling_density > 0.5
     assert np.median(rolling) < 0.02
     # The rows a global shutter misplaces most: the top and bottom quarters are off by up to 45 % of the parallax.
@@ -81,7 +85,7 @@ def test_without_velocities_the_readout_changes_nothing(swinging_views):
     config = StereoConfig(planes="fronto", min_depth=1.0, max_depth=6.0, num_hypotheses=32, sweep_size=None)
     ref, src = swinging_views
     plain = PlaneSweepStereo(config).estimate(CAMERA, np.eye(4), ref, [src], [SRC_T_WC])
-    unknown = PlaneSweepStereo(StereoConfig(**{**config.__dict__, "readout_s": READOUT_S})).estimate(
+    unknown = PlaneSweepStereo(replace(config, readout_s=READOUT_S)).estimate(
         CAMERA, np.eye(4), ref, [src], [SRC_T_WC], ref_velocity=None, src_velocities=[None])
     np.testing.assert_array_equal(plain.valid, unknown.valid)
     np.testing.assert_array_equal(plain.depth, unknown.depth)
@@ -89,7 +93,8 @@ def test_without_velocities_the_readout_changes_nothing(swinging_views):
 
 def test_velocities_are_checked(swinging_views):
     ref, src = swinging_views
-    stereo = PlaneSweepStereo(StereoConfig(planes="fronto", min_depth=1.0, max_depth=6.0, readout_s=READOUT_S, sweep_size=None))
+    stereo = PlaneSweepStereo(StereoConfig(planes="fronto", min_depth=1.0, max_depth=6.0, readout_s=READOUT_S,
+                                           sweep_size=None))
     with pytest.raises(ValueError, match="ref_velocity"):
         stereo.estimate(CAMERA, np.eye(4), ref, [src], [SRC_T_WC], ref_velocity=np.zeros(3))
     with pytest.raises(ValueError, match=r"src_velocities\[0\]"):
@@ -102,8 +107,8 @@ def test_velocities_are_checked(swinging_views):
 
 def test_motion_stereo_gives_each_keyframe_its_velocity_from_the_frame_before():
     velocity = np.array([0.05, 0.0, 0.02, 0.3, -0.4, 0.1])
-    motion = MotionStereo(StereoConfig(planes="fronto", min_depth=1.0, max_depth=6.0, readout_s=READOUT_S, sweep_size=None),
-                          KeyframeConfig(keyframe_parallax=1e-9))
+    stereo = StereoConfig(planes="fronto", min_depth=1.0, max_depth=6.0, readout_s=READOUT_S, sweep_size=None)
+    motion = MotionStereo(stereo, KeyframeConfig(keyframe_parallax=1e-9))
     image = np.zeros((CAMERA.height, CAMERA.width, 3), np.uint8)
     times = [0.0, 1 / 30, 2 / 30, 2 / 30 + 0.5]  # the last comes after a gap: its velocity is unknown
     for t in times:

@@ -166,7 +166,12 @@ class KeyframeWindow:
         return [self.keyframes[i] for i in chosen]
 
     def offer(
-        self, camera: PinholeCamera, T_wc: np.ndarray, image: np.ndarray, depth: float, velocity: np.ndarray | None = None
+        self,
+        camera: PinholeCamera,
+        T_wc: np.ndarray,
+        image: np.ndarray,
+        depth: float,
+        velocity: np.ndarray | None = None,
     ) -> bool:
         """Keep the frame (moving at body ``velocity``) if it moved enough from the latest keyframe (or is the
         first); True if kept."""

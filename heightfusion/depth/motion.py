@@ -207,7 +207,9 @@ def _halved(camera: PinholeCamera, image: np.ndarray, level: int) -> tuple[Pinho
     return camera, image
 
 
-def _at_middle_row(camera: PinholeCamera, estimate: DepthEstimate, velocity: np.ndarray, readout_s: float) -> DepthEstimate:
+def _at_middle_row(
+    camera: PinholeCamera, estimate: DepthEstimate, velocity: np.ndarray, readout_s: float
+) -> DepthEstimate:
     """A rolling shutter's ``estimate`` as the camera at the middle row's pose sees it."""
     depth, sigma = global_shutter_depth(camera, estimate.depth, estimate.sigma, velocity, readout_s)
     return DepthEstimate(depth, sigma, np.isfinite(depth))

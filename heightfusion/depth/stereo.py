@@ -364,7 +364,8 @@ class PlaneSweepStereo:
         if src_velocities is not None and len(src_velocities) != len(src_images):
             raise ValueError(f"{len(src_images)} source images but {len(src_velocities)} source velocities")
         velocities = [_checked_velocity(ref_velocity, "ref_velocity")] + [
-            _checked_velocity(v, f"src_velocities[{i}]") for i, v in enumerate(src_velocities or [None] * len(src_images))]
+            _checked_velocity(v, f"src_velocities[{i}]")
+            for i, v in enumerate(src_velocities or [None] * len(src_images))]
         with torch_threads(self.config.threads):
             return self._estimate(camera, ref_T_wc, ref_image, src_images, src_T_wcs, velocities)
 
@@ -648,8 +649,8 @@ def _make_source(
         rows = (np.arange(height) + 0.5) / height
         # A point of reference row v is seen in the source near the row that its ray's point at infinity
         # lands on (parallax moves it a few rows: a few percent of the readout); its middle column stands in.
-        ray = K @ T_sr[:3, :3] @ K_inv @ np.stack([np.full(height, (camera.width - 1) / 2), np.arange(height),
-                                                      np.ones(height)])
+        middle = np.stack([np.full(height, (camera.width - 1) / 2), np.arange(height), np.ones(height)])
+        ray = K @ T_sr[:3, :3] @ K_inv @ middle
         landing = np.where(ray[2] > 1e-9, (ray[1] / np.where(ray[2] > 1e-9, ray[2], 1.0) + 0.5) / height, 0.5)
         src_rows = row_poses(T_wc, motion.src_velocity, np.clip(landing, 0.0, 1.0), motion.readout_s)
         T_sr_rows = _rigid_inverse(src_rows) @ row_poses(ref_T_wc, motion.ref_velocity, rows, motion.readout_s)
