@@ -126,11 +126,11 @@ def middlebury_rows() -> list[Row]:
 
 # --- 2. synthetic sequences ---------------------------------------------------------------------------
 SYNTHETIC = (
-    ("floor", "below 0.3-10 m", StereoConfig()),
-    ("floor", "fronto 0.3-10 m", StereoConfig(planes="fronto")),
+    ("floor", "fronto 0.3-10 m", StereoConfig()),
+    ("floor", "below 0.3-10 m", StereoConfig(planes="below")),
     ("floor", "ground -0.05-0.3 m", StereoConfig(planes="ground", min_height=-0.05, max_height=0.3)),
-    ("terrain", "below 1-8 m", StereoConfig(min_depth=1.0, max_depth=8.0)),
-    ("terrain", "fronto 1-8 m", StereoConfig(planes="fronto", min_depth=1.0, max_depth=8.0)),
+    ("terrain", "fronto 1-8 m", StereoConfig(min_depth=1.0, max_depth=8.0)),
+    ("terrain", "below 1-8 m", StereoConfig(planes="below", min_depth=1.0, max_depth=8.0)),
     ("terrain", "ground -0.6-0.6 m", StereoConfig(planes="ground", min_height=-0.6, max_height=0.6)),
 )
 
@@ -183,7 +183,7 @@ def replay_rows(frames: int) -> list[Row]:
         folder = write_tum(seq, Path(tmp) / "floor")
         (folder / "depth.txt").unlink()  # images and poses only
         shutil.rmtree(folder / "depth")
-        for label, config in (("below 0.3-10 m", StereoConfig()), ("fronto 0.3-10 m", StereoConfig(planes="fronto")),
+        for label, config in (("fronto 0.3-10 m", StereoConfig()), ("below 0.3-10 m", StereoConfig(planes="below")),
                               ("ground -0.05-0.3 m", StereoConfig(planes="ground", min_height=-0.05, max_height=0.3))):
             result = replay(folder, depth="mvs", stereo=configured(config), progress=False)
             e = result.evaluation

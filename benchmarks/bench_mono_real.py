@@ -1,5 +1,6 @@
 """Monocular depth on real frames (issue 12): motion stereo's per-frame depth against the Kinect's, with the
-poses as given, with ``--track refine``, and as given with a rolling shutter (``StereoConfig.readout_s``).
+poses as given and with ``--track refine`` (fronto-parallel planes, the default, and horizontal planes below the
+camera, ``planes="below"``), and as given with a rolling shutter (``StereoConfig.readout_s``).
 
     python benchmarks/bench_mono_real.py [--path ../shared/data/tum_fr1_rpy_first180] [--frames 60] [--splits 5]
 
@@ -11,8 +12,8 @@ share of stereo's errors within its own 1 sigma; and by the Kinect's depth (band
 the share of the compared pixels, median |relative error| and median signed relative error (the bias).
 The tracking cost and the frames stereo or tracking skipped are printed too. Then the maps: every 5th frame
 held out (``heightfusion.heldout``), the rest fused from the Kinect depth and from monocular stereo (poses as
-given, and refined; as given with the keyframe window of the earlier default, 10 keyframes and 4 sources,
-beside the current 24 and 3; as given with a rolling shutter), each scored against the held-out frames' depth:
+given and refined, with either plane family; as given with a rolling shutter), each scored against the
+held-out frames' depth:
 median |dh| and coverage, stereo's median as a multiple of the sensor map's, frames fused and fused frames/s.
 A monocular map's score depends much on which frames it was fused from (on the real sample 38-76 mm over the
 five splits), so each map is fused and scored on ``--splits`` of the five ways to hold out every 5th frame,
@@ -42,8 +43,6 @@ from heightfusion.tracking import Tracker
 from heightfusion.up_axis import UpAligned, default_up, up_rotation
 from real_sample import REAL_SAMPLE
 
-#: The keyframe window and sources of the earlier default (KeyframeConfig), fused beside the current one.
-EARLIER_KEYFRAMES = (10, 4)
 #: Readout time of the Kinect v1's colour camera (a rolling shutter; Kerl et al., ICCV 2015, simulate 28 ms),
 #: in seconds: one map is fused with it (``StereoConfig.readout_s``).
 KINECT_READOUT_S = 0.03
@@ -51,16 +50,15 @@ KINECT_READOUT_S = 0.03
 DEPTH_BANDS = (0.0, 0.8, 1.2, 1.6, 2.2, 10.0)
 
 
-def run(path: Path, frames: int, track: str, readout_s: float = 0.0) -> dict:
-    """Stereo depth against the Kinect's over the first ``frames`` frames of ``path`` with ``track`` (and a rolling
-    shutter of ``readout_s``)."""
+def run(path: Path, frames: int, track: str, stereo: StereoConfig) -> dict:
+    """Stereo depth against the Kinect's over the first ``frames`` frames of ``path`` with ``track`` and ``stereo``."""
     sequence = hf.datasets.open(path, max_frames=frames, undistort=True)
     sequence = UpAligned(sequence, up_rotation(default_up(sequence.format), sequence))
     grid = grid_for_sequence(sequence, None, None, None)
     renderer = hf.make_renderer("gl")
     fuser = hf.HeightMapFuser(grid, renderer, fusion_config(True))
     tracker = None if track == "off" else Tracker(track, renderer)
-    pipeline = FramePipeline(fuser, "mvs", stereo=StereoConfig(readout_s=readout_s), tracker=tracker)
+    pipeline = FramePipeline(fuser, "mvs", stereo=stereo, tracker=tracker)
     signed, kinect_depths, within_sigma, density, skipped = [], [], [], [], Counter()
     start = time.perf_counter()
     for frame in sequence:
@@ -106,19 +104,17 @@ def run(path: Path, frames: int, track: str, readout_s: float = 0.0) -> dict:
 
 def heldout_maps(path: Path, frames: int, splits: int) -> list[tuple[str, list[dict], list[hf.ReplayResult]]]:
     """(run, held-out score and replay result of each split) of the maps fused from sensor depth and from
-    stereo (as given, refined, as given with the keyframe window of the earlier default,
-    :data:`EARLIER_KEYFRAMES`, and as given with a rolling shutter of :data:`KINECT_READOUT_S`). Split k holds
+    stereo (as given and refined, fronto-parallel planes and planes below the camera, and as given with a rolling
+    shutter of :data:`KINECT_READOUT_S`). Split k holds
     out the frames at positions k, k + 5, ... (every 5th, :func:`heightfusion.heldout.split_heldout`); the
     first ``splits`` of the five run, the last first (the split of the other benchmarks)."""
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_tracking import heldout_split
-    from heightfusion.depth import KeyframeConfig
 
-    window, sources = EARLIER_KEYFRAMES
     runs = (("sensor depth", "sensor", "off", {}), ("stereo, poses as given", "mvs", "off", {}),
             ("stereo, track refine", "mvs", "refine", {}),
-            (f"stereo, poses as given, {window} keyframes / {sources} sources", "mvs", "off",
-             {"keyframes": KeyframeConfig(window=window, num_sources=sources)}),
+            ("stereo, poses as given, planes below", "mvs", "off", {"stereo": StereoConfig(planes="below")}),
+            ("stereo, track refine, planes below", "mvs", "refine", {"stereo": StereoConfig(planes="below")}),
             (f"stereo, poses as given, rolling shutter {KINECT_READOUT_S * 1e3:g} ms", "mvs", "off",
              {"stereo": StereoConfig(readout_s=KINECT_READOUT_S)}))
     scores = {name: ([], []) for name, *_ in runs}
@@ -144,10 +140,12 @@ def main() -> None:
     print("| poses | frames estimated | median rel. error % | within 5 % | density | within 1 sigma | ms stereo | ms track | skipped |")
     print("|---|---|---|---|---|---|---|---|---|")
     runs = {}
-    rolling = f"as given, rolling shutter {KINECT_READOUT_S * 1e3:g} ms"
-    for label, track, readout_s in (("as given", "off", 0.0), ("track refine", "refine", 0.0),
-                                    (rolling, "off", KINECT_READOUT_S)):
-        r = runs[label] = run(args.path, args.frames, track, readout_s)
+    for label, track, stereo in (("as given", "off", StereoConfig()), ("track refine", "refine", StereoConfig()),
+                                 ("as given, planes below", "off", StereoConfig(planes="below")),
+                                 ("track refine, planes below", "refine", StereoConfig(planes="below")),
+                                 (f"as given, rolling shutter {KINECT_READOUT_S * 1e3:g} ms", "off",
+                                  StereoConfig(readout_s=KINECT_READOUT_S))):
+        r = runs[label] = run(args.path, args.frames, track, stereo)
         print(f"| {label} | {r['frames estimated']} | "
               f"{r['median relative error %']:.1f} | {r['within 5 %']:.2f} | {r['density']:.2f} | "
               f"{r['within 1 sigma']:.2f} | {r['ms stereo']:.0f} | {r['ms track']:.0f} | {r['skipped']} |", flush=True)

@@ -36,9 +36,9 @@ def add_depth_arguments(parser: argparse.ArgumentParser, default: str) -> None:
 
 def add_stereo_arguments(parser: argparse.ArgumentParser) -> None:
     """Options --planes, --sweep-range, --stereo-device and --readout-ms (for :func:`stereo_config_from_args`)."""
-    parser.add_argument("--planes", choices=("below", "fronto", "ground"), default="below",
-                        help="stereo: sweep horizontal planes at distances below the camera (default below), planes "
-                             "at constant depth, or horizontal planes at world heights")
+    parser.add_argument("--planes", choices=("fronto", "below", "ground"), default="fronto",
+                        help="stereo: sweep planes at constant depth (default fronto), horizontal planes at distances "
+                             "below the camera, or horizontal planes at world heights")
     parser.add_argument("--sweep-range", type=float, nargs=2, metavar=("MIN", "MAX"),
                         help="stereo: distance range below the camera (below), depth range (fronto) or world height "
                              "range (ground) of the sweep, metres")
