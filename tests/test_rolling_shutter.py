@@ -158,3 +158,5 @@ def test_replay_takes_the_readout_in_milliseconds():
     add_stereo_arguments(parser)
     assert stereo_config_from_args(parser.parse_args(["--readout-ms", "30"])).readout_s == pytest.approx(0.03)
     assert stereo_config_from_args(parser.parse_args([])).readout_s == 0.0
+    with pytest.raises(ValueError, match="--readout-ms must be a non-negative number of milliseconds, got -5"):
+        stereo_config_from_args(parser.parse_args(["--readout-ms", "-5"]))

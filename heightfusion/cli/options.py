@@ -80,6 +80,8 @@ def stereo_config_from_args(args: argparse.Namespace):
         return None
     from ..depth import StereoConfig
 
+    if not (math.isfinite(args.readout_ms) and args.readout_ms >= 0):
+        raise ValueError(f"--readout-ms must be a non-negative number of milliseconds, got {args.readout_ms}")
     common = {"planes": args.planes, "device": args.stereo_device, "readout_s": args.readout_ms / 1000}
     if args.sweep_range is None:
         return StereoConfig(**common)
