@@ -10,14 +10,12 @@ everything after it place a frame.
 
 from __future__ import annotations
 
-import math
-
 import cv2
 import numpy as np
 
 from .camera import PinholeCamera
 from .poses import invert_pose
-from .tracking.se3 import hat, log_se3
+from .tracking.se3 import exp_se3, log_se3
 
 #: :func:`body_velocity` knows a frame's velocity when the frame before came at most this many seconds earlier.
 MAX_VELOCITY_GAP_S = 0.1
@@ -37,26 +35,9 @@ def body_velocity(
 
 
 def row_motions(velocity: np.ndarray, fractions: np.ndarray, readout_s: float) -> np.ndarray:
-    """(n, 4, 4) ``exp_se3(tau xi)`` of the rows at ``fractions`` of the image's height (the middle row: identity).
-
-    Every row's motion is a multiple ``tau`` of one twist, so the exponential map is written out for all of
-    them at once (as :func:`heightfusion.tracking.se3.exp_se3`).
-    """
+    """(n, 4, 4) ``exp_se3(tau xi)`` of the rows at ``fractions`` of the image's height (the middle row: identity)."""
     tau = (np.asarray(fractions, dtype=np.float64) - 0.5) * readout_s
-    v, w = np.asarray(velocity[:3], dtype=np.float64), np.asarray(velocity[3:], dtype=np.float64)
-    W = hat(w)
-    x = tau * math.sqrt(float(w @ w))
-    small = np.abs(x) < 1e-4
-    safe = np.where(small, 1.0, x)
-    a = np.where(small, 1 - x**2 / 6, np.sin(safe) / safe)
-    b = np.where(small, 0.5 - x**2 / 24, (1 - np.cos(safe)) / safe**2)
-    c = np.where(small, 1 / 6 - x**2 / 120, (safe - np.sin(safe)) / safe**3)
-    t1, t2 = tau[:, None, None], (tau**2)[:, None, None]
-    motions = np.tile(np.eye(4), (len(tau), 1, 1))
-    motions[:, :3, :3] = np.eye(3) + a[:, None, None] * t1 * W + b[:, None, None] * t2 * (W @ W)
-    V = np.eye(3) + b[:, None, None] * t1 * W + c[:, None, None] * t2 * (W @ W)
-    motions[:, :3, 3] = V @ v * tau[:, None]
-    return motions
+    return exp_se3(tau[:, None] * np.asarray(velocity, dtype=np.float64))
 
 
 def row_poses(T_wc: np.ndarray, velocity: np.ndarray | None, fractions: np.ndarray, readout_s: float) -> np.ndarray:

@@ -167,12 +167,12 @@ def predicted_sweep(config: StereoConfig, T_wc: np.ndarray, points: np.ndarray) 
     if config.planes == "fronto":  # sweep parameter: inverse depth
         s_far, s_near = 1.0 / config.max_depth, 1.0 / config.min_depth
         distance = (points - T_wc[:3, 3]) @ T_wc[:3, 2]
-    elif config.planes == "below":  # inverse distance below the camera
-        s_far, s_near = 1.0 / config.max_depth, 1.0 / config.min_depth
+    else:  # horizontal planes: inverse distance below the camera
         distance = cz - points[:, 2]
-    else:  # inverse distance below the camera of the plane z = h
-        s_far, s_near = 1.0 / (cz - config.min_height), 1.0 / (cz - config.max_height)
-        distance = cz - points[:, 2]
+        if config.planes == "below":
+            s_far, s_near = 1.0 / config.max_depth, 1.0 / config.min_depth
+        else:  # the planes z = h
+            s_far, s_near = 1.0 / (cz - config.min_height), 1.0 / (cz - config.max_height)
     distance = distance[distance > 0]
     if len(distance) == 0:
         return config

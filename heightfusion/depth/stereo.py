@@ -625,15 +625,6 @@ def _checked_velocity(velocity: np.ndarray | None, name: str) -> np.ndarray | No
     return array
 
 
-def _rigid_inverse(T: np.ndarray) -> np.ndarray:
-    """(n, 4, 4) inverses of the rigid motions ``T`` (n, 4, 4)."""
-    inverse = np.tile(np.eye(4), (len(T), 1, 1))
-    R_t = np.transpose(T[:, :3, :3], (0, 2, 1))
-    inverse[:, :3, :3] = R_t
-    inverse[:, :3, 3] = -(R_t @ T[:, :3, 3:])[..., 0]
-    return inverse
-
-
 def _make_source(
     fine: torch.Tensor,
     T_wc: np.ndarray,
@@ -655,7 +646,7 @@ def _make_source(
         ray = K @ T_sr[:3, :3] @ K_inv @ middle
         landing = np.where(ray[2] > 1e-9, (ray[1] / np.where(ray[2] > 1e-9, ray[2], 1.0) + 0.5) / height, 0.5)
         src_rows = row_poses(T_wc, motion.src_velocity, np.clip(landing, 0.0, 1.0), motion.readout_s)
-        T_sr_rows = _rigid_inverse(src_rows) @ row_poses(ref_T_wc, motion.ref_velocity, rows, motion.readout_s)
+        T_sr_rows = np.linalg.inv(src_rows) @ row_poses(ref_T_wc, motion.ref_velocity, rows, motion.readout_s)
     else:
         T_sr_rows = T_sr[None]
     A = K @ T_sr_rows[:, :3, :3] @ K_inv
