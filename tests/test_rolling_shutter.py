@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from heightfusion.camera import PinholeCamera
-from heightfusion.depth import KeyframeConfig, MotionStereo, PlaneSweepStereo, StereoConfig
+from heightfusion.depth import DepthEstimate, KeyframeConfig, MotionStereo, PlaneSweepStereo, StereoConfig
 from heightfusion.rolling_shutter import global_shutter_depth, row_poses
 from heightfusion.tracking import exp_se3
 
@@ -160,3 +160,33 @@ def test_replay_takes_the_readout_in_milliseconds():
     assert stereo_config_from_args(parser.parse_args([])).readout_s == 0.0
     with pytest.raises(ValueError, match="--readout-ms must be a non-negative number of milliseconds, got -5"):
         stereo_config_from_args(parser.parse_args(["--readout-ms", "-5"]))
+
+
+def test_motion_stereo_hands_on_the_middle_rows_view():
+    """MotionStereo gives the stereo each frame's velocity and moves its rolling-shutter depth to the middle row."""
+    velocity = np.array([3.0, 0.0, 0.0, 1.0, 2.0, 0.5])  # 0.1 m sideways a frame: parallax for a source
+    start = exp_se3(np.array([0.1, 0.0, 0.0, 0.3, 0.2, 0.0]))
+    rows = (np.arange(CAMERA.height) + 0.5) / CAMERA.height
+    given = []
+
+    def rolling_wall(camera, T_wc, image, src_images, src_T_wcs, ref_velocity=None, src_velocities=None):
+        given.append(ref_velocity)
+        depth = _wall_depth(row_poses(T_wc, ref_velocity, rows, READOUT_S)).astype(np.float32)
+        return DepthEstimate(depth, np.full_like(depth, 0.01), np.isfinite(depth))
+
+    motion = MotionStereo(StereoConfig(planes="fronto", min_depth=1.0, max_depth=6.0, readout_s=READOUT_S,
+                                       sweep_size=None))
+    motion.stereo.estimate = rolling_wall
+    image = np.zeros((CAMERA.height, CAMERA.width, 3), np.uint8)
+    for k in range(3):
+        T_wc = start @ exp_se3(k / 30 * velocity)
+        result = motion.push(CAMERA, T_wc, image, timestamp=k / 30)
+    assert len(given) == 2 and given[0] is not None
+    np.testing.assert_allclose(given[-1], velocity, atol=1e-9)
+    at_once = _wall_depth(np.broadcast_to(T_wc, (CAMERA.height, 4, 4)))
+    rolling = _wall_depth(row_poses(T_wc, velocity, rows, READOUT_S))
+    known = result.estimate.valid
+    assert known.mean() > 0.9
+    moved = np.abs(result.estimate.depth[known] - at_once[known])
+    assert np.median(moved) < 0.005 and moved.max() < 0.011  # within the nearest pixel's depth step
+    assert np.median(np.abs(rolling[known] - at_once[known])) > 10 * np.median(moved)  # what the readout changes
