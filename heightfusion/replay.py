@@ -111,6 +111,7 @@ def replay(
     track: str = "off",
     tracking: TrackingConfig | None = None,
     start_pose: np.ndarray | None = None,
+    camera_offset: np.ndarray | None = None,
     stereo_ahead: bool = True,
     stereo_process: bool = False,
 ) -> ReplayResult:
@@ -133,6 +134,9 @@ def replay(
     alignment against the map and the latest keyframe, "odometry" tracks from the first pose (or
     ``start_pose``) alone (:class:`heightfusion.tracking.Tracker`, settings ``tracking``); a frame that
     cannot be tracked is skipped with a "tracking: ..." reason. The poses used are ``result.poses``.
+    ``camera_offset``: the camera's 4x4 pose on the body the dataset's poses are of
+    (:mod:`heightfusion.camera_offset`): frames, and the reference trajectory they are scored against, are
+    taken at ``pose @ camera_offset``.
     ``stereo_ahead``: with stereo depth and no tracking, run each frame's stereo on a worker thread while the
     frame before is fused (:meth:`FramePipeline.prefetch`; torch and numpy release the GIL in their work).
     Measured on the real TUM frames (640x480), fused frames/s in turn -> ahead: 4.5-4.8 -> 5.0-5.4 on an idle
@@ -159,8 +163,8 @@ def replay(
     reopened = with_depth is not sequence
     up = default_up(sequence.format) if up is None else up
     rotation = up_rotation(up, with_depth)
-    sequence = UpAligned(sequence, rotation)
-    with_depth = UpAligned(with_depth, rotation) if reopened else sequence
+    sequence = UpAligned(sequence, rotation, camera_offset)
+    with_depth = UpAligned(with_depth, rotation, camera_offset) if reopened else sequence
     messages = list(sequence.messages) + ([] if sequence.identity else [sequence.describe()])
     window = None if tiles is None else window_for_run(tiles, up, cell_size, origin,
                                                          sequence.gt_heightmap)

@@ -100,18 +100,25 @@ def up_rotation(up: str, frames) -> np.ndarray:
 
 
 class UpAligned:
-    """A sequence whose frames' poses (and reference trajectory) are turned by ``rotation`` (4x4, from :func:`up_rotation`).
+    """A sequence whose frames' poses (and reference trajectory) are turned by ``rotation`` (4x4, from :func:`up_rotation`)
+    and, with ``camera_offset`` (the camera's 4x4 pose on the body the poses are of,
+    :mod:`heightfusion.camera_offset`), moved onto the camera: ``T_wc = rotation @ G @ camera_offset``.
 
     Everything else (name, ground truth, skip counts...) is the wrapped sequence's. A ground-truth
     height map is only meaningful in the original world, so it is dropped unless the turn is the
     identity.
     """
 
-    def __init__(self, sequence, rotation: np.ndarray) -> None:
+    def __init__(self, sequence, rotation: np.ndarray, camera_offset: np.ndarray | None = None) -> None:
         self._sequence = sequence
         self.rotation = rotation
+        self.camera_offset = camera_offset
         self.identity = bool(np.allclose(rotation, np.eye(4)))
         self.gt_heightmap = sequence.gt_heightmap if self.identity else None
+        self._unchanged = self.identity and (camera_offset is None or bool(np.allclose(camera_offset, np.eye(4))))
+
+    def _pose(self, T: np.ndarray) -> np.ndarray:
+        return self.rotation @ T if self.camera_offset is None else self.rotation @ T @ self.camera_offset
 
     def __getattr__(self, name: str):
         return getattr(self._sequence, name)
@@ -127,16 +134,16 @@ class UpAligned:
         such method), turned."""
         reader = getattr(self._sequence, "iter_frames", None)
         for frame in (iter(self._sequence) if stale is None or reader is None else reader(stale)):
-            if frame.T_wc is not None and not self.identity:  # a new frame: the wrapped one may be kept in memory
-                frame = dataclasses.replace(frame, T_wc=self.rotation @ frame.T_wc)
+            if frame.T_wc is not None and not self._unchanged:  # a new frame: the wrapped one may be kept in memory
+                frame = dataclasses.replace(frame, T_wc=self._pose(frame.T_wc))
             yield frame
 
     def reference_trajectory(self) -> list[tuple[float, np.ndarray]] | None:
-        """The wrapped sequence's reference poses, turned as the frames' poses are."""
+        """The wrapped sequence's reference poses, turned (and moved onto the camera) as the frames' poses are."""
         reference = self._sequence.reference_trajectory()
-        if reference is None or self.identity:
+        if reference is None or self._unchanged:
             return reference
-        return [(t, self.rotation @ T) for t, T in reference]
+        return [(t, self._pose(T)) for t, T in reference]
 
     def describe(self) -> str:
         """The turn in words, e.g. "up axis: world (0.00, -1.00, 0.00) made +Z (90.0 deg turn)"."""

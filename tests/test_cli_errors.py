@@ -106,6 +106,16 @@ IN_PROCESS = {
         (["replay", "{ds}", "--robot-radius", "-1"], "robot_radius"),
         (["replay", "{ds}", "--depth", "mvs", "--stereo-device", "gpu0"], "gpu0"),
         (["replay", "{ds}", "--out", "{text}"], "{text}"),
+        (["replay", "{ds}", "--camera-offset", "0", "0", "nan", "0", "0", "0", "1"], "--camera-offset"),
+        (["replay", "{ds}", "--camera-offset", "0", "0", "0", "0", "0", "0", "0"], "--camera-offset"),
+    ],
+    "camera-offset": [
+        (["camera-offset", "{missing}"], "{missing}"),
+        (["camera-offset", "{text}"], "{text}"),
+        (["camera-offset", "{ds}", "--gaps", "0"], "--gaps"),
+        (["camera-offset", "{ds}", "--max-frames", "1"], "--max-frames"),
+        (["camera-offset", "{ds}"], "{ds}"),  # 2 frames: too few pairs for a fit
+        (["camera-offset", "{ds}", "--out", "{text}/x.json"], "{text}"),
     ],
     "synth": [
         (["synth", "{out}/s", "--frames", "0"], "frames"),

@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("heightfusion.cli.info", "print the OpenGL renderer and the stereo device heightfusion would use"),
     "board": ("heightfusion.cli.board", "write a printable ChArUco marker board (PNG) for metric camera poses"),
     "calibrate": ("heightfusion.cli.calibrate", "calibrate a camera from views of the marker board; writes camera.yaml"),
+    "camera-offset": ("heightfusion.cli.camera_offset", "measure where the camera sits on the body an RGB-D recording's poses are of"),
     "compare": ("heightfusion.cli.compare", "compare heightfusion with the Kalman elevation map and the TSDF on the same data"),
 }
 

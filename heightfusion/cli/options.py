@@ -172,6 +172,10 @@ def add_track_arguments(parser: argparse.ArgumentParser, default: str = "off") -
                              f"only a starting pose, 'off' uses the poses as given (default {default})")
     parser.add_argument("--start-pose", type=float, nargs=7, metavar=("TX", "TY", "TZ", "QX", "QY", "QZ", "QW"),
                         help="odometry's starting pose (camera to world, TUM order); default the first frame's pose")
+    parser.add_argument("--camera-offset", type=float, nargs=7, metavar=("TX", "TY", "TZ", "QX", "QY", "QZ", "QW"),
+                        help="the camera's pose on the body the given poses are of (motion-capture markers, a robot's "
+                             "base; metres, TUM order): frames are used at pose @ offset; "
+                             "'heightfusion camera-offset' measures it (default: the poses are the camera's)")
     default_mm, default_deg = TrackingConfig.refine_prior
     parser.add_argument("--pose-drift", type=float, nargs=2, metavar=("MM", "DEG"),
                         help="refine: the given poses drift (odometry, a trajectory without loop closure), by about "
@@ -198,6 +202,21 @@ def track_options(args: argparse.Namespace) -> dict:
             raise UserError("--start-pose is odometry's starting pose: use it with --track odometry")
         start_pose = validate_pose(pose_from_tum(*args.start_pose), "--start-pose")
     return {"track": args.track, "start_pose": start_pose, "tracking": tracking}
+
+
+def camera_offset_option(args: argparse.Namespace):
+    """The 4x4 camera offset of ``--camera-offset``, checked, or None."""
+    from ..poses import pose_from_tum, validate_pose
+    from . import UserError
+
+    if args.camera_offset is None:
+        return None
+    if not all(math.isfinite(v) for v in args.camera_offset):
+        raise UserError(f"--camera-offset takes 7 finite numbers, got {' '.join(map(str, args.camera_offset))}")
+    try:
+        return validate_pose(pose_from_tum(*args.camera_offset), "--camera-offset")
+    except ValueError as exc:
+        raise UserError(f"--camera-offset: {exc}") from None
 
 
 # --- marker board ---------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from .options import (
     add_rerun_arguments,
     add_track_arguments,
     add_up_argument,
+    camera_offset_option,
     free_space_settings,
     grid_args,
     keyframe_config_from_args,
@@ -71,7 +72,7 @@ def replay_options(args: argparse.Namespace) -> dict:
     return {"depth": args.depth, "backend": args.backend, **grid_args(args), "max_frames": args.max_frames,
             "stereo": stereo_config_from_args(args), "keyframes": keyframe_config_from_args(args),
             "fusion_settings": settings, "up": args.up, **track_options(args),
-            "stereo_ahead": args.stereo_ahead}
+            "camera_offset": camera_offset_option(args), "stereo_ahead": args.stereo_ahead}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,0 +1,187 @@
+"""Camera offset: where the camera sits on the body whose poses a trajectory gives (hand-eye calibration).
+
+A motion-capture system, a robot's odometry or a marker board report the pose ``G`` of a rigid body (the
+markers, the base, the board's frame); the camera is rigidly attached to it at an offset ``X``, so the
+camera's pose is ``T_wc = G @ X``. A trajectory that claims to give the optical centre often misses it by
+centimetres, and under rotation a wrong offset becomes a wrong camera translation: a camera turning by
+``R`` about a centre ``o`` off its optical centre moves by ``(R - I) o``, which for the few millimetres a
+frame of a turning hand-held camera moves is as large as the motion itself. Motion stereo measures depth
+from exactly that translation.
+
+The offset is found as in hand-eye calibration (``A X = X B``): pairs of frames whose relative motion the
+images measure (``B``, camera frame, e.g. by dense RGB-D alignment: :func:`measured_motions`) and the
+trajectory gives (``A``, body frame) are explained by one ``X``, fitted by robust least squares
+(:func:`fit_camera_offset`). The rotation of ``X`` needs pairs that turn about different axes, its
+translation pairs that turn at all (a camera that only translates shows no offset).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import least_squares
+
+from .datasets.frame import Frame
+from .poses import invert_pose, validate_pose
+from .tracking.se3 import exp_se3, log_se3
+
+#: Residual scales of the fit: a millimetre of translation weighs as much as this many degrees of rotation.
+_TRANSLATION_SCALE_M = 0.001
+_ROTATION_SCALE_RAD = math.radians(0.05)
+#: A weak prior on the offset (metres, radians): it holds only what the motions leave undetermined (the
+#: component along the axis of a camera that always turns about one axis), at zero.
+_PRIOR_M, _PRIOR_RAD = 1.0, math.radians(30.0)
+#: Smallest spread of the fit's residuals, in their units (0.1 mm, 0.005 deg), for its covariance.
+_MIN_SPREAD = 0.1
+#: An offset component known worse than this (metres, one sigma) is reported as not determined.
+UNDETERMINED_M = 0.01
+
+
+@dataclass(frozen=True)
+class CameraOffset:
+    """The fitted offset and how well it explains the pairs.
+
+    Attributes:
+        T_bc: 4x4 pose of the camera in the body frame (``T_wc = G @ T_bc``).
+        pairs: frame pairs the fit used.
+        before: RMS disagreement of the pairs' measured and given motions with no offset: (millimetres,
+            degrees).
+        after: ... with ``T_bc``.
+        spread: (millimetres, degrees) between the offsets fitted on the first and the second half of the
+            pairs: how far the data pin the offset down.
+        translation_sigma: (3,) one-sigma uncertainty of the offset's translation along the body's axes,
+            metres (from the fit's Jacobian and the residuals' robust spread).
+        undetermined: unit direction (body frame) along which the motions do not determine the translation
+            (its sigma over :data:`UNDETERMINED_M`: the camera turned about that axis alone), held at zero
+            there by the fit's prior; None when every direction is determined.
+    """
+
+    T_bc: np.ndarray
+    pairs: int
+    before: tuple[float, float]
+    after: tuple[float, float]
+    spread: tuple[float, float]
+    translation_sigma: np.ndarray
+    undetermined: np.ndarray | None = None
+
+    def summary(self) -> str:
+        t = 1000 * self.T_bc[:3, 3]
+        sd = 1000 * self.translation_sigma
+        angle = math.degrees(np.linalg.norm(log_se3(self.T_bc)[3:]))
+        text = (f"camera offset {t[0]:+.1f} {t[1]:+.1f} {t[2]:+.1f} mm (sigma {sd[0]:.1f} {sd[1]:.1f} {sd[2]:.1f}), "
+                f"turned {angle:.2f} deg, from {self.pairs} frame pairs: they disagree with the trajectory by "
+                f"{self.before[0]:.2f} mm / {self.before[1]:.3f} deg RMS without it, {self.after[0]:.2f} mm / "
+                f"{self.after[1]:.3f} deg with it (halves of the pairs differ by {self.spread[0]:.1f} mm / "
+                f"{self.spread[1]:.2f} deg)")
+        if self.undetermined is not None:
+            d = self.undetermined
+            text += (f"; not determined along ({d[0]:+.2f}, {d[1]:+.2f}, {d[2]:+.2f}): the camera turned about that "
+                     "axis alone, so the offset along it is left at 0")
+        return text
+
+
+def apply_camera_offset(T_wb: np.ndarray, T_bc: np.ndarray) -> np.ndarray:
+    """The camera's pose ``T_wb @ T_bc`` from the body's ``T_wb`` (4x4, or (N, 4, 4))."""
+    return np.asarray(T_wb, dtype=np.float64) @ np.asarray(T_bc, dtype=np.float64)
+
+
+def _disagreement(given: np.ndarray, measured: np.ndarray, T_bc: np.ndarray) -> np.ndarray:
+    """(N, 6) twists of ``inv(A X) X B`` (zero where ``X`` explains a pair), translation first."""
+    predicted = invert_pose(T_bc) @ given @ T_bc  # the camera's motion the trajectory implies
+    return np.stack([log_se3(invert_pose(p) @ m) for p, m in zip(predicted, measured)])
+
+
+def _rms(twists: np.ndarray) -> tuple[float, float]:
+    return (1000 * float(np.sqrt(np.mean(np.sum(twists[:, :3] ** 2, axis=1)))),
+            math.degrees(float(np.sqrt(np.mean(np.sum(twists[:, 3:] ** 2, axis=1))))))
+
+
+def _fit(given: np.ndarray, measured: np.ndarray, rotation: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(offset, covariance of its parameters: translation in metres, rotation vector in radians)."""
+    def offset(x: np.ndarray) -> np.ndarray:
+        return exp_se3(np.concatenate([x[:3], x[3:] if rotation else np.zeros(3)]))
+
+    prior = np.array([_PRIOR_M] * 3 + ([_PRIOR_RAD] * 3 if rotation else []))
+
+    def residuals(x: np.ndarray) -> np.ndarray:
+        twists = _disagreement(given, measured, offset(x))
+        return np.concatenate([twists[:, :3].ravel() / _TRANSLATION_SCALE_M, twists[:, 3:].ravel() / _ROTATION_SCALE_RAD,
+                               x / prior])
+
+    # Huber at about two disagreements' worth: a pair the alignment got wrong must not pull the offset.
+    solution = least_squares(residuals, np.zeros(len(prior)), loss="huber", f_scale=3.0, x_scale=0.01)
+    # The data's information at their robust spread (floored at a tenth of the residuals' unit: exact motions
+    # do not make the offset exact), and the prior's.
+    scale = max(1.4826 * float(np.median(np.abs(solution.fun[:-len(prior)]))), _MIN_SPREAD)
+    data, held = solution.jac[:-len(prior)], solution.jac[-len(prior):]
+    covariance = np.linalg.inv(data.T @ data / scale**2 + held.T @ held)
+    return offset(solution.x), covariance
+
+
+def fit_camera_offset(given: Iterable[np.ndarray], measured: Iterable[np.ndarray], rotation: bool = True) -> CameraOffset:
+    """The camera's pose in the body frame that best explains frame pairs' motions.
+
+    Args:
+        given: per pair, the 4x4 motion the trajectory gives, ``inv(G_i) @ G_j`` (body frame).
+        measured: per pair, the 4x4 motion the images measure, ``inv(T_i) @ T_j`` (camera frame).
+        rotation: fit the offset's rotation too (else translation alone; the trajectory's orientation
+            trusted to be the camera's).
+
+    Raises:
+        ValueError: fewer than 4 pairs (8 with ``rotation``), different numbers of given and measured
+            motions, or a motion that is not rigid.
+    """
+    given = np.array([validate_pose(A, f"given motion {i}") for i, A in enumerate(given)]).reshape(-1, 4, 4)
+    measured = np.array([validate_pose(B, f"measured motion {i}") for i, B in enumerate(measured)]).reshape(-1, 4, 4)
+    if len(given) != len(measured):
+        raise ValueError(f"{len(given)} given motions but {len(measured)} measured ones")
+    least = 8 if rotation else 4
+    if len(given) < least:
+        raise ValueError(f"a camera offset needs at least {least} frame pairs, got {len(given)}")
+    T_bc, covariance = _fit(given, measured, rotation)
+    half = len(given) // 2
+    first, second = _fit(given[:half], measured[:half], rotation)[0], _fit(given[half:], measured[half:], rotation)[0]
+    difference = invert_pose(first) @ second
+    values, vectors = np.linalg.eigh(covariance[:3, :3])
+    undetermined = vectors[:, -1] * np.sign(vectors[np.argmax(np.abs(vectors[:, -1])), -1]) \
+        if values[-1] > UNDETERMINED_M**2 else None
+    return CameraOffset(
+        T_bc=T_bc,
+        pairs=len(given),
+        before=_rms(_disagreement(given, measured, np.eye(4))),
+        after=_rms(_disagreement(given, measured, T_bc)),
+        spread=(1000 * float(np.linalg.norm(difference[:3, 3])), math.degrees(float(np.linalg.norm(log_se3(difference)[3:])))),
+        translation_sigma=np.sqrt(np.clip(np.diag(covariance)[:3], 0.0, None)),
+        undetermined=undetermined,
+    )
+
+
+def measured_motions(frames: list[Frame], gaps: Iterable[int] = (3, 6, 10), every: int = 2,
+                     max_side: int = 480) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(given, measured) motions of frame pairs ``gaps`` frames apart (every ``every``-th first frame), the
+    measured ones by dense RGB-D alignment (:func:`heightfusion.tracking.align`, photometric and geometric,
+    the later frame to the earlier one, started at the trajectory's motion). Frames need an image, depth and
+    a given pose; pairs whose alignment fails (too few inliers, an unbounded covariance, not converged) are
+    left out. ``max_side``: the finest level aligned has at most this many pixels along its shorter side."""
+    from .tracking import align, make_reference, tracked_pyramid
+    from .tracking.views import level_range
+
+    usable = [f for f in frames if f.image is not None and f.depth is not None and f.T_wc is not None]
+    if not usable:
+        return [], []
+    finest, coarsest = level_range(usable[0].camera, max_side, 30)
+    given, measured = [], []
+    for gap in gaps:
+        for i in range(0, len(usable) - gap, every):
+            a, b = usable[i], usable[i + gap]
+            reference = make_reference("pair", a.camera, np.eye(4), a.image, a.depth, finest, coarsest, 8000, 0.01)
+            A = invert_pose(a.T_wc) @ b.T_wc
+            pyramid = tracked_pyramid(b.camera, b.image, b.depth, finest, coarsest)
+            result = align(pyramid, [reference], A)
+            if result.converged and result.inliers >= 0.6 and result.data_covariance is not None:
+                given.append(A)
+                measured.append(result.T_wc)
+    return given, measured

@@ -1,0 +1,61 @@
+"""``heightfusion camera-offset [PATH]``: where the camera sits on the body a recording's poses are of.
+
+Aligns frame pairs of an RGB-D recording with its trajectory (:func:`heightfusion.camera_offset.measured_motions`),
+fits the offset (:func:`heightfusion.camera_offset.fit_camera_offset`), prints it with how much it explains
+and the ``--camera-offset`` option that makes ``replay`` and ``live`` use it; ``--out FILE.json`` writes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from . import UserError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", nargs="?", help="RGB-D dataset folder with a trajectory (default: the bundled sample)")
+    parser.add_argument("--max-frames", type=int, help="use at most this many frames")
+    parser.add_argument("--gaps", type=int, nargs="+", default=[3, 6, 10], metavar="N",
+                        help="pair frames this many apart (default 3 6 10: wider gaps turn more, and tell the offset better)")
+    parser.add_argument("--translation-only", action="store_true",
+                        help="fit the offset's translation alone (the trajectory's orientation is the camera's)")
+    parser.add_argument("--out", metavar="FILE.json", help="write the offset, the option and the fit's figures here")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import datasets
+    from ..atomic import atomic_write
+    from ..camera_offset import fit_camera_offset, measured_motions
+    from ..poses import pose_to_tum
+
+    if args.max_frames is not None and args.max_frames < 2:
+        raise UserError(f"--max-frames must be at least 2, got {args.max_frames}")
+    if any(gap < 1 for gap in args.gaps):
+        raise UserError(f"--gaps must be positive frame counts, got {' '.join(map(str, args.gaps))}")
+    if args.out:
+        parent = Path(args.out).parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():  # checked before the alignments, not after them
+            raise UserError(f"--out {args.out}: {parent} is not a folder")
+    path = args.path if args.path is not None else datasets.sample_path()
+    frames = list(datasets.open(path, max_frames=args.max_frames, undistort=True))
+    if not any(f.depth is not None and f.T_wc is not None for f in frames):
+        raise UserError(f"{path}: camera-offset needs frames with depth images and poses (an RGB-D recording with a trajectory)")
+    given, measured = measured_motions(frames, args.gaps)
+    try:
+        offset = fit_camera_offset(given, measured, rotation=not args.translation_only)
+    except ValueError as exc:
+        raise UserError(f"{path}: {exc} (aligned pairs; more frames or other --gaps may give more)") from None
+    option = "--camera-offset " + " ".join(f"{v:.6f}" for v in pose_to_tum(offset.T_bc))
+    print(offset.summary())
+    print(option)
+    if args.out:
+        record = {"T_bc": offset.T_bc.tolist(), "option": option, "pairs": offset.pairs,
+                  "disagreement_before_mm_deg": offset.before, "disagreement_after_mm_deg": offset.after,
+                  "halves_differ_mm_deg": offset.spread}
+        with atomic_write(args.out) as f:
+            f.write(json.dumps(record, indent=2).encode())
+    return 0
