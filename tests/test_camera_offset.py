@@ -34,7 +34,7 @@ def test_fit_recovers_a_known_offset_despite_noise_and_wrong_pairs():
     noise = exp_se3(np.hstack([rng.normal(scale=2e-4, size=(60, 3)), rng.normal(scale=math.radians(0.02), size=(60, 3))]))
     measured = camera_motions(body, OFFSET) @ noise
     measured[:4] = measured[:4] @ exp_se3(np.array([0.05, 0, 0, 0, 0.1, 0]))  # four alignments gone wrong
-    offset = fit_camera_offset(body, measured)
+    offset = fit_camera_offset(body, measured, rotation=True)
     error = log_se3(np.linalg.inv(OFFSET) @ offset.T_bc)
     assert np.linalg.norm(error[:3]) < 1e-3 and math.degrees(np.linalg.norm(error[3:])) < 0.05
     assert offset.before[0] > 10.0  # without it, the pairs disagree by centimetres
@@ -70,7 +70,9 @@ def test_bad_motions_are_refused():
     with pytest.raises(ValueError, match="10 given motions but 9 measured"):
         fit_camera_offset(body, body[:9])
     with pytest.raises(ValueError, match="at least 8 frame pairs, got 5"):
-        fit_camera_offset(body[:5], body[:5])
+        fit_camera_offset(body[:5], body[:5], rotation=True)
+    with pytest.raises(ValueError, match="at least 4 frame pairs, got 3"):
+        fit_camera_offset(body[:3], body[:3])
     bad = body.copy()
     bad[2, :3, :3] *= 2
     with pytest.raises(ValueError, match="measured motion 2 is not a rigid transform"):

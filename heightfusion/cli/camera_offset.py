@@ -19,8 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-frames", type=int, help="use at most this many frames")
     parser.add_argument("--gaps", type=int, nargs="+", default=[3, 6, 10], metavar="N",
                         help="pair frames this many apart (default 3 6 10: wider gaps turn more, and tell the offset better)")
-    parser.add_argument("--translation-only", action="store_true",
-                        help="fit the offset's translation alone (the trajectory's orientation is the camera's)")
+    parser.add_argument("--rotation", action="store_true",
+                        help="fit the offset's rotation too (default: its translation alone, the trajectory's "
+                             "orientation taken as the camera's)")
     parser.add_argument("--out", metavar="FILE.json", help="write the offset, the option and the fit's figures here")
 
 
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{path}: camera-offset needs frames with depth images and poses (an RGB-D recording with a trajectory)")
     given, measured = measured_motions(frames, args.gaps)
     try:
-        offset = fit_camera_offset(given, measured, rotation=not args.translation_only)
+        offset = fit_camera_offset(given, measured, rotation=args.rotation)
     except ValueError as exc:
         raise UserError(f"{path}: {exc} (aligned pairs; more frames or other --gaps may give more)") from None
     option = "--camera-offset " + " ".join(f"{v:.6f}" for v in pose_to_tum(offset.T_bc))
