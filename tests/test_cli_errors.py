@@ -206,6 +206,10 @@ IN_SUBPROCESS = {
         (["live", "{ds}", "--hidden", "--max-frames", "1", "--cell-size", "-1", "--out", "{out}/l"], "cell_size"),
         (["live", "{ds}", "--hidden", "--max-frames", "1", "--square-length", "-1", "--out", "{out}/l"], "square_length"),
         (["live", "{ds}", "--hidden", "--max-frames", "1", "--out", "{text}"], "{text}"),
+        (["live", "{ds}", "--hidden", "--max-frames", "1", "--camera-offset", "0", "0", "0", "0", "0", "0", "0",
+          "--out", "{out}/l"], "--camera-offset"),
+        (["live", "--camera", "0", "--hidden", "--max-frames", "1", "--camera-offset", "0", "0", "0", "0", "0", "0", "1",
+          "--out", "{out}/l"], "--camera-offset"),
     ],
     # Other commands given a video: FFmpeg's own log lines must not reach stderr either.
     "video": [
