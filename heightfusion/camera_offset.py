@@ -18,6 +18,7 @@ translation pairs that turn at all (a camera that only translates shows no offse
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -31,10 +32,13 @@ from .tracking.se3 import exp_se3, log_se3
 #: Residual scales of the fit: a millimetre of translation weighs as much as this many degrees of rotation.
 _TRANSLATION_SCALE_M = 0.001
 _ROTATION_SCALE_RAD = math.radians(0.05)
-#: A weak prior on the offset (metres, radians): it holds only what the motions leave undetermined (the
-#: component along the axis of a camera that always turns about one axis), at zero.
-_PRIOR_M, _PRIOR_RAD = 1.0, math.radians(30.0)
-#: Smallest spread of the fit's residuals, in their units (0.1 mm, 0.005 deg), for its covariance.
+#: A weak prior on the offset (metres, radians): it holds what the motions leave undetermined (the
+#: component along the axis of a camera that always turns about one axis) near zero; a component the motions
+#: determine to millimetres is pulled by a fraction of a percent.
+_PRIOR_M, _PRIOR_RAD = 0.05, math.radians(5.0)
+#: Huber's threshold, in robust spreads of the residuals: a pair the alignment got wrong must not pull the offset.
+_HUBER = 2.0
+#: Smallest robust spread of the fit's residuals, in their units (0.1 mm, 0.005 deg).
 _MIN_SPREAD = 0.1
 #: An offset component known worse than this (metres, one sigma) is reported as not determined.
 UNDETERMINED_M = 0.01
@@ -50,8 +54,8 @@ class CameraOffset:
         before: RMS disagreement of the pairs' measured and given motions with no offset: (millimetres,
             degrees).
         after: ... with ``T_bc``.
-        spread: (millimetres, degrees) between the offsets fitted on the first and the second half of the
-            pairs: how far the data pin the offset down.
+        spread: (millimetres, degrees) between the offsets fitted on alternate pairs (the even and the odd
+            ones): how far the data pin the offset down.
         translation_sigma: (3,) one-sigma uncertainty of the offset's translation along the body's axes,
             metres (from the fit's Jacobian and the residuals' robust spread).
         undetermined: unit direction (body frame) along which the motions do not determine the translation
@@ -74,7 +78,7 @@ class CameraOffset:
         text = (f"camera offset {t[0]:+.1f} {t[1]:+.1f} {t[2]:+.1f} mm (sigma {sd[0]:.1f} {sd[1]:.1f} {sd[2]:.1f}), "
                 f"turned {angle:.2f} deg, from {self.pairs} frame pairs: they disagree with the trajectory by "
                 f"{self.before[0]:.2f} mm / {self.before[1]:.3f} deg RMS without it, {self.after[0]:.2f} mm / "
-                f"{self.after[1]:.3f} deg with it (halves of the pairs differ by {self.spread[0]:.1f} mm / "
+                f"{self.after[1]:.3f} deg with it (alternate pairs' fits differ by {self.spread[0]:.1f} mm / "
                 f"{self.spread[1]:.2f} deg)")
         if self.undetermined is not None:
             d = self.undetermined
@@ -104,21 +108,21 @@ def _fit(given: np.ndarray, measured: np.ndarray, rotation: bool) -> tuple[np.nd
     def offset(x: np.ndarray) -> np.ndarray:
         return exp_se3(np.concatenate([x[:3], x[3:] if rotation else np.zeros(3)]))
 
-    prior = np.array([_PRIOR_M] * 3 + ([_PRIOR_RAD] * 3 if rotation else []))
-
-    def residuals(x: np.ndarray) -> np.ndarray:
+    def data(x: np.ndarray) -> np.ndarray:
         twists = _disagreement(given, measured, offset(x))
-        return np.concatenate([twists[:, :3].ravel() / _TRANSLATION_SCALE_M, twists[:, 3:].ravel() / _ROTATION_SCALE_RAD,
-                               x / prior])
+        return np.concatenate([twists[:, :3].ravel() / _TRANSLATION_SCALE_M, twists[:, 3:].ravel() / _ROTATION_SCALE_RAD])
 
-    # Huber at about two disagreements' worth: a pair the alignment got wrong must not pull the offset.
-    solution = least_squares(residuals, np.zeros(len(prior)), loss="huber", f_scale=3.0, x_scale=0.01)
-    # The data's information at their robust spread (floored at a tenth of the residuals' unit: exact motions
-    # do not make the offset exact), and the prior's.
-    scale = max(1.4826 * float(np.median(np.abs(solution.fun[:-len(prior)]))), _MIN_SPREAD)
-    data, held = solution.jac[:-len(prior)], solution.jac[-len(prior):]
-    covariance = np.linalg.inv(data.T @ data / scale**2 + held.T @ held)
-    return offset(solution.x), covariance
+    prior = np.array([_PRIOR_M] * 3 + ([_PRIOR_RAD] * 3 if rotation else []))
+    x, spread = np.zeros(len(prior)), 1.0
+    # Twice: the second solve weighs the data at the first's robust spread, so the prior is worth what it says.
+    for _ in range(2):
+        solution = least_squares(lambda x: np.concatenate([data(x) / spread, x / prior]), x, loss="huber",
+                                 f_scale=_HUBER, x_scale=0.01)
+        x = solution.x
+        residuals = solution.fun[:-len(prior)] * spread
+        spread = max(1.4826 * float(np.median(np.abs(residuals))), _MIN_SPREAD)
+    J = solution.jac
+    return offset(x), np.linalg.inv(J.T @ J)
 
 
 def fit_camera_offset(given: Iterable[np.ndarray], measured: Iterable[np.ndarray], rotation: bool = False) -> CameraOffset:
@@ -146,8 +150,8 @@ def fit_camera_offset(given: Iterable[np.ndarray], measured: Iterable[np.ndarray
     if len(given) < least:
         raise ValueError(f"a camera offset needs at least {least} frame pairs, got {len(given)}")
     T_bc, covariance = _fit(given, measured, rotation)
-    half = len(given) // 2
-    first, second = _fit(given[:half], measured[:half], rotation)[0], _fit(given[half:], measured[half:], rotation)[0]
+    # Alternate pairs, so that each half sees the whole motion (a half of the recording may turn about one axis).
+    first, second = _fit(given[::2], measured[::2], rotation)[0], _fit(given[1::2], measured[1::2], rotation)[0]
     difference = invert_pose(first) @ second
     values, vectors = np.linalg.eigh(covariance[:3, :3])
     undetermined = vectors[:, -1] * np.sign(vectors[np.argmax(np.abs(vectors[:, -1])), -1]) \
@@ -163,28 +167,41 @@ def fit_camera_offset(given: Iterable[np.ndarray], measured: Iterable[np.ndarray
     )
 
 
-def measured_motions(frames: list[Frame], gaps: Iterable[int] = (3, 6, 10), every: int = 2,
-                     max_side: int = 480) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def measured_motions(frames: Iterable[Frame], gaps: Iterable[int] = (3, 6, 10), every: int = 2,
+                     max_side: int = 480, progress: bool = False) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """(given, measured) motions of frame pairs ``gaps`` frames apart (every ``every``-th first frame), the
     measured ones by dense RGB-D alignment (:func:`heightfusion.tracking.align`, photometric and geometric,
-    the later frame to the earlier one, started at the trajectory's motion). Frames need an image, depth and
-    a given pose; pairs whose alignment fails (too few inliers, an unbounded covariance, not converged) are
-    left out. ``max_side``: the finest level aligned has at most this many pixels along its shorter side."""
+    the later frame to the earlier one, started at the trajectory's motion).
+
+    Frames without an image, depth or a given pose are passed over; pairs whose alignment fails (too few
+    inliers, an unbounded covariance, not converged) are left out. ``frames`` are read once and only the
+    last ``max(gaps) + 1`` kept, so a long recording needs little memory. ``max_side``: the finest level
+    aligned has at most this many pixels along its shorter side. ``progress``: a bar of frames read.
+    """
+    from tqdm import tqdm
+
     from .tracking import align, make_reference, tracked_pyramid
     from .tracking.views import level_range
 
-    usable = [f for f in frames if f.image is not None and f.depth is not None and f.T_wc is not None]
-    if not usable:
-        return [], []
-    finest, coarsest = level_range(usable[0].camera, max_side, 30)
+    gaps = sorted(set(int(g) for g in gaps))
+    if not gaps or gaps[0] < 1 or every < 1:
+        raise ValueError(f"gaps and every must be positive frame counts, got {gaps}, {every}")
+    recent: deque = deque(maxlen=gaps[-1] + 1)  # (index, frame, pyramid, reference or None) of usable frames
     given, measured = [], []
-    for gap in gaps:
-        for i in range(0, len(usable) - gap, every):
-            a, b = usable[i], usable[i + gap]
-            reference = make_reference("pair", a.camera, np.eye(4), a.image, a.depth, finest, coarsest, 8000, 0.01)
-            A = invert_pose(a.T_wc) @ b.T_wc
-            pyramid = tracked_pyramid(b.camera, b.image, b.depth, finest, coarsest)
-            result = align(pyramid, [reference], A)
+    levels = None
+    usable = (f for f in frames if f.image is not None and f.depth is not None and f.T_wc is not None)
+    for index, frame in enumerate(tqdm(usable, unit="frame", desc="camera offset: aligning pairs", disable=not progress)):
+        if levels is None:
+            levels = level_range(frame.camera, max_side, 30)
+        pyramid = tracked_pyramid(frame.camera, frame.image, frame.depth, *levels)
+        reference = (make_reference("pair", frame.camera, np.eye(4), frame.image, frame.depth, *levels, 8000, 0.01)
+                     if index % every == 0 else None)
+        recent.append((index, frame, reference))
+        for earlier_index, earlier, earlier_reference in recent:
+            if earlier_reference is None or index - earlier_index not in gaps:
+                continue
+            A = invert_pose(earlier.T_wc) @ frame.T_wc
+            result = align(pyramid, [earlier_reference], A)
             if result.converged and result.inliers >= 0.6 and result.data_covariance is not None:
                 given.append(A)
                 measured.append(result.T_wc)

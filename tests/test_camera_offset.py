@@ -65,6 +65,11 @@ def test_turning_about_one_axis_leaves_the_offset_along_it_undetermined():
     assert "not determined along" in offset.summary()
 
 
+def test_bad_gaps_are_refused():
+    with pytest.raises(ValueError, match="positive frame counts"):
+        measured_motions([], gaps=(0, 3))
+
+
 def test_bad_motions_are_refused():
     body = random_motions(np.random.default_rng(3), 10)
     with pytest.raises(ValueError, match="10 given motions but 9 measured"):
@@ -82,8 +87,8 @@ def test_bad_motions_are_refused():
 def test_images_measure_the_offset_of_the_trajectory():
     """The bundled sample's frames with their poses moved off the camera by a known offset: dense RGB-D alignment
     of frame pairs finds it, but for the part along the axis the camera orbits about (reported as undetermined)."""
-    frames = [dataclasses.replace(f, T_wc=f.T_wc @ np.linalg.inv(OFFSET))
-              for f in hf.datasets.open(hf.datasets.sample_path(), max_frames=24)]
+    frames = (dataclasses.replace(f, T_wc=f.T_wc @ np.linalg.inv(OFFSET))  # read once, as a recording streams
+              for f in hf.datasets.open(hf.datasets.sample_path(), max_frames=24))
     given, measured = measured_motions(frames, gaps=(1, 2), every=1)
     assert len(given) >= 30
     offset = fit_camera_offset(given, measured, rotation=False)

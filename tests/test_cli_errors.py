@@ -114,7 +114,7 @@ IN_PROCESS = {
         (["camera-offset", "{text}"], "{text}"),
         (["camera-offset", "{ds}", "--gaps", "0"], "--gaps"),
         (["camera-offset", "{ds}", "--max-frames", "1"], "--max-frames"),
-        (["camera-offset", "{ds}"], "{ds}"),  # 2 frames: too few pairs for a fit
+        (["camera-offset", "{ds}", "--quiet"], "{ds}"),  # 2 frames: too few pairs for a fit
         (["camera-offset", "{ds}", "--out", "{text}/x.json"], "{text}"),
     ],
     "synth": [

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from . import UserError
@@ -23,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fit the offset's rotation too (default: its translation alone, the trajectory's "
                              "orientation taken as the camera's)")
     parser.add_argument("--out", metavar="FILE.json", help="write the offset, the option and the fit's figures here")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,14 +44,17 @@ def run(args: argparse.Namespace) -> int:
         if not parent.is_dir():  # checked before the alignments, not after them
             raise UserError(f"--out {args.out}: {parent} is not a folder")
     path = args.path if args.path is not None else datasets.sample_path()
-    frames = list(datasets.open(path, max_frames=args.max_frames, undistort=True))
-    if not any(f.depth is not None and f.T_wc is not None for f in frames):
-        raise UserError(f"{path}: camera-offset needs frames with depth images and poses (an RGB-D recording with a trajectory)")
-    given, measured = measured_motions(frames, args.gaps)
+    sequence = datasets.open(path, max_frames=args.max_frames, undistort=True)
+    if not sequence.has_poses:
+        raise UserError(f"{path}: camera-offset needs a trajectory (the poses of the body the camera sits on)")
+    given, measured = measured_motions(sequence, args.gaps, progress=not args.quiet)
+    if sequence.skipped:
+        print(f"camera-offset: frames skipped: {dict(sequence.skipped)}", file=sys.stderr)
     try:
         offset = fit_camera_offset(given, measured, rotation=args.rotation)
     except ValueError as exc:
-        raise UserError(f"{path}: {exc} (aligned pairs; more frames or other --gaps may give more)") from None
+        raise UserError(f"{path}: {exc} (pairs of frames with depth images whose alignment passed; more frames or "
+                        "other --gaps may give more)") from None
     option = "--camera-offset " + " ".join(f"{v:.6f}" for v in pose_to_tum(offset.T_bc))
     print(offset.summary())
     print(option)
