@@ -22,6 +22,7 @@ from .heightmap import HeightMap
 from .metrics import StageTimer, evaluate, same_grid, smooth_mask_from_heights
 from .outputs import run_metrics
 from .pipeline import FramePipeline, SkippedFrame, fusion_config, uses_stereo
+from .poses import pose_to_tum
 from .render import make_renderer
 from .sizing import grid_for_sequence
 from .tiles import window_for_run
@@ -55,6 +56,7 @@ class ReplayResult:
         trajectory: :func:`heightfusion.trajectory_eval.trajectory_errors` of ``poses`` against the
             dataset's reference trajectory, or None when it has none.
         reference_poses: that reference trajectory (:meth:`Sequence.reference_trajectory`), or None.
+        camera_offset: the camera offset the frames and the reference were moved by, or None.
 
     Example:
         >>> import heightfusion as hf
@@ -76,6 +78,7 @@ class ReplayResult:
     tracking: dict | None = None
     trajectory: dict | None = None
     reference_poses: list | None = None
+    camera_offset: np.ndarray | None = None
 
     @property
     def fps(self) -> float:
@@ -88,6 +91,8 @@ class ReplayResult:
             metrics["tracking"] = self.tracking
         if self.trajectory is not None:
             metrics["trajectory"] = self.trajectory
+        if self.camera_offset is not None:
+            metrics["camera_offset"] = pose_to_tum(self.camera_offset).tolist()  # tx ty tz qx qy qz qw
         return metrics
 
 
@@ -237,6 +242,7 @@ def replay(
         tracking=None if tracker is None else {"mode": track, **pipeline.tracking},
         trajectory=trajectory,
         reference_poses=reference,
+        camera_offset=camera_offset,
     )
 
 

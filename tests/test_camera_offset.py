@@ -129,3 +129,4 @@ def test_replay_at_the_offset_fuses_the_map_of_the_camera_poses(tmp_path):
     assert as_given > 3 * truth
     # the reference trajectory is moved with the frames: the poses used are its own
     assert moved.trajectory["ate_unaligned_m"]["rmse"] < 1e-6
+    np.testing.assert_allclose(moved.metrics()["camera_offset"], hf.pose_to_tum(OFFSET))  # said in metrics.json
