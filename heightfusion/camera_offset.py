@@ -29,7 +29,7 @@ from .datasets.frame import Frame
 from .poses import invert_pose, validate_pose
 from .tracking.se3 import exp_se3, log_se3
 
-#: Residual scales of the fit: a millimetre of translation weighs as much as this many degrees of rotation.
+#: Units of the fit's residuals: a millimetre of translation counts as much as 0.05 degrees of rotation.
 _TRANSLATION_SCALE_M = 0.001
 _ROTATION_SCALE_RAD = math.radians(0.05)
 #: A weak prior on the offset (metres, radians): it holds what the motions leave undetermined (the
@@ -132,8 +132,8 @@ def fit_camera_offset(given: Iterable[np.ndarray], measured: Iterable[np.ndarray
         given: per pair, the 4x4 motion the trajectory gives, ``inv(G_i) @ G_j`` (body frame).
         measured: per pair, the 4x4 motion the images measure, ``inv(T_i) @ T_j`` (camera frame).
         rotation: fit the offset's rotation too; by default the translation alone, the trajectory's
-            orientation trusted to be the camera's. On the real TUM fr1/rpy frames the rotation fitted (1.6
-            deg) changed the held-out sensor map little (6.00 against 6.15 mm; 8.04 without an offset) and
+            orientation trusted to be the camera's. On the real TUM fr1/rpy frames (2026-12-05, an earlier
+            version of the fit) the rotation fitted (1.6 deg) changed the held-out sensor map little (6.00 against 6.15 mm; 8.04 without an offset) and
             ruined the monocular map (115 against 57 mm): image-measured rotations of frames a few apart
             carry the timing errors of the recording, and a wrong turn of the camera costs motion stereo
             pixels. Calibrate a rotation with a board where it matters.
@@ -154,8 +154,8 @@ def fit_camera_offset(given: Iterable[np.ndarray], measured: Iterable[np.ndarray
     first, second = _fit(given[::2], measured[::2], rotation)[0], _fit(given[1::2], measured[1::2], rotation)[0]
     difference = invert_pose(first) @ second
     values, vectors = np.linalg.eigh(covariance[:3, :3])
-    undetermined = vectors[:, -1] * np.sign(vectors[np.argmax(np.abs(vectors[:, -1])), -1]) \
-        if values[-1] > UNDETERMINED_M**2 else None
+    least_known = vectors[:, -1] * np.sign(vectors[np.argmax(np.abs(vectors[:, -1])), -1])  # its largest part > 0
+    undetermined = least_known if values[-1] > UNDETERMINED_M**2 else None
     return CameraOffset(
         T_bc=T_bc,
         pairs=len(given),
