@@ -28,8 +28,10 @@ frame, frames it could not track. Open3D needs depth: on the monocular scene it 
 images the monocular run does not use (a stronger input than the tracker's there). On the real sequence also
 the camera offset (:mod:`heightfusion.camera_offset`: where the camera sits on the motion-capture body, fitted
 to image-measured motions of frame pairs 3, 6 and 10 apart): the map with the poses moved by it, and odometry
-started from the moved first pose and scored against the moved reference (the camera's path, as the offset
-says).
+run at the offset (started from the moved first pose) whose poses are handed back moved by the offset's inverse,
+so that they are scored against the motion capture as published, as the plain odometry row is. (Scored the
+other way, the camera's path against the moved reference, the ATE differs by the rotation errors times the
+offset: a fraction of a millimetre.)
 
 ``--track refine`` runs twice: with its default pose model (motion capture's: 0.2 mm / 0.02 deg per frame, an
 error that does not build up) and with ``--pose-drift 0.25 0.02``, the drift model at the synthetic
@@ -81,7 +83,7 @@ PHOTOMETRIC = (0.15, 8.0, 2.0)  # gain, bias levels, noise levels
 DRIFT = "track refine, --pose-drift 0.25 0.02"
 DRIFT_MODEL = TrackingConfig(refine_prior=(0.00025, 0.02), refine_drift=True)
 # The real sequence's rows with the camera offset that frame pairs measure (heightfusion.camera_offset): the map
-# with the motion capture moved onto the camera, and odometry scored against the moved reference.
+# with the motion capture moved onto the camera, and odometry at the offset, handed back in the motion capture's frame.
 OFFSET_OFF = "track off, camera offset"
 OFFSET_ODOMETRY = "track odometry, camera offset"
 # The peer as Open3D ships it (identity start), and started from the previous frame's motion, which on
@@ -240,13 +242,13 @@ def run_scene(scene: Scene, fuse_path: Path, held_out: list | None, max_frames: 
         scene.camera_offset = offset.summary()
         print(f"{scene.name}: {scene.camera_offset}", flush=True)
         X = offset.T_bc
-        moved = [(t, T @ X) for t, T in reference]
         rows[OFFSET_OFF] = map_figures(hf.replay(fuse_path, camera_offset=X, **replay),
                                        [dataclasses.replace(f, T_wc=f.T_wc @ X) for f in held_out])
         result = hf.replay(scene.path, track="odometry", camera_offset=X, **replay)
-        rows[OFFSET_ODOMETRY] = {**map_figures(result, None), **pose_figures(result.poses, moved),
+        body = [(t, T @ np.linalg.inv(X)) for t, T in result.poses]  # the motion capture's frame again
+        rows[OFFSET_ODOMETRY] = {**map_figures(result, None), **pose_figures(body, reference),
                                  "tracked": (result.tracking or {}).get("tracked")}
-        trajectories[OFFSET_ODOMETRY] = [(t, T @ np.linalg.inv(X)) for t, T in result.poses]  # drawn as the body's
+        trajectories[OFFSET_ODOMETRY] = body
     for name, config in PEERS.items():
         try:
             peer = open3d_rgbd_odometry(hf.datasets.open(scene.path, undistort=True, max_frames=max_frames),
@@ -316,9 +318,9 @@ def goals(scenes: list[Scene]) -> list[str]:
             peers = [row["ate_mm"] for name, row in scene.rows.items() if name in PEERS and "ate_mm" in row]
             check(f"{scene.name} RGB-D odometry ATE <= 30 mm", ate <= 30.0, f"{ate:.1f}")
             if OFFSET_ODOMETRY in scene.rows:
-                moved = scene.rows[OFFSET_ODOMETRY].get("ate_mm", math.inf)
-                check(f"{scene.name} RGB-D odometry ATE <= 30 mm against the motion capture moved by the measured "
-                      "camera offset", moved <= 30.0, f"{moved:.1f} ({scene.camera_offset})")
+                at_offset = scene.rows[OFFSET_ODOMETRY].get("ate_mm", math.inf)
+                check(f"{scene.name} RGB-D odometry at the measured camera offset, ATE <= 30 mm", at_offset <= 30.0,
+                      f"{at_offset:.1f} ({scene.camera_offset})")
             if peers:
                 check(f"{scene.name} odometry no worse than Open3D's", ate <= min(peers),
                       f"{ate:.1f} against {min(peers):.1f}")
