@@ -116,6 +116,7 @@ IN_PROCESS = {
         (["camera-offset", "{ds}", "--max-frames", "1"], "--max-frames"),
         (["camera-offset", "{ds}", "--quiet"], "{ds}"),  # 2 frames: too few pairs for a fit
         (["camera-offset", "{ds}", "--out", "{text}/x.json"], "{text}"),
+        (["camera-offset", "{ds}", "--out", "{empty}"], "{empty}"),
     ],
     "synth": [
         (["synth", "{out}/s", "--frames", "0"], "frames"),

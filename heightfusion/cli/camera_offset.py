@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import UserError
+from . import UserError, check_output_folder
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,12 +37,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--max-frames must be at least 2, got {args.max_frames}")
     if any(gap < 1 for gap in args.gaps):
         raise UserError(f"--gaps must be positive frame counts, got {' '.join(map(str, args.gaps))}")
-    if args.out:
-        parent = Path(args.out).parent
-        while not parent.exists() and parent != parent.parent:
-            parent = parent.parent
-        if not parent.is_dir():  # checked before the alignments, not after them
-            raise UserError(f"--out {args.out}: {parent} is not a folder")
+    if args.out:  # checked before the alignments, not after them
+        if Path(args.out).is_dir():
+            raise UserError(f"--out {args.out}: is a folder; give a file name (e.g. camera_offset.json)")
+        check_output_folder(Path(args.out).parent)
     path = args.path if args.path is not None else datasets.sample_path()
     sequence = datasets.open(path, max_frames=args.max_frames, undistort=True)
     if not sequence.has_poses:
