@@ -17,8 +17,8 @@ translation pairs that turn at all (a camera that only translates shows no offse
 With depth images the motions are measured mostly by the depth's geometry, so the offset found is that of
 the depth's viewpoint. On the TUM fr1/rpy Kinect frames it is about the 2.5 cm between the Kinect's colour and
 infrared cameras: the held-out sensor map and RGB-D odometry gain from it, motion stereo on the colour images
-does not (README, Camera offset). A frame is used at one pose, its colour too: a separate pose for the depth
-is not modelled.
+does not (README, Camera offset). For such recordings :func:`depth_at_colour_camera` (``--depth-offset``) moves
+each depth image into the colour camera instead, and the frame stays at the trajectory's pose.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import least_squares
 
+from .camera import PinholeCamera
 from .datasets.frame import Frame
 from .poses import invert_pose, validate_pose
 from .tracking.se3 import exp_se3, log_se3
@@ -212,3 +213,30 @@ def measured_motions(frames: Iterable[Frame], gaps: Iterable[int] = (3, 6, 10), 
                 given.append(A)
                 measured.append(result.T_wc)
     return given, measured
+
+
+def depth_at_colour_camera(camera: PinholeCamera, depth: np.ndarray, T_cd: np.ndarray) -> np.ndarray:
+    """(H, W) float32 depth (metres, NaN where unknown) of the colour camera, from a depth image on its pixel grid
+    whose geometry is seen from ``T_cd`` (the depth's viewpoint, 4x4, in the colour camera's frame).
+
+    A depth image registered to the colour image (a Kinect's) can still measure its points from beside the colour
+    camera: pixel p with value d is the point ``T_cd (K^-1 p d)``. Each such point is projected into the colour
+    camera and the nearest one kept where several land on a pixel (what the colour camera sees in front);
+    pixels no point lands on are NaN.
+    """
+    T_cd = validate_pose(T_cd, "T_cd")
+    height, width = depth.shape
+    v, u = np.mgrid[0:height, 0:width]
+    known = np.isfinite(depth) & (depth > 0)
+    d = depth[known].astype(np.float64)
+    rays = np.stack([(u[known] - camera.cx) / camera.fx, (v[known] - camera.cy) / camera.fy, np.ones_like(d)], axis=-1)
+    points = (rays * d[:, None]) @ T_cd[:3, :3].T + T_cd[:3, 3]
+    z = points[:, 2]
+    front = z > 1e-6
+    column = np.rint(camera.fx * points[front, 0] / z[front] + camera.cx).astype(np.int64)
+    row = np.rint(camera.fy * points[front, 1] / z[front] + camera.cy).astype(np.int64)
+    inside = (column >= 0) & (column < width) & (row >= 0) & (row < height)
+    nearest = np.full((height, width), np.inf)
+    np.minimum.at(nearest, (row[inside], column[inside]), z[front][inside])
+    return np.where(np.isfinite(nearest), nearest, np.nan).astype(np.float32)
+

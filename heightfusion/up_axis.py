@@ -102,17 +102,21 @@ def up_rotation(up: str, frames) -> np.ndarray:
 class UpAligned:
     """A sequence whose frames' poses (and reference trajectory) are turned by ``rotation`` (4x4, from :func:`up_rotation`)
     and, with ``camera_offset`` (the camera's 4x4 pose on the body the poses are of,
-    :mod:`heightfusion.camera_offset`), moved onto the camera: ``T_wc = rotation @ G @ camera_offset``.
+    :mod:`heightfusion.camera_offset`), moved onto the camera: ``T_wc = rotation @ G @ camera_offset``; with
+    ``depth_offset`` (the depth's viewpoint in the colour camera's frame) the depth images are moved into the
+    colour camera (:func:`heightfusion.camera_offset.depth_at_colour_camera`).
 
     Everything else (name, ground truth, skip counts...) is the wrapped sequence's. A ground-truth
     height map is only meaningful in the original world, so it is dropped unless the turn is the
     identity.
     """
 
-    def __init__(self, sequence, rotation: np.ndarray, camera_offset: np.ndarray | None = None) -> None:
+    def __init__(self, sequence, rotation: np.ndarray, camera_offset: np.ndarray | None = None,
+                 depth_offset: np.ndarray | None = None) -> None:
         self._sequence = sequence
         self.rotation = rotation
         self.camera_offset = camera_offset
+        self.depth_offset = depth_offset
         self.identity = bool(np.allclose(rotation, np.eye(4)))
         self.gt_heightmap = sequence.gt_heightmap if self.identity else None
         self._unchanged = self.identity and (camera_offset is None or bool(np.allclose(camera_offset, np.eye(4))))
@@ -136,6 +140,10 @@ class UpAligned:
         for frame in (iter(self._sequence) if stale is None or reader is None else reader(stale)):
             if frame.T_wc is not None and not self._unchanged:  # a new frame: the wrapped one may be kept in memory
                 frame = dataclasses.replace(frame, T_wc=self._pose(frame.T_wc))
+            if frame.depth is not None and self.depth_offset is not None:
+                from .camera_offset import depth_at_colour_camera  # here: it loads scipy's optimiser
+
+                frame = dataclasses.replace(frame, depth=depth_at_colour_camera(frame.camera, frame.depth, self.depth_offset))
             yield frame
 
     def reference_trajectory(self) -> list[tuple[float, np.ndarray]] | None:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import heightfusion as hf
-from heightfusion.camera_offset import fit_camera_offset, measured_motions
+from heightfusion.camera_offset import depth_at_colour_camera, fit_camera_offset, measured_motions
 from heightfusion.synthetic import generate, write_tum
 from heightfusion.tracking.se3 import exp_se3, log_se3
 from heightfusion.up_axis import UpAligned
@@ -130,3 +130,48 @@ def test_replay_at_the_offset_fuses_the_map_of_the_camera_poses(tmp_path):
     # the reference trajectory is moved with the frames: the poses used are its own
     assert moved.trajectory["ate_unaligned_m"]["rmse"] < 1e-6
     np.testing.assert_allclose(moved.metrics()["camera_offset"], hf.pose_to_tum(OFFSET))  # said in metrics.json
+
+
+def plane_depth(camera, T_cd: np.ndarray) -> np.ndarray:
+    """Depth image, on the colour camera's pixel grid, of the plane z = 2 + 0.2 x (colour frame) seen from ``T_cd``."""
+    v, u = np.mgrid[0:camera.height, 0:camera.width]
+    rays = np.stack([(u - camera.cx) / camera.fx, (v - camera.cy) / camera.fy, np.ones(u.shape)], axis=-1)
+    turned = rays @ T_cd[:3, :3].T
+    t = T_cd[:3, 3]
+    return ((2.0 + 0.2 * t[0] - t[2]) / (turned[..., 2] - 0.2 * turned[..., 0])).astype(np.float32)
+
+
+def test_depth_seen_from_beside_is_moved_into_the_colour_camera():
+    camera = hf.PinholeCamera(160, 120, 150.0, 150.0, 79.5, 59.5)
+    T_cd = exp_se3(np.array([0.028, 0.0, 0.018, 0.0, 0.01, 0.0]))
+    seen = plane_depth(camera, T_cd)
+    truth = plane_depth(camera, np.eye(4))
+    moved = depth_at_colour_camera(camera, seen, T_cd)
+    inner = (slice(5, -5), slice(10, -10))  # the depth's view leaves a strip of the colour image unseen
+    error = np.abs(moved - truth)[inner]
+    assert np.isfinite(error).mean() > 0.9
+    assert np.nanmedian(error) < 0.0015 and np.nanmax(error) < 0.006
+    assert np.nanmedian(np.abs(seen - truth)[inner]) > 5 * np.nanmedian(error)  # as registered it is ~1 cm off
+
+
+def test_the_nearest_point_wins_where_two_land():
+    camera = hf.PinholeCamera(8, 6, 10.0, 10.0, 3.5, 2.5)
+    depth = np.full((6, 8), 4.0, dtype=np.float32)
+    depth[2, 3] = 1.0  # a near point that lands beside the far one it hides from the colour camera
+    T_cd = exp_se3(np.array([0.3, 0.0, 0.0, 0.0, 0.0, 0.0]))
+    moved = depth_at_colour_camera(camera, depth, T_cd)
+    assert moved[2, 6] == pytest.approx(1.0)  # shifted 3 px: 10 * 0.3 / 1.0
+    assert np.nanmax(moved) == pytest.approx(4.0)
+    assert np.isnan(depth_at_colour_camera(camera, np.full((6, 8), np.nan, np.float32), T_cd)).all()
+
+
+def test_replay_with_a_depth_offset_moves_the_depth_and_says_so():
+    plain = hf.replay(max_frames=3, progress=False)
+    moved = hf.replay(max_frames=3, progress=False, depth_offset=np.eye(4))
+    assert moved.evaluation["rmse"] == pytest.approx(plain.evaluation["rmse"], abs=1e-4)
+    np.testing.assert_allclose(moved.metrics()["depth_offset"], [0, 0, 0, 0, 0, 0, 1])
+    T_cd = exp_se3(np.array([0.03, 0.0, 0.02, 0, 0, 0]))
+    frame = next(iter(UpAligned(hf.datasets.open(hf.datasets.sample_path(), max_frames=1), np.eye(4), depth_offset=T_cd)))
+    original = next(iter(hf.datasets.open(hf.datasets.sample_path(), max_frames=1)))
+    np.testing.assert_array_equal(frame.depth, depth_at_colour_camera(original.camera, original.depth, T_cd))
+    np.testing.assert_array_equal(frame.T_wc, original.T_wc)  # the frame keeps its pose

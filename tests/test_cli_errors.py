@@ -108,6 +108,7 @@ IN_PROCESS = {
         (["replay", "{ds}", "--out", "{text}"], "{text}"),
         (["replay", "{ds}", "--camera-offset", "0", "0", "nan", "0", "0", "0", "1"], "--camera-offset"),
         (["replay", "{ds}", "--camera-offset", "0", "0", "0", "0", "0", "0", "0"], "--camera-offset"),
+        (["replay", "{ds}", "--depth-offset", "0", "0", "inf", "0", "0", "0", "1"], "--depth-offset"),
     ],
     "camera-offset": [
         (["camera-offset", "{missing}"], "{missing}"),

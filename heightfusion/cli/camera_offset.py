@@ -2,7 +2,8 @@
 
 Aligns frame pairs of an RGB-D recording with its trajectory (:func:`heightfusion.camera_offset.measured_motions`),
 fits the offset (:func:`heightfusion.camera_offset.fit_camera_offset`), prints it with how much it explains
-and the ``--camera-offset`` option that makes ``replay`` and ``live`` use it; ``--out FILE.json`` writes it.
+and the ``--camera-offset`` / ``--depth-offset`` options that make ``replay`` and ``live`` use it (the whole
+camera off the trajectory, or the depth's viewpoint off the colour camera); ``--out FILE.json`` writes it.
 """
 
 from __future__ import annotations
@@ -53,11 +54,14 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UserError(f"{path}: {exc} (pairs of frames with depth images whose alignment passed; more frames or "
                         "other --gaps may give more)") from None
-    option = "--camera-offset " + " ".join(f"{v:.6f}" for v in pose_to_tum(offset.T_bc))
+    numbers = " ".join(f"{v:.6f}" for v in pose_to_tum(offset.T_bc))
+    options = {"camera": f"--camera-offset {numbers}", "depth": f"--depth-offset {numbers}"}
     print(offset.summary())
-    print(option)
+    print(f"{options['camera']}\n    where the whole camera sits off the trajectory's body (motion-capture markers, a robot's base);")
+    print(f"{options['depth']}\n    where the colour camera is where the trajectory says and the depth sees from beside it (a "
+          "Kinect's registered depth: try both, keep what the map or replay --depth mvs likes)")
     if args.out:
-        record = {"T_bc": offset.T_bc.tolist(), "option": option, "pairs": offset.pairs,
+        record = {"T_bc": offset.T_bc.tolist(), "options": options, "pairs": offset.pairs,
                   "disagreement_before_mm_deg": offset.before, "disagreement_after_mm_deg": offset.after,
                   "halves_differ_mm_deg": offset.spread}
         with atomic_write(args.out) as f:

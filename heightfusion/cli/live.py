@@ -99,8 +99,9 @@ def run(args: argparse.Namespace) -> int:
     if args.camera is not None:
         if args.source is not None:
             raise UserError("give either SOURCE or --camera N, not both")
-        if args.camera_offset is not None:
-            raise UserError("--camera-offset moves a recording's given poses onto its camera; a live camera has none")
+        if args.camera_offset is not None or args.depth_offset is not None:
+            raise UserError("--camera-offset and --depth-offset are for recordings (given poses, depth images); "
+                            "a live camera has neither")
         frames = open_camera(args.camera, camera, args.max_frames)
         if camera is None:
             print(f"live: no --calibration given; guessing camera {args.camera}'s intrinsics (60 degree field of view)", file=sys.stderr)
@@ -113,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         sequence, with_depth = datasets.open_for_depth(path, args.depth, trajectory=args.poses, camera=camera,
                                                        max_frames=args.max_frames, undistort=True)
         sequence = UpAligned(sequence, up_rotation(default_up(sequence.format) if args.up is None else args.up, with_depth),
-                             camera_offset_option(args))
+                             camera_offset_option(args), camera_offset_option(args, "depth_offset"))
         up = args.up or default_up(sequence.format)
         if not sequence.identity:
             print(f"live: {sequence.describe()}", file=sys.stderr)

@@ -176,6 +176,11 @@ def add_track_arguments(parser: argparse.ArgumentParser, default: str = "off") -
                         help="the camera's pose on the body the given poses are of (motion-capture markers, a robot's "
                              "base; metres, TUM order): frames are used at pose @ offset; "
                              "'heightfusion camera-offset' measures it (default: the poses are the camera's)")
+    parser.add_argument("--depth-offset", type=float, nargs=7, metavar=("TX", "TY", "TZ", "QX", "QY", "QZ", "QW"),
+                        help="the depth images' viewpoint in the colour camera's frame (metres, TUM order): a Kinect's "
+                             "depth, registered to its colour image, still sees from beside it; each depth image is "
+                             "moved into the colour camera, and frames keep their poses. "
+                             "'heightfusion camera-offset' measures it")
     default_mm, default_deg = TrackingConfig.refine_prior
     parser.add_argument("--pose-drift", type=float, nargs=2, metavar=("MM", "DEG"),
                         help="refine: the given poses drift (odometry, a trajectory without loop closure), by about "
@@ -204,19 +209,20 @@ def track_options(args: argparse.Namespace) -> dict:
     return {"track": args.track, "start_pose": start_pose, "tracking": tracking}
 
 
-def camera_offset_option(args: argparse.Namespace):
-    """The 4x4 camera offset of ``--camera-offset``, checked, or None."""
+def camera_offset_option(args: argparse.Namespace, option: str = "camera_offset"):
+    """The 4x4 offset of ``--camera-offset`` (or ``--depth-offset`` with ``option="depth_offset"``), checked, or None."""
     from ..poses import pose_from_tum, validate_pose
     from . import UserError
 
-    if args.camera_offset is None:
+    values, name = getattr(args, option), "--" + option.replace("_", "-")
+    if values is None:
         return None
-    if not all(math.isfinite(v) for v in args.camera_offset):
-        raise UserError(f"--camera-offset takes 7 finite numbers, got {' '.join(map(str, args.camera_offset))}")
+    if not all(math.isfinite(v) for v in values):
+        raise UserError(f"{name} takes 7 finite numbers, got {' '.join(map(str, values))}")
     try:
-        return validate_pose(pose_from_tum(*args.camera_offset), "--camera-offset")
+        return validate_pose(pose_from_tum(*values), name)
     except ValueError as exc:
-        raise UserError(f"--camera-offset: {exc}") from None
+        raise UserError(f"{name}: {exc}") from None
 
 
 # --- marker board ---------------------------------------------------------------------------------

@@ -72,7 +72,8 @@ def replay_options(args: argparse.Namespace) -> dict:
     return {"depth": args.depth, "backend": args.backend, **grid_args(args), "max_frames": args.max_frames,
             "stereo": stereo_config_from_args(args), "keyframes": keyframe_config_from_args(args),
             "fusion_settings": settings, "up": args.up, **track_options(args),
-            "camera_offset": camera_offset_option(args), "stereo_ahead": args.stereo_ahead}
+            "camera_offset": camera_offset_option(args), "depth_offset": camera_offset_option(args, "depth_offset"),
+            "stereo_ahead": args.stereo_ahead}
 
 
 def run(args: argparse.Namespace) -> int:
