@@ -22,7 +22,7 @@ from .heightmap import HeightMap
 from .metrics import StageTimer, evaluate, same_grid, smooth_mask_from_heights
 from .outputs import run_metrics
 from .pipeline import FramePipeline, SkippedFrame, fusion_config, uses_stereo
-from .poses import pose_to_tum
+from .poses import pose_to_tum, validate_pose
 from .render import make_renderer
 from .sizing import grid_for_sequence
 from .tiles import window_for_run
@@ -169,6 +169,8 @@ def replay(
 
     if track not in TRACK_MODES:
         raise ValueError(f"track must be one of {', '.join(TRACK_MODES)}, got {track!r}")
+    camera_offset = None if camera_offset is None else validate_pose(camera_offset, "camera_offset")
+    depth_offset = None if depth_offset is None else validate_pose(depth_offset, "depth_offset")
     path = path if path is not None else datasets.sample_path()
     sequence, with_depth = datasets.open_for_depth(path, depth, max_frames=max_frames, undistort=True)
     reopened = with_depth is not sequence

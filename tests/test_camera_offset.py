@@ -170,6 +170,8 @@ def test_replay_with_a_depth_offset_moves_the_depth_and_says_so():
     moved = hf.replay(max_frames=3, progress=False, depth_offset=np.eye(4))
     assert moved.evaluation["rmse"] == pytest.approx(plain.evaluation["rmse"], abs=1e-4)
     np.testing.assert_allclose(moved.metrics()["depth_offset"], [0, 0, 0, 0, 0, 0, 1])
+    with pytest.raises(ValueError, match="depth_offset last row must be"):
+        hf.replay(max_frames=1, progress=False, depth_offset=2 * np.eye(4))
     T_cd = exp_se3(np.array([0.03, 0.0, 0.02, 0, 0, 0]))
     frame = next(iter(UpAligned(hf.datasets.open(hf.datasets.sample_path(), max_frames=1), np.eye(4), depth_offset=T_cd)))
     original = next(iter(hf.datasets.open(hf.datasets.sample_path(), max_frames=1)))
