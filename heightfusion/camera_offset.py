@@ -47,6 +47,9 @@ _PRIOR_M, _PRIOR_RAD = 0.05, math.radians(5.0)
 _HUBER = 2.0
 #: Smallest robust spread of the fit's residuals, in their units (0.1 mm, 0.005 deg).
 _MIN_SPREAD = 0.1
+#: Reference points per level and their least grey-level gradient (0-1 per pixel) of a pair's alignment: the
+#: pairs are aligned at up to 640x480, where the tracker's 3000 points (for 160x120) would leave most texture out.
+_PAIR_POINTS, _PAIR_MIN_GRADIENT = 8000, 0.01
 #: An offset component known worse than this (metres, one sigma) is reported as not determined.
 UNDETERMINED_M = 0.01
 
@@ -92,11 +95,6 @@ class CameraOffset:
             text += (f"; not determined along ({d[0]:+.2f}, {d[1]:+.2f}, {d[2]:+.2f}): the camera turned about that "
                      "axis alone, so the offset along it is left at 0")
         return text
-
-
-def apply_camera_offset(T_wb: np.ndarray, T_bc: np.ndarray) -> np.ndarray:
-    """The camera's pose ``T_wb @ T_bc`` from the body's ``T_wb`` (4x4, or (N, 4, 4))."""
-    return np.asarray(T_wb, dtype=np.float64) @ np.asarray(T_bc, dtype=np.float64)
 
 
 def _disagreement(given: np.ndarray, measured: np.ndarray, T_bc: np.ndarray) -> np.ndarray:
@@ -193,7 +191,7 @@ def measured_motions(frames: Iterable[Frame], gaps: Iterable[int] = (3, 6, 10), 
     gaps = sorted(set(int(g) for g in gaps))
     if not gaps or gaps[0] < 1 or every < 1:
         raise ValueError(f"gaps and every must be positive frame counts, got {gaps}, {every}")
-    recent: deque = deque(maxlen=gaps[-1] + 1)  # (index, frame, pyramid, reference or None) of usable frames
+    recent: deque = deque(maxlen=gaps[-1] + 1)  # (index, pose, reference or None) of the latest usable frames
     given, measured = [], []
     levels = None
     usable = (f for f in frames if f.image is not None and f.depth is not None and f.T_wc is not None)
@@ -201,13 +199,14 @@ def measured_motions(frames: Iterable[Frame], gaps: Iterable[int] = (3, 6, 10), 
         if levels is None:
             levels = level_range(frame.camera, max_side, 30)
         pyramid = tracked_pyramid(frame.camera, frame.image, frame.depth, *levels)
-        reference = (make_reference("pair", frame.camera, np.eye(4), frame.image, frame.depth, *levels, 8000, 0.01)
+        reference = (make_reference("pair", pyramid[0].camera, np.eye(4), pyramid[0].gray, pyramid[0].depth, 0,
+                                    len(pyramid) - 1, _PAIR_POINTS, _PAIR_MIN_GRADIENT)
                      if index % every == 0 else None)
-        recent.append((index, frame, reference))
-        for earlier_index, earlier, earlier_reference in recent:
+        recent.append((index, frame.T_wc, reference))
+        for earlier_index, earlier_T_wc, earlier_reference in recent:
             if earlier_reference is None or index - earlier_index not in gaps:
                 continue
-            A = invert_pose(earlier.T_wc) @ frame.T_wc
+            A = invert_pose(earlier_T_wc) @ frame.T_wc
             result = align(pyramid, [earlier_reference], A)
             if result.converged and result.inliers >= 0.6 and result.data_covariance is not None:
                 given.append(A)

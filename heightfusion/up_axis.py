@@ -119,10 +119,11 @@ class UpAligned:
         self.depth_offset = depth_offset
         self.identity = bool(np.allclose(rotation, np.eye(4)))
         self.gt_heightmap = sequence.gt_heightmap if self.identity else None
-        self._unchanged = self.identity and (camera_offset is None or bool(np.allclose(camera_offset, np.eye(4))))
+        self._offset = np.eye(4) if camera_offset is None else camera_offset
+        self._unchanged = self.identity and bool(np.allclose(self._offset, np.eye(4)))
 
     def _pose(self, T: np.ndarray) -> np.ndarray:
-        return self.rotation @ T if self.camera_offset is None else self.rotation @ T @ self.camera_offset
+        return self.rotation @ T @ self._offset
 
     def __getattr__(self, name: str):
         return getattr(self._sequence, name)
