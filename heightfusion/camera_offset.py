@@ -39,9 +39,9 @@ from .tracking.se3 import exp_se3, log_se3
 #: Units of the fit's residuals: a millimetre of translation counts as much as 0.05 degrees of rotation.
 _TRANSLATION_SCALE_M = 0.001
 _ROTATION_SCALE_RAD = math.radians(0.05)
-#: A weak prior on the offset (metres, radians): it holds what the motions leave undetermined (the
-#: component along the axis of a camera that always turns about one axis) near zero; a component the motions
-#: determine to millimetres is pulled by a fraction of a percent.
+#: A weak prior on the offset (metres, radians): it pulls what the motions leave undetermined (the component
+#: along the axis of a camera that always turns about one axis) toward zero, fully where the motions say
+#: nothing of it; a component the motions determine to millimetres is pulled by a fraction of a percent.
 _PRIOR_M, _PRIOR_RAD = 0.05, math.radians(5.0)
 #: Huber's threshold, in robust spreads of the residuals: a pair the alignment got wrong must not pull the offset.
 _HUBER = 2.0
@@ -69,8 +69,8 @@ class CameraOffset:
         translation_sigma: (3,) one-sigma uncertainty of the offset's translation along the body's axes,
             metres (from the fit's Jacobian and the residuals' robust spread).
         undetermined: unit direction (body frame) along which the motions do not determine the translation
-            (its sigma over :data:`UNDETERMINED_M`: the camera turned about that axis alone), held at zero
-            there by the fit's prior; None when every direction is determined.
+            (its sigma over :data:`UNDETERMINED_M`: the camera turned about that axis alone), where the fit's
+            prior pulls it toward zero; None when every direction is determined.
     """
 
     T_bc: np.ndarray
@@ -92,8 +92,9 @@ class CameraOffset:
                 f"{self.spread[1]:.2f} deg)")
         if self.undetermined is not None:
             d = self.undetermined
-            text += (f"; not determined along ({d[0]:+.2f}, {d[1]:+.2f}, {d[2]:+.2f}): the camera turned about that "
-                     "axis alone, so the offset along it is left at 0")
+            sd = 1000 * float(np.sqrt(self.undetermined @ np.diag(self.translation_sigma**2) @ self.undetermined))
+            text += (f"; not determined along ({d[0]:+.2f}, {d[1]:+.2f}, {d[2]:+.2f}) (sigma about {sd:.0f} mm): the "
+                     "camera turned about that axis alone; measure the offset along it another way")
         return text
 
 
