@@ -244,7 +244,8 @@ def run_scene(scene: Scene, fuse_path: Path, held_out: list | None, max_frames: 
         trajectories[name] = result.poses  # the last run's
         rows[name] = mean_rows(figures)
     if scene.exact is None and held_out is not None:  # the real sequence: where the camera sits on the mocap body
-        offset = fit_camera_offset(*measured_motions(sequence))
+        pairs = measured_motions(sequence)
+        offset = fit_camera_offset(pairs.given, pairs.measured)
         scene.camera_offset = offset.summary()
         print(f"{scene.name}: {scene.camera_offset}", flush=True)
         X = offset.T_bc

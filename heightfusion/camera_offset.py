@@ -52,6 +52,9 @@ _MIN_SPREAD = 0.1
 _PAIR_POINTS, _PAIR_MIN_GRADIENT = 8000, 0.01
 #: An offset component known worse than this (metres, one sigma) is reported as not determined.
 UNDETERMINED_M = 0.01
+#: Time offsets :func:`fit_time_offset` considers by default (seconds either way) and its scan's step.
+MAX_TIME_OFFSET_S = 0.05
+_TIME_STEP_S = 0.0005
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,76 @@ def _fit(given: np.ndarray, measured: np.ndarray, rotation: bool) -> tuple[np.nd
     return offset(x), np.linalg.inv(J.T @ J)
 
 
+@dataclass(frozen=True)
+class TimeOffset:
+    """The fitted time offset of a trajectory's clock and how well it explains the pairs' rotations.
+
+    Attributes:
+        seconds: the trajectory's clock ahead of the images' (``pose_time_offset`` of
+            :func:`heightfusion.datasets.open`): an image taken at t was taken at the trajectory's pose at
+            t + seconds.
+        before: RMS rotation disagreement (degrees) of the pairs' measured and given motions at 0.
+        after: ... at ``seconds``.
+        spread: seconds between the offsets fitted on alternate pairs (the even and the odd ones).
+    """
+
+    seconds: float
+    before: float
+    after: float
+    spread: float
+
+    def summary(self) -> str:
+        return (f"time offset {1000 * self.seconds:+.1f} ms (the trajectory's clock ahead of the images'): the "
+                f"pairs' rotations disagree by {self.before:.3f} deg RMS at 0, {self.after:.3f} deg at it "
+                f"(alternate pairs' fits differ by {1000 * self.spread:.1f} ms)")
+
+
+def fit_time_offset(pairs: MotionPairs, max_offset: float = MAX_TIME_OFFSET_S) -> TimeOffset:
+    """The time offset, within +-``max_offset`` seconds, that best explains the pairs' measured rotations.
+
+    A time offset turns the trajectory's relative rotation of a pair by about the offset times the change of
+    angular velocity between its frames (under a steady turn both ends move alike), so a camera that turns
+    back and forth (a hand-held one) shows it; the rotations alone are compared, which the translation of a
+    camera offset does not change. The robust mean disagreement (Huber at 2 robust spreads of the
+    disagreement at 0) is scanned every :data:`_TIME_STEP_S` and refined by a parabola through the least
+    and its neighbours.
+
+    Raises:
+        ValueError: fewer than 8 pairs, or ``max_offset`` not a positive number of seconds.
+    """
+    if len(pairs) < 8:
+        raise ValueError(f"a time offset needs at least 8 frame pairs, got {len(pairs)}")
+    if not (math.isfinite(max_offset) and max_offset > 0):
+        raise ValueError(f"max_offset must be a positive number of seconds, got {max_offset!r}")
+    offsets = np.arange(-max_offset, max_offset + _TIME_STEP_S / 2, _TIME_STEP_S)
+
+    def angles(subset: np.ndarray, offset: float) -> np.ndarray:
+        given = pairs.given_at(offset)[subset]
+        relative = np.swapaxes(given[:, :3, :3], 1, 2) @ pairs.measured[subset, :3, :3]
+        return np.degrees(np.arccos(np.clip((np.trace(relative, axis1=1, axis2=2) - 1) / 2, -1.0, 1.0)))
+
+    def best(subset: np.ndarray) -> float:
+        scale = max(1.4826 * float(np.median(angles(subset, 0.0))), _MIN_SPREAD * _ROTATION_SCALE_RAD * 180 / math.pi)
+        costs = np.array([np.mean(_huber(angles(subset, t) / scale, _HUBER)) for t in offsets])
+        k = int(np.clip(np.argmin(costs), 1, len(offsets) - 2))
+        left, centre, right = costs[k - 1 : k + 2]
+        curvature = left - 2 * centre + right
+        step = 0.5 * (left - right) / curvature if curvature > 0 else 0.0
+        return float(offsets[k] + np.clip(step, -1.0, 1.0) * _TIME_STEP_S)
+
+    every = np.arange(len(pairs))
+    seconds = best(every)
+    rms = lambda t: float(np.sqrt(np.mean(angles(every, t) ** 2)))  # noqa: E731
+    return TimeOffset(seconds=seconds, before=rms(0.0), after=rms(seconds),
+                      spread=abs(best(every[::2]) - best(every[1::2])))
+
+
+def _huber(x: np.ndarray, k: float) -> np.ndarray:
+    """Huber's cost of ``x`` (quadratic within ``k``, linear beyond)."""
+    a = np.abs(x)
+    return np.where(a <= k, 0.5 * a * a, k * (a - 0.5 * k))
+
+
 def fit_camera_offset(given: Iterable[np.ndarray], measured: Iterable[np.ndarray], rotation: bool = False) -> CameraOffset:
     """The camera's pose in the body frame that best explains frame pairs' motions.
 
@@ -173,16 +246,46 @@ def fit_camera_offset(given: Iterable[np.ndarray], measured: Iterable[np.ndarray
     )
 
 
+@dataclass(frozen=True)
+class MotionPairs:
+    """Frame pairs' relative motions as a trajectory gives them and as the images measure them.
+
+    Attributes:
+        given: (N, 4, 4) per pair, ``inv(G_i) @ G_j`` of the trajectory's poses (body frame).
+        measured: (N, 4, 4) per pair, the motion the images measure (camera frame).
+        times: (N, 2) the two frames' timestamps, seconds.
+        velocities: (N, 2, 6) the trajectory's body velocities (v, w) at the two frames (m/s, rad/s; central
+            differences of the frames' poses, one-sided at the ends), with which :func:`fit_time_offset` moves
+            each pose along the trajectory.
+    """
+
+    given: np.ndarray
+    measured: np.ndarray
+    times: np.ndarray
+    velocities: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.given)
+
+    def given_at(self, time_offset: float) -> np.ndarray:
+        """(N, 4, 4) the trajectory's motions with both poses taken ``time_offset`` seconds later along it:
+        ``exp(-dt xi_i) inv(G_i) G_j exp(dt xi_j)`` (a few milliseconds: the velocity's change is negligible)."""
+        start = exp_se3(-time_offset * self.velocities[:, 0])
+        end = exp_se3(time_offset * self.velocities[:, 1])
+        return start @ self.given @ end
+
+
 def measured_motions(frames: Iterable[Frame], gaps: Iterable[int] = (3, 6, 10), every: int = 2,
-                     max_side: int = 480, progress: bool = False) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """(given, measured) motions of frame pairs ``gaps`` frames apart (every ``every``-th first frame), the
-    measured ones by dense RGB-D alignment (:func:`heightfusion.tracking.align`, photometric and geometric,
-    the later frame to the earlier one, started at the trajectory's motion).
+                     max_side: int = 480, progress: bool = False) -> MotionPairs:
+    """Motions of frame pairs ``gaps`` frames apart (every ``every``-th first frame) as the trajectory gives
+    them and as dense RGB-D alignment measures them (:func:`heightfusion.tracking.align`, photometric and
+    geometric, the later frame to the earlier one, started at the trajectory's motion).
 
     Frames without an image, depth or a given pose are passed over; pairs whose alignment fails (too few
     inliers, an unbounded covariance, not converged) are left out. ``frames`` are read once and only the
-    last ``max(gaps) + 1`` kept, so a long recording needs little memory. ``max_side``: the finest level
-    aligned has at most this many pixels along its shorter side. ``progress``: a bar of frames read.
+    last ``max(gaps) + 1`` kept (and every frame's pose and timestamp), so a long recording needs little
+    memory. ``max_side``: the finest level aligned has at most this many pixels along its shorter side.
+    ``progress``: a bar of frames read.
     """
     from tqdm import tqdm
 
@@ -193,10 +296,13 @@ def measured_motions(frames: Iterable[Frame], gaps: Iterable[int] = (3, 6, 10), 
     if not gaps or gaps[0] < 1 or every < 1:
         raise ValueError(f"gaps and every must be positive frame counts, got {gaps}, {every}")
     recent: deque = deque(maxlen=gaps[-1] + 1)  # (index, pose, reference or None) of the latest usable frames
-    given, measured = [], []
+    given, measured, indices = [], [], []
+    stamps, poses = [], []  # every usable frame's, for the velocities
     levels = None
     usable = (f for f in frames if f.image is not None and f.depth is not None and f.T_wc is not None)
     for index, frame in enumerate(tqdm(usable, unit="frame", desc="camera offset: aligning pairs", disable=not progress)):
+        stamps.append(frame.timestamp)
+        poses.append(frame.T_wc)
         if levels is None:
             levels = level_range(frame.camera, max_side, 30)
         pyramid = tracked_pyramid(frame.camera, frame.image, frame.depth, *levels)
@@ -212,7 +318,23 @@ def measured_motions(frames: Iterable[Frame], gaps: Iterable[int] = (3, 6, 10), 
             if result.converged and result.inliers >= 0.6 and result.data_covariance is not None:
                 given.append(A)
                 measured.append(result.T_wc)
-    return given, measured
+                indices.append((earlier_index, index))
+    velocities = _body_velocities(np.array(stamps), poses)
+    indices = np.array(indices, dtype=np.int64).reshape(-1, 2)
+    return MotionPairs(given=np.array(given).reshape(-1, 4, 4), measured=np.array(measured).reshape(-1, 4, 4),
+                       times=np.array(stamps, dtype=np.float64)[indices] if len(stamps) else np.zeros((0, 2)),
+                       velocities=velocities[indices] if len(stamps) else np.zeros((0, 2, 6)))
+
+
+def _body_velocities(stamps: np.ndarray, poses: list[np.ndarray]) -> np.ndarray:
+    """(N, 6) body velocities of poses at ``stamps``: central differences, one-sided at the ends (zero for one pose)."""
+    count = len(poses)
+    velocities = np.zeros((count, 6))
+    for i in range(count):
+        before, after = max(i - 1, 0), min(i + 1, count - 1)
+        if after > before and stamps[after] > stamps[before]:
+            velocities[i] = log_se3(invert_pose(poses[before]) @ poses[after]) / (stamps[after] - stamps[before])
+    return velocities
 
 
 def depth_at_colour_camera(camera: PinholeCamera, depth: np.ndarray, T_cd: np.ndarray) -> np.ndarray:

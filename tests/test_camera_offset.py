@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import heightfusion as hf
-from heightfusion.camera_offset import depth_at_colour_camera, fit_camera_offset, measured_motions
+from heightfusion.camera_offset import (MotionPairs, depth_at_colour_camera, fit_camera_offset, fit_time_offset,
+                                       measured_motions)
 from heightfusion.synthetic import generate, write_tum
 from heightfusion.tracking.se3 import exp_se3, log_se3
 from heightfusion.up_axis import UpAligned
@@ -65,6 +66,75 @@ def test_turning_about_one_axis_leaves_the_offset_along_it_undetermined():
     assert "not determined along" in offset.summary()
 
 
+def hand_held_pose(t: float) -> np.ndarray:
+    """A hand-held camera's pose at ``t`` seconds: turning back and forth about three axes at 0.5-1.3 Hz
+    (up to 50 deg/s) and moving a few centimetres."""
+    twist = np.array([0.03 * math.sin(2.1 * t), 0.02 * math.cos(1.7 * t), 0.01 * t,
+                      0.12 * math.sin(6.3 * t), 0.08 * math.sin(4.4 * t + 1.0), 0.06 * math.sin(8.2 * t + 2.0)])
+    return exp_se3(twist)
+
+
+def pairs_with_clock_offset(offset: float, noise_deg: float, seed: int = 0) -> MotionPairs:
+    """Pairs of frames 3, 6 and 10 apart at 30 Hz over 6 s: the given motions from the trajectory at the frame
+    times, the measured ones from the poses ``offset`` seconds later (the trajectory's clock ahead), turned by
+    ``noise_deg`` of noise, six of them wrong by 3 degrees."""
+    rng = np.random.default_rng(seed)
+    times = np.arange(180) / 30.0
+    poses = np.array([hand_held_pose(t) for t in times])
+    velocities = np.array([log_se3(np.linalg.inv(poses[max(i - 1, 0)]) @ poses[min(i + 1, 179)]) /
+                           (times[min(i + 1, 179)] - times[max(i - 1, 0)]) for i in range(180)])
+    index = np.array([(i, i + gap) for gap in (3, 6, 10) for i in range(0, 180 - gap, 2)])
+    given = np.linalg.inv(poses[index[:, 0]]) @ poses[index[:, 1]]
+    true = np.array([np.linalg.inv(hand_held_pose(times[i] + offset)) @ hand_held_pose(times[j] + offset) for i, j in index])
+    turns = rng.normal(scale=math.radians(noise_deg), size=(len(index), 3))
+    turns[:6] += math.radians(3.0)
+    measured = true @ exp_se3(np.hstack([np.zeros((len(index), 3)), turns]))
+    return MotionPairs(given=given, measured=measured, times=times[index], velocities=velocities[index])
+
+
+@pytest.mark.parametrize("offset", [-0.012, 0.0, 0.007])
+def test_time_offset_of_the_trajectory_clock_is_found(offset):
+    pairs = pairs_with_clock_offset(offset, noise_deg=0.05)
+    fit = fit_time_offset(pairs)
+    assert abs(fit.seconds - offset) < 0.001
+    assert fit.spread < 0.002
+    if offset:  # the pairs' rotations agree better at the offset found than at 0
+        assert fit.after < fit.before
+    assert fit.summary().startswith("time offset ")
+    # The motions at the offset are the true ones, but for the frames' velocities being central differences.
+    exact = pairs_with_clock_offset(offset, noise_deg=0.0)
+
+    def error(seconds: float) -> np.ndarray:
+        return np.array([math.degrees(np.linalg.norm(log_se3(np.linalg.inv(g) @ m)[3:]))
+                         for g, m in zip(exact.given_at(seconds)[6:], exact.measured[6:])])
+
+    assert np.median(error(fit.seconds)) < 0.04 and error(fit.seconds).max() < 0.1
+    if offset:
+        assert np.median(error(0.0)) > 0.1
+
+
+def test_time_offset_needs_pairs_and_a_range():
+    pairs = pairs_with_clock_offset(0.0, noise_deg=0.05)
+    few = MotionPairs(pairs.given[:7], pairs.measured[:7], pairs.times[:7], pairs.velocities[:7])
+    with pytest.raises(ValueError, match="8 frame pairs"):
+        fit_time_offset(few)
+    with pytest.raises(ValueError, match="max_offset"):
+        fit_time_offset(pairs, max_offset=0.0)
+
+
+def test_measured_motions_give_pair_times_and_velocities():
+    frames = list(hf.datasets.open(hf.datasets.sample_path(), max_frames=8))
+    pairs = measured_motions(frames, gaps=(2,), every=1)
+    assert len(pairs) == len(pairs.times) == len(pairs.velocities) >= 4
+    stamps = [f.timestamp for f in frames]
+    assert all(t1 - t0 == pytest.approx(stamps[2] - stamps[0], abs=1e-5) for t0, t1 in pairs.times)
+    # Each frame's velocity is the central difference of its neighbours' poses; at offset 0 the motions are as given.
+    first = stamps.index(pairs.times[0, 0])
+    twist = log_se3(np.linalg.inv(frames[first - 1].T_wc) @ frames[first + 1].T_wc) / (stamps[first + 1] - stamps[first - 1])
+    np.testing.assert_allclose(pairs.velocities[0, 0], twist, atol=1e-9)
+    np.testing.assert_allclose(pairs.given_at(0.0), pairs.given, atol=1e-12)
+
+
 def test_bad_gaps_are_refused():
     with pytest.raises(ValueError, match="positive frame counts"):
         measured_motions([], gaps=(0, 3))
@@ -89,7 +159,8 @@ def test_images_measure_the_offset_of_the_trajectory():
     of frame pairs finds it, but for the part along the axis the camera orbits about (reported as undetermined)."""
     frames = (dataclasses.replace(f, T_wc=f.T_wc @ np.linalg.inv(OFFSET))  # read once, as a recording streams
               for f in hf.datasets.open(hf.datasets.sample_path(), max_frames=24))
-    given, measured = measured_motions(frames, gaps=(1, 2), every=1)
+    pairs = measured_motions(frames, gaps=(1, 2), every=1)
+    given, measured = pairs.given, pairs.measured
     assert len(given) >= 30
     offset = fit_camera_offset(given, measured, rotation=False)
     axis = offset.undetermined

@@ -109,6 +109,8 @@ IN_PROCESS = {
         (["replay", "{ds}", "--camera-offset", "0", "0", "nan", "0", "0", "0", "1"], "--camera-offset"),
         (["replay", "{ds}", "--camera-offset", "0", "0", "0", "0", "0", "0", "0"], "--camera-offset"),
         (["replay", "{ds}", "--depth-offset", "0", "0", "inf", "0", "0", "0", "1"], "--depth-offset"),
+        (["replay", "{ds}", "--time-offset-ms", "nan"], "--time-offset-ms"),
+        (["replay", "{ds}", "--time-offset-ms", "2000"], "--time-offset-ms"),
     ],
     "camera-offset": [
         (["camera-offset", "{missing}"], "{missing}"),
@@ -212,6 +214,10 @@ IN_SUBPROCESS = {
           "--out", "{out}/l"], "--camera-offset"),
         (["live", "--camera", "0", "--hidden", "--max-frames", "1", "--camera-offset", "0", "0", "0", "0", "0", "0", "1",
           "--out", "{out}/l"], "--camera-offset"),
+        (["live", "--camera", "0", "--hidden", "--max-frames", "1", "--time-offset-ms", "5", "--out", "{out}/l"],
+         "--time-offset-ms"),
+        (["live", "{ds}", "--hidden", "--max-frames", "1", "--time-offset-ms", "inf", "--out", "{out}/l"],
+         "--time-offset-ms"),
     ],
     # Other commands given a video: FFmpeg's own log lines must not reach stderr either.
     "video": [

@@ -195,6 +195,21 @@ def test_tum_pose_interpolation_and_missing_poses(tmp_path):
     assert times[4] - samples[2] > 0.02
 
 
+def test_pose_time_offset_takes_each_pose_later_along_the_trajectory(tmp_path):
+    folder = make_tum(tmp_path, n=4)
+    seq = datasets.open(folder, pose_time_offset=-0.012)
+    frames = frames_of(seq)
+    assert len(frames) == 4
+    for frame in frames:
+        np.testing.assert_allclose(frame.T_wc, expected_pose(frame.timestamp - 0.012), atol=1e-6)
+    for t, T in seq.reference_trajectory():  # the reference stays as published
+        np.testing.assert_allclose(T, expected_pose(t), atol=1e-6)
+    with pytest.raises(ValueError, match="pose_time_offset"):
+        datasets.open(folder, pose_time_offset=1.5)
+    with pytest.raises(ValueError, match="pose_time_offset"):
+        datasets.open(folder, pose_time_offset=float("nan"))
+
+
 def test_tum_association_with_jitter(tmp_path):
     jitter = [0.004, -0.008, 0.019, -0.012, 0.05, 0.0]  # frame 4's depth is 50 ms off: no match
     folder = make_tum(tmp_path, jitter=jitter)

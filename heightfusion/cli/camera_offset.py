@@ -1,9 +1,13 @@
-"""``heightfusion camera-offset [PATH]``: where the camera sits on the body a recording's poses are of.
+"""``heightfusion camera-offset [PATH]``: where the camera sits on the body a recording's poses are of, and how
+far the poses' clock is from the images'.
 
 Aligns frame pairs of an RGB-D recording with its trajectory (:func:`heightfusion.camera_offset.measured_motions`),
-fits the offset (:func:`heightfusion.camera_offset.fit_camera_offset`), prints it with how much it explains
-and the ``--camera-offset`` / ``--depth-offset`` options that make ``replay`` and ``live`` use it (the whole
-camera off the trajectory, or the depth's viewpoint off the colour camera); ``--out FILE.json`` writes it.
+fits the time offset of the trajectory's clock from the pairs' rotations
+(:func:`heightfusion.camera_offset.fit_time_offset`), then the camera offset from the motions at that time
+(:func:`heightfusion.camera_offset.fit_camera_offset`), prints both with how much they explain and the
+``--time-offset-ms`` and ``--camera-offset`` / ``--depth-offset`` options that make ``replay`` and ``live`` use them
+(the whole camera off the trajectory, or the depth's viewpoint off the colour camera); ``--out FILE.json``
+writes them.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rotation", action="store_true",
                         help="fit the offset's rotation too (default: its translation alone, the trajectory's "
                              "orientation taken as the camera's)")
+    parser.add_argument("--no-time-offset", action="store_true",
+                        help="take the trajectory's clock as the images' (default: fit the time offset first)")
     parser.add_argument("--out", metavar="FILE.json", help="write the offset, the option and the fit's figures here")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -31,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from .. import datasets
     from ..atomic import atomic_write
-    from ..camera_offset import fit_camera_offset, measured_motions
+    from ..camera_offset import fit_camera_offset, fit_time_offset, measured_motions
     from ..poses import pose_to_tum
 
     if args.max_frames is not None and args.max_frames < 2:
@@ -46,16 +52,26 @@ def run(args: argparse.Namespace) -> int:
     sequence = datasets.open(path, max_frames=args.max_frames, undistort=True)
     if not sequence.has_poses:
         raise UserError(f"{path}: camera-offset needs a trajectory (the poses of the body the camera sits on)")
-    given, measured = measured_motions(sequence, args.gaps, progress=not args.quiet)
+    pairs = measured_motions(sequence, args.gaps, progress=not args.quiet)
     if sequence.skipped:
         print(f"camera-offset: frames skipped: {dict(sequence.skipped)}", file=sys.stderr)
+    time_offset = None
+    if not args.no_time_offset and len(pairs) >= 4:  # with fewer, the camera offset's fit says why below
+        try:
+            time_offset = fit_time_offset(pairs)
+        except ValueError as exc:
+            print(f"camera-offset: no time offset: {exc}", file=sys.stderr)
+    seconds = 0.0 if time_offset is None else time_offset.seconds
     try:
-        offset = fit_camera_offset(given, measured, rotation=args.rotation)
+        offset = fit_camera_offset(pairs.given_at(seconds), pairs.measured, rotation=args.rotation)
     except ValueError as exc:
         raise UserError(f"{path}: {exc} (pairs of frames with depth images whose alignment passed; more frames or "
                         "other --gaps may give more)") from None
     numbers = " ".join(f"{v:.6f}" for v in pose_to_tum(offset.T_bc))
-    options = {"camera": f"--camera-offset {numbers}", "depth": f"--depth-offset {numbers}"}
+    clock = "" if time_offset is None else f"--time-offset-ms {1000 * seconds:.1f} "
+    options = {"camera": f"{clock}--camera-offset {numbers}", "depth": f"{clock}--depth-offset {numbers}"}
+    if time_offset is not None:
+        print(time_offset.summary())
     print(offset.summary())
     print(f"{options['camera']}\n    where the whole camera sits off the trajectory's body (motion-capture markers, a robot's base);")
     print(f"{options['depth']}\n    where the colour camera is where the trajectory says and the depth sees from beside it (a "
@@ -64,6 +80,10 @@ def run(args: argparse.Namespace) -> int:
         record = {"T_bc": offset.T_bc.tolist(), "options": options, "pairs": offset.pairs,
                   "disagreement_before_mm_deg": offset.before, "disagreement_after_mm_deg": offset.after,
                   "halves_differ_mm_deg": offset.spread}
+        if time_offset is not None:
+            record["time_offset"] = {"seconds": seconds, "rotation_disagreement_before_deg": time_offset.before,
+                                     "rotation_disagreement_after_deg": time_offset.after,
+                                     "halves_differ_s": time_offset.spread}
         with atomic_write(args.out) as f:
             f.write(json.dumps(record, indent=2).encode())
     return 0

@@ -24,6 +24,7 @@ from .options import (
     add_up_argument,
     board_spec_from_args,
     camera_offset_option,
+    time_offset_option,
     check_positive,
     free_space_settings,
     grid_args,
@@ -99,9 +100,9 @@ def run(args: argparse.Namespace) -> int:
     if args.camera is not None:
         if args.source is not None:
             raise UserError("give either SOURCE or --camera N, not both")
-        if args.camera_offset is not None or args.depth_offset is not None:
-            raise UserError("--camera-offset and --depth-offset are for recordings (given poses, depth images); "
-                            "a live camera has neither")
+        if args.camera_offset is not None or args.depth_offset is not None or args.time_offset_ms is not None:
+            raise UserError("--camera-offset, --depth-offset and --time-offset-ms are for recordings (given poses, "
+                            "depth images); a live camera has neither")
         frames = open_camera(args.camera, camera, args.max_frames)
         if camera is None:
             print(f"live: no --calibration given; guessing camera {args.camera}'s intrinsics (60 degree field of view)", file=sys.stderr)
@@ -112,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         path = args.source if args.source is not None else datasets.sample_path()
         sequence, with_depth = datasets.open_for_depth(path, args.depth, trajectory=args.poses, camera=camera,
-                                                       max_frames=args.max_frames, undistort=True)
+                                                       max_frames=args.max_frames, undistort=True,
+                                                       pose_time_offset=time_offset_option(args))
         sequence = UpAligned(sequence, up_rotation(default_up(sequence.format) if args.up is None else args.up, with_depth),
                              camera_offset_option(args), camera_offset_option(args, "depth_offset"))
         up = args.up or default_up(sequence.format)

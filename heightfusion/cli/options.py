@@ -181,6 +181,10 @@ def add_track_arguments(parser: argparse.ArgumentParser, default: str = "off") -
                              "depth, registered to its colour image, still sees from beside it; each depth image is "
                              "moved into the colour camera, and frames keep their poses. "
                              "'heightfusion camera-offset' measures it")
+    parser.add_argument("--time-offset-ms", type=float, metavar="MS",
+                        help="milliseconds the given poses' clock is ahead of the images' (motion capture out of step "
+                             "with the camera): a frame taken at t gets the trajectory's pose at t + MS; "
+                             "'heightfusion camera-offset' measures it (default 0)")
     default_mm, default_deg = TrackingConfig.refine_prior
     parser.add_argument("--pose-drift", type=float, nargs=2, metavar=("MM", "DEG"),
                         help="refine: the given poses drift (odometry, a trajectory without loop closure), by about "
@@ -223,6 +227,19 @@ def camera_offset_option(args: argparse.Namespace, option: str = "camera_offset"
         return validate_pose(pose_from_tum(*values), name)
     except ValueError as exc:
         raise UserError(f"{name}: {exc}") from None
+
+
+def time_offset_option(args: argparse.Namespace) -> float:
+    """``--time-offset-ms`` in seconds (0 when not given), checked."""
+    from ..datasets import MAX_POSE_TIME_OFFSET_S
+    from . import UserError
+
+    if args.time_offset_ms is None:
+        return 0.0
+    if not (math.isfinite(args.time_offset_ms) and abs(args.time_offset_ms) <= 1000 * MAX_POSE_TIME_OFFSET_S):
+        raise UserError(f"--time-offset-ms must be a number of milliseconds within +-{1000 * MAX_POSE_TIME_OFFSET_S:g}, "
+                        f"got {args.time_offset_ms}")
+    return args.time_offset_ms / 1000
 
 
 # --- marker board ---------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from .options import (
     add_track_arguments,
     add_up_argument,
     camera_offset_option,
+    time_offset_option,
     free_space_settings,
     grid_args,
     keyframe_config_from_args,
@@ -73,7 +74,7 @@ def replay_options(args: argparse.Namespace) -> dict:
             "stereo": stereo_config_from_args(args), "keyframes": keyframe_config_from_args(args),
             "fusion_settings": settings, "up": args.up, **track_options(args),
             "camera_offset": camera_offset_option(args), "depth_offset": camera_offset_option(args, "depth_offset"),
-            "stereo_ahead": args.stereo_ahead}
+            "pose_time_offset": time_offset_option(args), "stereo_ahead": args.stereo_ahead}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -41,6 +41,8 @@ __all__ = [
 
 #: Name of the bundled sample sequence (datasets/README.md).
 SAMPLE = "sample_floor"
+#: Largest ``pose_time_offset`` accepted, seconds: clocks a second or more apart are a wrong file, not an offset.
+MAX_POSE_TIME_OFFSET_S = 1.0
 
 
 def sample_path(name: str = SAMPLE) -> Path:
@@ -70,6 +72,7 @@ def open(
     fps: float | None = None,
     require_depth: bool = True,
     load_depth: bool = True,
+    pose_time_offset: float = 0.0,
 ) -> Sequence:
     """Open the dataset at ``path``, detecting its format.
 
@@ -87,13 +90,18 @@ def open(
             them as frames with ``depth=None`` (for monocular stereo, which uses images only).
         load_depth: False gives every frame ``depth=None`` without reading depth images (monocular
             stereo: reading and undistorting a 640x480 depth image costs about as much as its colour image).
+        pose_time_offset: seconds the trajectory's clock is ahead of the images': a frame taken at ``t`` gets
+            the trajectory's pose at ``t + pose_time_offset`` (motion capture a few milliseconds out of step
+            with the camera; ``heightfusion camera-offset`` measures it). The reference trajectory that
+            ``metrics.json`` scores against stays as published.
 
     Raises:
         DatasetError: ``path`` is not a dataset (or its configuration files are broken).
         ValueError: an option is out of range.
     """
     path = Path(path)
-    options = _options(trajectory, camera, stride, max_frames, undistort, max_difference, fps, require_depth, load_depth)
+    options = _options(trajectory, camera, stride, max_frames, undistort, max_difference, fps, require_depth, load_depth,
+                       pose_time_offset)
     if not path.exists():
         raise DatasetError(f"{path}: no such file or folder; expected {_EXPECTED}")
     if path.is_file():
@@ -143,6 +151,7 @@ def _options(
     fps: float | None,
     require_depth: bool = True,
     load_depth: bool = True,
+    pose_time_offset: float = 0.0,
 ) -> OpenOptions:
     """Checked options; ValueError naming the first one out of range."""
     if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
@@ -153,6 +162,10 @@ def _options(
         raise ValueError(f"max_difference must be a positive number of seconds, got {max_difference!r}")
     if fps is not None and not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
         raise ValueError(f"fps must be a positive number, got {fps!r}")
+    if not (isinstance(pose_time_offset, (int, float)) and not isinstance(pose_time_offset, bool)
+            and abs(pose_time_offset) <= MAX_POSE_TIME_OFFSET_S):
+        raise ValueError(f"pose_time_offset must be a number of seconds within +-{MAX_POSE_TIME_OFFSET_S:g}, "
+                         f"got {pose_time_offset!r}")
     if camera is not None and not isinstance(camera, PinholeCamera):
         raise ValueError(f"camera must be a PinholeCamera, got {type(camera).__name__}")
     return OpenOptions(
@@ -165,4 +178,5 @@ def _options(
         fps=None if fps is None else float(fps),
         require_depth=bool(require_depth) and bool(load_depth),
         load_depth=bool(load_depth),
+        pose_time_offset=float(pose_time_offset),
     )

@@ -64,6 +64,7 @@ class OpenOptions:
     fps: float | None = None
     require_depth: bool = True
     load_depth: bool = True
+    pose_time_offset: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -421,9 +422,11 @@ def load_trajectory(path: Path, issues: Issues) -> Trajectory:
 
 
 def attach_poses(
-    candidates: list[FrameRecord], trajectory: Trajectory | None, max_difference: float, issues: Issues
+    candidates: list[FrameRecord], trajectory: Trajectory | None, max_difference: float, issues: Issues,
+    time_offset: float = 0.0,
 ) -> list[FrameRecord]:
-    """``candidates`` with their poses from ``trajectory``; frames it has no pose for are skipped (NO_POSE).
+    """``candidates`` with their poses from ``trajectory`` at their timestamps plus ``time_offset`` seconds (the
+    trajectory's clock minus the images'); frames it has no pose for are skipped (NO_POSE).
 
     Without a trajectory every frame keeps ``T_wc = None`` (noted once).
     """
@@ -432,7 +435,7 @@ def attach_poses(
         return candidates
     records, missing = [], []
     for record in candidates:
-        T_wc = trajectory.pose_at(record.timestamp, max_difference)
+        T_wc = trajectory.pose_at(record.timestamp + time_offset, max_difference)
         if T_wc is None:
             missing.append(record.timestamp)
         else:

@@ -70,7 +70,7 @@ def load(folder: Path, options: OpenOptions) -> Sequence:
         T_bs = _body_to_sensor(sensor, mav0 / "cam0" / "sensor.yaml")
     records = [
         r if r.T_wc is None else dataclasses.replace(r, T_wc=r.T_wc @ T_bs)
-        for r in attach_poses(candidates, trajectory, options.max_difference, issues)
+        for r in attach_poses(candidates, trajectory, options.max_difference, issues, options.pose_time_offset)
     ]
     name = sequence_name(mav0.parent if mav0.name == "mav0" else mav0)
     return Sequence(

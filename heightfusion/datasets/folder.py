@@ -142,7 +142,7 @@ def _sequence(
         name=name,
         format=format,
         camera=camera,
-        records=attach_poses(candidates, trajectory, options.max_difference, issues),
+        records=attach_poses(candidates, trajectory, options.max_difference, issues, options.pose_time_offset),
         issues=issues,
         options=options,
         gt_heightmap=load_gt_heightmap(folder, issues),

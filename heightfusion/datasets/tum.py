@@ -102,7 +102,7 @@ def load(folder: Path, options: OpenOptions) -> Sequence:
         name=sequence_name(folder),
         format="icl-nuim" if icl else "tum",
         camera=camera,
-        records=attach_poses(candidates, trajectory, options.max_difference, issues),
+        records=attach_poses(candidates, trajectory, options.max_difference, issues, options.pose_time_offset),
         issues=issues,
         options=options,
         depth_scale=(depth_scale or TUM_DEPTH_SCALE) if has_depth else None,
