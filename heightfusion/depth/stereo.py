@@ -133,18 +133,7 @@ class StereoConfig:
             a floor of matching precision in pixels (a step that moves the match further, from a longer
             baseline, is known more finely), one of the sub-hypothesis fit, and the flatness of the cost
             curve. The defaults are fitted on the synthetic scenes (benchmark, check 2).
-        max_relative_sigma: pixels whose matching sigma (the cost curve's and the floors', without
-            ``pose_sigma``) exceeds this fraction of their depth are invalid.
-        pose_sigma: (metres, degrees) standard deviation, per axis, of each source's pose relative to the
-            reference's: what the given (or tracked) poses get wrong between frames. Such an error moves every
-            match in a source by about ``f sigma_rad`` pixels (rotation) and ``f rho sigma_m`` (translation),
-            a depth error shared by the frame's pixels that the cost curve cannot show: it is added to the
-            sigma handed on, in matching steps of the source that moves the match most per step
-            (``sigma_px / pixels_per_step``), and does not make a pixel invalid. With a small baseline it
-            dominates: on the real TUM fr1/rpy frames, whose motion capture disagrees with the images'
-            relative motions by about 7.6 mm / 0.5 deg per axis (``heightfusion camera-offset``), the
-            stereo's errors lie within its 1 sigma for 48 % of the pixels with it and 3 % without.
-            (0, 0): exact poses.
+        max_relative_sigma: pixels whose sigma exceeds this fraction of their depth are invalid.
         device: torch device ("cpu", "cuda", "cuda:1", ...); "auto" (the default): the first CUDA device
             where torch sees one, else the CPU.
         sweep_size: :class:`~heightfusion.depth.MotionStereo` halves its frames (by 2x2 blocks,
@@ -199,7 +188,6 @@ class StereoConfig:
     predict_range: bool = False
     threads: int | None = None
     readout_s: float = 0.0
-    pose_sigma: tuple[float, float] = (0.0, 0.0)
 
     def __post_init__(self) -> None:
         if isinstance(self.num_hypotheses, bool) or not isinstance(self.num_hypotheses, int) or self.num_hypotheses < 3:
@@ -243,9 +231,6 @@ class StereoConfig:
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
                                          or self.threads < 1):
             raise ValueError(f"StereoConfig.threads must be a positive integer or None, got {self.threads!r}")
-        if not (len(self.pose_sigma) == 2 and all(math.isfinite(v) and v >= 0 for v in self.pose_sigma)):
-            raise ValueError(f"StereoConfig.pose_sigma must be two non-negative numbers (metres, degrees), "
-                             f"got {self.pose_sigma!r}")
         if not self.consistency >= 0:
             raise ValueError(f"StereoConfig.consistency must be non-negative (inf: off), got {self.consistency!r}")
 
@@ -425,8 +410,7 @@ class PlaneSweepStereo:
         position = winner.float() + offset
         rho = (planes.s[0] + position * planes.step) * planes.weight
         depth = 1.0 / rho.clamp_min(1e-12)
-        pixels_per_step = _pixels_per_step(sources, planes, rho)
-        steps_sigma = _sigma_steps(curvature, pixels_per_step, cfg)
+        steps_sigma = _sigma_steps(curvature, _pixels_per_step(sources, planes, rho), cfg)
         sigma = steps_sigma * abs(planes.step) * planes.weight * depth**2
         parallax = torch.stack([_parallax(source, rho) for source in sources]).amax(0)
 
@@ -439,9 +423,6 @@ class PlaneSweepStereo:
         if math.isfinite(cfg.consistency):
             valid &= self._left_right(checked, check_scale, winner, rho, valid, sources, planes, camera)
             valid &= _supported(position, valid, cfg.consistency, cfg.support)
-        if any(cfg.pose_sigma):
-            pose_steps = _pose_pixels(camera, rho, cfg.pose_sigma) / pixels_per_step.clamp_min(1e-6)
-            sigma = torch.hypot(sigma, pose_steps * abs(planes.step) * planes.weight * depth**2)
         return _to_numpy(depth, sigma, valid)
 
     def _left_right(
@@ -1049,14 +1030,6 @@ def _sigma_steps(curvature: torch.Tensor, pixels_per_step: torch.Tensor, cfg: St
     """(H, W) sigma of the winner in hypothesis steps (see ``StereoConfig.sigma_curvature``)."""
     pixel_floor = cfg.sigma_floor_px / pixels_per_step.clamp_min(1e-6)
     return torch.sqrt(pixel_floor**2 + cfg.sigma_floor_steps**2 + cfg.sigma_curvature / curvature.clamp_min(1e-9))
-
-
-def _pose_pixels(camera: PinholeCamera, rho: torch.Tensor, pose_sigma: tuple[float, float]) -> torch.Tensor:
-    """(H, W) pixels a source's match moves by, one sigma, for a relative pose error of ``pose_sigma`` (metres,
-    degrees per axis) at inverse depth ``rho``: ``f sqrt(sigma_rad^2 + (rho sigma_m)^2)`` (``StereoConfig.pose_sigma``)."""
-    sigma_m, sigma_deg = pose_sigma
-    focal = 0.5 * (camera.fx + camera.fy)
-    return focal * torch.sqrt(math.radians(sigma_deg) ** 2 + (rho * sigma_m) ** 2)
 
 
 def _to_numpy(depth: torch.Tensor, sigma: torch.Tensor, valid: torch.Tensor) -> DepthEstimate:
