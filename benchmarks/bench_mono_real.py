@@ -1,6 +1,8 @@
 """Monocular depth on real frames (issue 12): motion stereo's per-frame depth against the Kinect's, with the
 poses as given and with ``--track refine`` (fronto-parallel planes, the default, and horizontal planes below the
-camera, ``planes="below"``), and as given with a rolling shutter (``StereoConfig.readout_s``).
+camera, ``planes="below"``), as given with a rolling shutter (``StereoConfig.readout_s``), and with the poses at
+the time offset of the trajectory's clock that the recording's frame pairs measure (``heightfusion camera-offset``,
+``replay --time-offset-ms``; measured in the run from all the recording's frames, with their depth images).
 
     python benchmarks/bench_mono_real.py [--path ../shared/data/tum_fr1_rpy_first180] [--frames 60] [--splits 5]
 
@@ -12,9 +14,10 @@ share of stereo's errors within its own 1 sigma; and by the Kinect's depth (band
 the share of the compared pixels, median |relative error| and median signed relative error (the bias).
 The tracking cost and the frames stereo or tracking skipped are printed too. Then the maps: every 5th frame
 held out (``heightfusion.heldout``), the rest fused from the Kinect depth and from monocular stereo (poses as
-given and refined, with either plane family; as given with a rolling shutter), each scored against the
-held-out frames' depth:
-median |dh| and coverage, stereo's median as a multiple of the sensor map's, frames fused and fused frames/s.
+given and refined, with either plane family; as given with a rolling shutter; then sensor depth and stereo as given
+and refined at the time offset), each scored against the held-out frames' depth: median |dh| and coverage,
+stereo's median as a multiple of the sensor map's (the one above it, at the same poses), frames fused and fused
+frames/s.
 A monocular map's score depends much on which frames it was fused from (on the real sample 38-76 mm over the
 five splits), so each map is fused and scored on ``--splits`` of the five ways to hold out every 5th frame,
 and the table gives the mean, the range and every split's figure.
@@ -34,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 import heightfusion as hf
+from heightfusion.camera_offset import fit_time_offset, measured_motions
 from heightfusion.depth import StereoConfig
 from heightfusion.heldout import DEFAULT_EVERY, score_heldout
 from heightfusion.pipeline import FramePipeline, SkippedFrame, fusion_config
@@ -50,9 +54,10 @@ KINECT_READOUT_S = 0.03
 DEPTH_BANDS = (0.0, 0.8, 1.2, 1.6, 2.2, 10.0)
 
 
-def run(path: Path, frames: int, track: str, stereo: StereoConfig) -> dict:
-    """Stereo depth against the Kinect's over the first ``frames`` frames of ``path`` with ``track`` and ``stereo``."""
-    sequence = hf.datasets.open(path, max_frames=frames, undistort=True)
+def run(path: Path, frames: int, track: str, stereo: StereoConfig, pose_time_offset: float = 0.0) -> dict:
+    """Stereo depth against the Kinect's over the first ``frames`` frames of ``path`` with ``track`` and ``stereo``,
+    the poses taken ``pose_time_offset`` seconds later along the trajectory."""
+    sequence = hf.datasets.open(path, max_frames=frames, undistort=True, pose_time_offset=pose_time_offset)
     sequence = UpAligned(sequence, up_rotation(default_up(sequence.format), sequence))
     grid = grid_for_sequence(sequence, None, None, None)
     renderer = hf.make_renderer("gl")
@@ -102,10 +107,11 @@ def run(path: Path, frames: int, track: str, stereo: StereoConfig) -> dict:
     }
 
 
-def heldout_maps(path: Path, frames: int, splits: int) -> list[tuple[str, list[dict], list[hf.ReplayResult]]]:
+def heldout_maps(path: Path, frames: int, splits: int, clock: float) -> list[tuple[str, list[dict], list[hf.ReplayResult]]]:
     """(run, held-out score and replay result of each split) of the maps fused from sensor depth and from
     stereo (as given and refined, fronto-parallel planes and planes below the camera, and as given with a rolling
-    shutter of :data:`KINECT_READOUT_S`). Split k holds
+    shutter of :data:`KINECT_READOUT_S`), and from sensor depth and stereo (as given and refined) with the poses at
+    the time offset ``clock`` (seconds, ``replay --time-offset-ms``). Split k holds
     out the frames at positions k, k + 5, ... (every 5th, :func:`heightfusion.heldout.split_heldout`); the
     first ``splits`` of the five run, the last first (the split of the other benchmarks)."""
     sys.path.insert(0, str(Path(__file__).parent))
@@ -117,6 +123,10 @@ def heldout_maps(path: Path, frames: int, splits: int) -> list[tuple[str, list[d
             ("stereo, track refine, planes below", "mvs", "refine", {"stereo": StereoConfig(planes="below")}),
             (f"stereo, poses as given, rolling shutter {KINECT_READOUT_S * 1e3:g} ms", "mvs", "off",
              {"stereo": StereoConfig(readout_s=KINECT_READOUT_S)}))
+    at = f"time offset {clock * 1e3:+.1f} ms"
+    runs += ((f"sensor depth, {at}", "sensor", "off", {"pose_time_offset": clock}),
+             (f"stereo, poses at the {at}", "mvs", "off", {"pose_time_offset": clock}),
+             (f"stereo, track refine, {at}", "mvs", "refine", {"pose_time_offset": clock}))
     scores = {name: ([], []) for name, *_ in runs}
     with tempfile.TemporaryDirectory() as tmp:
         for offset in list(range(DEFAULT_EVERY))[::-1][:splits]:
@@ -137,6 +147,9 @@ def main() -> None:
                              "depends much on the frames it was fused from)")
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} CPU cores; OpenGL: {context.describe()}; {args.path.name}, {args.frames} frames")
+    # The recording's clock offset, as `heightfusion camera-offset` measures it (all its frames, with depth).
+    clock = fit_time_offset(measured_motions(hf.datasets.open(args.path, undistort=True))).seconds
+    print(f"time offset of the trajectory's clock, measured from the recording: {clock * 1e3:+.1f} ms\n")
     print("| poses | frames estimated | median rel. error % | within 5 % | density | within 1 sigma | ms stereo | ms track | skipped |")
     print("|---|---|---|---|---|---|---|---|---|")
     runs = {}
@@ -144,8 +157,10 @@ def main() -> None:
                                  ("as given, planes below", "off", StereoConfig(planes="below")),
                                  ("track refine, planes below", "refine", StereoConfig(planes="below")),
                                  (f"as given, rolling shutter {KINECT_READOUT_S * 1e3:g} ms", "off",
-                                  StereoConfig(readout_s=KINECT_READOUT_S))):
-        r = runs[label] = run(args.path, args.frames, track, stereo)
+                                  StereoConfig(readout_s=KINECT_READOUT_S)),
+                                 (f"at the time offset {clock * 1e3:+.1f} ms", "off", StereoConfig()),
+                                 (f"track refine, time offset {clock * 1e3:+.1f} ms", "refine", StereoConfig())):
+        r = runs[label] = run(args.path, args.frames, track, stereo, clock if "time offset" in label else 0.0)
         print(f"| {label} | {r['frames estimated']} | "
               f"{r['median relative error %']:.1f} | {r['within 5 %']:.2f} | {r['density']:.2f} | "
               f"{r['within 1 sigma']:.2f} | {r['ms stereo']:.0f} | {r['ms track']:.0f} | {r['skipped']} |", flush=True)
@@ -157,9 +172,9 @@ def main() -> None:
           "(range) | per split | coverage | mean vs sensor map | frames fused | fused frames/s |\n"
           "|---|---|---|---|---|---|---|")
     sensor = None
-    for name, scores, results in heldout_maps(args.path, args.frames, args.splits):
+    for name, scores, results in heldout_maps(args.path, args.frames, args.splits, clock):
         medians = np.array([1e3 * score["median"] for score in scores])
-        sensor = medians.mean() if sensor is None else sensor
+        sensor = medians.mean() if name.startswith("sensor depth") else sensor
         print(f"| {name} | {medians.mean():.1f} ({medians.min():.1f}-{medians.max():.1f}) | "
               f"{' / '.join(f'{m:.1f}' for m in medians)} | {np.mean([s['coverage'] for s in scores]):.3f} | "
               f"{medians.mean() / sensor:.2f}x | {np.mean([r.frames_used for r in results]):.0f} | "
