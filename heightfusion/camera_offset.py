@@ -145,8 +145,7 @@ class TimeOffset:
 
     Attributes:
         seconds: the trajectory's clock ahead of the images' (``pose_time_offset`` of
-            :func:`heightfusion.datasets.open`): an image taken at t was taken at the trajectory's pose at
-            t + seconds.
+            :func:`heightfusion.datasets.open`): the image taken at t is at the trajectory's pose at t + seconds.
         before: RMS rotation disagreement (degrees) of the pairs' measured and given motions at 0.
         after: ... at ``seconds``.
         spread: seconds between the offsets fitted on alternate pairs (the even and the odd ones).

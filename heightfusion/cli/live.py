@@ -24,13 +24,13 @@ from .options import (
     add_up_argument,
     board_spec_from_args,
     camera_offset_option,
-    time_offset_option,
     check_positive,
     free_space_settings,
     grid_args,
     keyframe_config_from_args,
     rerun_log_from_args,
     stereo_config_from_args,
+    time_offset_option,
     track_options,
 )
 

@@ -26,12 +26,12 @@ from .options import (
     add_track_arguments,
     add_up_argument,
     camera_offset_option,
-    time_offset_option,
     free_space_settings,
     grid_args,
     keyframe_config_from_args,
     rerun_log_from_args,
     stereo_config_from_args,
+    time_offset_option,
     track_options,
 )
 
