@@ -126,6 +126,7 @@ IN_PROCESS = {
         (["synth", "{out}/s", "--frames", "1", "--width", "-1"], "width"),
         (["synth", "{out}/s", "--frames", "1", "--width", "100000"], "--width"),
         (["synth", "{out}/s", "--frames", "1", "--fps", "nan"], "fps"),
+        (["synth", "{out}/s", "--frames", "1", "--time-offset-ms", "nan"], "--time-offset-ms"),
         (["synth", "{out}/s", "--frames", "1", "--scene", "moon"], "moon"),
         (["synth", "{out}/s", "--frames", "1", "--width", "16", "--height", "12", "--distort", "nan"], "distortion"),
         (["synth", "{text}", "--frames", "1", "--width", "16", "--height", "12"], "{text}"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 MAX_IMAGE_SIDE = 8192  # pixels: every frame is held in memory until written
 
@@ -26,6 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--photometric", type=float, nargs="*", metavar="GAIN_BIAS_NOISE",
                         help="per-frame exposure gain (within 1 +- GAIN) and bias (within +- BIAS levels), smooth over "
                              "time, and Gaussian image noise of NOISE levels (8-bit); without values 0.15 8 2")
+    parser.add_argument("--time-offset-ms", type=float, default=0.0, metavar="MS",
+                        help="write groundtruth.txt with a clock running MS milliseconds ahead of the images' (motion "
+                             "capture out of step: each sample stamped MS later); the true poses go to "
+                             "groundtruth_true.txt, and replay --time-offset-ms MS undoes it (default 0)")
     parser.add_argument("--distort", type=float, nargs="*", metavar="K",
                         help="render through a lens with these OpenCV distortion coefficients (k1 k2 p1 p2 [k3]); "
                              "without values, TUM freiburg1's (camera.yaml carries them)")
@@ -60,12 +65,14 @@ def run(args: argparse.Namespace) -> int:
         from ..datasets.tum import TUM_CAMERAS
 
         distortion = tuple(args.distort) if args.distort else TUM_CAMERAS[1].distortion
+    if not (math.isfinite(args.time_offset_ms) and abs(args.time_offset_ms) <= 1000):
+        raise UserError(f"--time-offset-ms must be a number of milliseconds within +-1000, got {args.time_offset_ms}")
     pose_noise = _perturbation("--pose-noise", args.pose_noise, PoseNoise)
     photometric = _perturbation("--photometric", args.photometric, Photometric)
     seq = generate(
         args.scene, frames=args.frames, width=args.width, height=args.height,
         noise=args.noise, seed=args.seed, fps=args.fps, progress=True, distortion=distortion,
-        pose_noise=pose_noise, photometric=photometric,
+        pose_noise=pose_noise, photometric=photometric, clock_offset=args.time_offset_ms / 1000,
     )
     out = write_tum(seq, args.out, progress=True, image_format="jpg" if args.jpeg else "png")
     gt = seq.gt_heightmap
@@ -73,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
         f"wrote {len(seq)} frames of scene '{seq.scene.name}' ({args.width}x{args.height}"
         f"{', noisy depth' if args.noise else ''}{', distorted lens' if distortion else ''}"
         f"{f', pose drift {pose_noise.rotation_deg:g} deg / {pose_noise.translation_mm:g} mm' if pose_noise else ''}"
-        f"{', exposure changes and image noise' if photometric else ''}) to {out}; ground truth {gt.shape[1]}x{gt.shape[0]} vertices "
+        f"{', exposure changes and image noise' if photometric else ''}"
+        f"{f', trajectory clock {args.time_offset_ms:+g} ms ahead' if args.time_offset_ms else ''}) to {out}; ground truth {gt.shape[1]}x{gt.shape[0]} vertices "
         f"at {gt.cell_size:g} m, {gt.observed.mean():.0%} seen"
     )
     return 0

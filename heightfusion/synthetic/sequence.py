@@ -17,7 +17,8 @@ from ..camera import PinholeCamera
 from ..datasets.frame import Frame
 from ..depth.sensor import SensorNoise
 from ..heightmap import HeightMap, save_heightmap, triangle_vertex_offsets
-from ..poses import validate_pose
+from ..datasets.trajectory import Trajectory
+from ..poses import pose_to_tum, validate_pose
 from ..trajectory_eval import write_tum_trajectory
 from .perturb import Photometric, PoseNoise, as_photometric, as_pose_noise, drift_poses, exposure_series, perturb_image
 from .raycast import RayHits, raycast
@@ -26,7 +27,7 @@ from .trajectories import trajectory_for
 
 #: Depth-PNG units per metre in the written TUM layout.
 DEPTH_SCALE = 5000.0
-#: The true poses beside ``groundtruth.txt`` when that holds perturbed ones (``pose_noise``).
+#: The true poses beside ``groundtruth.txt`` when that holds perturbed ones (``pose_noise``, ``clock_offset``).
 TRUE_TRAJECTORY_FILE = "groundtruth_true.txt"
 #: Information (1/variance, 1/m^2) of the ground-truth heights: exact up to float32 rounding.
 GT_INFORMATION = 1e6
@@ -42,8 +43,8 @@ class SyntheticSequence:
     Attributes:
         scene: the analytic scene.
         camera: intrinsics shared by all frames.
-        frames: the frames (image, depth, pose, camera, timestamp); with ``pose_noise`` the frames'
-            poses are the perturbed ones a user would be given.
+        frames: the frames (image, depth, pose, camera, timestamp); with ``pose_noise`` or ``clock_offset``
+            the frames' poses are the perturbed ones a user would be given.
         sigmas: per-frame (H, W) float32 depth sigma from the Kinect-like model (NaN where no depth);
             present with or without ``noise`` (without it the depth is exact and sigma is only a weight).
         gt_heightmap: exact heights on the scene's grid, shaded texture colours, and ``observed`` = vertices
@@ -53,6 +54,9 @@ class SyntheticSequence:
         true_poses: (N, 4, 4) ``T_wc`` the frames were rendered at.
         pose_noise: the drifting error on the frames' poses (:mod:`.perturb`), or None (exact poses).
         photometric: the exposure changes and noise on the images, or None (exact images).
+        clock_offset: seconds the given trajectory's clock runs ahead of the images' (0: in step).
+        trajectory: (N, 4, 4) the given trajectory's samples, one per frame at its timestamp plus ``clock_offset``
+            (what ``groundtruth.txt`` holds); the frames' poses are this trajectory at their timestamps.
     """
 
     scene: Scene
@@ -65,6 +69,8 @@ class SyntheticSequence:
     true_poses: np.ndarray
     pose_noise: PoseNoise | None = None
     photometric: Photometric | None = None
+    clock_offset: float = 0.0
+    trajectory: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -159,6 +165,7 @@ def generate(
     distortion: tuple[float, ...] | None = None,
     pose_noise: PoseNoise | tuple[float, float] | None = None,
     photometric: Photometric | tuple[float, float, float] | None = None,
+    clock_offset: float = 0.0,
 ) -> SyntheticSequence:
     """Render a synthetic sequence in memory.
 
@@ -178,6 +185,10 @@ def generate(
             frames carry poses with that drifting error, ``true_poses`` the ones they were rendered at.
         photometric: a :class:`~heightfusion.synthetic.perturb.Photometric` or (gain, bias, noise):
             smooth per-frame exposure gain and bias and Gaussian noise (8-bit levels) on the images.
+        clock_offset: seconds (within +-1) the given trajectory's clock runs ahead of the images', as motion
+            capture's may: its samples (the true poses, drifted with ``pose_noise``) are stamped at the frames'
+            times plus this, and each frame carries the trajectory's pose at its own time (interpolated, the
+            first or last sample beyond them); ``replay --time-offset-ms`` undoes it.
 
     Raises:
         ValueError: for an unknown scene or out-of-range values, naming the argument.
@@ -199,7 +210,10 @@ def generate(
     camera = dataclasses.replace(default_camera(width, height, focal_factor), distortion=distortion)
     rng = np.random.default_rng(seed)
     # Own generators (seeded by seed) for each perturbation: adding one leaves the depth noise as it was.
-    given_poses = poses if pose_noise is None else drift_poses(poses, pose_noise, np.random.default_rng((seed, 1)))
+    trajectory = poses if pose_noise is None else drift_poses(poses, pose_noise, np.random.default_rng((seed, 1)))
+    if not (isinstance(clock_offset, (int, float)) and math.isfinite(clock_offset) and abs(clock_offset) <= 1.0):
+        raise ValueError(f"clock_offset must be a number of seconds within +-1, got {clock_offset!r}")
+    given_poses = _late(trajectory, np.arange(len(poses)) / fps, clock_offset)
     photo_rng = np.random.default_rng((seed, 2))
     if photometric is not None:
         gains, biases = exposure_series(len(poses), photometric, photo_rng)
@@ -221,7 +235,18 @@ def generate(
         out_frames.append(Frame(index / fps, image, depth, given_poses[index].copy(), camera, index))
         sigmas.append(sigma)
     return SyntheticSequence(scene_obj, camera, out_frames, sigmas, gt, bool(noise), int(seed), poses.copy(),
-                             pose_noise, photometric)
+                             pose_noise, photometric, float(clock_offset), trajectory.copy())
+
+
+def _late(samples: np.ndarray, times: np.ndarray, clock_offset: float) -> np.ndarray:
+    """(N, 4, 4) the trajectory of pose ``samples`` stamped at ``times + clock_offset``, at ``times`` (interpolated;
+    the first or last sample beyond them)."""
+    if not clock_offset:
+        return samples
+    tum = np.array([pose_to_tum(T) for T in samples])
+    trajectory = Trajectory.from_samples(times + clock_offset, tum[:, :3], tum[:, 3:])
+    clamped = np.clip(times, trajectory.timestamps[0], trajectory.timestamps[-1])
+    return np.array([trajectory.pose_at(t, max_gap=math.inf) for t in clamped])
 
 
 def _stamp(t: float) -> str:
@@ -259,7 +284,8 @@ def write_tum(
     Files: ``rgb/<t>.png`` (or ``.jpg`` with ``image_format="jpg"``: a quarter of the size, for
     bundled samples), ``depth/<t>.png`` (uint16, 1/5000 m, 0 = invalid), ``rgb.txt``,
     ``depth.txt``, ``groundtruth.txt`` (``t tx ty tz qx qy qz qw``: the frames' poses, perturbed with
-    ``pose_noise``), then also ``groundtruth_true.txt`` (the true poses), ``camera.yaml`` (depth_scale
+    ``pose_noise``; with a ``clock_offset`` the trajectory's samples, stamped that much later), then also
+    ``groundtruth_true.txt`` (the true poses), ``camera.yaml`` (depth_scale
     5000) and ``gt_heightmap.npz``. ``progress``: show a bar (None: only for 100+ frames on a terminal).
     """
     import cv2
@@ -283,14 +309,17 @@ def write_tum(
         rgb_lines.append(f"{stamp} rgb/{stamp}.{image_format}")
         depth_lines.append(f"{stamp} depth/{stamp}.png")
     source = (f"heightfusion synthetic scene '{seq.scene.name}', noise={seq.noise}, seed={seq.seed}, "
-              f"pose_noise={seq.pose_noise}, photometric={seq.photometric}")
+              f"pose_noise={seq.pose_noise}, photometric={seq.photometric}, clock_offset={seq.clock_offset}")
     _write_text(out / "rgb.txt", f"# color images\n# {source}\n# timestamp filename\n", rgb_lines)
     _write_text(out / "depth.txt", f"# depth maps\n# {source}\n# timestamp filename\n", depth_lines)
     timestamps = [frame.timestamp for frame in seq.frames]
-    drifting = f" with a drifting error; the true one is in {TRUE_TRAJECTORY_FILE}" if seq.pose_noise is not None else ""
-    write_tum_trajectory(out / "groundtruth.txt", list(zip(timestamps, seq.poses)),
+    perturbed = seq.pose_noise is not None or seq.clock_offset != 0
+    drifting = f" with a drifting error or a clock offset; the true one is in {TRUE_TRAJECTORY_FILE}" if perturbed else ""
+    # In step, the frames' own poses (a caller may have moved them); with a clock offset, the trajectory's samples.
+    samples = seq.trajectory if seq.clock_offset else seq.poses
+    write_tum_trajectory(out / "groundtruth.txt", [(t + seq.clock_offset, T) for t, T in zip(timestamps, samples)],
                          f"ground truth trajectory{drifting}\n{source}")
-    if seq.pose_noise is not None:
+    if perturbed:
         write_tum_trajectory(out / TRUE_TRAJECTORY_FILE, list(zip(timestamps, seq.true_poses)),
                              f"true trajectory (the poses the frames were rendered at)\n{source}")
     elif (out / TRUE_TRAJECTORY_FILE).exists():  # a stale one from an earlier run would become the reference
