@@ -168,9 +168,12 @@ def fit_time_offset(pairs: MotionPairs, max_offset: float = MAX_TIME_OFFSET_S) -
     A time offset turns the trajectory's relative rotation of a pair by about the offset times the change of
     angular velocity between its frames (under a steady turn both ends move alike), so a camera that turns
     back and forth (a hand-held one) shows it; the rotations alone are compared, which the translation of a
-    camera offset does not change. The mean Huber cost of the pairs' disagreement (threshold: twice 1.48 times
-    its median at 0, so that a pair the alignment got wrong weighs little) is scanned every 0.5 ms and refined
-    by a parabola through the least and its neighbours.
+    camera offset does not change. The mean Cauchy cost ``log(1 + (a / s)^2)`` of the pairs' disagreements ``a``
+    (``s``: 1.48 times their median) is scanned every 0.5 ms and refined by a parabola through the least and its
+    neighbours; twice, the second time with ``s`` at the first offset found (a large offset itself spreads the
+    pairs at 0). A pair the alignment got wrong, tens of degrees off, then weighs almost nothing: on a synthetic
+    robot loop (`synth --frames 90 --time-offset-ms 20`, where 38 % of the pairs are over 3 deg off) Huber's cost let them pull
+    the offset to 11.8 ms, Cauchy's finds 18.8.
 
     Raises:
         ValueError: fewer than 8 pairs, or ``max_offset`` not a positive number of seconds.
@@ -187,13 +190,16 @@ def fit_time_offset(pairs: MotionPairs, max_offset: float = MAX_TIME_OFFSET_S) -
         return np.degrees(np.arccos(np.clip((np.trace(relative, axis1=1, axis2=2) - 1) / 2, -1.0, 1.0)))
 
     def best(subset: np.ndarray) -> float:
-        scale = max(1.4826 * float(np.median(angles(subset, 0.0))), math.degrees(_MIN_SPREAD * _ROTATION_SCALE_RAD))
-        costs = np.array([np.mean(_huber(angles(subset, t) / scale, _HUBER)) for t in offsets])
-        k = int(np.clip(np.argmin(costs), 1, len(offsets) - 2))
-        left, centre, right = costs[k - 1 : k + 2]
-        curvature = left - 2 * centre + right
-        step = 0.5 * (left - right) / curvature if curvature > 0 else 0.0
-        return float(offsets[k] + np.clip(step, -1.0, 1.0) * _TIME_STEP_S)
+        found = 0.0
+        for _ in range(2):
+            scale = max(1.4826 * float(np.median(angles(subset, found))), math.degrees(_MIN_SPREAD * _ROTATION_SCALE_RAD))
+            costs = np.array([np.mean(np.log1p((angles(subset, t) / scale) ** 2)) for t in offsets])
+            k = int(np.clip(np.argmin(costs), 1, len(offsets) - 2))
+            left, centre, right = costs[k - 1 : k + 2]
+            curvature = left - 2 * centre + right
+            step = 0.5 * (left - right) / curvature if curvature > 0 else 0.0
+            found = float(offsets[k] + np.clip(step, -1.0, 1.0) * _TIME_STEP_S)
+        return found
 
     def rms(offset: float) -> float:
         return float(np.sqrt(np.mean(angles(every, offset) ** 2)))
@@ -202,12 +208,6 @@ def fit_time_offset(pairs: MotionPairs, max_offset: float = MAX_TIME_OFFSET_S) -
     seconds = best(every)
     return TimeOffset(seconds=seconds, before=rms(0.0), after=rms(seconds),
                       spread=abs(best(every[::2]) - best(every[1::2])))
-
-
-def _huber(x: np.ndarray, k: float) -> np.ndarray:
-    """Huber's cost of ``x`` (quadratic within ``k``, linear beyond)."""
-    a = np.abs(x)
-    return np.where(a <= k, 0.5 * a * a, k * (a - 0.5 * k))
 
 
 def fit_camera_offset(given: Iterable[np.ndarray], measured: Iterable[np.ndarray], rotation: bool = False) -> CameraOffset:
