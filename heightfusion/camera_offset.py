@@ -172,8 +172,8 @@ def fit_time_offset(pairs: MotionPairs, max_offset: float = MAX_TIME_OFFSET_S) -
     (``s``: 1.48 times their median) is scanned every 0.5 ms and refined by a parabola through the least and its
     neighbours; twice, the second time with ``s`` at the first offset found (a large offset itself spreads the
     pairs at 0). A pair the alignment got wrong, tens of degrees off, then weighs almost nothing: on a synthetic
-    robot loop (`synth --frames 90 --time-offset-ms 20`, where 38 % of the pairs are over 3 deg off) Huber's cost let them pull
-    the offset to 11.8 ms, Cauchy's finds 18.8.
+    robot loop (``synth --frames 90 --time-offset-ms 20``, 38 % of its pairs over 3 deg off) Huber's cost let
+    them pull the offset to 11.8 ms; Cauchy's finds 18.8.
 
     Raises:
         ValueError: fewer than 8 pairs, or ``max_offset`` not a positive number of seconds.
