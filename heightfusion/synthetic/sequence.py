@@ -15,9 +15,9 @@ import numpy as np
 from ..atomic import atomic_write
 from ..camera import PinholeCamera
 from ..datasets.frame import Frame
+from ..datasets.trajectory import Trajectory
 from ..depth.sensor import SensorNoise
 from ..heightmap import HeightMap, save_heightmap, triangle_vertex_offsets
-from ..datasets.trajectory import Trajectory
 from ..poses import pose_to_tum, validate_pose
 from ..trajectory_eval import write_tum_trajectory
 from .perturb import Photometric, PoseNoise, as_photometric, as_pose_noise, drift_poses, exposure_series, perturb_image
