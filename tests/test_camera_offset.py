@@ -67,7 +67,7 @@ def test_turning_about_one_axis_leaves_the_offset_along_it_undetermined():
 
 
 def hand_held_pose(t: float) -> np.ndarray:
-    """A hand-held camera's pose at ``t`` seconds: turning back and forth about three axes at 0.5-1.3 Hz
+    """A hand-held camera's pose at ``t`` seconds: turning back and forth about three axes at 0.7-1.3 Hz
     (up to 50 deg/s) and moving a few centimetres."""
     twist = np.array([0.03 * math.sin(2.1 * t), 0.02 * math.cos(1.7 * t), 0.01 * t,
                       0.12 * math.sin(6.3 * t), 0.08 * math.sin(4.4 * t + 1.0), 0.06 * math.sin(8.2 * t + 2.0)])
