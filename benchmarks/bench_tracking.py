@@ -147,6 +147,12 @@ def heldout_split(
     return folder, held_out
 
 
+def odometry_row(result, poses: list, reference) -> dict:
+    """Figures of an odometry replay whose ``poses`` (its own, or moved back into the reference's frame) are scored."""
+    return {**map_figures(result, None), **pose_figures(poses, reference),
+            "tracked": (result.tracking or {}).get("tracked")}
+
+
 def map_figures(result, held_out: list | None) -> dict:
     """RMSE / completeness / within 1 sigma (ground-truth map) or held-out median |dh| / coverage / within 1 sigma
     (the map's and the held-out point's, :mod:`heightfusion.heldout`), ms per frame."""
@@ -253,15 +259,11 @@ def run_scene(scene: Scene, fuse_path: Path, held_out: list | None, max_frames: 
                                        [dataclasses.replace(f, T_wc=f.T_wc @ X) for f in held_out])
         result = hf.replay(scene.path, track="odometry", camera_offset=X, **replay)
         body = [(t, T @ np.linalg.inv(X)) for t, T in result.poses]  # the motion capture's frame again
-        rows[OFFSET_ODOMETRY] = {**map_figures(result, None), **pose_figures(body, reference),
-                                 "tracked": (result.tracking or {}).get("tracked")}
-        trajectories[OFFSET_ODOMETRY] = body
+        rows[OFFSET_ODOMETRY], trajectories[OFFSET_ODOMETRY] = odometry_row(result, body, reference), body
         rows[DEPTH_OFF] = map_figures(hf.replay(fuse_path, depth_offset=X, **replay), [
             dataclasses.replace(f, depth=depth_at_colour_camera(f.camera, f.depth, X)) for f in held_out])
         result = hf.replay(scene.path, track="odometry", depth_offset=X, **replay)
-        rows[DEPTH_ODOMETRY] = {**map_figures(result, None), **pose_figures(result.poses, reference),
-                                "tracked": (result.tracking or {}).get("tracked")}
-        trajectories[DEPTH_ODOMETRY] = result.poses
+        rows[DEPTH_ODOMETRY], trajectories[DEPTH_ODOMETRY] = odometry_row(result, result.poses, reference), result.poses
     for name, config in PEERS.items():
         try:
             peer = open3d_rgbd_odometry(hf.datasets.open(scene.path, undistort=True, max_frames=max_frames),

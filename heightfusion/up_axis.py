@@ -115,7 +115,6 @@ class UpAligned:
                  depth_offset: np.ndarray | None = None) -> None:
         self._sequence = sequence
         self.rotation = rotation
-        self.camera_offset = camera_offset
         self.depth_offset = depth_offset
         self.identity = bool(np.allclose(rotation, np.eye(4)))
         self.gt_heightmap = sequence.gt_heightmap if self.identity else None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 
 MAX_IMAGE_SIDE = 8192  # pixels: every frame is held in memory until written
 
@@ -55,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from ..synthetic.perturb import Photometric, PoseNoise
     from ..synthetic.sequence import generate, write_tum
     from . import UserError, check_output_folder
+    from .options import time_offset_option
 
     check_output_folder(args.out, "OUT")
     for name in ("width", "height"):
@@ -65,14 +65,12 @@ def run(args: argparse.Namespace) -> int:
         from ..datasets.tum import TUM_CAMERAS
 
         distortion = tuple(args.distort) if args.distort else TUM_CAMERAS[1].distortion
-    if not (math.isfinite(args.time_offset_ms) and abs(args.time_offset_ms) <= 1000):
-        raise UserError(f"--time-offset-ms must be a number of milliseconds within +-1000, got {args.time_offset_ms}")
     pose_noise = _perturbation("--pose-noise", args.pose_noise, PoseNoise)
     photometric = _perturbation("--photometric", args.photometric, Photometric)
     seq = generate(
         args.scene, frames=args.frames, width=args.width, height=args.height,
         noise=args.noise, seed=args.seed, fps=args.fps, progress=True, distortion=distortion,
-        pose_noise=pose_noise, photometric=photometric, clock_offset=args.time_offset_ms / 1000,
+        pose_noise=pose_noise, photometric=photometric, clock_offset=time_offset_option(args),
     )
     out = write_tum(seq, args.out, progress=True, image_format="jpg" if args.jpeg else "png")
     gt = seq.gt_heightmap

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..atomic import atomic_write
 from ..camera import PinholeCamera
+from ..datasets import MAX_POSE_TIME_OFFSET_S
 from ..datasets.frame import Frame
 from ..datasets.trajectory import Trajectory
 from ..depth.sensor import SensorNoise
@@ -185,10 +186,11 @@ def generate(
             frames carry poses with that drifting error, ``true_poses`` the ones they were rendered at.
         photometric: a :class:`~heightfusion.synthetic.perturb.Photometric` or (gain, bias, noise):
             smooth per-frame exposure gain and bias and Gaussian noise (8-bit levels) on the images.
-        clock_offset: seconds (within +-1) the given trajectory's clock runs ahead of the images', as motion
-            capture's may: its samples (the true poses, drifted with ``pose_noise``) are stamped at the frames'
-            times plus this, and each frame carries the trajectory's pose at its own time (interpolated, the
-            first or last sample beyond them); ``replay --time-offset-ms`` undoes it.
+        clock_offset: seconds (at most :data:`heightfusion.datasets.MAX_POSE_TIME_OFFSET_S` either way) the given
+            trajectory's clock runs ahead of the images', as motion capture's may: its samples (the true poses,
+            drifted with ``pose_noise``) are stamped at the frames' times plus this, and each frame carries the
+            trajectory's pose at its own time (interpolated, the first or last sample beyond them);
+            ``replay --time-offset-ms`` undoes it.
 
     Raises:
         ValueError: for an unknown scene or out-of-range values, naming the argument.
@@ -211,8 +213,10 @@ def generate(
     rng = np.random.default_rng(seed)
     # Own generators (seeded by seed) for each perturbation: adding one leaves the depth noise as it was.
     trajectory = poses if pose_noise is None else drift_poses(poses, pose_noise, np.random.default_rng((seed, 1)))
-    if not (isinstance(clock_offset, (int, float)) and math.isfinite(clock_offset) and abs(clock_offset) <= 1.0):
-        raise ValueError(f"clock_offset must be a number of seconds within +-1, got {clock_offset!r}")
+    if not (isinstance(clock_offset, (int, float)) and math.isfinite(clock_offset)
+            and abs(clock_offset) <= MAX_POSE_TIME_OFFSET_S):
+        raise ValueError(f"clock_offset must be a number of seconds within +-{MAX_POSE_TIME_OFFSET_S:g}, "
+                         f"got {clock_offset!r}")
     given_poses = _late(trajectory, np.arange(len(poses)) / fps, clock_offset)
     photo_rng = np.random.default_rng((seed, 2))
     if photometric is not None:
