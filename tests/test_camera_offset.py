@@ -280,3 +280,23 @@ def test_replay_at_the_time_offset_fuses_the_map_of_the_true_poses(tmp_path):
     assert "pose_time_offset_s" not in late.metrics()
     with pytest.raises(ValueError, match="clock_offset"):
         generate("floor", frames=2, width=16, height=12, clock_offset=2.0)
+
+
+def test_camera_offset_command_prints_and_writes_the_time_offset(tmp_path, capsys):
+    """``heightfusion camera-offset`` on a rendered hand-held recording whose trajectory (``synth``'s clock offset)
+    runs 12 ms ahead: it prints the time offset and the ``--time-offset-ms`` option, and writes them."""
+    import json
+
+    from heightfusion.cli import main
+
+    base = hf.look_at((0.0, -0.5, 1.0), (0.0, 0.3, 0.0))
+    seq = generate("floor", poses=np.array([base @ hand_held_pose(i / 30.0) for i in range(40)]), width=160,
+                   height=120, clock_offset=0.012)
+    folder = write_tum(seq, tmp_path / "late", progress=False)
+    out = tmp_path / "o.json"
+    assert main(["camera-offset", str(folder), "--gaps", "2", "4", "6", "--quiet", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("time offset +1") and "--time-offset-ms 1" in printed
+    record = json.loads(out.read_text())
+    assert abs(record["time_offset"]["seconds"] - 0.012) < 0.002
+    assert record["options"]["depth"].startswith("--time-offset-ms ")
