@@ -325,14 +325,14 @@ def measured_motions(frames: Iterable[Frame], gaps: Iterable[int] = (3, 6, 10), 
                 given.append(A)
                 measured.append(result.T_wc)
                 indices.append((earlier_index, index))
-    velocities = _body_velocities(np.array(stamps), poses)
+    velocities = body_velocities(np.array(stamps), poses)
     indices = np.array(indices, dtype=np.int64).reshape(-1, 2)
     return MotionPairs(given=np.array(given).reshape(-1, 4, 4), measured=np.array(measured).reshape(-1, 4, 4),
                        times=np.array(stamps, dtype=np.float64)[indices] if len(stamps) else np.zeros((0, 2)),
                        velocities=velocities[indices] if len(stamps) else np.zeros((0, 2, 6)))
 
 
-def _body_velocities(stamps: np.ndarray, poses: list[np.ndarray]) -> np.ndarray:
+def body_velocities(stamps: np.ndarray, poses: list[np.ndarray]) -> np.ndarray:
     """(N, 6) body velocities of poses at ``stamps``: central differences, one-sided at the ends (zero for one pose)."""
     count = len(poses)
     velocities = np.zeros((count, 6))

@@ -4,10 +4,11 @@ far the poses' clock is from the images'.
 Aligns frame pairs of an RGB-D recording with its trajectory (:func:`heightfusion.camera_offset.measured_motions`),
 fits the time offset of the trajectory's clock from the pairs' rotations
 (:func:`heightfusion.camera_offset.fit_time_offset`), then the camera offset from the motions at that time
-(:func:`heightfusion.camera_offset.fit_camera_offset`), prints both with how much they explain and the
-``--time-offset-ms`` and ``--camera-offset`` / ``--depth-offset`` options that make ``replay`` and ``live`` use them
-(the whole camera off the trajectory, or the depth's viewpoint off the colour camera); ``--out FILE.json``
-writes them.
+(:func:`heightfusion.camera_offset.fit_camera_offset`), and where the depth images have timestamps of their own
+the clock offset of the depth stream (:func:`heightfusion.depth_clock.fit_depth_time_offset`); prints them with
+how much they explain and the ``--time-offset-ms``, ``--depth-time-offset-ms`` and ``--camera-offset`` /
+``--depth-offset`` options that make ``replay`` and ``live`` use them (the whole camera off the trajectory, or the
+depth's viewpoint off the colour camera); ``--out FILE.json`` writes them.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from .. import datasets
     from ..atomic import atomic_write
     from ..camera_offset import fit_camera_offset, fit_time_offset, measured_motions
+    from ..depth_clock import fit_depth_time_offset
     from ..poses import pose_to_tum
 
     if args.max_frames is not None and args.max_frames < 2:
@@ -67,11 +69,22 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UserError(f"{path}: {exc} (pairs of frames with depth images whose alignment passed; more frames or "
                         "other --gaps may give more)") from None
+    depth_clock = None
+    if sequence.has_depth_timestamps:
+        try:
+            depth_clock = fit_depth_time_offset(datasets.open(path, max_frames=args.max_frames, undistort=True,
+                                                              pose_time_offset=seconds), seconds)
+        except ValueError as exc:
+            print(f"camera-offset: no depth time offset: {exc}", file=sys.stderr)
     numbers = " ".join(f"{v:.6f}" for v in pose_to_tum(offset.T_bc))
     clock = "" if time_offset is None else f"--time-offset-ms {1000 * seconds:.1f} "
+    if depth_clock is not None:
+        clock += f"--depth-time-offset-ms {1000 * depth_clock.seconds:.1f} "
     options = {"camera": f"{clock}--camera-offset {numbers}", "depth": f"{clock}--depth-offset {numbers}"}
     if time_offset is not None:
         print(time_offset.summary())
+    if depth_clock is not None:
+        print(depth_clock.summary())
     print(offset.summary())
     print(f"{options['camera']}\n    where the whole camera sits off the trajectory's body (motion-capture markers, a robot's base);")
     print(f"{options['depth']}\n    where the colour camera is where the trajectory says and the depth sees from beside it (a "
@@ -84,6 +97,11 @@ def run(args: argparse.Namespace) -> int:
             record["time_offset"] = {"seconds": seconds, "rotation_disagreement_before_deg": time_offset.before,
                                      "rotation_disagreement_after_deg": time_offset.after,
                                      "halves_differ_s": time_offset.spread}
+        if depth_clock is not None:
+            record["depth_time_offset"] = {"seconds": depth_clock.seconds, "pairs": depth_clock.pairs,
+                                           "depth_disagreement_before_percent": depth_clock.before,
+                                           "depth_disagreement_after_percent": depth_clock.after,
+                                           "halves_differ_s": depth_clock.spread}
         with atomic_write(args.out) as f:
             f.write(json.dumps(record, indent=2).encode())
     return 0

@@ -100,9 +100,9 @@ def run(args: argparse.Namespace) -> int:
     if args.camera is not None:
         if args.source is not None:
             raise UserError("give either SOURCE or --camera N, not both")
-        if args.camera_offset is not None or args.depth_offset is not None or args.time_offset_ms is not None:
-            raise UserError("--camera-offset, --depth-offset and --time-offset-ms are for recordings (given poses, "
-                            "depth images); a live camera has neither")
+        if any(v is not None for v in (args.camera_offset, args.depth_offset, args.time_offset_ms, args.depth_time_offset_ms)):
+            raise UserError("--camera-offset, --depth-offset, --time-offset-ms and --depth-time-offset-ms are for "
+                            "recordings (given poses, depth images); a live camera has neither")
         frames = open_camera(args.camera, camera, args.max_frames)
         if camera is None:
             print(f"live: no --calibration given; guessing camera {args.camera}'s intrinsics (60 degree field of view)", file=sys.stderr)
@@ -114,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
         path = args.source if args.source is not None else datasets.sample_path()
         sequence, with_depth = datasets.open_for_depth(path, args.depth, trajectory=args.poses, camera=camera,
                                                        max_frames=args.max_frames, undistort=True,
-                                                       pose_time_offset=time_offset_option(args))
+                                                       pose_time_offset=time_offset_option(args) or 0.0,
+                                                       depth_time_offset=time_offset_option(args, "depth_time_offset_ms"))
         sequence = UpAligned(sequence, up_rotation(default_up(sequence.format) if args.up is None else args.up, with_depth),
                              camera_offset_option(args), camera_offset_option(args, "depth_offset"))
         up = args.up or default_up(sequence.format)

@@ -185,6 +185,11 @@ def add_track_arguments(parser: argparse.ArgumentParser, default: str = "off") -
                         help="milliseconds the given poses' clock is ahead of the images' (motion capture out of step "
                              "with the camera): a frame taken at t gets the trajectory's pose at t + MS; "
                              "'heightfusion camera-offset' measures it (default 0)")
+    parser.add_argument("--depth-time-offset-ms", type=float, metavar="MS",
+                        help="milliseconds the given poses' clock is ahead of the depth images' own timestamps (TUM's "
+                             "depth.txt; a Kinect's depth and colour streams are not in step): a depth image stamped t "
+                             "is moved from the trajectory's pose at t + MS into the colour camera; 'heightfusion "
+                             "camera-offset' measures it (default: each depth image seen from its frame's pose)")
     default_mm, default_deg = TrackingConfig.refine_prior
     parser.add_argument("--pose-drift", type=float, nargs=2, metavar=("MM", "DEG"),
                         help="refine: the given poses drift (odometry, a trajectory without loop closure), by about "
@@ -229,17 +234,19 @@ def camera_offset_option(args: argparse.Namespace, option: str = "camera_offset"
         raise UserError(f"{name}: {exc}") from None
 
 
-def time_offset_option(args: argparse.Namespace) -> float:
-    """``--time-offset-ms`` in seconds (0 when not given), checked."""
+def time_offset_option(args: argparse.Namespace, option: str = "time_offset_ms") -> float | None:
+    """``--time-offset-ms`` (or ``--depth-time-offset-ms`` with ``option="depth_time_offset_ms"``) in seconds,
+    checked; None when not given."""
     from ..datasets import MAX_POSE_TIME_OFFSET_S
     from . import UserError
 
-    if args.time_offset_ms is None:
-        return 0.0
-    if not (math.isfinite(args.time_offset_ms) and abs(args.time_offset_ms) <= 1000 * MAX_POSE_TIME_OFFSET_S):
-        raise UserError(f"--time-offset-ms must be a number of milliseconds within +-{1000 * MAX_POSE_TIME_OFFSET_S:g}, "
-                        f"got {args.time_offset_ms}")
-    return args.time_offset_ms / 1000
+    milliseconds, name = getattr(args, option), "--" + option.replace("_", "-")
+    if milliseconds is None:
+        return None
+    if not (math.isfinite(milliseconds) and abs(milliseconds) <= 1000 * MAX_POSE_TIME_OFFSET_S):
+        raise UserError(f"{name} must be a number of milliseconds within +-{1000 * MAX_POSE_TIME_OFFSET_S:g}, "
+                        f"got {milliseconds}")
+    return milliseconds / 1000
 
 
 # --- marker board ---------------------------------------------------------------------------------

@@ -74,7 +74,8 @@ def replay_options(args: argparse.Namespace) -> dict:
             "stereo": stereo_config_from_args(args), "keyframes": keyframe_config_from_args(args),
             "fusion_settings": settings, "up": args.up, **track_options(args),
             "camera_offset": camera_offset_option(args), "depth_offset": camera_offset_option(args, "depth_offset"),
-            "pose_time_offset": time_offset_option(args), "stereo_ahead": args.stereo_ahead}
+            "pose_time_offset": time_offset_option(args) or 0.0,
+            "depth_time_offset": time_offset_option(args, "depth_time_offset_ms"), "stereo_ahead": args.stereo_ahead}
 
 
 def run(args: argparse.Namespace) -> int:

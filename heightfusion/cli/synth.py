@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     seq = generate(
         args.scene, frames=args.frames, width=args.width, height=args.height,
         noise=args.noise, seed=args.seed, fps=args.fps, progress=True, distortion=distortion,
-        pose_noise=pose_noise, photometric=photometric, clock_offset=time_offset_option(args),
+        pose_noise=pose_noise, photometric=photometric, clock_offset=time_offset_option(args) or 0.0,
     )
     out = write_tum(seq, args.out, progress=True, image_format="jpg" if args.jpeg else "png")
     gt = seq.gt_heightmap

@@ -73,6 +73,7 @@ def open(
     require_depth: bool = True,
     load_depth: bool = True,
     pose_time_offset: float = 0.0,
+    depth_time_offset: float | None = None,
 ) -> Sequence:
     """Open the dataset at ``path``, detecting its format.
 
@@ -94,6 +95,13 @@ def open(
             the trajectory's pose at ``t + pose_time_offset`` (motion capture a few milliseconds out of step
             with the camera; ``heightfusion camera-offset`` measures it). The reference trajectory that
             ``metrics.json`` scores against stays as published.
+        depth_time_offset: seconds the trajectory's clock is ahead of the depth images' own timestamps (TUM's
+            ``depth.txt``): a depth image stamped ``t`` was taken at the trajectory's pose at ``t +
+            depth_time_offset`` and is moved from there into the colour camera at the frame's pose
+            (:func:`heightfusion.camera_offset.depth_at_colour_camera`). A Kinect's colour and depth streams are
+            neither synchronised nor stamped at exposure, so a turning camera's depth is pixels off its image;
+            ``heightfusion camera-offset`` measures it (:func:`heightfusion.depth_clock.fit_depth_time_offset`).
+            None (default): each depth image is taken as seen from its frame's pose.
 
     Raises:
         DatasetError: ``path`` is not a dataset (or its configuration files are broken).
@@ -101,7 +109,7 @@ def open(
     """
     path = Path(path)
     options = _options(trajectory, camera, stride, max_frames, undistort, max_difference, fps, require_depth, load_depth,
-                       pose_time_offset)
+                       pose_time_offset, depth_time_offset)
     if not path.exists():
         raise DatasetError(f"{path}: no such file or folder; expected {_EXPECTED}")
     if path.is_file():
@@ -152,6 +160,7 @@ def _options(
     require_depth: bool = True,
     load_depth: bool = True,
     pose_time_offset: float = 0.0,
+    depth_time_offset: float | None = None,
 ) -> OpenOptions:
     """Checked options; ValueError naming the first one out of range."""
     if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
@@ -162,10 +171,12 @@ def _options(
         raise ValueError(f"max_difference must be a positive number of seconds, got {max_difference!r}")
     if fps is not None and not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
         raise ValueError(f"fps must be a positive number, got {fps!r}")
-    if not (isinstance(pose_time_offset, (int, float)) and not isinstance(pose_time_offset, bool)
-            and abs(pose_time_offset) <= MAX_POSE_TIME_OFFSET_S):
-        raise ValueError(f"pose_time_offset must be a number of seconds within +-{MAX_POSE_TIME_OFFSET_S:g}, "
-                         f"got {pose_time_offset!r}")
+    for name, seconds in (("pose_time_offset", pose_time_offset), ("depth_time_offset", depth_time_offset)):
+        if seconds is None and name == "depth_time_offset":
+            continue
+        if not (isinstance(seconds, (int, float)) and not isinstance(seconds, bool)
+                and abs(seconds) <= MAX_POSE_TIME_OFFSET_S):
+            raise ValueError(f"{name} must be a number of seconds within +-{MAX_POSE_TIME_OFFSET_S:g}, got {seconds!r}")
     if camera is not None and not isinstance(camera, PinholeCamera):
         raise ValueError(f"camera must be a PinholeCamera, got {type(camera).__name__}")
     return OpenOptions(
@@ -179,4 +190,5 @@ def _options(
         require_depth=bool(require_depth) and bool(load_depth),
         load_depth=bool(load_depth),
         pose_time_offset=float(pose_time_offset),
+        depth_time_offset=None if depth_time_offset is None else float(depth_time_offset),
     )

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..camera import PinholeCamera
 from ..heightmap import HeightMap, load_heightmap
+from ..poses import invert_pose
 from .camera_yaml import load_camera_yaml
 from .files import decode_image, opencv_path, read_file, read_text
 from .frame import Frame
@@ -65,6 +66,7 @@ class OpenOptions:
     require_depth: bool = True
     load_depth: bool = True
     pose_time_offset: float = 0.0
+    depth_time_offset: float | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,11 @@ class FrameRecord:
         image: image file, or frame number in the sequence's video.
         depth: depth image file, or None for monocular data.
         T_wc: 4x4 camera-to-world pose, or None for a sequence without trajectory.
+        depth_timestamp: the depth image's own timestamp, seconds, where the dataset gives one (TUM's
+            ``depth.txt``: a Kinect's colour and depth streams are not synchronised); None otherwise.
+        depth_T_wc: the trajectory's pose at the depth's time (``depth_time_offset`` of
+            :func:`heightfusion.datasets.open`), from which the depth is moved to ``T_wc``; None: the depth is
+            taken as seen from ``T_wc``.
     """
 
     index: int
@@ -84,6 +91,8 @@ class FrameRecord:
     image: Path | int
     depth: Path | None = None
     T_wc: np.ndarray | None = None
+    depth_timestamp: float | None = None
+    depth_T_wc: np.ndarray | None = None
 
 
 class Issues:
@@ -183,6 +192,11 @@ class Sequence:
     def has_depth_images(self) -> bool:
         """Whether the frames have depth images (read or not: ``load_depth``)."""
         return any(record.depth is not None for record in self._records)
+
+    @property
+    def has_depth_timestamps(self) -> bool:
+        """Whether the depth images have timestamps of their own (``depth_time_offset`` of :func:`open` applies)."""
+        return any(record.depth_timestamp is not None for record in self._records)
 
     @property
     def has_poses(self) -> bool:
@@ -303,9 +317,14 @@ class Sequence:
                 if not np.isfinite(depth).any():
                     self._issues.skip(DEPTH_INVALID, f"{record.depth}: no valid depth pixel after undistortion")
                     return None
-        image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         T_wc = None if record.T_wc is None else record.T_wc.copy()
-        return Frame(record.timestamp, image, depth, T_wc, self.camera, record.index)
+        if depth is not None and T_wc is not None and record.depth_T_wc is not None:
+            from ..camera_offset import depth_at_colour_camera  # here: it loads scipy's optimiser
+
+            # The camera moved between the two exposures: the depth is re-projected from where it was taken.
+            depth = depth_at_colour_camera(self.camera, depth, invert_pose(T_wc) @ record.depth_T_wc)
+        image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        return Frame(record.timestamp, image, depth, T_wc, self.camera, record.index, record.depth_timestamp)
 
     def _read_depth(self, path: Path) -> np.ndarray | None:
         """Depth in metres (float32, NaN where 0, negative or not finite), or None (counted) if unusable."""
@@ -423,10 +442,12 @@ def load_trajectory(path: Path, issues: Issues) -> Trajectory:
 
 def attach_poses(
     candidates: list[FrameRecord], trajectory: Trajectory | None, max_difference: float, issues: Issues,
-    time_offset: float = 0.0,
+    time_offset: float = 0.0, depth_time_offset: float | None = None,
 ) -> list[FrameRecord]:
     """``candidates`` with their poses from ``trajectory`` at their timestamps plus ``time_offset`` seconds (the
-    trajectory's clock minus the images'); frames it has no pose for are skipped (NO_POSE).
+    trajectory's clock minus the images'); frames it has no pose for are skipped (NO_POSE). With
+    ``depth_time_offset``, a record with a ``depth_timestamp`` also gets the pose at that time plus the offset
+    (``depth_T_wc``); without a pose there the depth stays at the image's pose.
 
     Without a trajectory every frame keeps ``T_wc = None`` (noted once).
     """
@@ -438,8 +459,10 @@ def attach_poses(
         T_wc = trajectory.pose_at(record.timestamp + time_offset, max_difference)
         if T_wc is None:
             missing.append(record.timestamp)
-        else:
-            records.append(dataclasses.replace(record, T_wc=T_wc))
+            continue
+        depth_T_wc = (None if record.depth_timestamp is None or depth_time_offset is None
+                      else trajectory.pose_at(record.depth_timestamp + depth_time_offset, max_difference))
+        records.append(dataclasses.replace(record, T_wc=T_wc, depth_T_wc=depth_T_wc))
     if missing:
         issues.skip(NO_POSE, f"{len(missing)} frame(s) without a pose within {max_difference} s "
                     f"({summarize_timestamps(missing)})", count=len(missing))

@@ -20,6 +20,8 @@ class Frame:
         T_wc: 4x4 float64 camera-to-world pose, or None when the trajectory has no pose for it.
         camera: intrinsics of this frame.
         index: position in the sequence (0-based, counting skipped frames too).
+        depth_timestamp: the depth image's own timestamp, seconds, where the dataset stamps depth apart from
+            the image (TUM's ``depth.txt``); None otherwise.
 
     Example:
         >>> import heightfusion as hf
@@ -34,3 +36,4 @@ class Frame:
     T_wc: np.ndarray | None
     camera: PinholeCamera
     index: int = 0
+    depth_timestamp: float | None = None

@@ -102,7 +102,8 @@ def load(folder: Path, options: OpenOptions) -> Sequence:
         name=sequence_name(folder),
         format="icl-nuim" if icl else "tum",
         camera=camera,
-        records=attach_poses(candidates, trajectory, options.max_difference, issues, options.pose_time_offset),
+        records=attach_poses(candidates, trajectory, options.max_difference, issues, options.pose_time_offset,
+                             options.depth_time_offset),
         issues=issues,
         options=options,
         depth_scale=(depth_scale or TUM_DEPTH_SCALE) if has_depth else None,
@@ -145,12 +146,14 @@ def _associate_lists(folder: Path, max_difference: float, require_depth: bool, i
     depths = _read_list(folder / "depth.txt", issues)
     pairs = dict(associate([t for t, _ in images], [t for t, _ in depths], max_difference))
     if not require_depth:
-        return [FrameRecord(i, t, image, depths[pairs[i]][1] if i in pairs else None) for i, (t, image) in enumerate(images)]
+        return [FrameRecord(i, t, image, depths[pairs[i]][1], depth_timestamp=depths[pairs[i]][0]) if i in pairs
+                else FrameRecord(i, t, image) for i, (t, image) in enumerate(images)]
     unmatched = [t for i, (t, _) in enumerate(images) if i not in pairs]
     if unmatched:
         issues.skip(NO_DEPTH_MATCH, f"{len(unmatched)} image(s) without a depth image within {max_difference} s "
                     f"({summarize_timestamps(unmatched)})", count=len(unmatched))
-    return [FrameRecord(i, images[i][0], images[i][1], depths[j][1]) for i, j in sorted(pairs.items())]
+    return [FrameRecord(i, images[i][0], images[i][1], depths[j][1], depth_timestamp=depths[j][0])
+            for i, j in sorted(pairs.items())]
 
 
 def _read_associations(folder: Path, issues: Issues) -> list[FrameRecord]:
@@ -166,7 +169,7 @@ def _read_associations(folder: Path, issues: Issues) -> list[FrameRecord]:
         (t_image, image), (t_depth, depth) = (times[0], fields[1]), (times[1], fields[3])
         if "depth" in image.lower() and "depth" not in depth.lower():
             (t_image, image), (t_depth, depth) = (t_depth, depth), (t_image, image)
-        records.append(FrameRecord(len(records), t_image, folder / image, folder / depth))
+        records.append(FrameRecord(len(records), t_image, folder / image, folder / depth, depth_timestamp=t_depth))
     return records
 
 
