@@ -21,16 +21,19 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from .camera import PinholeCamera
-from .camera_offset import MAX_TIME_OFFSET_S, body_velocities, depth_at_colour_camera
+from .camera_offset import MAX_TIME_OFFSET_S, body_velocities
 from .datasets.frame import Frame
 from .poses import invert_pose
 from .tracking.se3 import exp_se3
 
 #: Step of the scan over offsets, seconds; a parabola through the least and its neighbours refines it.
 _STEP_S = 0.0025
+#: About this many points of each first frame's depth are compared (every few pixels' along rows and columns).
+_POINTS = 20000
 
 
 @dataclass(frozen=True)
@@ -75,8 +78,9 @@ def fit_depth_time_offset(frames: Iterable[Frame], pose_time_offset: float = 0.0
     without depth, pose or depth timestamp are passed over. The depth stamped ``t_d`` of a frame at ``t`` is
     placed at ``T_wc exp((t_d + s - pose_time_offset - t) xi)`` (``xi``: the frame's body velocity, central
     differences of the poses) for a candidate offset ``s``; pairs ``gaps`` frames apart (every ``every``-th
-    first frame) are compared by re-projecting the first depth into the second's view (half resolution) and
-    taking the median relative difference where both have depth. The mean of the pairs' medians is scanned every
+    first frame) are compared by projecting the first one's depth (about 20000 points) into the second's view
+    and taking the median relative difference to the second's depth there (bilinear, where it has depth all
+    around). The mean of the pairs' medians is scanned every
     2.5 ms and refined by a parabola through the least and its neighbours.
 
     Raises:
@@ -94,9 +98,9 @@ def fit_depth_time_offset(frames: Iterable[Frame], pose_time_offset: float = 0.0
         raise ValueError(f"a depth time offset needs at least 4 pairs of frames with depth images, their own depth "
                          f"timestamps and poses; got {len(pairs)} from {len(usable)} such frames")
     camera = usable[0].camera
-    half = PinholeCamera(camera.width // 2, camera.height // 2, camera.fx / 2, camera.fy / 2, camera.cx / 2,
-                         camera.cy / 2)  # of every second pixel, whose centres stay at the same points
-    depths = [np.ascontiguousarray(f.depth[: 2 * half.height : 2, : 2 * half.width : 2]) for f in usable]
+    step = max(1, round(math.sqrt(camera.width * camera.height / _POINTS)))
+    points = [_points(camera, f.depth, step) for f in usable]
+    depths = [np.ascontiguousarray(f.depth, dtype=np.float32) for f in usable]
     poses = [f.T_wc for f in usable]
     velocities = body_velocities(np.array([f.timestamp for f in usable]), poses)
     lags = np.array([f.depth_timestamp - f.timestamp for f in usable])
@@ -104,10 +108,18 @@ def fit_depth_time_offset(frames: Iterable[Frame], pose_time_offset: float = 0.0
     def disagreement(subset: np.ndarray, depth_poses: list[np.ndarray]) -> float:
         medians = []
         for i, j in pairs[subset]:
-            seen = depth_at_colour_camera(half, depths[i], invert_pose(depth_poses[j]) @ depth_poses[i])
-            both = np.isfinite(seen) & np.isfinite(depths[j])
+            T = invert_pose(depth_poses[j]) @ depth_poses[i]
+            X = points[i] @ T[:3, :3].T + T[:3, 3]
+            z = X[:, 2]
+            ahead = z > 1e-6
+            u = (camera.fx * X[ahead, 0] / z[ahead] + camera.cx).astype(np.float32)
+            v = (camera.fy * X[ahead, 1] / z[ahead] + camera.cy).astype(np.float32)
+            # Bilinear: NaN where a neighbour has no depth (an edge, a hole) or the point falls outside.
+            seen = cv2.remap(depths[j], u[:, None], v[:, None], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                             borderValue=np.nan)[:, 0]
+            both = np.isfinite(seen)
             if both.any():
-                medians.append(np.median(np.abs(seen[both] - depths[j][both]) / depths[j][both]))
+                medians.append(np.median(np.abs(z[ahead][both] - seen[both]) / seen[both]))
         return 100 * float(np.mean(medians)) if medians else math.inf
 
     def at(offset: float) -> list[np.ndarray]:
@@ -129,3 +141,12 @@ def fit_depth_time_offset(frames: Iterable[Frame], pose_time_offset: float = 0.0
     return DepthTimeOffset(seconds=seconds, pose_time_offset=pose_time_offset, pairs=len(pairs),
                            before=disagreement(every_pair, poses), after=disagreement(every_pair, at(seconds)),
                            spread=abs(best(every_pair[::2]) - best(every_pair[1::2])))
+
+
+def _points(camera: PinholeCamera, depth: np.ndarray, step: int) -> np.ndarray:
+    """(N, 3) camera-frame points of every ``step``-th pixel's depth along rows and columns (where it has one)."""
+    v, u = np.mgrid[0 : camera.height : step, 0 : camera.width : step]
+    d = depth[::step, ::step].astype(np.float64)
+    known = np.isfinite(d)
+    d, u, v = d[known], u[known], v[known]
+    return np.stack([(u - camera.cx) / camera.fx * d, (v - camera.cy) / camera.fy * d, d], axis=1)

@@ -111,6 +111,7 @@ IN_PROCESS = {
         (["replay", "{ds}", "--depth-offset", "0", "0", "inf", "0", "0", "0", "1"], "--depth-offset"),
         (["replay", "{ds}", "--time-offset-ms", "nan"], "--time-offset-ms"),
         (["replay", "{ds}", "--time-offset-ms", "2000"], "--time-offset-ms"),
+        (["replay", "{ds}", "--depth-time-offset-ms", "-5000"], "--depth-time-offset-ms"),
     ],
     "camera-offset": [
         (["camera-offset", "{missing}"], "{missing}"),
@@ -219,6 +220,10 @@ IN_SUBPROCESS = {
          "--time-offset-ms"),
         (["live", "{ds}", "--hidden", "--max-frames", "1", "--time-offset-ms", "inf", "--out", "{out}/l"],
          "--time-offset-ms"),
+        (["live", "--camera", "0", "--hidden", "--max-frames", "1", "--depth-time-offset-ms", "-17", "--out", "{out}/l"],
+         "--depth-time-offset-ms"),
+        (["live", "{ds}", "--hidden", "--max-frames", "1", "--depth-time-offset-ms", "nan", "--out", "{out}/l"],
+         "--depth-time-offset-ms"),
     ],
     # Other commands given a video: FFmpeg's own log lines must not reach stderr either.
     "video": [
