@@ -73,7 +73,7 @@ def test_open_moves_each_depth_image_from_the_pose_at_its_stamp(tmp_path):
     at_stamp = list(hf.datasets.open(folder, depth_time_offset=0.0))
     assert len(recorded) == len(on_time) == len(at_stamp) == 8
     trajectory, _ = read_tum_trajectory(folder / "groundtruth.txt")  # what the reader interpolates
-    for plain, moved_back, moved in zip(recorded, on_time, at_stamp):
+    for plain, moved_back, moved in zip(recorded[:-1], on_time, at_stamp):  # the last one's stamp is past the end
         assert plain.depth_timestamp == pytest.approx(plain.timestamp + 0.012, abs=1e-6)
         np.testing.assert_allclose(moved_back.depth, plain.depth, atol=1e-5, equal_nan=True)
         motion = np.linalg.inv(plain.T_wc) @ trajectory.pose_at(plain.timestamp + 0.012)
