@@ -2,7 +2,8 @@
 poses as given and with ``--track refine`` (fronto-parallel planes, the default, and horizontal planes below the
 camera, ``planes="below"``), as given with a rolling shutter (``StereoConfig.readout_s``), and with the poses at
 the time offset of the trajectory's clock that the recording's frame pairs measure (``heightfusion camera-offset``,
-``replay --time-offset-ms``; measured in the run from all the recording's frames, with their depth images).
+``replay --time-offset-ms``; measured in the run from all the recording's frames, with their depth images), and the
+depth images' own clock offset (``replay --depth-time-offset-ms``, :mod:`heightfusion.depth_clock`, measured too).
 
     python benchmarks/bench_mono_real.py [--path ../shared/data/tum_fr1_rpy_first180] [--frames 60] [--splits 5]
 
@@ -15,9 +16,10 @@ the share of the compared pixels, median |relative error| and median signed rela
 The tracking cost and the frames stereo or tracking skipped are printed too. Then the maps: every 5th frame
 held out (``heightfusion.heldout``), the rest fused from the Kinect depth and from monocular stereo (poses as
 given and refined, with either plane family; as given with a rolling shutter; then sensor depth and stereo as given
-and refined at the time offset), each scored against the held-out frames' depth: median |dh| and coverage,
-stereo's median as a multiple of the sensor map's (the one above it, at the same poses), frames fused and fused
-frames/s.
+and refined at the time offset, and sensor depth at both clock offsets), each scored against the held-out frames'
+depth: median |dh| and coverage, stereo's median as a multiple of the sensor map's (the one above it), frames
+fused and fused frames/s. The held-out frames are taken at both measured clock offsets, where their depth was
+seen from (``--reference-as-recorded``: at the recording's stamps, as before 2026-12-05's depth clock).
 A monocular map's score depends much on which frames it was fused from (on the real sample 38-76 mm over the
 five splits), so each map is fused and scored on ``--splits`` of the five ways to hold out every 5th frame,
 and the table gives the mean, the range and every split's figure.
@@ -38,6 +40,7 @@ import numpy as np
 
 import heightfusion as hf
 from heightfusion.camera_offset import fit_time_offset, measured_motions
+from heightfusion.depth_clock import fit_depth_time_offset
 from heightfusion.depth import StereoConfig
 from heightfusion.heldout import DEFAULT_EVERY, score_heldout
 from heightfusion.pipeline import FramePipeline, SkippedFrame, fusion_config
@@ -107,12 +110,14 @@ def run(path: Path, frames: int, track: str, stereo: StereoConfig, pose_time_off
     }
 
 
-def heldout_maps(path: Path, frames: int, splits: int, clock: float) -> list[tuple[str, list[dict], list[hf.ReplayResult]]]:
+def heldout_maps(path: Path, frames: int, splits: int, clock: float, depth_clock: float,
+                 reference: dict) -> list[tuple[str, list[dict], list[hf.ReplayResult]]]:
     """(run, held-out score and replay result of each split) of the maps fused from sensor depth and from
     stereo (as given and refined, fronto-parallel planes and planes below the camera, and as given with a rolling
     shutter of :data:`KINECT_READOUT_S`), and from sensor depth and stereo (as given and refined) with the poses at
-    the time offset ``clock`` (seconds, ``replay --time-offset-ms``). Split k holds
-    out the frames at positions k, k + 5, ... (every 5th, :func:`heightfusion.heldout.split_heldout`); the
+    the time offset ``clock`` (seconds, ``replay --time-offset-ms``), and sensor depth with its own clock offset
+    ``depth_clock`` too (``replay --depth-time-offset-ms``). Split k holds out the frames at positions k, k + 5, ...
+    (every 5th, :func:`heightfusion.heldout.split_heldout`), opened with ``reference`` (the clock offsets); the
     first ``splits`` of the five run, the last first (the split of the other benchmarks)."""
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_tracking import heldout_split
@@ -125,12 +130,15 @@ def heldout_maps(path: Path, frames: int, splits: int, clock: float) -> list[tup
              {"stereo": StereoConfig(readout_s=KINECT_READOUT_S)}))
     at = f"time offset {clock * 1e3:+.1f} ms"
     runs += ((f"sensor depth, {at}", "sensor", "off", {"pose_time_offset": clock}),
+             (f"sensor depth, {at}, depth clock {depth_clock * 1e3:+.1f} ms", "sensor", "off",
+              {"pose_time_offset": clock, "depth_time_offset": depth_clock}),
              (f"stereo, poses at the {at}", "mvs", "off", {"pose_time_offset": clock}),
              (f"stereo, track refine, {at}", "mvs", "refine", {"pose_time_offset": clock}))
     scores = {name: ([], []) for name, *_ in runs}
     with tempfile.TemporaryDirectory() as tmp:
         for offset in list(range(DEFAULT_EVERY))[::-1][:splits]:
-            fuse, held_out = heldout_split(path, Path(tmp) / f"fuse{offset}", max_frames=frames, offset=offset)
+            fuse, held_out = heldout_split(path, Path(tmp) / f"fuse{offset}", max_frames=frames, offset=offset,
+                                           **reference)
             for name, depth, track, options in runs:
                 result = hf.replay(fuse, depth=depth, track=track, progress=False, **options)
                 scores[name][0].append(score_heldout(result.grid, held_out))
@@ -145,11 +153,18 @@ def main() -> None:
     parser.add_argument("--splits", type=int, choices=range(1, 6), default=5, metavar="1-5",
                         help="held-out splits the maps are scored on (default all 5: a monocular map's score "
                              "depends much on the frames it was fused from)")
+    parser.add_argument("--reference-as-recorded", action="store_true",
+                        help="take the held-out frames at the recording's stamps (default: at the measured offsets)")
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} CPU cores; OpenGL: {context.describe()}; {args.path.name}, {args.frames} frames")
     # The recording's clock offset, as `heightfusion camera-offset` measures it (all its frames, with depth).
     clock = fit_time_offset(measured_motions(hf.datasets.open(args.path, undistort=True))).seconds
-    print(f"time offset of the trajectory's clock, measured from the recording: {clock * 1e3:+.1f} ms\n")
+    print(f"time offset of the trajectory's clock, measured from the recording: {clock * 1e3:+.1f} ms")
+    depth_clock = fit_depth_time_offset(hf.datasets.open(args.path, undistort=True, pose_time_offset=clock), clock)
+    print(depth_clock.summary())
+    reference = {} if args.reference_as_recorded else {"pose_time_offset": clock,
+                                                       "depth_time_offset": depth_clock.seconds}
+    print(f"held-out frames: {'at the recording stamps' if not reference else 'at both offsets'}\n")
     print("| poses | frames estimated | median rel. error % | within 5 % | density | within 1 sigma | ms stereo | ms track | skipped |")
     print("|---|---|---|---|---|---|---|---|---|")
     runs = {}
@@ -172,7 +187,8 @@ def main() -> None:
           "(range) | per split | coverage | mean vs sensor map | frames fused | fused frames/s |\n"
           "|---|---|---|---|---|---|---|")
     sensor = None
-    for name, scores, results in heldout_maps(args.path, args.frames, args.splits, clock):
+    for name, scores, results in heldout_maps(args.path, args.frames, args.splits, clock, depth_clock.seconds,
+                                              reference):
         medians = np.array([1e3 * score["median"] for score in scores])
         sensor = medians.mean() if name.startswith("sensor depth") else sensor
         print(f"| {name} | {medians.mean():.1f} ({medians.min():.1f}-{medians.max():.1f}) | "

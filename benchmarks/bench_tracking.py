@@ -126,15 +126,18 @@ def synthetic_scenes(folder: Path, frames: int, mono_frames: int | None) -> list
 
 
 def heldout_split(
-    path: Path, folder: Path, every: int = DEFAULT_EVERY, max_frames: int | None = None, offset: int | None = None
+    path: Path, folder: Path, every: int = DEFAULT_EVERY, max_frames: int | None = None, offset: int | None = None,
+    **open_options,
 ) -> tuple[Path, list]:
     """(a TUM folder listing only the frames to fuse, the held-out frames) of the TUM sequence at ``path``
-    (:func:`heightfusion.heldout.split_heldout` of ``every`` and ``offset``).
+    (:func:`heightfusion.heldout.split_heldout` of ``every`` and ``offset``); ``open_options`` (clock offsets) are
+    :func:`heightfusion.datasets.open`'s for the held-out frames.
 
     The folder's ``rgb.txt`` keeps the fused frames' lines, its ``depth.txt`` all lines, both naming the
     original files by absolute path; camera and trajectories are copied.
     """
-    fuse, held_out = split_heldout(hf.datasets.open(path, undistort=True, max_frames=max_frames), every, offset)
+    fuse, held_out = split_heldout(hf.datasets.open(path, undistort=True, max_frames=max_frames, **open_options),
+                                   every, offset)
     keep = {f.timestamp for f in fuse}
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("camera.yaml", *REFERENCE_FILES):
