@@ -162,7 +162,8 @@ def replay(
     ``pose_time_offset``: seconds the poses' clock is ahead of the images' (:func:`heightfusion.datasets.open`):
     each frame is taken at the dataset's pose at its timestamp plus it; the reference stays as published.
     ``depth_time_offset``: ... ahead of the depth images' own timestamps; each depth image is moved from the pose
-    at its stamp plus it into the colour camera (None: seen from its frame's pose).
+    at its stamp plus it into the colour camera (None: seen from its frame's pose); not with odometry, which
+    would then use the trajectory's motion.
     ``stereo_ahead``: with stereo depth and no tracking, run each frame's stereo on a worker thread while the
     frame before is fused (:meth:`FramePipeline.prefetch`; torch and numpy release the GIL in their work).
     Measured on the real TUM frames (640x480), fused frames/s in turn -> ahead: 4.5-4.8 -> 5.0-5.4 on an idle
@@ -184,6 +185,9 @@ def replay(
 
     if track not in TRACK_MODES:
         raise ValueError(f"track must be one of {', '.join(TRACK_MODES)}, got {track!r}")
+    if track == "odometry" and depth_time_offset is not None:
+        raise ValueError("depth_time_offset moves each depth image by the trajectory's motion; odometry tracks without "
+                         "the trajectory: use it with track 'off' or 'refine'")
     camera_offset = None if camera_offset is None else validate_pose(camera_offset, "camera_offset")
     depth_offset = None if depth_offset is None else validate_pose(depth_offset, "depth_offset")
     path = path if path is not None else datasets.sample_path()

@@ -112,6 +112,7 @@ IN_PROCESS = {
         (["replay", "{ds}", "--time-offset-ms", "nan"], "--time-offset-ms"),
         (["replay", "{ds}", "--time-offset-ms", "2000"], "--time-offset-ms"),
         (["replay", "{ds}", "--depth-time-offset-ms", "-5000"], "--depth-time-offset-ms"),
+        (["replay", "{ds}", "--track", "odometry", "--depth-time-offset-ms", "-17"], "--depth-time-offset-ms"),
     ],
     "camera-offset": [
         (["camera-offset", "{missing}"], "{missing}"),

@@ -102,3 +102,5 @@ def test_replay_moves_the_depth_and_records_the_offset(tmp_path):
     assert at_stamp.evaluation["smooth_rmse"] > 1.5 * on_time.evaluation["smooth_rmse"]
     assert on_time.metrics()["depth_time_offset_s"] == -0.015
     assert "depth_time_offset_s" not in recorded.metrics()
+    with pytest.raises(ValueError, match="odometry tracks without the trajectory"):
+        hf.replay(folder, progress=False, track="odometry", depth_time_offset=-0.015)

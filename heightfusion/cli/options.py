@@ -210,6 +210,9 @@ def track_options(args: argparse.Namespace) -> dict:
             raise UserError(f"--pose-drift takes two positive numbers (mm, degrees) with --track refine, got "
                             f"{' '.join(map(str, args.pose_drift))} with --track {args.track}")
         tracking = TrackingConfig(refine_prior=(args.pose_drift[0] * 1e-3, args.pose_drift[1]), refine_drift=True)
+    if args.track == "odometry" and getattr(args, "depth_time_offset_ms", None) is not None:
+        raise UserError("--depth-time-offset-ms moves each depth image by the trajectory's motion; --track odometry "
+                        "tracks without the trajectory: use it with --track off or refine")
     start_pose = None
     if args.start_pose is not None:
         if args.track != "odometry":
