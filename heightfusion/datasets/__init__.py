@@ -171,9 +171,10 @@ def _options(
         raise ValueError(f"max_difference must be a positive number of seconds, got {max_difference!r}")
     if fps is not None and not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
         raise ValueError(f"fps must be a positive number, got {fps!r}")
-    for name, seconds in (("pose_time_offset", pose_time_offset), ("depth_time_offset", depth_time_offset)):
-        if seconds is None and name == "depth_time_offset":
-            continue
+    offsets = {"pose_time_offset": pose_time_offset}
+    if depth_time_offset is not None:
+        offsets["depth_time_offset"] = depth_time_offset
+    for name, seconds in offsets.items():
         if not (isinstance(seconds, (int, float)) and not isinstance(seconds, bool)
                 and abs(seconds) <= MAX_POSE_TIME_OFFSET_S):
             raise ValueError(f"{name} must be a number of seconds within +-{MAX_POSE_TIME_OFFSET_S:g}, got {seconds!r}")
