@@ -100,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
     if args.camera is not None:
         if args.source is not None:
             raise UserError("give either SOURCE or --camera N, not both")
-        if any(v is not None for v in (args.camera_offset, args.depth_offset, args.time_offset_ms, args.depth_time_offset_ms)):
+        recording_only = (args.camera_offset, args.depth_offset, args.time_offset_ms, args.depth_time_offset_ms)
+        if any(value is not None for value in recording_only):
             raise UserError("--camera-offset, --depth-offset, --time-offset-ms and --depth-time-offset-ms are for "
                             "recordings (given poses, depth images); a live camera has neither")
         frames = open_camera(args.camera, camera, args.max_frames)
@@ -115,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
         sequence, with_depth = datasets.open_for_depth(path, args.depth, trajectory=args.poses, camera=camera,
                                                        max_frames=args.max_frames, undistort=True,
                                                        pose_time_offset=time_offset_option(args) or 0.0,
-                                                       depth_time_offset=time_offset_option(args, "depth_time_offset_ms"))
+                                                       depth_time_offset=time_offset_option(args,
+                                                                                            "depth_time_offset_ms"))
         sequence = UpAligned(sequence, up_rotation(default_up(sequence.format) if args.up is None else args.up, with_depth),
                              camera_offset_option(args), camera_offset_option(args, "depth_offset"))
         up = args.up or default_up(sequence.format)
