@@ -194,11 +194,7 @@ def fit_time_offset(pairs: MotionPairs, max_offset: float = MAX_TIME_OFFSET_S) -
         for _ in range(2):
             scale = max(1.4826 * float(np.median(angles(subset, found))), math.degrees(_MIN_SPREAD * _ROTATION_SCALE_RAD))
             costs = np.array([np.mean(np.log1p((angles(subset, t) / scale) ** 2)) for t in offsets])
-            k = int(np.clip(np.argmin(costs), 1, len(offsets) - 2))
-            left, centre, right = costs[k - 1 : k + 2]
-            curvature = left - 2 * centre + right
-            step = 0.5 * (left - right) / curvature if curvature > 0 else 0.0
-            found = float(offsets[k] + np.clip(step, -1.0, 1.0) * _TIME_STEP_S)
+            found = least_of_scan(offsets, costs)
         return found
 
     def rms(offset: float) -> float:
@@ -208,6 +204,16 @@ def fit_time_offset(pairs: MotionPairs, max_offset: float = MAX_TIME_OFFSET_S) -
     seconds = best(every)
     return TimeOffset(seconds=seconds, before=rms(0.0), after=rms(seconds),
                       spread=abs(best(every[::2]) - best(every[1::2])))
+
+
+def least_of_scan(offsets: np.ndarray, costs: np.ndarray) -> float:
+    """The offset of least cost of a scan over evenly spaced ``offsets``: the parabola's vertex through the least
+    scanned cost and its two neighbours (within one step of it; the least itself where the three do not curve up)."""
+    k = int(np.clip(np.argmin(costs), 1, len(offsets) - 2))
+    left, centre, right = costs[k - 1 : k + 2]
+    curvature = left - 2 * centre + right
+    step = 0.5 * (left - right) / curvature if curvature > 0 else 0.0
+    return float(offsets[k] + np.clip(step, -1.0, 1.0) * (offsets[1] - offsets[0]))
 
 
 def fit_camera_offset(given: Iterable[np.ndarray], measured: Iterable[np.ndarray], rotation: bool = False) -> CameraOffset:

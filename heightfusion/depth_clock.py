@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from .camera import PinholeCamera
-from .camera_offset import MAX_TIME_OFFSET_S, body_velocities
+from .camera_offset import MAX_TIME_OFFSET_S, body_velocities, least_of_scan
 from .datasets.frame import Frame
 from .poses import invert_pose
 from .tracking.se3 import exp_se3
@@ -136,12 +136,7 @@ def fit_depth_time_offset(frames: Iterable[Frame], pose_time_offset: float = 0.0
     placed = [at(s) for s in offsets]
 
     def best(subset: np.ndarray) -> float:
-        costs = np.array([disagreement(subset, p) for p in placed])
-        k = int(np.clip(np.argmin(costs), 1, len(offsets) - 2))
-        left, centre, right = costs[k - 1 : k + 2]
-        curvature = left - 2 * centre + right
-        step = 0.5 * (left - right) / curvature if curvature > 0 else 0.0
-        return float(offsets[k] + np.clip(step, -1.0, 1.0) * _STEP_S)
+        return least_of_scan(offsets, np.array([disagreement(subset, p) for p in placed]))
 
     every_pair = np.arange(len(pairs))
     seconds = best(every_pair)
@@ -153,7 +148,7 @@ def fit_depth_time_offset(frames: Iterable[Frame], pose_time_offset: float = 0.0
 def _points(camera: PinholeCamera, depth: np.ndarray, step: int) -> np.ndarray:
     """(N, 3) camera-frame points of every ``step``-th pixel's depth along rows and columns (where it has one)."""
     v, u = np.mgrid[0 : camera.height : step, 0 : camera.width : step]
-    d = depth[::step, ::step].astype(np.float64)
+    d = depth[::step, ::step]
     known = np.isfinite(d)
     d, u, v = d[known], u[known], v[known]
-    return np.stack([(u - camera.cx) / camera.fx * d, (v - camera.cy) / camera.fy * d, d], axis=1)
+    return np.stack([(u - camera.cx) / camera.fx * d, (v - camera.cy) / camera.fy * d, d], axis=1).astype(np.float32)
