@@ -97,12 +97,11 @@ def fit_depth_time_offset(frames: Iterable[Frame], pose_time_offset: float = 0.0
     for frame in frames:
         if frame.depth is None or frame.T_wc is None or frame.depth_timestamp is None:
             continue
-        camera = frame.camera if camera is None else camera
-        step = max(1, round(math.sqrt(camera.width * camera.height / _POINTS)))
+        camera = frame.camera  # every frame's: a sequence has one camera
         stamps.append(frame.timestamp)
         depth_stamps.append(frame.depth_timestamp)
         poses.append(frame.T_wc)
-        points.append(_points(camera, frame.depth, step))
+        points.append(_points(camera, frame.depth))
         depths.append(np.ascontiguousarray(frame.depth[::2, ::2], dtype=np.float32))  # sampled at half resolution
     pairs = np.array([(i, i + g) for i in range(0, len(poses), every) for g in gaps if i + g < len(poses)],
                      dtype=np.int64).reshape(-1, 2)
@@ -145,8 +144,10 @@ def fit_depth_time_offset(frames: Iterable[Frame], pose_time_offset: float = 0.0
                            spread=abs(best(every_pair[::2]) - best(every_pair[1::2])))
 
 
-def _points(camera: PinholeCamera, depth: np.ndarray, step: int) -> np.ndarray:
-    """(N, 3) camera-frame points of every ``step``-th pixel's depth along rows and columns (where it has one)."""
+def _points(camera: PinholeCamera, depth: np.ndarray) -> np.ndarray:
+    """(N, 3) float32 camera-frame points of the depth at every few pixels along rows and columns (about
+    :data:`_POINTS` of them; where it has a value)."""
+    step = max(1, round(math.sqrt(camera.width * camera.height / _POINTS)))
     v, u = np.mgrid[0 : camera.height : step, 0 : camera.width : step]
     d = depth[::step, ::step]
     known = np.isfinite(d)
