@@ -104,3 +104,21 @@ def test_replay_moves_the_depth_and_records_the_offset(tmp_path):
     assert "depth_time_offset_s" not in recorded.metrics()
     with pytest.raises(ValueError, match="odometry tracks without the trajectory"):
         hf.replay(folder, progress=False, track="odometry", depth_time_offset=-0.015)
+
+
+def test_camera_offset_command_prints_and_writes_the_depth_clock(tmp_path, capsys):
+    """``heightfusion camera-offset`` on the hand-held floor whose depth is stamped 12 ms late: it prints the depth
+    clock and the ``--depth-time-offset-ms`` option with the other offsets, and writes them."""
+    import json
+
+    from heightfusion.cli import main
+
+    folder = write_tum(hand_held_floor(), tmp_path / "late", progress=False)
+    stamped_late(folder, 0.012)
+    out = tmp_path / "o.json"
+    assert main(["camera-offset", str(folder), "--gaps", "2", "4", "6", "--quiet", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "depth time offset -12." in printed and "--depth-time-offset-ms -12." in printed
+    record = json.loads(out.read_text())
+    assert abs(record["depth_time_offset"]["seconds"] + 0.012) < 0.001
+    assert "--depth-time-offset-ms -12." in record["options"]["camera"]
