@@ -89,6 +89,14 @@ class CameraOffset:
     translation_sigma: np.ndarray
     undetermined: np.ndarray | None = None
 
+    @property
+    def pose_sigma(self) -> tuple[float, float]:
+        """(metres, degrees) per axis by which each given pose errs, from ``after``: a pair's motion errs by two
+        poses' independent errors (sqrt 2) over three axes (sqrt 3). The depth alignment's own error is in
+        ``after`` too, so it is an upper bound (``replay --pose-sigma``)."""
+        millimetres, degrees = self.after
+        return millimetres / 1000 / math.sqrt(6), degrees / math.sqrt(6)
+
     def summary(self) -> str:
         t = 1000 * self.T_bc[:3, 3]
         sd = 1000 * self.translation_sigma

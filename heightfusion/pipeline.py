@@ -8,6 +8,8 @@ that ends the run.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import time
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -67,6 +69,12 @@ class FramePipeline:
             (:class:`heightfusion.depth.worker.StereoProcess`) rather than in this one: a thread shares the
             GIL with the caller's GL work and hardly overlaps it. Should the child fail, stereo goes on in
             this process with a new keyframe window (``stereo_process_error`` says why).
+        pose_sigma: how far the given poses err, (metres, degrees), one standard deviation per axis of each
+            pose's own error (:func:`given_pose_covariance`), or None: exact. Frames used at their given pose
+            then carry that covariance into fusion (depth sigma and the map's systematic sigma, as a tracked
+            pose's covariance does) and into motion stereo, whose sigma then includes the depth error of each
+            pair's relative pose. Without it a monocular map's sigma on real poses is far too small: the
+            stereo's sigma measures only how well the images match.
 
     Attributes:
         poses: (timestamp, T_wc) of every frame whose pose was settled (fused, or passed to stereo),
@@ -85,13 +93,15 @@ class FramePipeline:
     """
 
     def __init__(self, fuser: HeightMapFuser, depth: str = "sensor", stereo=None, keyframes=None,
-                 timer: StageTimer | None = None, tracker=None, stereo_process: bool = False) -> None:
+                 timer: StageTimer | None = None, tracker=None, stereo_process: bool = False,
+                 pose_sigma: tuple[float, float] | None = None) -> None:
         if depth not in DEPTH_SOURCES:
             raise ValueError(f"depth source must be one of {', '.join(DEPTH_SOURCES)}, got {depth!r}")
         self.fuser = fuser
         self.depth = depth
         self.timer = timer if timer is not None else StageTimer()
         self.tracker = tracker
+        self.given_covariance = None if pose_sigma is None else given_pose_covariance(*pose_sigma)
         self.poses: list[tuple[float, np.ndarray]] = []
         self.tracking: Counter = Counter()
         self._stereo_settings = (stereo, keyframes)
@@ -120,7 +130,7 @@ class FramePipeline:
         """
         if self.tracker is not None or frame.T_wc is None or frame.image is None or not self._uses_stereo(frame):
             return False
-        self._ahead.append((frame, self._stereo_worker().submit(self._timed_push, frame)))
+        self._ahead.append((frame, self._stereo_worker().submit(self._timed_push, frame, self.given_covariance)))
         return True
 
     def close(self) -> None:
@@ -151,20 +161,21 @@ class FramePipeline:
     def _uses_stereo(self, frame: Frame) -> bool:
         return not (self.depth == "sensor" or (self.depth == "auto" and frame.depth is not None))
 
-    def _timed_push(self, frame: Frame):
-        """(MotionStereoResult, ms) of ``frame``'s stereo: in the stereo process while it runs."""
+    def _timed_push(self, frame: Frame, pose_covariance: np.ndarray | None):
+        """(MotionStereoResult, ms) of ``frame``'s stereo (its pose erring with ``pose_covariance``): in the
+        stereo process while it runs."""
         if self._process is not None:
             try:
-                return self._process.push(frame.camera, frame.T_wc, frame.image, frame.timestamp)
+                return self._process.push(frame.camera, frame.T_wc, frame.image, frame.timestamp, pose_covariance)
             except StereoWorkerError as exc:
                 self.stereo_process_error = str(exc)
                 self._process.close()
                 self._process = None
         start = time.perf_counter()
-        result = self._motion_stereo().push(frame.camera, frame.T_wc, frame.image, frame.timestamp)
+        result = self._motion_stereo().push(frame.camera, frame.T_wc, frame.image, frame.timestamp, pose_covariance)
         return result, (time.perf_counter() - start) * 1e3
 
-    def _stereo(self, frame: Frame):
+    def _stereo(self, frame: Frame, pose_covariance: np.ndarray | None):
         """``frame``'s MotionStereoResult: prefetched, or computed now (on the worker when there is one,
         after the frames before it)."""
         position = next((i for i, (ahead, _) in enumerate(self._ahead) if ahead is frame), None)
@@ -173,9 +184,9 @@ class FramePipeline:
                 self._ahead.popleft()
             result, ms = self._ahead.popleft()[1].result()
         elif self._worker is not None:
-            result, ms = self._worker.submit(self._timed_push, frame).result()
+            result, ms = self._worker.submit(self._timed_push, frame, pose_covariance).result()
         else:
-            result, ms = self._timed_push(frame)
+            result, ms = self._timed_push(frame, pose_covariance)
         self.timer.add("stereo", ms)
         return result
 
@@ -188,11 +199,11 @@ class FramePipeline:
                 return SkippedFrame(f"tracking: {tracked.reason}")
             self.tracking["tracked" if tracked.tracked else "given"] += 1
             frame = dataclasses.replace(frame, T_wc=tracked.T_wc)
-            pose_covariance = tracked.covariance
+            pose_covariance = tracked.covariance if tracked.covariance is not None else self.given_covariance
         elif frame.T_wc is None:
             return SkippedFrame("no pose")
         else:
-            pose_covariance = None
+            pose_covariance = self.given_covariance
         result = self._fuse(frame, pose_covariance)
         if self.tracker is not None:
             self.tracker.accept(frame, frame.T_wc, self.fuser.grid)
@@ -210,7 +221,7 @@ class FramePipeline:
             if frame.image is None:
                 return SkippedFrame("no image")
             try:
-                result = self._stereo(frame)
+                result = self._stereo(frame, pose_covariance)
             except ValueError as exc:
                 return SkippedFrame("stereo error", str(exc))
             if result.estimate is None:
@@ -224,6 +235,15 @@ class FramePipeline:
         for stage, ms in stats.ms.items():
             self.timer.add(stage, ms)
         return FusedFrame(measured, sigma, stats)
+
+
+def given_pose_covariance(metres: float, degrees: float) -> np.ndarray:
+    """6x6 covariance of a given pose's error (camera-frame twist (v, w), metres and radians) that errs by
+    ``metres`` along and ``degrees`` about each axis (one standard deviation, independent)."""
+    for name, value in (("metres", metres), ("degrees", degrees)):
+        if isinstance(value, bool) or not (isinstance(value, numbers.Real) and math.isfinite(value) and value >= 0):
+            raise ValueError(f"pose_sigma's {name} must be a number >= 0, got {value!r}")
+    return np.diag([metres**2] * 3 + [math.radians(degrees) ** 2] * 3)
 
 
 def uses_stereo(depth: str, sequence) -> bool:

@@ -300,3 +300,6 @@ def test_camera_offset_command_prints_and_writes_the_time_offset(tmp_path, capsy
     record = json.loads(out.read_text())
     assert abs(record["time_offset"]["seconds"] - 0.012) < 0.002
     assert record["options"]["depth"].startswith("--time-offset-ms ")
+    # Exact poses but for the clock: what the pairs still disagree by after it is the depth alignment's error.
+    mm, deg = map(float, record["options"]["pose_sigma"].split()[1:])
+    assert "--pose-sigma " in printed and 0 <= mm < 1.0 and 0 <= deg < 0.1

@@ -1,12 +1,13 @@
 """A pose's uncertainty in fusion: the height error it causes (against finite differences of the exact
-geometry) and the map's systematic sigma (against its definition: the information-weighted mean)."""
+geometry), the map's systematic sigma (against its definition: the information-weighted mean), and the error
+of the motion between two uncertain poses (against sampled errors)."""
 
 import numpy as np
 import pytest
 
 import heightfusion as hf
-from heightfusion.fusion.pose_uncertainty import pose_height_sigma
-from heightfusion.tracking.se3 import exp_se3
+from heightfusion.fusion.pose_uncertainty import pose_height_sigma, relative_pose_covariance
+from heightfusion.tracking.se3 import exp_se3, log_se3
 
 
 def random_covariance(seed: int) -> np.ndarray:
@@ -118,3 +119,22 @@ def test_a_bad_pose_covariance_is_a_frame_error():
     for bad in (np.eye(3), np.full((6, 6), np.nan)):
         with pytest.raises(hf.fusion.FrameError, match="pose_covariance must be a finite 6x6 matrix"):
             fuser.fuse(camera, hf.look_at((0.0, 0.0, 1.0), (0.0, 0.01, 0.0)), depth, pose_covariance=bad)
+
+
+def test_relative_pose_covariance_is_that_of_sampled_pose_errors():
+    """Both poses off by independent sampled twists (T_cw <- exp(xi) T_cw): the error of the motion reference ->
+    source, as a left twist on it, has the covariance the formula gives."""
+    T_r = hf.look_at((0.3, -1.0, 1.2), (0.0, 0.2, 0.0))
+    T_s = hf.look_at((0.5, -0.9, 1.1), (0.1, 0.2, 0.0))
+    T_sr = np.linalg.inv(T_s) @ T_r
+    ref_covariance, src_covariance = random_covariance(2) * 1e-2, random_covariance(3) * 1e-2
+    rng = np.random.default_rng(4)
+    count = 20000
+    xi_r = rng.multivariate_normal(np.zeros(6), ref_covariance, count)
+    xi_s = rng.multivariate_normal(np.zeros(6), src_covariance, count)
+    errors = np.stack([log_se3(exp_se3(s) @ np.linalg.inv(T_s) @ T_r @ exp_se3(-r) @ np.linalg.inv(T_sr))
+                       for r, s in zip(xi_r, xi_s)])
+    expected = relative_pose_covariance(T_sr, ref_covariance, src_covariance)
+    np.testing.assert_allclose(np.cov(errors.T), expected, atol=0.03 * np.abs(expected).max())
+    np.testing.assert_allclose(relative_pose_covariance(T_sr, None, src_covariance), src_covariance)
+    assert relative_pose_covariance(T_sr, None, None) is None

@@ -8,7 +8,8 @@ fits the time offset of the trajectory's clock from the pairs' rotations
 the clock offset of the depth stream (:func:`heightfusion.depth_clock.fit_depth_time_offset`); prints them with
 how much they explain and the ``--time-offset-ms``, ``--depth-time-offset-ms`` and ``--camera-offset`` /
 ``--depth-offset`` options that make ``replay`` and ``live`` use them (the whole camera off the trajectory, or the
-depth's viewpoint off the colour camera); ``--out FILE.json`` writes them.
+depth's viewpoint off the colour camera), and the ``--pose-sigma`` that the pairs' remaining disagreement implies
+(:attr:`heightfusion.camera_offset.CameraOffset.pose_sigma`); ``--out FILE.json`` writes them.
 """
 
 from __future__ import annotations
@@ -89,6 +90,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"{options['camera']}\n    where the whole camera sits off the trajectory's body (motion-capture markers, a robot's base);")
     print(f"{options['depth']}\n    where the colour camera is where the trajectory says and the depth sees from beside it (a "
           "Kinect's registered depth: try both, keep what the map or replay --depth mvs likes)")
+    metres, degrees = offset.pose_sigma
+    options["pose_sigma"] = f"--pose-sigma {1000 * metres:.2f} {degrees:.3f}"
+    print(f"{options['pose_sigma']}\n    how far each pose errs, from the pairs' disagreement that the offsets leave (with the "
+          "depth alignment's own error in it: an upper bound); for monocular depth (replay --depth mvs), whose "
+          "sigma then counts it")
     if args.out:
         record = {"T_bc": offset.T_bc.tolist(), "options": options, "pairs": offset.pairs,
                   "disagreement_before_mm_deg": offset.before, "disagreement_after_mm_deg": offset.after,

@@ -196,10 +196,16 @@ def add_track_arguments(parser: argparse.ArgumentParser, default: str = "off") -
                              "this much per frame; their error may build up, and the map pulls it back (default: "
                              f"motion capture's, whose error does not build up, {default_mm * 1e3:g} mm, "
                              f"{default_deg:g} deg per frame)")
+    parser.add_argument("--pose-sigma", type=float, nargs=2, metavar=("MM", "DEG"),
+                        help="how far the given poses err: millimetres along and degrees about each axis (one "
+                             "standard deviation of each pose's own error). Frames fused at their given pose carry "
+                             "it into the depth's sigma, motion stereo's (the error of each pair's relative pose) "
+                             "and the map's; 'heightfusion camera-offset' measures the rotation part against the "
+                             "depth images (default: the poses are exact)")
 
 
 def track_options(args: argparse.Namespace) -> dict:
-    """``track``, ``start_pose`` and ``tracking`` keyword arguments of the tracking options, checked."""
+    """``track``, ``start_pose``, ``tracking`` and ``pose_sigma`` keyword arguments of the tracking options, checked."""
     from ..poses import pose_from_tum, validate_pose
     from ..tracking import TrackingConfig
     from . import UserError
@@ -218,7 +224,12 @@ def track_options(args: argparse.Namespace) -> dict:
         if args.track != "odometry":
             raise UserError("--start-pose is odometry's starting pose: use it with --track odometry")
         start_pose = validate_pose(pose_from_tum(*args.start_pose), "--start-pose")
-    return {"track": args.track, "start_pose": start_pose, "tracking": tracking}
+    pose_sigma = None
+    if args.pose_sigma is not None:
+        if not all(math.isfinite(v) and v >= 0 for v in args.pose_sigma):
+            raise UserError(f"--pose-sigma takes two numbers >= 0 (mm, degrees), got {' '.join(map(str, args.pose_sigma))}")
+        pose_sigma = (args.pose_sigma[0] * 1e-3, args.pose_sigma[1])
+    return {"track": args.track, "start_pose": start_pose, "tracking": tracking, "pose_sigma": pose_sigma}
 
 
 def camera_offset_option(args: argparse.Namespace, option: str = "camera_offset"):

@@ -130,11 +130,13 @@ def select_sources(
 
 @dataclass
 class Keyframe:
-    """A frame kept for stereo: RGB image, pose and body velocity (for a rolling shutter; None: unknown)."""
+    """A frame kept for stereo: RGB image, pose, body velocity (for a rolling shutter; None: unknown) and the
+    6x6 covariance of the pose's error (camera-frame twist; None: exact)."""
 
     image: np.ndarray
     T_wc: np.ndarray
     velocity: np.ndarray | None = None
+    pose_covariance: np.ndarray | None = None
 
 
 class KeyframeWindow:
@@ -172,13 +174,14 @@ class KeyframeWindow:
         image: np.ndarray,
         depth: float,
         velocity: np.ndarray | None = None,
+        pose_covariance: np.ndarray | None = None,
     ) -> bool:
-        """Keep the frame (moving at body ``velocity``) if it moved enough from the latest keyframe (or is the
-        first); True if kept."""
+        """Keep the frame (moving at body ``velocity``, its pose erring with ``pose_covariance``) if it moved
+        enough from the latest keyframe (or is the first); True if kept."""
         if self.keyframes:
             change = view_change(camera, self.keyframes[-1].T_wc, T_wc, depth)
             if change.parallax < self.config.keyframe_parallax and change.overlap >= self.config.min_overlap:
                 return False
-        self.keyframes.append(Keyframe(image, np.array(T_wc, dtype=np.float64), velocity))
+        self.keyframes.append(Keyframe(image, np.array(T_wc, dtype=np.float64), velocity, pose_covariance))
         del self.keyframes[: -self.config.window]
         return True

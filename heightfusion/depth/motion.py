@@ -18,7 +18,8 @@ import numpy as np
 
 from .._compat import deprecated_order
 from ..camera import PinholeCamera
-from ..poses import validate_pose
+from ..fusion.pose_uncertainty import relative_pose_covariance
+from ..poses import invert_pose, validate_pose
 from ..pyramid import expand, half_camera, half_image
 from ..rolling_shutter import body_velocity, global_shutter_depth
 from .keyframes import TOO_LITTLE_PARALLAX, TOO_MUCH_PARALLAX, KeyframeConfig, KeyframeWindow
@@ -100,10 +101,20 @@ class MotionStereo:
         self._previous: tuple[float, np.ndarray] | None = None  # timestamp and pose of the frame pushed last
 
     def push(
-        self, camera: PinholeCamera, T_wc: np.ndarray, image: np.ndarray, timestamp: float | None = None
+        self,
+        camera: PinholeCamera,
+        T_wc: np.ndarray,
+        image: np.ndarray,
+        timestamp: float | None = None,
+        pose_covariance: np.ndarray | None = None,
     ) -> MotionStereoResult:
         """Estimate the depth of a new frame (``camera``'s RGB image at pose ``T_wc``, taken at ``timestamp``
         seconds, which a rolling shutter needs), then keep it if it is a keyframe.
+
+        ``pose_covariance``: the 6x6 covariance of the pose's error (camera-frame twist, metres and radians,
+        as :class:`heightfusion.tracking.Tracker` gives it), or None for an exact pose. The keyframes keep
+        theirs, and each estimate's sigma includes the depth error that the pair's relative pose error
+        causes (``src_pose_covariances`` of :meth:`PlaneSweepStereo.estimate`).
 
         Raises:
             ValueError: the image does not match the camera, or the pose is not rigid.
@@ -115,7 +126,12 @@ class MotionStereo:
         if np.shape(image)[:2] != camera.shape:
             raise ValueError(f"image has shape {np.shape(image)}, the camera's is {camera.shape}")
         level = sweep_level(camera, self.stereo.config.sweep_size)
-        result = self._push(*_halved(camera, np.asarray(image), level), T_wc, self._velocity(T_wc, timestamp))
+        if pose_covariance is not None:
+            pose_covariance = np.asarray(pose_covariance, dtype=np.float64)
+            if pose_covariance.shape != (6, 6) or not np.isfinite(pose_covariance).all():
+                raise ValueError(f"pose_covariance must be a finite 6x6 matrix, got shape {pose_covariance.shape}")
+        result = self._push(*_halved(camera, np.asarray(image), level), T_wc, self._velocity(T_wc, timestamp),
+                            pose_covariance)
         if result.estimate is not None and level > 0:
             result.estimate = _expanded(result.estimate, level, camera.shape)
         return result
@@ -126,7 +142,12 @@ class MotionStereo:
         return body_velocity(previous, T_wc, timestamp)
 
     def _push(
-        self, camera: PinholeCamera, image: np.ndarray, T_wc: np.ndarray, velocity: np.ndarray | None
+        self,
+        camera: PinholeCamera,
+        image: np.ndarray,
+        T_wc: np.ndarray,
+        velocity: np.ndarray | None,
+        pose_covariance: np.ndarray | None,
     ) -> MotionStereoResult:
         """:meth:`push` at the sweep's resolution, for a frame moving at body ``velocity`` (None: unknown)."""
         depth = self._scene_depth if self._scene_depth is not None else nominal_depth(self.stereo.config, camera, T_wc)
@@ -136,8 +157,11 @@ class MotionStereo:
             result = MotionStereoResult(None, reason, detail=detail)
         else:
             stereo = self._stereo_for(T_wc)
+            covariances = [relative_pose_covariance(invert_pose(s.T_wc) @ T_wc, pose_covariance, s.pose_covariance)
+                           for s in sources]
             estimate = stereo.estimate(camera, T_wc, image, [s.image for s in sources], [s.T_wc for s in sources],
-                                       ref_velocity=velocity, src_velocities=[s.velocity for s in sources])
+                                       ref_velocity=velocity, src_velocities=[s.velocity for s in sources],
+                                       src_pose_covariances=covariances)
             self._estimates += 1
             self._points = None
             if velocity is not None and self.stereo.config.readout_s > 0:
@@ -148,7 +172,7 @@ class MotionStereo:
                 result = MotionStereoResult(estimate, None, len(sources))
             else:
                 result = MotionStereoResult(None, NO_VALID_DEPTH, len(sources))
-        self.window.offer(camera, T_wc, image, depth, velocity)
+        self.window.offer(camera, T_wc, image, depth, velocity, pose_covariance)
         return result
 
     def _stereo_for(self, T_wc: np.ndarray) -> PlaneSweepStereo:

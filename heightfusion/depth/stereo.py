@@ -52,6 +52,11 @@ from .graphs import GraphedFunction
 #: in the world, or at distances below the camera).
 PLANE_FAMILIES = ("fronto", "ground", "below")
 
+# The pose sigma's slant term (``_pose_rho_sigma``): the reference's structure tensor over boxes of this side
+# (the matching's 5 px windows, aggregated 3x3, and smoothed: 5 / 9 / 15 px gave a pitch error's depth error at
+# 0.78 / 0.94 / 1.08 times the one seen), and at most this many pixels along the line per pixel across it.
+_STRUCTURE_BOX = 9
+_MAX_ACROSS = 3.0
 # Source features are looked up in a copy upsampled this many times (nearest lookup, error <= 1/(2 U) px).
 _LOOKUP_UPSAMPLE = 2
 # Feature value outside a source image: far from any normalised intensity, so its truncated cost is
@@ -280,7 +285,8 @@ class _Source:
     (3, H, W), and ``b = K t``, (3, 1, 1), for the reference-to-source motion (R, t) = ``T_sr``; with a
     rolling shutter the motion differs per reference row, and ``b`` is (3, H, 1)). ``a``/``b`` are
     pre-scaled to ``grid_sample``'s normalised coordinates of the padded, upsampled ``features``;
-    ``a_px``/``b_px`` give plain source pixels. ``T_sr`` is the motion between the middle rows.
+    ``a_px``/``b_px`` give plain source pixels. ``T_sr`` is the motion between the middle rows;
+    ``pose_covariance`` the 6x6 covariance of its error (or None: exact), see :meth:`PlaneSweepStereo.estimate`.
     """
 
     features: torch.Tensor
@@ -289,6 +295,7 @@ class _Source:
     a_px: torch.Tensor
     b_px: torch.Tensor
     T_sr: np.ndarray
+    pose_covariance: np.ndarray | None = None
 
 
 class SourceFeatureCache:
@@ -343,6 +350,7 @@ class PlaneSweepStereo:
         *,
         ref_velocity: np.ndarray | None = None,
         src_velocities: list[np.ndarray | None] | None = None,
+        src_pose_covariances: list[np.ndarray | None] | None = None,
     ) -> DepthEstimate:
         """Depth, sigma and validity of ``ref_image`` (RGB uint8 or float in [0, 1], or grey (H, W)) taken
         by ``camera`` at ``ref_T_wc``, from source images of the same camera at ``src_T_wcs``.
@@ -353,6 +361,13 @@ class PlaneSweepStereo:
         ``ref_velocity`` and ``src_velocities`` are the images' body velocities for a rolling shutter
         (``StereoConfig.readout_s``): twists ``(v, w)`` in m/s and rad/s with ``T_wc(t + tau) = T_wc(t)
         exp_se3(tau xi)`` (:mod:`heightfusion.tracking.se3`). None (or ``readout_s`` 0): a global shutter.
+
+        ``src_pose_covariances``: for each source, the 6x6 covariance of the error of its pose relative to the
+        reference's (a twist (v, w), metres and radians, in the source camera's frame, that moves the
+        points the source sees by v + w x X; :func:`heightfusion.fusion.pose_uncertainty.relative_pose_covariance` makes it
+        from the two poses' own covariances), or None where the poses are exact. The sigma then includes the
+        depth error it causes: a relative rotation error of 0.5 deg moves the match by 2.3 px at 320x240,
+        which over a 15 px parallax is 15 % of the depth. Validity still rests on the match alone.
 
         Raises:
             ValueError: an image does not match the camera's size, the numbers of source images and
@@ -365,11 +380,15 @@ class PlaneSweepStereo:
             camera, ref_image, src_images, src_T_wcs = src_T_wcs, camera, ref_image, src_images
         if src_velocities is not None and len(src_velocities) != len(src_images):
             raise ValueError(f"{len(src_images)} source images but {len(src_velocities)} source velocities")
+        if src_pose_covariances is not None and len(src_pose_covariances) != len(src_images):
+            raise ValueError(f"{len(src_images)} source images but {len(src_pose_covariances)} source pose covariances")
+        covariances = [_checked_covariance(c, f"src_pose_covariances[{i}]")
+                       for i, c in enumerate(src_pose_covariances or [None] * len(src_images))]
         velocities = [_checked_velocity(ref_velocity, "ref_velocity")] + [
             _checked_velocity(v, f"src_velocities[{i}]")
             for i, v in enumerate(src_velocities or [None] * len(src_images))]
         with torch_threads(self.config.threads):
-            return self._estimate(camera, ref_T_wc, ref_image, src_images, src_T_wcs, velocities)
+            return self._estimate(camera, ref_T_wc, ref_image, src_images, src_T_wcs, velocities, covariances)
 
     def _estimate(
         self,
@@ -379,6 +398,7 @@ class PlaneSweepStereo:
         src_images: list[np.ndarray],
         src_T_wcs: list[np.ndarray],
         velocities: list[np.ndarray | None],
+        covariances: list[np.ndarray | None],
     ) -> DepthEstimate:
         cfg = self.config
         if len(src_images) != len(src_T_wcs):
@@ -393,7 +413,7 @@ class PlaneSweepStereo:
         planes = _make_planes(cfg, ref_T_wc, camera, self.device)
         ref_features, ref_std = _normalise(ref_gray, cfg.window, cfg.texture_eps)
         textured = (ref_std >= cfg.min_texture) & (planes.weight > 0)
-        sources = self._sources(src_features, src_T_wcs, ref_T_wc, camera, planes, velocities)
+        sources = self._sources(src_features, src_T_wcs, ref_T_wc, camera, planes, velocities, covariances)
         if not sources or not bool(textured.any()):
             return DepthEstimate.invalid(camera.shape)
 
@@ -412,6 +432,7 @@ class PlaneSweepStereo:
         depth = 1.0 / rho.clamp_min(1e-12)
         steps_sigma = _sigma_steps(curvature, _pixels_per_step(sources, planes, rho), cfg)
         sigma = steps_sigma * abs(planes.step) * planes.weight * depth**2
+        pose_sigma = _pose_rho_sigma(sources, rho, camera, ref_gray)
         parallax = torch.stack([_parallax(source, rho) for source in sources]).amax(0)
 
         valid = textured & (winner > 0) & (winner < cfg.num_hypotheses - 1) & (rho > 0)
@@ -423,6 +444,8 @@ class PlaneSweepStereo:
         if math.isfinite(cfg.consistency):
             valid &= self._left_right(checked, check_scale, winner, rho, valid, sources, planes, camera)
             valid &= _supported(position, valid, cfg.consistency, cfg.support)
+        if pose_sigma is not None:  # after the validity test: a pose error moves the depth, not the match's quality
+            sigma = torch.hypot(sigma, pose_sigma * depth**2)
         return _to_numpy(depth, sigma, valid)
 
     def _left_right(
@@ -502,14 +525,15 @@ class PlaneSweepStereo:
         camera: PinholeCamera,
         planes: _Planes,
         velocities: list[np.ndarray | None],
+        covariances: list[np.ndarray | None],
     ) -> list[_Source]:
         """The sources in which the nearest plane shows ``min_parallax`` somewhere (others cannot help);
-        ``velocities``: the reference's, then the sources' (:meth:`estimate`)."""
+        ``velocities``: the reference's, then the sources'; ``covariances``: the sources' (:meth:`estimate`)."""
         cfg = self.config
         sources = []
-        for fine, T_wc, velocity in zip(features, T_wcs, velocities[1:]):
+        for fine, T_wc, velocity, covariance in zip(features, T_wcs, velocities[1:], covariances):
             motion = _RowMotion(cfg.readout_s, velocities[0], velocity)
-            source = _make_source(fine, T_wc, ref_T_wc, camera, self.device, motion)
+            source = _make_source(fine, T_wc, ref_T_wc, camera, self.device, motion, covariance)
             if bool((_parallax(source, planes.s[-1] * planes.weight) >= cfg.min_parallax).any()):
                 sources.append(source)
         return sources
@@ -625,6 +649,17 @@ def _checked_velocity(velocity: np.ndarray | None, name: str) -> np.ndarray | No
     return array
 
 
+def _checked_covariance(covariance: np.ndarray | None, name: str) -> np.ndarray | None:
+    """``covariance`` as a 6x6 float64 array, or None; ValueError naming ``name`` unless it is a finite,
+    symmetric 6x6 matrix."""
+    if covariance is None:
+        return None
+    array = np.asarray(covariance, dtype=np.float64)
+    if array.shape != (6, 6) or not np.isfinite(array).all() or not np.allclose(array, array.T, atol=1e-12):
+        raise ValueError(f"{name} must be a finite symmetric 6x6 covariance, got shape {array.shape}")
+    return array
+
+
 def _make_source(
     fine: torch.Tensor,
     T_wc: np.ndarray,
@@ -632,6 +667,7 @@ def _make_source(
     camera: PinholeCamera,
     device: torch.device,
     motion: _RowMotion | None = None,
+    pose_covariance: np.ndarray | None = None,
 ) -> _Source:
     """Warp coefficients of one source frame, with its :func:`_lookup_features` ``fine``; per reference row
     where ``motion`` is a rolling shutter's."""
@@ -672,6 +708,7 @@ def _make_source(
         a_px=_homogeneous_map(per_row(A), camera, device),
         b_px=column(b_px),
         T_sr=T_sr,
+        pose_covariance=pose_covariance,
     )
 
 
@@ -1024,6 +1061,65 @@ def _supported(position: torch.Tensor, valid: torch.Tensor, tolerance: float, sh
             agreeing += present * ((values[dy : dy + height, dx : dx + width] - position).abs() <= tolerance)
     window = (2 * r + 1) ** 2 - 1
     return (agreeing >= share * neighbours) & (3 * agreeing >= window)
+
+
+def _pose_rho_sigma(sources: list[_Source], rho: torch.Tensor, camera: PinholeCamera,
+                    ref_gray: torch.Tensor) -> torch.Tensor | None:
+    """(H, W) standard deviation of inverse depth (1/m) that the sources' pose errors cause at ``rho``, or None
+    when no source has a ``pose_covariance``.
+
+    A source's relative pose errs by a twist (v, w) (source camera frame) that moves the reference's point X
+    (source frame) by v + w x X, and its match in the source image by J (v, w) pixels. Along the epipolar
+    line e that shift is taken for depth. Across it (n) it is too where the texture is slanted: the match
+    that best fits a pattern shifted by d along n lies k d along e, k = S_en / S_ee from the reference's
+    structure tensor S over the matching's support (least squares on the linearised image). So the match
+    errs by (e + k n) . J (v, w) along the line; divided by the pixels it moves per unit of inverse depth,
+    that is the inverse depth's error. Checked against the depths stereo finds with a source's pose off by
+    a known twist (``tests/test_stereo_pose_sigma.py``): without the slant term a pitch error's was half
+    the error seen.
+
+    The least over the sources that see the point: the best-placed source pins the depth, and the others'
+    errors are not independent of its own (the reference's pose error is in all of them).
+    """
+    height, width = rho.shape
+    K_inv = torch.as_tensor(np.linalg.inv(camera.K), dtype=torch.float32, device=rho.device)
+    sxx, sxy, syy = _structure_tensor(ref_gray, _STRUCTURE_BOX)
+    least = None
+    for source in sources:
+        if source.pose_covariance is None:
+            continue
+        a, b = source.a_px, source.b_px
+        h = a + rho * b
+        den = h[2].clamp_min(1e-6)
+        x, y = h[0] / den, h[1] / den
+        dx, dy = (b[0] - x * b[2]) / den, (b[1] - y * b[2]) / den  # d(match)/d(rho), pixels per 1/m
+        moves = torch.hypot(dx, dy).clamp_min(1e-9)
+        ex, ey = dx / moves, dy / moves
+        along = ex * ex * sxx + 2 * ex * ey * sxy + ey * ey * syy
+        across = -ex * ey * sxx + (ex * ex - ey * ey) * sxy + ex * ey * syy
+        k = (across / along.clamp_min(1e-12)).clamp(-_MAX_ACROSS, _MAX_ACROSS)
+        ux, uy = ex - k * ey, ey + k * ex  # e + k n, n = (-ey, ex)
+        # The pixel shift along (ux, uy) per change dY of Y = rho X (homogeneous K Y): c . dY, and
+        # dY = rho v + w x Y, so the row on (v, w) is (rho c, Y x c).
+        c = torch.stack([ux * camera.fx, uy * camera.fy, -(ux * (x - camera.cx) + uy * (y - camera.cy))]) / den
+        Y = torch.einsum("ij,jhw->ihw", K_inv, h)
+        row = torch.cat([rho * c, torch.linalg.cross(Y, c, dim=0)])
+        covariance = torch.as_tensor(source.pose_covariance, dtype=torch.float32, device=rho.device)
+        variance = torch.einsum("ihw,ij,jhw->hw", row, covariance, row)
+        sigma = variance.clamp_min(0).sqrt() / moves
+        inside = (h[2] > 1e-6) & (x > -0.5) & (x < width - 0.5) & (y > -0.5) & (y < height - 0.5)
+        sigma = torch.where(inside, sigma, torch.full_like(sigma, math.inf))
+        least = sigma if least is None else torch.minimum(least, sigma)
+    return least
+
+
+def _structure_tensor(gray: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(Sxx, Sxy, Syy), each (H, W): sums over size x size boxes (odd ``size``) of the products of ``gray``'s
+    central-difference gradients."""
+    padded = F.pad(gray[None, None], (1, 1, 1, 1), mode="replicate")[0, 0]
+    gx = (padded[1:-1, 2:] - padded[1:-1, :-2]) / 2
+    gy = (padded[2:, 1:-1] - padded[:-2, 1:-1]) / 2
+    return _box_sum(gx * gx, size), _box_sum(gx * gy, size), _box_sum(gy * gy, size)
 
 
 def _sigma_steps(curvature: torch.Tensor, pixels_per_step: torch.Tensor, cfg: StereoConfig) -> torch.Tensor:

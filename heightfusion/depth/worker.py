@@ -52,14 +52,15 @@ class StereoProcess:
             raise StereoWorkerError(f"could not start the stereo process: {exc}") from exc
         self._send((stereo, keyframes))
 
-    def push(self, camera: PinholeCamera, T_wc: np.ndarray, image: np.ndarray, timestamp: float | None = None):
+    def push(self, camera: PinholeCamera, T_wc: np.ndarray, image: np.ndarray, timestamp: float | None = None,
+             pose_covariance: np.ndarray | None = None):
         """(MotionStereoResult, ms the child's stereo took) of the frame (:meth:`MotionStereo.push`); the
         child's ValueError (a bad image or pose) is raised here.
 
         Raises:
             StereoWorkerError: the child has ended.
         """
-        self._send((camera, np.asarray(T_wc), np.asarray(image), timestamp))
+        self._send((camera, np.asarray(T_wc), np.asarray(image), timestamp, pose_covariance))
         try:
             kind, value, ms = pickle.load(self._child.stdout)
         except (EOFError, OSError, pickle.UnpicklingError) as exc:
@@ -94,7 +95,7 @@ class StereoProcess:
 
 
 def serve(requests, replies) -> None:
-    """The child's loop: settings, then (camera, T_wc, image, timestamp) -> ("ok", MotionStereoResult, ms) or
+    """The child's loop: settings, then (camera, T_wc, image, timestamp, pose_covariance) -> ("ok", MotionStereoResult, ms) or
     ("error", ValueError, 0.0), until ``requests`` ends."""
     from .motion import MotionStereo
 

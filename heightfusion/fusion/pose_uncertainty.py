@@ -63,3 +63,26 @@ def pose_height_sigma(T_wc: np.ndarray, points: np.ndarray, covariance: np.ndarr
     rows = np.concatenate([np.broadcast_to(n, X.shape), np.cross(X, n)], axis=-1)
     variance = np.einsum("...i,ij,...j->...", rows, covariance, rows)
     return np.sqrt(np.maximum(variance, 0.0))
+
+
+def relative_pose_covariance(T_sr: np.ndarray, ref_covariance: np.ndarray | None,
+                             src_covariance: np.ndarray | None) -> np.ndarray | None:
+    """6x6 covariance of the error of the motion ``T_sr`` (reference camera to source camera) when the two
+    poses err independently by twists with these covariances (each camera's own frame, as the tracker's:
+    the error moves the points that camera sees by v + w x X); None where both are None (exact poses).
+
+    The source's error moves its points directly; the reference's reaches them through ``T_sr`` with the
+    opposite sign, ``-Ad(T_sr) xi_ref``, whose covariance is ``Ad Sigma Ad^T`` with
+    ``Ad = [[R, [t]x R], [0, R]]``. Independence overstates the error of poses whose errors are shared (a
+    drifting trajectory's neighbours, frames tracked against one map): an upper bound, not an estimate.
+    """
+    if ref_covariance is None and src_covariance is None:
+        return None
+    total = np.zeros((6, 6)) if src_covariance is None else np.array(src_covariance, dtype=np.float64)
+    if ref_covariance is not None:
+        R, t = T_sr[:3, :3], T_sr[:3, 3]
+        adjoint = np.zeros((6, 6))
+        adjoint[:3, :3] = adjoint[3:, 3:] = R
+        adjoint[:3, 3:] = np.array([[0.0, -t[2], t[1]], [t[2], 0.0, -t[0]], [-t[1], t[0], 0.0]]) @ R
+        total += adjoint @ np.asarray(ref_covariance, dtype=np.float64) @ adjoint.T
+    return total

@@ -70,6 +70,8 @@ class LiveSettings:
             the camera, saved with the map; None: one fixed grid from ``make_grid``.
         track: camera tracking (:data:`heightfusion.tracking.TRACK_MODES`), with settings ``tracking`` and
             odometry's ``start_pose`` (None: the first frame's pose).
+        pose_sigma: (metres, degrees) by which the given poses err, or None: exact
+            (:class:`heightfusion.pipeline.FramePipeline`).
         stereo_ahead: with stereo depth and no tracking, a frame's stereo runs while the frame before is
             fused and drawn (:meth:`heightfusion.pipeline.FramePipeline.prefetch`): the map lags one frame
             behind the camera.
@@ -98,6 +100,7 @@ class LiveSettings:
     track: str = "off"
     tracking: TrackingConfig | None = None
     start_pose: np.ndarray | None = None
+    pose_sigma: tuple[float, float] | None = None
     stereo_ahead: bool = True
     stereo_process: bool | None = None
 
@@ -224,7 +227,8 @@ class LiveApp:
         s = self.settings
         tracker = None if s.track == "off" else Tracker(s.track, self.renderer, s.tracking, s.start_pose)
         self.pipeline = FramePipeline(fuser, s.depth, s.stereo, s.keyframes, timer=self.timer, tracker=tracker,
-                                      stereo_process=stereo_in_process(s.stereo_process, self.source))
+                                      stereo_process=stereo_in_process(s.stereo_process, self.source),
+                                      pose_sigma=s.pose_sigma)
         self.view.show(self.grid, self.mode)
         self.panels["free"].set_image(visualize.render_free_space(self.free_space(self.grid)))
         self._trajectory.clear()
