@@ -36,13 +36,15 @@ STEREO_SIGMA_FLOOR = 0.002
 
 @dataclass
 class FusedFrame:
-    """A frame that was fused: the depth used (metres, NaN where none), its sigma or None, fusion stats, and
-    the pose it was fused at (tracked, or as given)."""
+    """A frame that was fused: the depth used (metres, NaN where none), its sigma or None, fusion stats, the
+    pose it was fused at (tracked, or as given), and for stereo depth with uncertain poses the depth error those
+    poses cause (:attr:`heightfusion.depth.DepthEstimate.pose_sigma`), else None."""
 
     depth: np.ndarray
     sigma: np.ndarray | None
     stats: FusionStats
     T_wc: np.ndarray | None = None
+    pose_sigma: np.ndarray | None = None
 
 
 @dataclass
@@ -72,9 +74,10 @@ class FramePipeline:
         pose_sigma: how far the given poses err, (metres, degrees), one standard deviation per axis of each
             pose's own error (:func:`given_pose_covariance`), or None: exact. Frames used at their given pose
             then carry that covariance into fusion (depth sigma and the map's systematic sigma, as a tracked
-            pose's covariance does) and into motion stereo, whose sigma then includes the depth error of each
-            pair's relative pose. Without it a monocular map's sigma on real poses is far too small: the
-            stereo's sigma measures only how well the images match.
+            pose's covariance does) and into motion stereo, whose estimates then give the depth error of each
+            pair's relative pose (``DepthEstimate.pose_sigma``), which fusion adds to the map's systematic sigma.
+            Without it a monocular map's sigma on real poses is far too small: the stereo's sigma measures only
+            how well the images match.
 
     Attributes:
         poses: (timestamp, T_wc) of every frame whose pose was settled (fused, or passed to stereo),
@@ -200,19 +203,22 @@ class FramePipeline:
             self.tracking["tracked" if tracked.tracked else "given"] += 1
             frame = dataclasses.replace(frame, T_wc=tracked.T_wc)
             pose_covariance = tracked.covariance if tracked.covariance is not None else self.given_covariance
+            aligned_to_map = tracked.covariance is not None
         elif frame.T_wc is None:
             return SkippedFrame("no pose")
         else:
             pose_covariance = self.given_covariance
-        result = self._fuse(frame, pose_covariance)
+            aligned_to_map = False
+        result = self._fuse(frame, pose_covariance, aligned_to_map)
         if self.tracker is not None:
             self.tracker.accept(frame, frame.T_wc, self.fuser.grid)
         self.poses.append((frame.timestamp, frame.T_wc))
         result.T_wc = frame.T_wc
         return result
 
-    def _fuse(self, frame: Frame, pose_covariance: np.ndarray | None = None) -> FusedFrame | SkippedFrame:
-        sigma = None
+    def _fuse(self, frame: Frame, pose_covariance: np.ndarray | None = None,
+              aligned_to_map: bool = False) -> FusedFrame | SkippedFrame:
+        sigma = pose_sigma = None
         if not self._uses_stereo(frame):
             if frame.depth is None:
                 return SkippedFrame("no depth")
@@ -226,15 +232,16 @@ class FramePipeline:
                 return SkippedFrame("stereo error", str(exc))
             if result.estimate is None:
                 return SkippedFrame(f"stereo: {result.reason}", result.detail)
-            measured, sigma = result.estimate.depth, result.estimate.sigma
+            measured, sigma, pose_sigma = result.estimate.depth, result.estimate.sigma, result.estimate.pose_sigma
         try:
             stats = self.fuser.fuse(frame.camera, frame.T_wc, measured, frame.image, sigma=sigma,
-                                    pose_covariance=pose_covariance)
+                                    pose_covariance=pose_covariance, pose_sigma=pose_sigma,
+                                    aligned_to_map=aligned_to_map)
         except FrameError as exc:  # a bad frame is skipped and counted; other errors are real failures
             return SkippedFrame("fusion error", str(exc))
         for stage, ms in stats.ms.items():
             self.timer.add(stage, ms)
-        return FusedFrame(measured, sigma, stats)
+        return FusedFrame(measured, sigma, stats, pose_sigma=pose_sigma)
 
 
 def given_pose_covariance(metres: float, degrees: float) -> np.ndarray:

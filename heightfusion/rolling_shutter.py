@@ -51,7 +51,8 @@ def global_shutter_depth(
     camera: PinholeCamera, depth: np.ndarray, sigma: np.ndarray, velocity: np.ndarray, readout_s: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """(depth, sigma) (H, W) float32 of the camera at the middle row's pose, from a rolling shutter's ``depth``
-    and ``sigma`` (metres, NaN where unknown) taken at body ``velocity``.
+    and ``sigma`` (metres, NaN where unknown) taken at body ``velocity``; ``sigma`` may be (H, W, C), several
+    values that go with each pixel's depth (then so is the sigma returned).
 
     Each pixel's point (at its row's pose) is moved into the middle row's camera; every output pixel takes the
     point that lands on it, found by inverting the rows' displacement field (fixed point, bilinear, with the
@@ -81,5 +82,6 @@ def global_shutter_depth(
     column, row = column.clip(0, width - 1), row.clip(0, height - 1)
     moved_depth = np.where(known & (points[..., 2] > 0), points[..., 2], np.nan)
     out_depth = np.where(inside, moved_depth[row, column], np.nan).astype(np.float32)
-    out_sigma = np.where(np.isfinite(out_depth), np.asarray(sigma)[row, column], np.nan).astype(np.float32)
-    return out_depth, out_sigma
+    values = np.asarray(sigma)[row, column]
+    found = np.isfinite(out_depth).reshape(out_depth.shape + (1,) * (values.ndim - 2))
+    return out_depth, np.where(found, values, np.nan).astype(np.float32)

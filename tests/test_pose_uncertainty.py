@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import heightfusion as hf
-from heightfusion.fusion.pose_uncertainty import pose_height_sigma, relative_pose_covariance
+from heightfusion.fusion.pose_uncertainty import depth_height_sigma, pose_height_sigma, relative_pose_covariance
 from heightfusion.tracking.se3 import exp_se3, log_se3
 
 
@@ -138,3 +138,73 @@ def test_relative_pose_covariance_is_that_of_sampled_pose_errors():
     np.testing.assert_allclose(np.cov(errors.T), expected, atol=0.03 * np.abs(expected).max())
     np.testing.assert_allclose(relative_pose_covariance(T_sr, None, src_covariance), src_covariance)
     assert relative_pose_covariance(T_sr, None, None) is None
+
+
+def test_given_poses_inherit_nothing_and_their_errors_average_away():
+    """Frames at a given pose with its covariance (aligned_to_map=False): each one's error is its own, so the
+    same view fused n times leaves the first frame's sigma over sqrt(n) (equal shares); a tracked frame would
+    keep the map's."""
+    camera = hf.PinholeCamera(48, 36, 40.0, 40.0, 23.5, 17.5)
+    renderer = hf.make_renderer("raymarch")
+    T_wc = hf.look_at((0.0, -0.4, 1.0), (0.0, 0.1, 0.0))
+    depth = renderer.render_depth(hf.HeightMap((-0.6, -0.6), 0.05, (25, 25), initial_height=0.05), camera, T_wc)
+    grid = hf.HeightMap((-0.6, -0.6), 0.05, (25, 25))
+    fuser = hf.HeightMapFuser(grid, renderer, hf.FusionConfig(sigma_floor=1e-6))
+    covariance = random_covariance(6)
+    fuser.fuse(camera, T_wc, depth, pose_covariance=covariance, aligned_to_map=False)
+    seen = grid.information > grid.prior_information
+    first = grid.systematic_sigma[seen].copy()
+    for _ in range(8):
+        fuser.fuse(camera, T_wc, depth, pose_covariance=covariance, aligned_to_map=False)
+    ratio = grid.systematic_sigma[seen] / first  # 1/3, where the frames' shares stayed equal
+    assert abs(np.median(ratio) - 1 / 3) < 0.005 and ratio.max() < 0.4
+
+
+def test_depth_height_sigma_is_the_height_change_of_a_depth_change():
+    """A pixel's depth off by dz moves its point along the pixel's ray: its height changes by the ray's world z
+    per unit of depth (finite difference through the camera's unprojection)."""
+    camera = hf.PinholeCamera(48, 36, 40.0, 40.0, 23.5, 17.5)
+    T_wc = hf.look_at((0.0, -0.4, 1.0), (0.0, 0.1, 0.0))
+    rng = np.random.default_rng(7)
+    pixels = np.stack([rng.integers(0, 48, 30), rng.integers(0, 36, 30)], axis=-1).astype(np.float64)
+    depth = rng.uniform(0.8, 1.5, 30)
+    sigma_image = np.full(camera.shape, np.nan)
+    sigma_image[pixels[:, 1].astype(int), pixels[:, 0].astype(int)] = rng.uniform(0.01, 0.1, 30)
+
+    def world(z):
+        X = camera.unproject(pixels, z)
+        return X @ T_wc[:3, :3].T + T_wc[:3, 3]
+
+    points = world(depth)
+    dz = 1e-4
+    slope = (world(depth + dz)[:, 2] - points[:, 2]) / dz
+    expected = sigma_image[pixels[:, 1].astype(int), pixels[:, 0].astype(int)] * np.abs(slope)
+    np.testing.assert_allclose(depth_height_sigma(camera, T_wc, points, sigma_image), expected, rtol=1e-6)
+    behind = points + 10 * (T_wc[:3, 3] - points)  # a point behind the camera: the image's median sigma
+    median = np.nanmedian(sigma_image)
+    assert np.all(np.isfinite(depth_height_sigma(camera, T_wc, behind[:1], sigma_image)))
+    assert depth_height_sigma(camera, T_wc, behind[:1], sigma_image)[0] <= median * 10
+
+
+def test_stereo_pose_sigma_goes_into_the_systematic_sigma():
+    """Depth with a pose sigma (as stereo gives it) at an exact pose: the weights and heights are those without
+    it, and the vertices' systematic sigma is the height error it causes (one frame: all its own)."""
+    camera = hf.PinholeCamera(48, 36, 40.0, 40.0, 23.5, 17.5)
+    renderer = hf.make_renderer("raymarch")
+    T_wc = hf.look_at((0.0, -0.4, 1.0), (0.0, 0.1, 0.0))
+    depth = renderer.render_depth(hf.HeightMap((-0.6, -0.6), 0.05, (25, 25), initial_height=0.05), camera, T_wc)
+    plain, shared = (hf.HeightMap((-0.6, -0.6), 0.05, (25, 25)) for _ in range(2))
+    hf.HeightMapFuser(plain, renderer).fuse(camera, T_wc, depth)
+    pose_sigma = np.where(np.isfinite(depth), 0.05 * depth, np.nan).astype(np.float32)
+    hf.HeightMapFuser(shared, renderer).fuse(camera, T_wc, depth, pose_sigma=pose_sigma)
+    np.testing.assert_array_equal(shared.heights, plain.heights)
+    np.testing.assert_array_equal(shared.information, plain.information)
+    seen = shared.information > shared.prior_information
+    rows, cols = np.nonzero(seen)
+    points = np.stack([shared.origin[0] + cols * shared.cell_size, shared.origin[1] + rows * shared.cell_size,
+                       shared.heights[seen]], axis=-1)
+    np.testing.assert_allclose(shared.systematic_sigma[seen], depth_height_sigma(camera, T_wc, points, pose_sigma),
+                               rtol=1e-5)
+    assert np.median(shared.systematic_sigma[seen]) > 0.02
+    with pytest.raises(hf.fusion.FrameError, match="pose_sigma has shape"):
+        hf.HeightMapFuser(shared, renderer).fuse(camera, T_wc, depth, pose_sigma=pose_sigma[:5])

@@ -163,16 +163,19 @@ def test_replay_takes_the_readout_in_milliseconds():
 
 
 def test_motion_stereo_hands_on_the_middle_rows_view():
-    """MotionStereo gives the stereo each frame's velocity and moves its rolling-shutter depth to the middle row."""
+    """MotionStereo gives the stereo each frame's velocity and moves its rolling-shutter depth to the middle row,
+    and the sigmas (the matching's and the poses') with it."""
     velocity = np.array([3.0, 0.0, 0.0, 1.0, 2.0, 0.5])  # 0.1 m sideways a frame: parallax for a source
     start = exp_se3(np.array([0.1, 0.0, 0.0, 0.3, 0.2, 0.0]))
     rows = (np.arange(CAMERA.height) + 0.5) / CAMERA.height
     given = []
 
-    def rolling_wall(camera, T_wc, image, src_images, src_T_wcs, ref_velocity=None, src_velocities=None):
+    def rolling_wall(camera, T_wc, image, src_images, src_T_wcs, ref_velocity=None, src_velocities=None,
+                     src_pose_covariances=None):
         given.append(ref_velocity)
         depth = _wall_depth(row_poses(T_wc, ref_velocity, rows, READOUT_S)).astype(np.float32)
-        return DepthEstimate(depth, np.full_like(depth, 0.01), np.isfinite(depth))
+        assert all(c is not None and c[3, 3] > 0 for c in src_pose_covariances)  # the frames' pose covariance
+        return DepthEstimate(depth, np.full_like(depth, 0.01), np.isfinite(depth), 0.1 * depth)
 
     motion = MotionStereo(StereoConfig(planes="fronto", min_depth=1.0, max_depth=6.0, readout_s=READOUT_S,
                                        sweep_size=None))
@@ -180,7 +183,7 @@ def test_motion_stereo_hands_on_the_middle_rows_view():
     image = np.zeros((CAMERA.height, CAMERA.width, 3), np.uint8)
     for k in range(3):
         T_wc = start @ exp_se3(k / 30 * velocity)
-        result = motion.push(CAMERA, T_wc, image, timestamp=k / 30)
+        result = motion.push(CAMERA, T_wc, image, timestamp=k / 30, pose_covariance=np.eye(6) * 1e-6)
     assert len(given) == 2 and given[0] is not None
     np.testing.assert_allclose(given[-1], velocity, atol=1e-9)
     at_once = _wall_depth(np.broadcast_to(T_wc, (CAMERA.height, 4, 4)))
@@ -190,3 +193,5 @@ def test_motion_stereo_hands_on_the_middle_rows_view():
     moved = np.abs(result.estimate.depth[known] - at_once[known])
     assert np.median(moved) < 0.005 and moved.max() < 0.011  # within the nearest pixel's depth step
     assert np.median(np.abs(rolling[known] - at_once[known])) > 10 * np.median(moved)  # what the readout changes
+    np.testing.assert_allclose(result.estimate.sigma[known], 0.01)
+    assert np.median(np.abs(result.estimate.pose_sigma[known] - 0.1 * at_once[known])) < 0.001

@@ -113,8 +113,8 @@ class MotionStereo:
 
         ``pose_covariance``: the 6x6 covariance of the pose's error (camera-frame twist, metres and radians,
         as :class:`heightfusion.tracking.Tracker` gives it), or None for an exact pose. The keyframes keep
-        theirs, and each estimate's sigma includes the depth error that the pair's relative pose error
-        causes (``src_pose_covariances`` of :meth:`PlaneSweepStereo.estimate`).
+        theirs, and each estimate's ``pose_sigma`` is the depth error that the pairs' relative pose errors
+        cause (``src_pose_covariances`` of :meth:`PlaneSweepStereo.estimate`).
 
         Raises:
             ValueError: the image does not match the camera, or the pose is not rigid.
@@ -235,8 +235,12 @@ def _at_middle_row(
     camera: PinholeCamera, estimate: DepthEstimate, velocity: np.ndarray, readout_s: float
 ) -> DepthEstimate:
     """A rolling shutter's ``estimate`` as the camera at the middle row's pose sees it."""
-    depth, sigma = global_shutter_depth(camera, estimate.depth, estimate.sigma, velocity, readout_s)
-    return DepthEstimate(depth, sigma, np.isfinite(depth))
+    if estimate.pose_sigma is None:
+        depth, sigma = global_shutter_depth(camera, estimate.depth, estimate.sigma, velocity, readout_s)
+        return DepthEstimate(depth, sigma, np.isfinite(depth))
+    depth, sigmas = global_shutter_depth(camera, estimate.depth, np.stack([estimate.sigma, estimate.pose_sigma], -1),
+                                         velocity, readout_s)
+    return DepthEstimate(depth, sigmas[..., 0], np.isfinite(depth), sigmas[..., 1])
 
 
 def _expanded(estimate: DepthEstimate, level: int, shape: tuple[int, int]) -> DepthEstimate:
@@ -245,4 +249,5 @@ def _expanded(estimate: DepthEstimate, level: int, shape: tuple[int, int]) -> De
         depth=expand(estimate.depth, level, shape, np.nan),
         sigma=expand(estimate.sigma, level, shape, np.nan),
         valid=expand(estimate.valid, level, shape, False),
+        pose_sigma=None if estimate.pose_sigma is None else expand(estimate.pose_sigma, level, shape, np.nan),
     )

@@ -246,13 +246,25 @@ class DepthEstimate:
 
     Attributes:
         depth: (H, W) float32 z-depth, metres; NaN where not ``valid``.
-        sigma: (H, W) float32 standard deviation of ``depth``, metres; positive where ``valid``, NaN elsewhere.
+        sigma: (H, W) float32 standard deviation of ``depth`` from matching the images, metres; positive where
+            ``valid``, NaN elsewhere: the error that is new with every estimate.
         valid: (H, W) bool.
+        pose_sigma: (H, W) float32 standard deviation of ``depth`` (metres, NaN where not ``valid``) that the
+            errors of the sources' poses relative to the reference cause, or None where the poses were taken as
+            exact (no ``src_pose_covariances``). Kept apart from ``sigma``: estimates that share keyframes and
+            poses share it, so more of them do not average it away, and fusion keeps it out of the weights
+            (:meth:`heightfusion.HeightMapFuser.fuse`'s ``pose_sigma``). :meth:`total_sigma` is the two
+            together, the error the depth has.
     """
 
     depth: np.ndarray
     sigma: np.ndarray
     valid: np.ndarray
+    pose_sigma: np.ndarray | None = None
+
+    def total_sigma(self) -> np.ndarray:
+        """(H, W) float32 ``sigma`` and ``pose_sigma`` in quadrature (``sigma`` without the latter)."""
+        return self.sigma if self.pose_sigma is None else np.hypot(self.sigma, self.pose_sigma)
 
     @classmethod
     def invalid(cls, shape: tuple[int, int]) -> DepthEstimate:
@@ -364,10 +376,10 @@ class PlaneSweepStereo:
 
         ``src_pose_covariances``: for each source, the 6x6 covariance of the error of its pose relative to the
         reference's (a twist (v, w), metres and radians, in the source camera's frame, that moves the
-        points the source sees by v + w x X; :func:`heightfusion.fusion.pose_uncertainty.relative_pose_covariance` makes it
-        from the two poses' own covariances), or None where the poses are exact. The sigma then includes the
-        depth error it causes: a relative rotation error of 0.5 deg moves the match by 2.3 px at 320x240,
-        which over a 15 px parallax is 15 % of the depth. Validity still rests on the match alone.
+        points the source sees by v + w x X; :func:`heightfusion.fusion.pose_uncertainty.relative_pose_covariance`
+        makes it from the two poses' own covariances), or None where the poses are exact. The estimate's
+        ``pose_sigma`` is then the depth error it causes: a relative rotation error of 0.5 deg moves the match
+        by 2.3 px at 320x240, which over a 15 px parallax is 15 % of the depth. Validity rests on the match alone.
 
         Raises:
             ValueError: an image does not match the camera's size, the numbers of source images and
@@ -444,9 +456,7 @@ class PlaneSweepStereo:
         if math.isfinite(cfg.consistency):
             valid &= self._left_right(checked, check_scale, winner, rho, valid, sources, planes, camera)
             valid &= _supported(position, valid, cfg.consistency, cfg.support)
-        if pose_sigma is not None:  # after the validity test: a pose error moves the depth, not the match's quality
-            sigma = torch.hypot(sigma, pose_sigma * depth**2)
-        return _to_numpy(depth, sigma, valid)
+        return _to_numpy(depth, sigma, valid, None if pose_sigma is None else pose_sigma * depth**2)
 
     def _left_right(
         self, total: torch.Tensor, scale: int, winner: torch.Tensor, rho: torch.Tensor, valid: torch.Tensor,
@@ -1078,13 +1088,14 @@ def _pose_rho_sigma(sources: list[_Source], rho: torch.Tensor, camera: PinholeCa
     a known twist (``tests/test_stereo_pose_sigma.py``): without the slant term a pitch error's was half
     the error seen.
 
-    The least over the sources that see the point: the best-placed source pins the depth, and the others'
-    errors are not independent of its own (the reference's pose error is in all of them).
+    The least over the sources that see the point (over all where none does): the best-placed source pins
+    the depth, and the others' errors are not independent of its own (the reference's pose error is in all
+    of them).
     """
     height, width = rho.shape
     K_inv = torch.as_tensor(np.linalg.inv(camera.K), dtype=torch.float32, device=rho.device)
     sxx, sxy, syy = _structure_tensor(ref_gray, _STRUCTURE_BOX)
-    least = None
+    least = least_seen = None
     for source in sources:
         if source.pose_covariance is None:
             continue
@@ -1108,9 +1119,10 @@ def _pose_rho_sigma(sources: list[_Source], rho: torch.Tensor, camera: PinholeCa
         variance = torch.einsum("ihw,ij,jhw->hw", row, covariance, row)
         sigma = variance.clamp_min(0).sqrt() / moves
         inside = (h[2] > 1e-6) & (x > -0.5) & (x < width - 0.5) & (y > -0.5) & (y < height - 0.5)
-        sigma = torch.where(inside, sigma, torch.full_like(sigma, math.inf))
+        seen = torch.where(inside, sigma, torch.full_like(sigma, math.inf))
         least = sigma if least is None else torch.minimum(least, sigma)
-    return least
+        least_seen = seen if least_seen is None else torch.minimum(least_seen, seen)
+    return None if least is None else torch.where(torch.isfinite(least_seen), least_seen, least)
 
 
 def _structure_tensor(gray: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -1128,12 +1140,14 @@ def _sigma_steps(curvature: torch.Tensor, pixels_per_step: torch.Tensor, cfg: St
     return torch.sqrt(pixel_floor**2 + cfg.sigma_floor_steps**2 + cfg.sigma_curvature / curvature.clamp_min(1e-9))
 
 
-def _to_numpy(depth: torch.Tensor, sigma: torch.Tensor, valid: torch.Tensor) -> DepthEstimate:
+def _to_numpy(depth: torch.Tensor, sigma: torch.Tensor, valid: torch.Tensor,
+              pose_sigma: torch.Tensor | None = None) -> DepthEstimate:
     """The estimate as float32 NumPy arrays with NaN wherever ``valid`` is False."""
     valid = valid & torch.isfinite(depth) & torch.isfinite(sigma)
     nan = torch.full_like(depth, math.nan)
-    return DepthEstimate(
-        depth=torch.where(valid, depth, nan).cpu().numpy().astype(np.float32),
-        sigma=torch.where(valid, sigma, nan).cpu().numpy().astype(np.float32),
-        valid=valid.cpu().numpy(),
-    )
+
+    def masked(x: torch.Tensor) -> np.ndarray:
+        return torch.where(valid, x, nan).cpu().numpy().astype(np.float32)
+
+    return DepthEstimate(depth=masked(depth), sigma=masked(sigma), valid=valid.cpu().numpy(),
+                         pose_sigma=None if pose_sigma is None else masked(pose_sigma))

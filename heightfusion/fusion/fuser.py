@@ -38,7 +38,7 @@ from ..poses import validate_pose
 from ..render.base import Renderer
 from ..render.projection import MapWindow
 from .normal_equations import NormalEquations, SmoothnessPrior, accumulate, solve
-from .pose_uncertainty import pose_depth_sigma, pose_height_sigma
+from .pose_uncertainty import depth_height_sigma, pose_depth_sigma, pose_height_sigma
 from ..pyramid import auto_level, frame_at_level, max_level
 
 SOLVERS = ("coupled", "diagonal")
@@ -228,6 +228,8 @@ class HeightMapFuser:
         image: np.ndarray | None = None,
         sigma: np.ndarray | None = None,
         pose_covariance: np.ndarray | None = None,
+        pose_sigma: np.ndarray | None = None,
+        aligned_to_map: bool = True,
     ) -> FusionStats:
         """Fuse one depth image taken by ``camera`` at pose ``T_wc`` into the map.
 
@@ -240,6 +242,15 @@ class HeightMapFuser:
             pose_covariance: 6x6 covariance of the pose's error (camera-frame twist (v, w), metres and
                 radians: the tracker's), or None for an exact pose. It widens each pixel's sigma and sets
                 the updated vertices' share of ``grid.systematic_sigma`` (:mod:`.pose_uncertainty`).
+            pose_sigma: (H, W) standard deviation of the depths (metres, NaN where none) that errors of
+                the poses they were measured from cause (motion stereo's relative poses,
+                :attr:`heightfusion.depth.DepthEstimate.pose_sigma`), or None. Frames that share those poses
+                share the error, so it stays out of the weights (which ``sigma`` sets) and goes, as the height
+                error it causes (:func:`.pose_uncertainty.depth_height_sigma`), into the frame's own share of
+                ``grid.systematic_sigma``.
+            aligned_to_map: the pose was found by aligning the frame to this map (the tracker's), so its heights
+                also err as the map it saw does; False for a pose from elsewhere (a given pose with its
+                covariance: FramePipeline's ``pose_sigma``), whose error is its own.
 
         Example (the ray marcher needs no OpenGL):
             >>> import numpy as np, heightfusion as hf
@@ -265,6 +276,11 @@ class HeightMapFuser:
         depth, sigma, colors = _check_frame(depth, camera, image, sigma, cfg.noise)
         if pose_covariance is not None:
             pose_covariance = _check_covariance(pose_covariance)
+        if pose_sigma is not None:
+            pose_sigma = np.asarray(pose_sigma, dtype=np.float32)
+            if pose_sigma.shape != camera.shape:
+                raise FrameError(f"pose_sigma has shape {pose_sigma.shape}, the camera's image is {camera.shape}")
+        depth_error = None if pose_sigma is None else (camera, pose_sigma)  # at the frame's pixels
         stats = FusionStats(level=self._level(camera, depth), pixels_measured=int(np.isfinite(depth).sum()))
         timer = StageTimer()
         if stats.level > 0:
@@ -293,7 +309,7 @@ class HeightMapFuser:
         # in front of it and mostly outside the outlier gate.)
         system = self._normal_equations(timer, depth, sigma, T_wc, camera, None, colors, reach, refresh)
         with timer("update"):
-            changed = _union(changed, self._update_map(system, T_wc, pose_covariance))
+            changed = _union(changed, self._update_map(system, T_wc, pose_covariance, depth_error, aligned_to_map))
         stats.pixels_used = system.pixels_used
         stats.pixels_unseen = system.pixels_unseen
         stats.pixels_grazing = system.pixels_grazing
@@ -410,9 +426,10 @@ class HeightMapFuser:
         grid.heights[window.slices][seeded.reshape(window.shape)] = seed.astype(np.float32)
         return window
 
-    def _update_map(self, system: NormalEquations, T_wc: np.ndarray, pose_covariance: np.ndarray | None) -> MapWindow | None:
+    def _update_map(self, system: NormalEquations, T_wc: np.ndarray, pose_covariance: np.ndarray | None,
+                    depth_error: tuple[PinholeCamera, np.ndarray] | None, aligned_to_map: bool) -> MapWindow | None:
         """Information, colours, systematic sigma and ``observed`` from the frame's final sums; the window it
-        changed, or None."""
+        changed, or None. ``depth_error``: the camera and ``pose_sigma`` of :meth:`fuse`, or None."""
         cfg, grid = self.config, self.grid
         threshold = 1.0 / cfg.observed_sigma**2
         touched = system.touched()
@@ -429,7 +446,7 @@ class HeightMapFuser:
                 colors[seen] = (colors[seen] * old_weight + system.color_sums[seen]) / (
                     old_weight + system.diagonal[seen][:, None]
                 )
-            self._update_systematic(touched, system.diagonal, prior, T_wc, pose_covariance)
+            self._update_systematic(touched, system.diagonal, prior, T_wc, pose_covariance, depth_error, aligned_to_map)
             grid.information[window] = information
             grid.observed[window] |= information >= threshold
         if cfg.forgetting > 0:  # what faded below the threshold (an obstacle that left) is unobserved again
@@ -437,7 +454,9 @@ class HeightMapFuser:
         return touched
 
     def _update_systematic(self, window: MapWindow, added: np.ndarray, prior: np.ndarray, T_wc: np.ndarray,
-                           pose_covariance: np.ndarray | None) -> None:
+                           pose_covariance: np.ndarray | None,
+                           depth_error: tuple[PinholeCamera, np.ndarray] | None = None,
+                           aligned_to_map: bool = True) -> None:
         """``systematic_sigma`` on ``window`` after a frame that added the information ``added`` (after the
         ``prior``).
 
@@ -448,6 +467,10 @@ class HeightMapFuser:
         mean of its frames', so its error is the weighted mean of the shared parts (the map's and the frame's
         inherited one, taken as fully correlated) and the frame's own part weighted by its share of the
         evidence; the two in quadrature. A frame with an exact pose (no ``pose_covariance``) errs by neither.
+        Depth whose error comes from poses (``depth_error``: stereo's relative poses) adds that height error
+        to the frame's own part (:func:`depth_height_sigma`): independent from frame to frame, an
+        approximation for frames that share keyframes. A pose not ``aligned_to_map`` (given, with its
+        covariance) inherits nothing: its error is its own.
         So the error grows as the camera explores, frame by frame from the map it came from, and stays what
         it was where the camera returns. (Averaging the frames' total sigmas instead, own part included,
         counted every revisit's own error as new shared error: the sigma crept up where the map was seen most,
@@ -455,17 +478,20 @@ class HeightMapFuser:
         """
         grid = self.grid
         old = grid.systematic_sigma[window.slices]
-        if pose_covariance is None and not old.any():  # exact poses on a map without systematic error: stays 0
+        if pose_covariance is None and depth_error is None and not old.any():  # exact poses, no systematic error
             return
         evidence = np.maximum(prior - grid.prior_information, 0.0)
         total = evidence + added
         seen = total > 0
         inherited, own = 0.0, 0.0
-        if pose_covariance is not None:
-            points = np.concatenate([grid.vertex_xy(window.slices), grid.heights[window.slices][..., None]], axis=-1)
+        points = np.concatenate([grid.vertex_xy(window.slices), grid.heights[window.slices][..., None]], axis=-1)
+        if pose_covariance is not None and aligned_to_map:
             weights = evidence * (added > 0)
             inherited = float((weights * old).sum() / weights.sum()) if weights.any() else 0.0
+        if pose_covariance is not None:
             own = pose_height_sigma(T_wc, points, pose_covariance)
+        if depth_error is not None:
+            own = np.hypot(own, depth_height_sigma(depth_error[0], T_wc, points, depth_error[1]))
         total = np.where(seen, total, 1.0)
         sigma = np.hypot((evidence * old + added * inherited) / total, added * own / total)
         grid.systematic_sigma[window.slices] = np.where(seen, sigma, old)

@@ -15,7 +15,11 @@ consecutive poses are nearly the same (a trajectory drifts slowly), so it enters
   honest on the synthetic floor (0.26 -> 0.59) but the real TUM map's held-out median |dh| worse (9.0 ->
   12.0 mm): the cap also weakened what later frames could correct.
 
-Both take the surface as level (normal = the map's up axis, world z): a height map's surface mostly is,
+Motion stereo's depth errs where the poses of a reference and its sources err relative to each other
+(:func:`relative_pose_covariance`, :attr:`heightfusion.depth.DepthEstimate.pose_sigma`); the heights that error
+causes (:func:`depth_height_sigma`) join the frame's own share of the systematic sigma.
+
+These take the surface as level (normal = the map's up axis, world z): a height map's surface mostly is,
 and its heights are what the error lands in.
 """
 
@@ -86,3 +90,30 @@ def relative_pose_covariance(T_sr: np.ndarray, ref_covariance: np.ndarray | None
         adjoint[:3, 3:] = np.array([[0.0, -t[2], t[1]], [t[2], 0.0, -t[0]], [-t[1], t[0], 0.0]]) @ R
         total += adjoint @ np.asarray(ref_covariance, dtype=np.float64) @ adjoint.T
     return total
+
+
+def depth_height_sigma(camera, T_wc: np.ndarray, points: np.ndarray, depth_sigma: np.ndarray) -> np.ndarray:
+    """(...) float64 standard deviation (metres) of the height of world ``points`` (..., 3) fused from a depth
+    image at pose ``T_wc`` whose depths err by ``depth_sigma`` ((H, W), metres, NaN where none), as motion
+    stereo's relative pose errors make them err (:attr:`heightfusion.depth.DepthEstimate.pose_sigma`).
+
+    A pixel's depth error dz moves its point along the pixel's ray r (z-component 1) by dz r, and so the
+    height of the (level, as above) surface there by dz (r . n), n the up axis in the camera frame. Each
+    point takes the sigma of the pixel it projects to (nearest); where that pixel has none, or the point
+    is outside the image or behind the camera, the median of the image's sigmas.
+    """
+    R, t = T_wc[:3, :3], T_wc[:3, 3]
+    n = R.T @ np.array([0.0, 0.0, 1.0])
+    X = (np.asarray(points, dtype=np.float64) - t) @ R
+    depth_sigma = np.asarray(depth_sigma, dtype=np.float64)
+    known = np.isfinite(depth_sigma)
+    fallback = float(np.median(depth_sigma[known])) if known.any() else 0.0
+    z = X[..., 2]
+    safe = np.where(z > 1e-9, z, 1.0)
+    x, y = X[..., 0] / safe, X[..., 1] / safe
+    u = np.rint(camera.fx * x + camera.cx).astype(np.int64)
+    v = np.rint(camera.fy * y + camera.cy).astype(np.int64)
+    inside = (z > 1e-9) & (u >= 0) & (u < camera.width) & (v >= 0) & (v < camera.height)
+    sigma = np.where(inside, depth_sigma[v.clip(0, camera.height - 1), u.clip(0, camera.width - 1)], np.nan)
+    sigma = np.where(np.isfinite(sigma), sigma, fallback)
+    return sigma * np.abs(x * n[0] + y * n[1] + n[2])
