@@ -3,7 +3,9 @@ poses as given and with ``--track refine`` (fronto-parallel planes, the default,
 camera, ``planes="below"``), as given with a rolling shutter (``StereoConfig.readout_s``), and with the poses at
 the time offset of the trajectory's clock that the recording's frame pairs measure (``heightfusion camera-offset``,
 ``replay --time-offset-ms``; measured in the run from all the recording's frames, with their depth images), and the
-depth images' own clock offset (``replay --depth-time-offset-ms``, :mod:`heightfusion.depth_clock`, measured too).
+depth images' own clock offset (``replay --depth-time-offset-ms``, :mod:`heightfusion.depth_clock`, measured too);
+and at the time offset with the poses' own error (``replay --pose-sigma``, what ``camera-offset`` measures from the
+same pairs), which stereo's sigma and the map's then count.
 
     python benchmarks/bench_mono_real.py [--path ../shared/data/tum_fr1_rpy_first180] [--frames 60] [--splits 5]
 
@@ -16,9 +18,10 @@ the share of the compared pixels, median |relative error| and median signed rela
 The tracking cost and the frames stereo or tracking skipped are printed too. Then the maps: every 5th frame
 held out (``heightfusion.heldout``), the rest fused from the Kinect depth and from monocular stereo (poses as
 given and refined, with either plane family; as given with a rolling shutter; then sensor depth and stereo as given
-and refined at the time offset, and sensor depth at both clock offsets), each scored against the held-out frames'
-depth: median |dh| and coverage, stereo's median as a multiple of the sensor map's (the one above it), frames
-fused and fused frames/s. The held-out frames are taken at both measured clock offsets, where their depth was
+and refined at the time offset, sensor depth at both clock offsets, and sensor depth and stereo with the pose
+sigma), each scored against the held-out frames' depth: median |dh| and coverage, stereo's median as a multiple of
+the sensor map's (the one above it), the share of held-out points within the map's 1 sigma (with the Kinect's
+noise in quadrature), frames fused and fused frames/s. The held-out frames are taken at both measured clock offsets, where their depth was
 seen from (``--reference-as-recorded``: at the recording's stamps, as before 2026-12-05's depth clock).
 A monocular map's score depends much on which frames it was fused from (on the real sample 38-76 mm over the
 five splits), so each map is fused and scored on ``--splits`` of the five ways to hold out every 5th frame,
@@ -39,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 import heightfusion as hf
-from heightfusion.camera_offset import fit_time_offset, measured_motions
+from heightfusion.camera_offset import fit_camera_offset, fit_time_offset, measured_motions
 from heightfusion.depth_clock import fit_depth_time_offset
 from heightfusion.depth import StereoConfig
 from heightfusion.heldout import DEFAULT_EVERY, score_heldout
@@ -57,16 +60,18 @@ KINECT_READOUT_S = 0.03
 DEPTH_BANDS = (0.0, 0.8, 1.2, 1.6, 2.2, 10.0)
 
 
-def run(path: Path, frames: int, track: str, stereo: StereoConfig, pose_time_offset: float = 0.0) -> dict:
+def run(path: Path, frames: int, track: str, stereo: StereoConfig, pose_time_offset: float = 0.0,
+        pose_sigma: tuple[float, float] | None = None) -> dict:
     """Stereo depth against the Kinect's over the first ``frames`` frames of ``path`` with ``track`` and ``stereo``,
-    the poses taken ``pose_time_offset`` seconds later along the trajectory."""
+    the poses taken ``pose_time_offset`` seconds later along the trajectory and erring by ``pose_sigma``
+    (``replay --pose-sigma``: within 1 sigma then counts the pose part of stereo's sigma too)."""
     sequence = hf.datasets.open(path, max_frames=frames, undistort=True, pose_time_offset=pose_time_offset)
     sequence = UpAligned(sequence, up_rotation(default_up(sequence.format), sequence))
     grid = grid_for_sequence(sequence, None, None, None)
     renderer = hf.make_renderer("gl")
     fuser = hf.HeightMapFuser(grid, renderer, fusion_config(True))
     tracker = None if track == "off" else Tracker(track, renderer)
-    pipeline = FramePipeline(fuser, "mvs", stereo=stereo, tracker=tracker)
+    pipeline = FramePipeline(fuser, "mvs", stereo=stereo, tracker=tracker, pose_sigma=pose_sigma)
     signed, kinect_depths, within_sigma, density, skipped = [], [], [], [], Counter()
     start = time.perf_counter()
     for frame in sequence:
@@ -81,7 +86,8 @@ def run(path: Path, frames: int, track: str, stereo: StereoConfig, pose_time_off
         error = result.depth[both] - kinect[both]
         signed.append(error / kinect[both])
         kinect_depths.append(kinect[both])
-        within_sigma.append(np.abs(error) <= result.sigma[both])
+        sigma = result.sigma if result.pose_sigma is None else np.hypot(result.sigma, result.pose_sigma)
+        within_sigma.append(np.abs(error) <= sigma[both])
         density.append(both.sum() / max(np.isfinite(kinect).sum(), 1))
     seconds = time.perf_counter() - start
     fuser.release()
@@ -110,13 +116,14 @@ def run(path: Path, frames: int, track: str, stereo: StereoConfig, pose_time_off
     }
 
 
-def heldout_maps(path: Path, frames: int, splits: int, clock: float, depth_clock: float,
+def heldout_maps(path: Path, frames: int, splits: int, clock: float, depth_clock: float, pose_sigma: tuple[float, float],
                  reference: dict) -> list[tuple[str, list[dict], list[hf.ReplayResult]]]:
     """(run, held-out score and replay result of each split) of the maps fused from sensor depth and from
     stereo (as given and refined, fronto-parallel planes and planes below the camera, and as given with a rolling
     shutter of :data:`KINECT_READOUT_S`), and from sensor depth and stereo (as given and refined) with the poses at
     the time offset ``clock`` (seconds, ``replay --time-offset-ms``), and sensor depth with its own clock offset
-    ``depth_clock`` too (``replay --depth-time-offset-ms``). Split k holds out the frames at positions k, k + 5, ...
+    ``depth_clock`` too (``replay --depth-time-offset-ms``), and both of the latter with the poses erring by
+    ``pose_sigma`` (metres, degrees; ``replay --pose-sigma``). Split k holds out the frames at positions k, k + 5, ...
     (every 5th, :func:`heightfusion.heldout.split_heldout`), opened with ``reference`` (the clock offsets); the
     first ``splits`` of the five run, the last first (the split of the other benchmarks)."""
     sys.path.insert(0, str(Path(__file__).parent))
@@ -134,6 +141,10 @@ def heldout_maps(path: Path, frames: int, splits: int, clock: float, depth_clock
               {"pose_time_offset": clock, "depth_time_offset": depth_clock}),
              (f"stereo, poses at the {at}", "mvs", "off", {"pose_time_offset": clock}),
              (f"stereo, track refine, {at}", "mvs", "refine", {"pose_time_offset": clock}))
+    given = f"pose sigma {pose_sigma[0] * 1e3:.1f} mm / {pose_sigma[1]:.2f} deg"
+    runs += ((f"sensor depth, {at}, depth clock, {given}", "sensor", "off",
+              {"pose_time_offset": clock, "depth_time_offset": depth_clock, "pose_sigma": pose_sigma}),
+             (f"stereo, poses at the {at}, {given}", "mvs", "off", {"pose_time_offset": clock, "pose_sigma": pose_sigma}))
     scores = {name: ([], []) for name, *_ in runs}
     with tempfile.TemporaryDirectory() as tmp:
         for offset in list(range(DEFAULT_EVERY))[::-1][:splits]:
@@ -158,8 +169,12 @@ def main() -> None:
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} CPU cores; OpenGL: {context.describe()}; {args.path.name}, {args.frames} frames")
     # The recording's clock offset, as `heightfusion camera-offset` measures it (all its frames, with depth).
-    clock = fit_time_offset(measured_motions(hf.datasets.open(args.path, undistort=True))).seconds
+    pairs = measured_motions(hf.datasets.open(args.path, undistort=True))
+    clock = fit_time_offset(pairs).seconds
     print(f"time offset of the trajectory's clock, measured from the recording: {clock * 1e3:+.1f} ms")
+    # ... and how far each pose errs (its --pose-sigma), from what the pairs disagree by at that offset.
+    pose_sigma = fit_camera_offset(pairs.given_at(clock), pairs.measured).pose_sigma
+    print(f"pose sigma, measured from the recording: {pose_sigma[0] * 1e3:.2f} mm / {pose_sigma[1]:.3f} deg per axis")
     depth_clock = fit_depth_time_offset(hf.datasets.open(args.path, undistort=True, pose_time_offset=clock), clock)
     print(depth_clock.summary())
     reference = {} if args.reference_as_recorded else {"pose_time_offset": clock,
@@ -174,8 +189,11 @@ def main() -> None:
                                  (f"as given, rolling shutter {KINECT_READOUT_S * 1e3:g} ms", "off",
                                   StereoConfig(readout_s=KINECT_READOUT_S)),
                                  (f"at the time offset {clock * 1e3:+.1f} ms", "off", StereoConfig()),
-                                 (f"track refine, time offset {clock * 1e3:+.1f} ms", "refine", StereoConfig())):
-        r = runs[label] = run(args.path, args.frames, track, stereo, clock if "time offset" in label else 0.0)
+                                 (f"track refine, time offset {clock * 1e3:+.1f} ms", "refine", StereoConfig()),
+                                 (f"at the time offset {clock * 1e3:+.1f} ms, pose sigma {pose_sigma[0] * 1e3:.1f} mm / "
+                                  f"{pose_sigma[1]:.2f} deg", "off", StereoConfig())):
+        r = runs[label] = run(args.path, args.frames, track, stereo, clock if "time offset" in label else 0.0,
+                              pose_sigma if "pose sigma" in label else None)
         print(f"| {label} | {r['frames estimated']} | "
               f"{r['median relative error %']:.1f} | {r['within 5 %']:.2f} | {r['density']:.2f} | "
               f"{r['within 1 sigma']:.2f} | {r['ms stereo']:.0f} | {r['ms track']:.0f} | {r['skipped']} |", flush=True)
@@ -184,16 +202,17 @@ def main() -> None:
         for lo, hi, share, error, bias in r["bands"]:
             print(f"| {label} | {lo:g}-{hi:g} | {share:.2f} | {error:.1f} | {bias:+.1f} |")
     print(f"\n| map (every 5th frame held out; {args.splits} splits, the last first) | held-out median mm, mean "
-          "(range) | per split | coverage | mean vs sensor map | frames fused | fused frames/s |\n"
-          "|---|---|---|---|---|---|---|")
+          "(range) | per split | coverage | mean vs sensor map | within 1 sigma | frames fused | fused frames/s |\n"
+          "|---|---|---|---|---|---|---|---|")
     sensor = None
     for name, scores, results in heldout_maps(args.path, args.frames, args.splits, clock, depth_clock.seconds,
-                                              reference):
+                                              pose_sigma, reference):
         medians = np.array([1e3 * score["median"] for score in scores])
         sensor = medians.mean() if name.startswith("sensor depth") else sensor
         print(f"| {name} | {medians.mean():.1f} ({medians.min():.1f}-{medians.max():.1f}) | "
               f"{' / '.join(f'{m:.1f}' for m in medians)} | {np.mean([s['coverage'] for s in scores]):.3f} | "
-              f"{medians.mean() / sensor:.2f}x | {np.mean([r.frames_used for r in results]):.0f} | "
+              f"{medians.mean() / sensor:.2f}x | {np.mean([s['calib_1sigma'] for s in scores]):.2f} | "
+              f"{np.mean([r.frames_used for r in results]):.0f} | "
               f"{np.mean([r.fps for r in results]):.2f} |", flush=True)
 
 
