@@ -1092,6 +1092,8 @@ def _pose_rho_sigma(sources: list[_Source], rho: torch.Tensor, camera: PinholeCa
     the depth, and the others' errors are not independent of its own (the reference's pose error is in all
     of them).
     """
+    if all(source.pose_covariance is None for source in sources):
+        return None
     height, width = rho.shape
     K_inv = torch.as_tensor(np.linalg.inv(camera.K), dtype=torch.float32, device=rho.device)
     sxx, sxy, syy = _structure_tensor(ref_gray, _STRUCTURE_BOX)
