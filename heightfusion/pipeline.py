@@ -73,11 +73,12 @@ class FramePipeline:
             this process with a new keyframe window (``stereo_process_error`` says why).
         pose_sigma: how far the given poses err, (metres, degrees), one standard deviation per axis of each
             pose's own error (:func:`given_pose_covariance`), or None: exact. Frames used at their given pose
-            then carry that covariance into fusion (depth sigma and the map's systematic sigma, as a tracked
-            pose's covariance does) and into motion stereo, whose estimates then give the depth error of each
-            pair's relative pose (``DepthEstimate.pose_sigma``), which fusion adds to the map's systematic sigma.
-            Without it a monocular map's sigma on real poses is far too small: the stereo's sigma measures only
-            how well the images match.
+            then carry that covariance into fusion (the map's systematic sigma, as an error shared with the
+            frames around it; for sensor depth the weights too: ``HeightMapFuser.fuse(..., aligned_to_map=False)``)
+            and into motion stereo, whose estimates then give the depth error of each pair's relative pose
+            (``DepthEstimate.pose_sigma``), which fusion adds to the map's systematic sigma. Without it a map's
+            sigma on real poses is far too small (on the real TUM frames 20 % of held-out sensor points and 6 %
+            of monocular ones lay within 1 sigma; README, "Pose sigma").
 
     Attributes:
         poses: (timestamp, T_wc) of every frame whose pose was settled (fused, or passed to stereo),

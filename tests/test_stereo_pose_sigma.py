@@ -82,7 +82,7 @@ def test_bad_pose_covariances_are_refused(terrain_pair):
                                ([None, None], "1 source images but 2 source pose covariances")]:
         with pytest.raises(ValueError, match=match):
             stereo.estimate(ref.camera, ref.T_wc, ref.image, [src.image], [src.T_wc], src_pose_covariances=covariances)
-    with pytest.raises(ValueError, match="pose_covariance must be a finite 6x6"):
+    with pytest.raises(ValueError, match="pose_covariance must be a finite symmetric 6x6"):
         hf.MotionStereo(FRONTO).push(ref.camera, ref.T_wc, ref.image, pose_covariance=np.eye(3))
 
 

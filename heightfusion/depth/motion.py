@@ -23,7 +23,7 @@ from ..poses import invert_pose, validate_pose
 from ..pyramid import expand, half_camera, half_image
 from ..rolling_shutter import body_velocity, global_shutter_depth
 from .keyframes import TOO_LITTLE_PARALLAX, TOO_MUCH_PARALLAX, KeyframeConfig, KeyframeWindow
-from .stereo import DepthEstimate, PlaneSweepStereo, SourceFeatureCache, StereoConfig, nominal_depth
+from .stereo import DepthEstimate, PlaneSweepStereo, SourceFeatureCache, StereoConfig, _checked_covariance, nominal_depth
 
 #: Reasons :meth:`MotionStereo.push` gives for a frame without depth: no source (the keyframes moved
 #: too little or too much: :meth:`KeyframeWindow.no_source_reason` adds the setting to change), or
@@ -117,7 +117,8 @@ class MotionStereo:
         cause (``src_pose_covariances`` of :meth:`PlaneSweepStereo.estimate`).
 
         Raises:
-            ValueError: the image does not match the camera, or the pose is not rigid.
+            ValueError: the image does not match the camera, the pose is not rigid, or ``pose_covariance`` is not
+                a finite symmetric 6x6 matrix.
         """
         if not isinstance(camera, PinholeCamera):  # the order before 0.2: push(image, T_wc, camera)
             deprecated_order("MotionStereo.push(image, T_wc, camera)", "push(camera, T_wc, image)")
@@ -126,10 +127,7 @@ class MotionStereo:
         if np.shape(image)[:2] != camera.shape:
             raise ValueError(f"image has shape {np.shape(image)}, the camera's is {camera.shape}")
         level = sweep_level(camera, self.stereo.config.sweep_size)
-        if pose_covariance is not None:
-            pose_covariance = np.asarray(pose_covariance, dtype=np.float64)
-            if pose_covariance.shape != (6, 6) or not np.isfinite(pose_covariance).all():
-                raise ValueError(f"pose_covariance must be a finite 6x6 matrix, got shape {pose_covariance.shape}")
+        pose_covariance = _checked_covariance(pose_covariance, "pose_covariance")
         result = self._push(*_halved(camera, np.asarray(image), level), T_wc, self._velocity(T_wc, timestamp),
                             pose_covariance)
         if result.estimate is not None and level > 0:

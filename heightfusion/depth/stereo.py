@@ -665,7 +665,7 @@ def _checked_covariance(covariance: np.ndarray | None, name: str) -> np.ndarray 
     if covariance is None:
         return None
     array = np.asarray(covariance, dtype=np.float64)
-    if array.shape != (6, 6) or not np.isfinite(array).all() or not np.allclose(array, array.T, atol=1e-12):
+    if array.shape != (6, 6) or not np.isfinite(array).all() or not np.allclose(array, array.T, rtol=1e-6, atol=1e-12):
         raise ValueError(f"{name} must be a finite symmetric 6x6 covariance, got shape {array.shape}")
     return array
 
