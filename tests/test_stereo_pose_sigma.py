@@ -162,3 +162,31 @@ def test_replay_and_cli_take_pose_sigma(tmp_path, capsys):
     assert json.loads((out / "metrics.json").read_text())["pose_sigma"] == {"m": 0.002, "deg": 0.25}
     assert cli_main(["replay", str(path), "--out", str(tmp_path / "bad"), "--quiet", "--pose-sigma", "-2", "0.25"]) == 2
     assert "--pose-sigma takes two numbers >= 0" in capsys.readouterr().err
+
+
+class _StubTracker:
+    """Gives every frame its own pose, as tracked with ``covariance`` (None: used as given)."""
+
+    def __init__(self, covariance):
+        self.covariance = covariance
+
+    def track(self, frame, grid):
+        from heightfusion.tracking import TrackingResult
+
+        return TrackingResult(frame.T_wc, tracked=self.covariance is not None, covariance=self.covariance)
+
+    def accept(self, frame, T_wc, grid):
+        pass
+
+
+def test_tracked_frames_give_stereo_no_pose_covariance(small_floor):
+    """A tracked pose's covariance is with respect to the map, which the keyframes were tracked against too: stereo
+    takes no pose sigma from it (fusion still does); frames a tracker leaves as given take the given poses' sigma."""
+    for covariance, pose_sigma, expected in [(np.eye(6) * 1e-6, (0.002, 0.3), False), (None, (0.002, 0.3), True)]:
+        grid = hf.HeightMap((-1.5, -1.5), 0.05, (61, 61))
+        pipeline = FramePipeline(HeightMapFuser(grid, hf.make_renderer("raymarch")), "mvs",
+                                 StereoConfig(planes="ground", min_height=-0.05, max_height=0.3),
+                                 tracker=_StubTracker(covariance), pose_sigma=pose_sigma)
+        fused = [r for r in map(pipeline.process, small_floor.frames[:8]) if isinstance(r, FusedFrame)]
+        assert len(fused) >= 4 and all((r.pose_sigma is not None) == expected for r in fused)
+        assert grid.systematic_sigma.any()
