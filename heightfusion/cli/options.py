@@ -198,10 +198,11 @@ def add_track_arguments(parser: argparse.ArgumentParser, default: str = "off") -
                              f"{default_deg:g} deg per frame)")
     parser.add_argument("--pose-sigma", type=float, nargs=2, metavar=("MM", "DEG"),
                         help="how far the given poses err: millimetres along and degrees about each axis (one "
-                             "standard deviation of each pose's own error). Frames fused at their given pose carry "
-                             "it into the depth's sigma, motion stereo's (the error of each pair's relative pose) "
-                             "and the map's; 'heightfusion camera-offset' measures the rotation part against the "
-                             "depth images (default: the poses are exact)")
+                             "standard deviation of each pose's own error), for poses whose error does not build up "
+                             "(motion capture, a board; drifting ones: --track refine --pose-drift). Frames fused at "
+                             "their given pose carry it into motion stereo's sigma (the error of each pair's relative "
+                             "pose) and the map's; 'heightfusion camera-offset' measures it, an upper bound (default: "
+                             "the poses are exact)")
 
 
 def track_options(args: argparse.Namespace) -> dict:
