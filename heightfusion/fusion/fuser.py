@@ -476,10 +476,11 @@ class HeightMapFuser:
         and on the synthetic floor with drifting poses 85 % of the vertices lay within 1 sigma, against 71 %.)
 
         A pose not ``aligned_to_map`` (given, with its covariance) inherits nothing, and its error is shared
-        with the frames around it (motion capture's relative rotations over 1 frame err by 0.35 deg RMS on
-        the real TUM frames, its poses by about 0.8): its height error joins the shared parts. Taken as each
-        frame's own instead, it averaged away and 20 % of the held-out sensor points lay within 1 sigma of the
-        map fused at the measured --pose-sigma, against 64-76 % shared (2026-12-05). Depth whose error comes
+        with the frames around it (on the real TUM frames motion capture's relative rotations err by 0.35 deg
+        RMS over one frame and 0.8-1.2 deg over ten: most of a pose's error is its neighbours' too): its height
+        error joins the shared parts. Taken as each frame's own instead, it averaged away and 20 % of the
+        held-out sensor points lay within 1 sigma of the map fused at the measured --pose-sigma, against 62 %
+        shared (2026-12-05, ``bench_mono_real.py``). Depth whose error comes
         from poses (``depth_error``: stereo's, from the relative poses of each reference and its sources,
         which change from pair to pair) adds that height error (:func:`depth_height_sigma`) to the frame's own
         part: independent from frame to frame, an approximation for frames that share keyframes.

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..tracking.se3 import hat
+
 
 def pose_depth_sigma(camera, T_wc: np.ndarray, depth: np.ndarray, covariance: np.ndarray) -> np.ndarray:
     """(H, W) float32 standard deviation (metres) of each pixel's depth that the pose's uncertainty causes.
@@ -87,7 +89,7 @@ def relative_pose_covariance(T_sr: np.ndarray, ref_covariance: np.ndarray | None
         R, t = T_sr[:3, :3], T_sr[:3, 3]
         adjoint = np.zeros((6, 6))
         adjoint[:3, :3] = adjoint[3:, 3:] = R
-        adjoint[:3, 3:] = np.array([[0.0, -t[2], t[1]], [t[2], 0.0, -t[0]], [-t[1], t[0], 0.0]]) @ R
+        adjoint[:3, 3:] = hat(t) @ R
         total += adjoint @ np.asarray(ref_covariance, dtype=np.float64) @ adjoint.T
     return total
 
