@@ -210,3 +210,23 @@ def test_stereo_pose_sigma_goes_into_the_systematic_sigma():
     assert np.median(shared.systematic_sigma[seen]) > 0.02
     with pytest.raises(hf.fusion.FrameError, match="pose_sigma has shape"):
         hf.HeightMapFuser(shared, renderer).fuse(camera, T_wc, depth, pose_sigma=pose_sigma[:5])
+
+
+def test_depth_with_a_pose_sigma_keeps_its_weights_under_a_pose_covariance():
+    """Sensor depth at an uncertain pose weighs less (the pose's depth sigma widens its weights); depth that carries
+    its own pose sigma (stereo's) keeps its weights, and the pose's error goes into the systematic sigma alone."""
+    camera = hf.PinholeCamera(48, 36, 40.0, 40.0, 23.5, 17.5)
+    renderer = hf.make_renderer("raymarch")
+    T_wc = hf.look_at((0.0, -0.4, 1.0), (0.0, 0.1, 0.0))
+    depth = renderer.render_depth(hf.HeightMap((-0.6, -0.6), 0.05, (25, 25), initial_height=0.05), camera, T_wc)
+    pose_sigma = np.where(np.isfinite(depth), 0.05 * depth, np.nan).astype(np.float32)
+    covariance = random_covariance(8)
+    grids = [hf.HeightMap((-0.6, -0.6), 0.05, (25, 25)) for _ in range(3)]
+    hf.HeightMapFuser(grids[0], renderer).fuse(camera, T_wc, depth, pose_sigma=pose_sigma)
+    hf.HeightMapFuser(grids[1], renderer).fuse(camera, T_wc, depth, pose_sigma=pose_sigma, pose_covariance=covariance,
+                                               aligned_to_map=False)
+    hf.HeightMapFuser(grids[2], renderer).fuse(camera, T_wc, depth, pose_covariance=covariance, aligned_to_map=False)
+    np.testing.assert_array_equal(grids[1].information, grids[0].information)
+    seen = grids[0].information > grids[0].prior_information
+    assert np.median(grids[2].information[seen] / grids[0].information[seen]) < 0.5
+    assert (grids[1].systematic_sigma[seen] > grids[0].systematic_sigma[seen]).all()

@@ -190,3 +190,24 @@ def test_tracked_frames_give_stereo_no_pose_covariance(small_floor):
         fused = [r for r in map(pipeline.process, small_floor.frames[:8]) if isinstance(r, FusedFrame)]
         assert len(fused) >= 4 and all((r.pose_sigma is not None) == expected for r in fused)
         assert grid.systematic_sigma.any()
+
+
+@pytest.mark.parametrize("process", [False, True], ids=["thread", "process"])
+def test_prefetched_stereo_gets_the_given_poses_sigma(small_floor, process):
+    """Stereo run ahead (on a worker thread or in the stereo process) gives the pose sigma that stereo in turn gives."""
+    def pose_sigmas(ahead: bool) -> list:
+        grid = hf.HeightMap((-1.5, -1.5), 0.05, (61, 61))
+        pipeline = FramePipeline(HeightMapFuser(grid, hf.make_renderer("raymarch")), "mvs",
+                                 StereoConfig(planes="ground", min_height=-0.05, max_height=0.3),
+                                 stereo_process=process, pose_sigma=(0.002, 0.3))
+        frames = small_floor.frames[:6]
+        if ahead:
+            assert all(pipeline.prefetch(frame) for frame in frames)
+        results = [pipeline.process(frame) for frame in frames]
+        pipeline.close()
+        return [r.pose_sigma for r in results if isinstance(r, FusedFrame)]
+
+    prefetched, in_turn = pose_sigmas(True), pose_sigmas(False)
+    assert len(prefetched) == len(in_turn) >= 3
+    for a, b in zip(prefetched, in_turn):
+        assert a is not None and np.array_equal(a, b, equal_nan=True)

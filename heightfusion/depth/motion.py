@@ -233,12 +233,9 @@ def _at_middle_row(
     camera: PinholeCamera, estimate: DepthEstimate, velocity: np.ndarray, readout_s: float
 ) -> DepthEstimate:
     """A rolling shutter's ``estimate`` as the camera at the middle row's pose sees it."""
-    if estimate.pose_sigma is None:
-        depth, sigma = global_shutter_depth(camera, estimate.depth, estimate.sigma, velocity, readout_s)
-        return DepthEstimate(depth, sigma, np.isfinite(depth))
-    depth, sigmas = global_shutter_depth(camera, estimate.depth, np.stack([estimate.sigma, estimate.pose_sigma], -1),
-                                         velocity, readout_s)
-    return DepthEstimate(depth, sigmas[..., 0], np.isfinite(depth), sigmas[..., 1])
+    sigmas = [estimate.sigma] + ([] if estimate.pose_sigma is None else [estimate.pose_sigma])
+    depth, moved = global_shutter_depth(camera, estimate.depth, np.stack(sigmas, -1), velocity, readout_s)
+    return DepthEstimate(depth, moved[..., 0], np.isfinite(depth), moved[..., 1] if len(sigmas) > 1 else None)
 
 
 def _expanded(estimate: DepthEstimate, level: int, shape: tuple[int, int]) -> DepthEstimate:
