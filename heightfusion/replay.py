@@ -29,6 +29,7 @@ from .tiles import window_for_run
 from .tracking import TRACK_MODES, Tracker, TrackingConfig
 from .sinks import FrameSink, log_processed
 from .trajectory_eval import MIN_MATCHED, trajectory_errors
+from .tracking.bootstrap import Bootstrapped
 from .up_axis import UpAligned, default_up, up_rotation
 
 if TYPE_CHECKING:  # the stereo needs torch: imported when "mvs" is asked for
@@ -159,6 +160,9 @@ def replay(
     alignment against the map and the latest keyframe, "odometry" tracks from the first pose (or
     ``start_pose``) alone (:class:`heightfusion.tracking.Tracker`, settings ``tracking``); a frame that
     cannot be tracked is skipped with a "tracking: ..." reason. The poses used are ``result.poses``.
+    Monocular odometry on frames without poses (a plain video) needs ``start_pose``: the first frames are
+    posed from it by :class:`heightfusion.tracking.bootstrap.MonocularBootstrap` (scale from its height
+    over the ground, z = 0), and ``result.messages`` says how that went.
     ``camera_offset``: the camera's 4x4 pose on the body the dataset's poses are of
     (:mod:`heightfusion.camera_offset`): frames, and the reference trajectory they are scored against, are
     taken at ``pose @ camera_offset``. ``depth_offset``: the depth images' viewpoint (4x4) in the colour camera's
@@ -213,6 +217,11 @@ def replay(
     sequence = UpAligned(sequence, rotation, camera_offset, depth_offset)
     with_depth = UpAligned(with_depth, rotation, camera_offset, depth_offset) if reopened else sequence
     messages = list(sequence.messages) + ([] if sequence.identity else [sequence.describe()])
+    if track == "odometry" and uses_stereo(depth, sequence) and not sequence.has_poses:
+        if start_pose is None:
+            raise ValueError(f"{path}: monocular odometry on frames without poses needs start_pose (--start-pose): "
+                             "the first camera pose over the ground (z = 0), whose height sets the scale")
+        sequence = Bootstrapped(sequence, start_pose)
     window = None if tiles is None else window_for_run(tiles, up, cell_size, origin,
                                                          sequence.gt_heightmap)
     grid = grid_for_sequence(with_depth, cell_size, origin, shape) if window is None else window.grid
@@ -254,6 +263,8 @@ def replay(
         renderer.release()
     seconds = time.perf_counter() - start
     skipped.update(sequence.skipped)
+    if getattr(sequence, "bootstrap", None) is not None:
+        messages.append(sequence.bootstrap.message or "monocular bootstrap: still posing at the end")
     truth = sequence.gt_heightmap
     scored = grid
     if window is not None:  # the saved tiled map is the run's map, scored on the truth's grid
