@@ -2,6 +2,9 @@
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -104,4 +107,30 @@ def test_replay_odometry_on_frames_without_poses_maps_from_the_bootstrap(plain_f
     assert any(m.startswith("monocular bootstrap: posed from frame") for m in metrics["messages"])
     assert metrics["frames"]["used"] >= 10  # all but the first two, whose keyframes have too little parallax
     assert metrics["trajectory"]["ate_unaligned_m"]["rmse"] <= 0.02  # measured 9.4 mm over 15 cm of travel
+    assert hf.load_heightmap(out / "heightmap.npz").observed.sum() > 100
+
+
+@pytest.mark.skipif(not os.environ.get("DISPLAY"), reason="window tests need X: run under xvfb-run -a")
+def test_live_odometry_on_a_plain_video_maps_from_the_bootstrap(plain_folder, tmp_path):
+    """A video with intrinsics and nothing else (no trajectory, no board in view), as a webcam gives."""
+    import cv2
+
+    video = tmp_path / "floor.avi"
+    images = sorted((plain_folder / "rgb").iterdir())
+    first = cv2.imread(str(images[0]))
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (first.shape[1], first.shape[0]))
+    for path in images:
+        writer.write(cv2.imread(str(path)))
+    writer.release()
+    out = tmp_path / "out"
+    start = [f"{v:.9f}" for v in pose_to_tum(_poses()[0])]
+    # Window tests run in a subprocess: this process may hold a headless EGL context (other GL tests).
+    done = subprocess.run([sys.executable, "-m", "heightfusion", "live", str(video), "--calibration",
+                           str(plain_folder / "camera.yaml"), "--depth", "mvs", "--track", "odometry", "--start-pose",
+                           *start, "--every-frame", "--max-frames", "16", "--hidden", "--out", str(out)],
+                          check=False, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert "monocular bootstrap: posed from frame" in done.stdout, done.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["frames"]["used"] >= 10
     assert hf.load_heightmap(out / "heightmap.npz").observed.sum() > 100

@@ -203,6 +203,7 @@ def _summary(result, evaluation) -> str:
         + (f" {skipped}" if skipped else ""),
         "ms per fused frame: " + ", ".join(f"{k} {v:.1f}" for k, v in result.ms_per_frame.items()),
     ]
+    lines += [f"live: {message}" for message in result.messages]
     if evaluation is not None:
         lines.append(f"vs ground truth: RMSE {evaluation['rmse'] * 1e3:.2f} mm "
                      f"(smooth areas {evaluation['smooth_rmse'] * 1e3:.2f} mm), completeness {evaluation['completeness']:.3f}")

@@ -171,7 +171,9 @@ def add_track_arguments(parser: argparse.ArgumentParser, default: str = "off") -
                         help="camera tracking against the map: 'refine' corrects the given poses, 'odometry' needs "
                              f"only a starting pose, 'off' uses the poses as given (default {default})")
     parser.add_argument("--start-pose", type=float, nargs=7, metavar=("TX", "TY", "TZ", "QX", "QY", "QZ", "QW"),
-                        help="odometry's starting pose (camera to world, TUM order); default the first frame's pose")
+                        help="odometry's starting pose (camera to world, TUM order); default the first frame's pose. "
+                             "Monocular odometry on frames without poses (a plain video) needs it: its height over "
+                             "the ground (z = 0) sets the scale")
     parser.add_argument("--camera-offset", type=float, nargs=7, metavar=("TX", "TY", "TZ", "QX", "QY", "QZ", "QW"),
                         help="the camera's pose on the body the given poses are of (motion-capture markers, a robot's "
                              "base; metres, TUM order): frames are used at pose @ offset; "

@@ -28,6 +28,7 @@ from ..render.base import Renderer
 from ..sinks import FrameSink, log_processed
 from ..tiles import TileWindow
 from ..tracking import Tracker, TrackingConfig
+from ..tracking.bootstrap import MonocularBootstrap
 from ..viewer.layout import Rect, grid_cells, span
 from ..viewer.map_view import MODES, frustum_segments
 from ..viewer.orbit_view import OrbitView
@@ -130,6 +131,7 @@ class LiveResult:
     ms_per_frame: dict[str, float]
     ended: str
     grid: HeightMap | None
+    messages: list[str] = field(default_factory=list)
 
     @property
     def fps(self) -> float:
@@ -141,7 +143,8 @@ class LiveResult:
         skipped = Counter(self.skipped)
         if self.dropped:
             skipped["dropped (fusion too slow)"] += self.dropped
-        return {**run_metrics(self.fused, skipped, self.seconds, self.ms_per_frame, evaluation), "ended": self.ended}
+        return {**run_metrics(self.fused, skipped, self.seconds, self.ms_per_frame, evaluation, self.messages),
+                "ended": self.ended}
 
 
 class LiveApp:
@@ -183,6 +186,8 @@ class LiveApp:
         self._fused_times: deque[float] = deque()
         self._last_view: tuple | None = None  # (camera, T_wc) of the last frame with a pose
         self._pending: Frame | None = None  # read, its stereo prefetched, processed at the next step
+        # Poses for monocular odometry's first frames where frames come without (a webcam without the board).
+        self._bootstrap: MonocularBootstrap | None = None
         self._trajectory: deque[np.ndarray] = deque(maxlen=_TRAJECTORY_POINTS)
         self._last_autosave = self._started = time.perf_counter()
         ctx = window.ctx
@@ -362,11 +367,13 @@ class LiveApp:
             with self.timer("wait"):
                 frame = self.source.next(timeout=0.03)
             if frame is not None or self._pending is not None:
-                for ready in self._ready(frame):
+                for ready in self._bootstrapped(self._ready(frame)):
                     result = self._process(ready)
                     if self.settings.sink is not None:
                         log_processed(self.settings.sink, ready, result, self.grid)
             elif self.source.exhausted:
+                for held in self._bootstrap.finish() if self._bootstrap is not None else ():
+                    self._process(held)
                 self._finish(self._end_reason())
                 if self.settings.exit_at_end:
                     self.draw()
@@ -390,6 +397,25 @@ class LiveApp:
                 ready.append(frame)
         return ready
 
+    def _bootstrapped(self, frames: list[Frame]) -> list[Frame]:
+        """``frames`` through the monocular bootstrap (:mod:`heightfusion.tracking.bootstrap`) once one is needed:
+        odometry with a start pose, stereo depth and a first frame without a pose. It holds frames back until the
+        camera has moved enough, then hands them on posed (a burst that the map catches up with)."""
+        s = self.settings
+        out = []
+        for frame in frames:
+            if (self._bootstrap is None and s.track == "odometry" and s.start_pose is not None and frame.T_wc is None
+                    and frame.depth is None and not (self.pipeline is not None and self.pipeline.poses)):
+                self._bootstrap = MonocularBootstrap(s.start_pose)
+            if self._bootstrap is None:
+                out.append(frame)
+                continue
+            before = self._bootstrap.message
+            out += self._bootstrap.push(frame)
+            if self._bootstrap.message != before:
+                self.message = self._bootstrap.message
+        return out
+
     def finish(self) -> LiveResult:
         """End the run (saving the map if that has not happened) and say what it did."""
         self.source.stop()
@@ -399,7 +425,8 @@ class LiveApp:
         return LiveResult(
             read=self.source.read, fused=self.fused, dropped=self.source.dropped, skipped=self.skipped,
             seconds=seconds, ms_per_frame=self.timer.mean_ms(frames=max(self.fused, 1)), ended=self.ended,
-            grid=self.grid,
+            grid=self.grid, messages=[] if self._bootstrap is None else [self._bootstrap.message or "monocular "
+                                                                        "bootstrap: still posing at the end"],
         )
 
     def _end_reason(self) -> str:

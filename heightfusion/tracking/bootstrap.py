@@ -133,10 +133,16 @@ class MonocularBootstrap:
     or why it gave up.
 
     Example:
-        >>> import numpy as np
-        >>> boot = MonocularBootstrap(np.eye(4))
-        >>> boot.state
-        'waiting'
+        >>> import heightfusion as hf
+        >>> from heightfusion.synthetic.sequence import generate
+        >>> start = hf.look_at((0.0, -0.6, 0.7), (0.0, 0.2, 0.0))  # 0.7 m over the floor
+        >>> first = next(iter(generate("floor", poses=start[None])))
+        >>> boot = MonocularBootstrap(start)
+        >>> handed_on = boot.push(first)  # the first frame goes on at once, at the start pose
+        >>> len(handed_on), bool((handed_on[0].T_wc == start).all()), boot.state
+        (1, True, 'waiting')
+        >>> boot.push(first)  # no motion yet: held back
+        []
     """
 
     def __init__(self, start_pose: np.ndarray, config: BootstrapConfig | None = None) -> None:

@@ -9,7 +9,8 @@ Modes (:data:`TRACK_MODES`):
 - ``"odometry"``: only a starting pose is needed (the first frame's, or ``start_pose``); later frames are
   predicted by constant velocity and tracked from the images alone. Without depth from a sensor, frames
   keep their given poses until the map (built by stereo on them) covers the view: that bootstrap sets
-  the scale.
+  the scale. Frames without given poses (a plain video) get their first ones from
+  :class:`heightfusion.tracking.bootstrap.MonocularBootstrap` (scale from the start pose's height).
 
 What a frame is aligned to (:func:`heightfusion.tracking.alignment.align`): the map rendered at the
 predicted pose (depth and vertex colours, where the vertices are observed) once it covers
