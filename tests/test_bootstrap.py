@@ -63,12 +63,23 @@ def test_without_motion_it_gives_up_and_hands_every_frame_on(floor):
     boot, out = _run(still, floor[0].T_wc, BootstrapConfig(max_held=3))
     assert [f.index for f in out] == list(range(6))
     assert out[0].T_wc is not None and all(f.T_wc is None for f in out[1:])
-    assert boot.state == "done" and "did not move enough" in boot.message
+    assert boot.state == "done" and "3 frames after the first" in boot.message and "under 20 px" in boot.message
+
+
+def test_a_camera_turning_in_place_is_told_to_move_sideways():
+    """Turning gives flow but no depth (the real TUM fr1/rpy frames do this: rays meet at 2 deg)."""
+    from heightfusion.synthetic.sequence import generate
+
+    start = hf.look_at((0.0, -0.6, 0.7), (0.0, 0.2, 0.0))
+    turning = list(generate("floor", poses=np.stack([start @ exp_se3([0, 0, 0, 0, 0.05 * i, 0]) for i in range(16)])))
+    boot, out = _run(turning, start)
+    assert len(out) == 16 and all(f.T_wc is None for f in out[1:])
+    assert "turned more than it moved" in boot.message and "move it sideways" in boot.message
 
 
 def test_the_sequence_ending_first_hands_the_held_frames_on(floor):
     boot, out = _run(floor[:2], floor[0].T_wc)
-    assert len(out) == 2 and out[1].T_wc is None and "did not move enough" in boot.message
+    assert len(out) == 2 and out[1].T_wc is None and "the sequence ended 1 frame after the first" in boot.message
 
 
 def test_a_start_pose_at_or_below_the_ground_is_refused():

@@ -159,6 +159,7 @@ class MonocularBootstrap:
         self._previous_gray: np.ndarray | None = None
         self._points: np.ndarray | None = None  # (N, 3) world points, NaN where not triangulated
         self._last_pose: np.ndarray | None = None
+        self._ray_angle: float | None = None  # of the latest two-view try, degrees
 
     def push(self, frame: Frame) -> list[Frame]:
         """The frames to hand on after ``frame`` (with their poses where known)."""
@@ -182,8 +183,9 @@ class MonocularBootstrap:
     def finish(self) -> list[Frame]:
         """The frames still held (without poses): the sequence ended before the camera moved enough."""
         if self.state == "waiting" and self._first is not None:
-            self._give_up(f"the camera did not move enough in the {len(self._held)} frames after the first "
-                          f"(corners moved under {self.config.min_flow_px:g} px, or mostly turned)")
+            held = len(self._held)
+            self._give_up(f"the sequence ended {held} frame{'s' if held != 1 else ''} after the first while "
+                          f"{self._why_waiting()}")
         held, self._held = self._held, []
         return [frame for frame, _ in held]
 
@@ -221,7 +223,7 @@ class MonocularBootstrap:
     def _hold(self, frame: Frame, positions: np.ndarray | None) -> list[Frame]:
         self._held.append((frame, positions))
         if len(self._held) > self.config.max_held:
-            self._give_up(f"the camera did not move enough in {self.config.max_held} frames after the first")
+            self._give_up(f"{self.config.max_held} frames after the first, {self._why_waiting()}")
             held, self._held = self._held, []
             return [f for f, _ in held]
         return []
@@ -230,8 +232,7 @@ class MonocularBootstrap:
         cfg = self.config
         alive = np.isfinite(self._positions[:, 0])
         if alive.sum() < cfg.min_tracks:
-            self._give_up(f"lost the first frame's corners ({int(alive.sum())} left) before the camera moved "
-                          f"{cfg.min_flow_px:g} px")
+            self._give_up(f"lost the first frame's corners ({int(alive.sum())} left) while {self._why_waiting()}")
             held, self._held = self._held, []
             return [f for f, _ in held] + [frame]
         flow = np.median(np.linalg.norm(self._positions[alive] - self._first[alive], axis=1))
@@ -279,6 +280,7 @@ class MonocularBootstrap:
         centre = -R.T @ t  # the second camera's centre in the first's frame
         cosine = np.einsum("ij,ij->i", X, X - centre) / (np.linalg.norm(X, axis=1) * np.linalg.norm(X - centre, axis=1))
         angle = math.degrees(float(np.median(np.arccos(np.clip(cosine, -1, 1)))))
+        self._ray_angle = angle
         if angle < cfg.min_ray_angle_deg:
             return False
         z0 = self.start_pose[2, 3]
@@ -313,6 +315,14 @@ class MonocularBootstrap:
         inliers = inliers.ravel()
         rvec, tvec = cv2.solvePnPRefineLM(world[inliers], pixels[inliers], frame.camera.K, None, rvec, tvec)
         return invert_pose(_pose(cv2.Rodrigues(rvec)[0], tvec))
+
+    def _why_waiting(self) -> str:
+        cfg = self.config
+        if self._ray_angle is None:
+            return f"the corners had moved under {cfg.min_flow_px:g} px (median) or gave no pose"
+        # The image moved, by turning: a camera turning in place gives no depth.
+        return (f"the camera turned more than it moved (the views' rays met at {self._ray_angle:.1f} deg, median; "
+                f"{cfg.min_ray_angle_deg:g} needed): move it sideways")
 
     def _give_up(self, why: str) -> None:
         self.state = "done"
