@@ -26,6 +26,18 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+def write_mjpg_video(images: list[Path], video: Path, fps: float = 30.0) -> Path:
+    """``images`` (files, in order) as an MJPG video at ``video``; returns it."""
+    import cv2
+
+    first = cv2.imread(str(images[0]))
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), fps, (first.shape[1], first.shape[0]))
+    for path in images:
+        writer.write(cv2.imread(str(path)))
+    writer.release()
+    return video
+
+
 @pytest.fixture(scope="session")
 def gl_renderer():
     renderer = hf.make_renderer("gl")

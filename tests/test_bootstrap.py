@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import write_mjpg_video
 
 import heightfusion as hf
 from heightfusion.cli import main
@@ -124,15 +125,7 @@ def test_replay_odometry_on_frames_without_poses_maps_from_the_bootstrap(plain_f
 @pytest.mark.skipif(not os.environ.get("DISPLAY"), reason="window tests need X: run under xvfb-run -a")
 def test_live_odometry_on_a_plain_video_maps_from_the_bootstrap(plain_folder, tmp_path):
     """A video with intrinsics and nothing else (no trajectory, no board in view), as a webcam gives."""
-    import cv2
-
-    video = tmp_path / "floor.avi"
-    images = sorted((plain_folder / "rgb").iterdir())
-    first = cv2.imread(str(images[0]))
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (first.shape[1], first.shape[0]))
-    for path in images:
-        writer.write(cv2.imread(str(path)))
-    writer.release()
+    video = write_mjpg_video(sorted((plain_folder / "rgb").iterdir()), tmp_path / "floor.avi")
     out = tmp_path / "out"
     start = [f"{v:.9f}" for v in pose_to_tum(_poses()[0])]
     # Window tests run in a subprocess: this process may hold a headless EGL context (other GL tests).

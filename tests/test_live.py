@@ -14,6 +14,7 @@ import time
 import cv2
 import numpy as np
 import pytest
+from conftest import write_mjpg_video
 
 import heightfusion as hf
 from heightfusion.datasets.frame import Frame
@@ -44,13 +45,7 @@ def floor_dataset(tmp_path_factory):
 def floor_video(floor_dataset, tmp_path_factory):
     """The dataset's images as an MJPG video, with its trajectory and camera as separate files."""
     folder = tmp_path_factory.mktemp("video")
-    video = folder / "floor.avi"
-    images = sorted((floor_dataset / "rgb").iterdir())
-    first = cv2.imread(str(images[0]))
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (first.shape[1], first.shape[0]))
-    for path in images:
-        writer.write(cv2.imread(str(path)))
-    writer.release()
+    video = write_mjpg_video(sorted((floor_dataset / "rgb").iterdir()), folder / "floor.avi")
     (folder / "traj.txt").write_text((floor_dataset / "groundtruth.txt").read_text())
     (folder / "camera.yaml").write_text((floor_dataset / "camera.yaml").read_text())
     return video
