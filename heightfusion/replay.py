@@ -24,7 +24,7 @@ from .outputs import run_metrics
 from .pipeline import FramePipeline, SkippedFrame, fusion_config, given_pose_covariance, uses_stereo
 from .poses import pose_to_tum, validate_pose
 from .render import make_renderer
-from .sizing import grid_for_sequence
+from .sizing import DEFAULT_EXTENT_M, grid_around_view, grid_for_sequence
 from .tiles import window_for_run
 from .tracking import TRACK_MODES, Tracker, TrackingConfig
 from .sinks import FrameSink, log_processed
@@ -224,7 +224,12 @@ def replay(
         sequence = Bootstrapped(sequence, start_pose)
     window = None if tiles is None else window_for_run(tiles, up, cell_size, origin,
                                                          sequence.gt_heightmap)
-    grid = grid_for_sequence(with_depth, cell_size, origin, shape) if window is None else window.grid
+    if window is not None:
+        grid = window.grid
+    elif isinstance(sequence, Bootstrapped) and sequence.gt_heightmap is None:  # no poses, no depth: the start view
+        grid = grid_around_view(start_pose, DEFAULT_EXTENT_M, cell_size, origin, shape)
+    else:
+        grid = grid_for_sequence(with_depth, cell_size, origin, shape)
     timer = StageTimer()
     if config is None:
         config = fusion_config(uses_stereo(depth, sequence), **(fusion_settings or {}))

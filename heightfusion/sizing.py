@@ -12,6 +12,8 @@ from .heightmap import HeightMap
 MAX_AUTO_SIDE = 1024
 #: Cell size when nothing else gives one, metres.
 DEFAULT_CELL_SIZE = 0.02
+#: Side of a map centred on the first view (:func:`grid_around_view`) when nothing else gives its extent, metres.
+DEFAULT_EXTENT_M = 4.0
 # Every how many frames the map extent is sampled from, when sized from the data.
 _EXTENT_STRIDE = 5
 

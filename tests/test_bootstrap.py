@@ -13,6 +13,7 @@ from conftest import write_mjpg_video
 import heightfusion as hf
 from heightfusion.cli import main
 from heightfusion.poses import pose_to_tum
+from heightfusion.sizing import look_point
 from heightfusion.tracking import exp_se3
 from heightfusion.tracking.bootstrap import Bootstrapped, BootstrapConfig, MonocularBootstrap
 
@@ -100,6 +101,7 @@ def plain_folder(tmp_path_factory, floor):
 
     folder = write_tum(generate("floor", poses=_poses()), tmp_path_factory.mktemp("plain") / "seq")
     (folder / "groundtruth.txt").rename(folder / "groundtruth_true.txt")  # the reference the run is scored on
+    (folder / "gt_heightmap.npz").unlink()  # nothing gives the map's extent but the start view
     return folder
 
 
@@ -113,13 +115,15 @@ def test_replay_odometry_on_frames_without_poses_needs_a_start_pose(plain_folder
 def test_replay_odometry_on_frames_without_poses_maps_from_the_bootstrap(plain_folder):
     out = plain_folder.parent / "out"
     tx, ty, tz, qx, qy, qz, qw = (f"{v:.9f}" for v in pose_to_tum(_poses()[0]))
-    assert main(["replay", str(plain_folder), "--depth", "mvs", "--track", "odometry", "--origin", "-1.0", "-1.0",
-                 "--shape", "101", "101", "--start-pose", tx, ty, tz, qx, qy, qz, qw, "--out", str(out), "--quiet"]) == 0
+    assert main(["replay", str(plain_folder), "--depth", "mvs", "--track", "odometry", "--start-pose",
+                 tx, ty, tz, qx, qy, qz, qw, "--out", str(out), "--quiet"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
+    grid = hf.load_heightmap(out / "heightmap.npz")  # without --origin and --shape: 4 m around the first view
+    assert grid.shape == (201, 201) and np.allclose(grid.origin + 2.0, look_point(_poses()[0]))
     assert any(m.startswith("monocular bootstrap: posed from frame") for m in metrics["messages"])
     assert metrics["frames"]["used"] >= 10  # all but the first two, whose keyframes have too little parallax
     assert metrics["trajectory"]["ate_unaligned_m"]["rmse"] <= 0.02  # measured 9.4 mm over 15 cm of travel
-    assert hf.load_heightmap(out / "heightmap.npz").observed.sum() > 100
+    assert grid.observed.sum() > 100
 
 
 @pytest.mark.skipif(not os.environ.get("DISPLAY"), reason="window tests need X: run under xvfb-run -a")

@@ -34,12 +34,11 @@ from .options import (
     track_options,
 )
 
-DEFAULT_EXTENT_M = 4.0
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..live.sources import capture_device
     from ..render import BACKENDS
+    from ..sizing import DEFAULT_EXTENT_M
     from ..viewer.map_view import MODES
 
     parser.add_argument("source", nargs="?", help="dataset folder or video file (default: the bundled sample)")
