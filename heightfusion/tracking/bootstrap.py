@@ -91,8 +91,10 @@ def _triangulate(K: np.ndarray, R: np.ndarray, t: np.ndarray, first: np.ndarray,
 def _refine_two_view(K: np.ndarray, R: np.ndarray, t: np.ndarray, X: np.ndarray, first: np.ndarray, now: np.ndarray,
                      huber_px: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(R, t, X) refined by least squares of the reprojection in the second view (Huber, ``huber_px``): the
-    turn, the translation's direction (|t| = 1) and each point's inverse depth along its first-view ray. A
-    RANSAC pose from a minimal set errs by about a degree; with all the corners a tenth of that or less."""
+    turn, the translation's direction (|t| = 1) and each point's inverse depth along its first-view ray. On the
+    synthetic floor the bootstrap's poses erred by a median 5.1 mm / 0.47 deg with it, 6.4 mm / 0.55 deg
+    without; at a few degrees of ray angle the cost is flat along a trade of the turn against the translation's
+    direction, which no polishing (nor an adjustment over the frames in between, tried) removes."""
     from scipy.optimize import least_squares
     from scipy.sparse import lil_matrix
 
