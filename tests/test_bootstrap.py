@@ -84,9 +84,12 @@ def test_the_sequence_ending_first_hands_the_held_frames_on(floor):
     assert len(out) == 2 and out[1].T_wc is None and "the sequence ended 1 frame after the first" in boot.message
 
 
-def test_a_start_pose_at_or_below_the_ground_is_refused():
+def test_a_start_pose_at_or_below_the_ground_is_refused(floor):
+    below = hf.look_at((0.0, 0.0, -0.5), (0.0, 1.0, -1.0))
     with pytest.raises(ValueError, match="start_pose must put the camera above the ground"):
-        MonocularBootstrap(hf.look_at((0.0, 0.0, -0.5), (0.0, 1.0, -1.0)))
+        MonocularBootstrap(below)
+    with pytest.raises(ValueError, match="start_pose must put the camera above the ground"):
+        Bootstrapped(floor, below)  # before any frame is read
 
 
 def test_a_sequence_with_poses_passes_through(floor):

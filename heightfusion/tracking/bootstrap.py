@@ -126,6 +126,16 @@ def _refine_two_view(K: np.ndarray, R: np.ndarray, t: np.ndarray, X: np.ndarray,
     return rotation, direction, rays / inverse_depth[:, None]
 
 
+def checked_start_pose(start_pose: np.ndarray) -> np.ndarray:
+    """``start_pose`` as a float64 4x4 camera-to-world pose with the camera above the ground (z > 0); else a
+    ValueError saying so."""
+    T = validate_pose(np.asarray(start_pose, dtype=np.float64), "start_pose")
+    if not T[2, 3] > 0:
+        raise ValueError("start_pose must put the camera above the ground (z > 0): its height fixes the monocular "
+                         f"scale, got z = {T[2, 3]:g} m")
+    return T
+
+
 class MonocularBootstrap:
     """Poses for the first frames of monocular odometry from a starting pose alone (module docstring).
 
@@ -148,10 +158,7 @@ class MonocularBootstrap:
     """
 
     def __init__(self, start_pose: np.ndarray, config: BootstrapConfig | None = None) -> None:
-        self.start_pose = validate_pose(np.asarray(start_pose, dtype=np.float64), "start_pose")
-        if not self.start_pose[2, 3] > 0:
-            raise ValueError("start_pose must put the camera above the ground (z > 0): its height fixes the "
-                             f"monocular scale, got z = {self.start_pose[2, 3]:g} m")
+        self.start_pose = checked_start_pose(start_pose)
         self.config = config or BootstrapConfig()
         self.state = "waiting"
         self.message: str | None = None
@@ -341,7 +348,7 @@ class Bootstrapped:
 
     def __init__(self, sequence, start_pose: np.ndarray, config: BootstrapConfig | None = None) -> None:
         self._sequence = sequence
-        self._start_pose = start_pose
+        self._start_pose = checked_start_pose(start_pose)
         self._config = config
         self.bootstrap: MonocularBootstrap | None = None
 
