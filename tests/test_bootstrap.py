@@ -93,7 +93,7 @@ def test_a_start_pose_at_or_below_the_ground_is_refused(floor):
 
 
 def test_a_sequence_with_poses_passes_through(floor):
-    seq = Bootstrapped(floor, np.eye(4))
+    seq = Bootstrapped(floor, floor[0].T_wc)
     assert all(a is b for a, b in zip(seq, floor)) and seq.bootstrap is None
 
 
