@@ -7,8 +7,9 @@ begin with. With a starting pose alone, :class:`MonocularBootstrap` poses the fi
    where tracking back lands within ``max_fb_px`` of where the track came from) while the frames after the
    first are held back;
 2. once they have moved ``min_flow_px`` (median), the relative pose is the essential matrix's (five-point
-   RANSAC) and the inliers are triangulated; a view that turned more than it moved (median ray angle below
-   ``min_ray_angle_deg``) pins no depth, and it waits for more motion;
+   RANSAC) or the homography's (a floor is a plane, on which the essential matrix goes astray), polished on
+   all the corners, and the corners are triangulated; a view that turned more than it moved (median ray
+   angle below ``min_ray_angle_deg``) pins no depth, and it waits for more motion;
 3. the scale, which images alone cannot give, comes from the starting pose's height: the ground is the
    plane z = 0 of the map and the triangulated points' median lies on it (so a start pose 0.45 m above
    the floor says that the floor the camera sees is 0.45 m below it);
