@@ -15,7 +15,7 @@ from heightfusion.cli import main
 from heightfusion.poses import pose_to_tum
 from heightfusion.sizing import look_point
 from heightfusion.tracking import exp_se3
-from heightfusion.tracking.bootstrap import Bootstrapped, BootstrapConfig, MonocularBootstrap
+from heightfusion.tracking.bootstrap import Bootstrapped, BootstrapConfig, MonocularBootstrap, ground_level
 
 #: Frames 1 cm apart sideways, turning 0.3 deg a frame, looking down at the floor from 0.7 m.
 STEPS = 16
@@ -58,6 +58,18 @@ def test_bootstrap_poses_the_first_frames_at_the_scale_of_the_start_height(floor
         # The scale comes from the start pose's height over the floor (its median is at z = 0): a wrong
         # scale would show as an error growing with the distance moved (up to 15 cm here).
         assert mm <= 8.0 and deg <= 0.6, (frame.index, mm, deg)
+
+
+def test_the_ground_is_the_lowest_level_that_holds_enough_points():
+    rng = np.random.default_rng(0)
+    floor = -0.45 * (1 + 0.005 * rng.standard_normal(300))  # 0.45 m below, as triangulated
+    boxes = -0.45 + rng.uniform(0.05, 0.6, 500)  # objects and walls above it (most of the points)
+    strays = np.array([-0.9, -0.7])  # mistriangulated deep points: too few to be a level
+    found = ground_level(np.r_[floor, boxes, strays])
+    assert found == pytest.approx(-0.45, rel=0.01)  # the median of all lies 0.16 m higher
+    hills = np.linspace(-2.5, -1.5, 400)  # no level holds 30 %: the median of all
+    assert ground_level(hills) == pytest.approx(-2.0)
+    assert ground_level(np.linspace(0.1, 1.0, 50)) is None  # nothing below the camera
 
 
 def test_without_motion_it_gives_up_and_hands_every_frame_on(floor):
