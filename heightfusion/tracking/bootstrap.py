@@ -150,8 +150,9 @@ def ground_level(heights: np.ndarray, share: float = 0.3, tolerance: float = 0.0
     below = np.sort(heights[heights < 0])
     ends = np.searchsorted(below, below * (1 - tolerance), side="right")
     enough = np.flatnonzero(ends - np.arange(len(below)) >= share * len(heights))
-    if len(enough):
-        return float(np.median(below[enough[0]:ends[enough[0]]]))
+    if len(enough):  # the first window that holds enough starts low in the level: centre it on the level
+        level = float(np.median(below[enough[0]:ends[enough[0]]]))
+        return float(np.median(heights[np.abs(heights - level) <= tolerance * -level]))
     middle = float(np.median(heights)) if len(heights) else 0.0
     return middle if middle < 0 else None
 
