@@ -11,8 +11,9 @@ begin with. With a starting pose alone, :class:`MonocularBootstrap` poses the fi
    all the corners, and the corners are triangulated; a view that turned more than it moved (median ray
    angle below ``min_ray_angle_deg``) pins no depth, and it waits for more motion;
 3. the scale, which images alone cannot give, comes from the starting pose's height: the ground is the
-   plane z = 0 of the map and the triangulated points' median lies on it (so a start pose 0.45 m above
-   the floor says that the floor the camera sees is 0.45 m below it);
+   plane z = 0 of the map, and the lowest level that holds many of the triangulated points
+   (:func:`ground_level`) lies on it (so a start pose 0.45 m above the floor says that the floor the camera
+   sees is 0.45 m below it);
 4. the held frames, and those after while enough of the points stay in view, are posed by PnP against
    the points (RANSAC, then refined). Their poses are what :class:`heightfusion.tracking.Tracker`'s
    odometry uses until the map covers the view; the map then takes over.
@@ -52,7 +53,7 @@ class BootstrapConfig:
         ground_share, ground_tolerance: the ground is the lowest level holding at least ``ground_share`` of the
             triangulated points within ``ground_tolerance`` of its distance below the camera (:func:`ground_level`:
             objects on it and walls lie higher; the points' median, used before, put the synthetic steps
-            scene's scale 4.8 % off, this 2.2 %).
+            scene's scale 4.8 % off, this 2.7 %; on the floor both 1.5 %).
         max_held: frames held back waiting for motion; beyond that it gives up (the held frames go on
             without poses).
     """
