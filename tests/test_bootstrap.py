@@ -141,17 +141,38 @@ def test_replay_odometry_on_frames_without_poses_maps_from_the_bootstrap(plain_f
     assert grid.observed.sum() > 100
 
 
-@pytest.mark.skipif(not os.environ.get("DISPLAY"), reason="window tests need X: run under xvfb-run -a")
-def test_live_odometry_on_a_plain_video_maps_from_the_bootstrap(plain_folder, tmp_path):
+needs_display = pytest.mark.skipif(not os.environ.get("DISPLAY"), reason="window tests need X: run under xvfb-run -a")
+
+
+@pytest.fixture(scope="module")
+def plain_video(plain_folder, tmp_path_factory):
+    """The floor frames as an MJPG video beside their camera.yaml: no trajectory, no board in view."""
+    folder = tmp_path_factory.mktemp("video")
+    (folder / "camera.yaml").write_text((plain_folder / "camera.yaml").read_text())
+    return write_mjpg_video(sorted((plain_folder / "rgb").iterdir()), folder / "floor.avi")
+
+
+def _live(video, out, *options):
+    # Window tests run in a subprocess: this process may hold a headless EGL context (other GL tests).
+    return subprocess.run([sys.executable, "-m", "heightfusion", "live", str(video), "--calibration",
+                           str(video.parent / "camera.yaml"), "--depth", "mvs", *options, "--every-frame",
+                           "--max-frames", "16", "--hidden", "--out", str(out)],
+                          check=False, capture_output=True, text=True, timeout=240)
+
+
+@needs_display
+def test_live_on_a_plain_video_without_a_start_pose_says_how_to_map_it(plain_video, tmp_path):
+    done = _live(plain_video, tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    assert "no frame had a pose" in done.stdout and "--track odometry --start-pose" in done.stdout
+
+
+@needs_display
+def test_live_odometry_on_a_plain_video_maps_from_the_bootstrap(plain_video, tmp_path):
     """A video with intrinsics and nothing else (no trajectory, no board in view), as a webcam gives."""
-    video = write_mjpg_video(sorted((plain_folder / "rgb").iterdir()), tmp_path / "floor.avi")
     out = tmp_path / "out"
     start = [f"{v:.9f}" for v in pose_to_tum(_poses()[0])]
-    # Window tests run in a subprocess: this process may hold a headless EGL context (other GL tests).
-    done = subprocess.run([sys.executable, "-m", "heightfusion", "live", str(video), "--calibration",
-                           str(plain_folder / "camera.yaml"), "--depth", "mvs", "--track", "odometry", "--start-pose",
-                           *start, "--every-frame", "--max-frames", "16", "--hidden", "--out", str(out)],
-                          check=False, capture_output=True, text=True, timeout=240)
+    done = _live(plain_video, out, "--track", "odometry", "--start-pose", *start)
     assert done.returncode == 0, done.stderr
     assert "monocular bootstrap: posed from frame" in done.stdout, done.stdout
     metrics = json.loads((out / "metrics.json").read_text())

@@ -207,5 +207,7 @@ def _summary(result, evaluation) -> str:
         lines.append(f"vs ground truth: RMSE {evaluation['rmse'] * 1e3:.2f} mm "
                      f"(smooth areas {evaluation['smooth_rmse'] * 1e3:.2f} mm), completeness {evaluation['completeness']:.3f}")
     if result.grid is None:
-        lines.append("no frame had a pose: no map")
+        lines.append("no frame had a pose: no map (poses come from the dataset, --poses or the marker board in view; "
+                     "without them, --track odometry --start-pose TX TY TZ QX QY QZ QW starts from the camera's pose "
+                     "over the floor)")
     return "\n".join(lines)
