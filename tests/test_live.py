@@ -6,6 +6,7 @@ creating a GLX window while it is current kills the process.
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -203,11 +204,14 @@ def test_live_on_a_dataset_folder(floor_dataset, tmp_path):
     done = run_cli("live", floor_dataset, "--max-frames", 30, "--screenshot", shot, "--out", out, "--hidden",
                    "--size", *SIZE)
     assert done.returncode == 0, done.stderr
-    assert "read 30 frames" in done.stdout and "sequence floor ended" in done.stdout
+    assert "sequence floor ended" in done.stdout
     check_live_screenshot(shot)
     metrics = json.loads((out / "metrics.json").read_text())
     fused, skipped = metrics["frames"]["used"], metrics["frames"]["skipped"]
     assert fused >= 5 and fused + sum(skipped.values()) == 30  # played in real time: the rest dropped, counted
+    # A reader behind the pace (a loaded machine) passes over frames undecoded: dropped, not read.
+    read = int(re.search(r"read (\d+) frames", done.stdout).group(1))
+    assert fused <= read <= 30
     assert metrics["evaluation"]["smooth_median"] < 0.01
     assert (out / "free_space.png").is_file() and hf.load_heightmap(out / "heightmap.npz").observed.any()
 
