@@ -43,7 +43,8 @@ def row(name: str, result: hf.ReplayResult, start: str, posed: str) -> str:
     ate = (result.trajectory or {}).get("ate_unaligned_m", {}).get("rmse", float("nan")) * 1e3
     ev = result.evaluation or {}
     ms = sum(result.ms_per_frame.values())
-    return (f"| {name} | {start} | {posed} | {result.frames_used} of {result.frames_used + sum(result.skipped.values())} "
+    frames = result.frames_used + sum(result.skipped.values())
+    return (f"| {name} | {start} | {posed} | {result.frames_used} of {frames} "
             f"| {ate:.1f} | {ev.get('rmse', float('nan')) * 1e3:.1f} | {ev.get('completeness', float('nan')):.3f} "
             f"| {ms:.0f} | {dict(result.skipped)} |")
 

@@ -288,7 +288,7 @@ class MonocularBootstrap:
 
         Candidates: the essential matrix's pose and the homography's (a floor is a plane, for which the
         essential matrix has two solutions and may pick the wrong one). Of those that explain nearly as
-        many corners as the best (in front of both cameras, reprojected within the RANSAC threshold), the
+        many corners as the best (in front of both cameras, reprojected within twice the RANSAC threshold), the
         one whose points lie flattest in the world (the normal of their best plane nearest the start pose's
         up) wins: a plane's two solutions explain the corners equally well.
         """
@@ -316,8 +316,11 @@ class MonocularBootstrap:
         if not scored:
             return False
         most = max(s[0] for s in scored)
-        count, _, R, t, X, good = max((s for s in scored if s[0] >= 0.9 * most), key=lambda s: s[1])
+        _, _, R, t, X, good = max((s for s in scored if s[0] >= 0.9 * most), key=lambda s: s[1])
         R, t, X = _refine_two_view(K, R, t, X[good], first[good], now[good], cfg.ransac_px)
+        front = X[:, 2] > 0  # the polish may push a stray point behind the camera
+        good[np.flatnonzero(good)[~front]] = False
+        X = X[front]
         centre = -R.T @ t  # the second camera's centre in the first's frame
         cosine = np.einsum("ij,ij->i", X, X - centre) / (np.linalg.norm(X, axis=1) * np.linalg.norm(X - centre, axis=1))
         angle = math.degrees(float(np.median(np.arccos(np.clip(cosine, -1, 1)))))
@@ -335,11 +338,13 @@ class MonocularBootstrap:
         self._last_pose = self.start_pose @ invert_pose(_pose(R, scale * t))
         self.state = "posing"
         self.message = (f"monocular bootstrap: posed from frame {frame.index} ({len(self._held) + 1} frames after "
-                        f"the first), {count} points, median ray angle {angle:.1f} deg, baseline "
+                        f"the first), {len(X)} points, median ray angle {angle:.1f} deg, baseline "
                         f"{scale * 1e3:.0f} mm (scale from the start pose's height, {z0:.3f} m)")
         return True
 
-    def _pnp(self, frame: Frame, positions: np.ndarray) -> np.ndarray | None:
+    def _pnp(self, frame: Frame, positions: np.ndarray | None) -> np.ndarray | None:
+        """``frame``'s pose (camera to world) from the points seen at ``positions`` (RANSAC from the last pose,
+        then refined on the inliers), or None with under ``min_tracks`` of them."""
         cfg = self.config
         if positions is None:
             return None
