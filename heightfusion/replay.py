@@ -269,7 +269,7 @@ def replay(
     seconds = time.perf_counter() - start
     skipped.update(sequence.skipped)
     if getattr(sequence, "bootstrap", None) is not None:
-        messages.append(sequence.bootstrap.message or "monocular bootstrap: still posing at the end")
+        messages.append(sequence.bootstrap.summary)
     truth = sequence.gt_heightmap
     scored = grid
     if window is not None:  # the saved tiled map is the run's map, scored on the truth's grid

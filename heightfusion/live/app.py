@@ -425,8 +425,7 @@ class LiveApp:
         return LiveResult(
             read=self.source.read, fused=self.fused, dropped=self.source.dropped, skipped=self.skipped,
             seconds=seconds, ms_per_frame=self.timer.mean_ms(frames=max(self.fused, 1)), ended=self.ended,
-            grid=self.grid, messages=[] if self._bootstrap is None else [self._bootstrap.message or "monocular "
-                                                                        "bootstrap: still posing at the end"],
+            grid=self.grid, messages=[] if self._bootstrap is None else [self._bootstrap.summary],
         )
 
     def _end_reason(self) -> str:

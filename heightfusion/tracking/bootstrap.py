@@ -194,13 +194,18 @@ class MonocularBootstrap:
         self.config = config or BootstrapConfig()
         self.state = "waiting"
         self.message: str | None = None
-        self._held: list[tuple[Frame, np.ndarray]] = []  # frames after the first, with their corners' positions
+        self._held: list[tuple[Frame, np.ndarray | None]] = []  # frames after the first, with their corners' positions
         self._first: np.ndarray | None = None  # (N, 2) corners of the first frame
         self._positions: np.ndarray | None = None  # (N, 2) where they are now, NaN where lost
         self._previous_gray: np.ndarray | None = None
         self._points: np.ndarray | None = None  # (N, 3) world points, NaN where not triangulated
         self._last_pose: np.ndarray | None = None
         self._ray_angle: float | None = None  # of the latest two-view try, degrees
+
+    @property
+    def summary(self) -> str:
+        """How it started or why it gave up; else that it is still waiting for the camera to move."""
+        return self.message or f"monocular bootstrap: still waiting for motion ({len(self._held)} frames held)"
 
     def push(self, frame: Frame) -> list[Frame]:
         """The frames to hand on after ``frame`` (with their poses where known)."""
@@ -223,12 +228,11 @@ class MonocularBootstrap:
 
     def finish(self) -> list[Frame]:
         """The frames still held (without poses): the sequence ended before the camera moved enough."""
-        if self.state == "waiting" and self._first is not None:
-            held = len(self._held)
-            self._give_up(f"the sequence ended {held} frame{'s' if held != 1 else ''} after the first while "
-                          f"{self._why_waiting()}")
-        held, self._held = self._held, []
-        return [frame for frame, _ in held]
+        if self.state != "waiting" or self._first is None:
+            return []
+        held = len(self._held)
+        return self._give_up(f"the sequence ended {held} frame{'s' if held != 1 else ''} after the first while "
+                             f"{self._why_waiting()}")
 
     def _start(self, frame: Frame, gray: np.ndarray) -> Frame:
         cfg = self.config
@@ -264,18 +268,15 @@ class MonocularBootstrap:
     def _hold(self, frame: Frame, positions: np.ndarray | None) -> list[Frame]:
         self._held.append((frame, positions))
         if len(self._held) > self.config.max_held:
-            self._give_up(f"{self.config.max_held} frames after the first, {self._why_waiting()}")
-            held, self._held = self._held, []
-            return [f for f, _ in held]
+            return self._give_up(f"{self.config.max_held} frames after the first, {self._why_waiting()}")
         return []
 
     def _wait(self, frame: Frame) -> list[Frame]:
         cfg = self.config
         alive = np.isfinite(self._positions[:, 0])
         if alive.sum() < cfg.min_tracks:
-            self._give_up(f"lost the first frame's corners ({int(alive.sum())} left) while {self._why_waiting()}")
-            held, self._held = self._held, []
-            return [f for f, _ in held] + [frame]
+            return self._give_up(f"lost the first frame's corners ({int(alive.sum())} left) while "
+                                 f"{self._why_waiting()}") + [frame]
         flow = np.median(np.linalg.norm(self._positions[alive] - self._first[alive], axis=1))
         if flow < cfg.min_flow_px or not self._two_view(frame, alive):
             return self._hold(frame, self._positions.copy())
@@ -370,9 +371,12 @@ class MonocularBootstrap:
         return (f"the camera turned more than it moved (the views' rays met at {self._ray_angle:.1f} deg, median; "
                 f"{cfg.min_ray_angle_deg:g} needed): move it sideways")
 
-    def _give_up(self, why: str) -> None:
+    def _give_up(self, why: str) -> list[Frame]:
+        """Stop, saying ``why``; the frames held so far, to hand on without poses."""
         self.state = "done"
         self.message = f"monocular bootstrap gave up: {why}; frames without a pose are skipped"
+        held, self._held = self._held, []
+        return [frame for frame, _ in held]
 
 
 class Bootstrapped:
